@@ -1,0 +1,3 @@
+from fortify.cli import main
+
+main()

@@ -1,0 +1,89 @@
+"""Device, precision and seeding, decided once and passed down.
+
+`Runtime.resolve("auto", "auto")` picks CUDA if present, and bf16 autocast where the hardware
+runs it natively (CUDA with bf16 support, or a CPU with AVX-512 BF16 / AMX). Library code
+receives a `Runtime` (or its fields) instead of re-detecting in every function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fortify.errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU has AVX-512 BF16 or AMX-BF16 instructions (Linux /proc/cpuinfo)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    precision: str  # "fp32" or "bf16" (resolved, never "auto")
+    channels_last: bool = True
+
+    @classmethod
+    def resolve(cls, device: str = "auto", precision: str = "auto", channels_last: bool = True) -> Runtime:
+        if device == "auto":
+            dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            try:
+                dev = torch.device(device)
+            except RuntimeError as e:
+                raise ConfigError(f"unknown device {device!r}") from e
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                raise ConfigError("device 'cuda' requested but CUDA is not available")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if precision == "auto":
+            if dev.type == "cuda":
+                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+            else:
+                precision = "bf16" if cpu_has_native_bf16() else "fp32"
+        return cls(device=dev, precision=precision, channels_last=channels_last)
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.precision == "bf16" else None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast context for forward passes (a no-op in fp32)."""
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def describe(self) -> dict[str, str | bool]:
+        return {"device": str(self.device), "precision": self.precision, "channels_last": self.channels_last}
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; return a CPU generator for explicit use."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
