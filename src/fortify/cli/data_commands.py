@@ -1,9 +1,168 @@
-"""Placeholder: the owner of this module replaces it with real subcommands."""
+"""`fortify audit` and `fortify split`: argument parsing and printing only; logic is in fortify.data."""
 
 from __future__ import annotations
 
+import json
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from fortify.data.groups import NEAR_DUP_THRESHOLD
+
+T = TypeVar("T")
+
+
+def _with_warning_lines(fn: Callable[[], T]) -> tuple[T, list[str]]:
+    """Run fn; print each data warning as one `fortify: warning: ...` line on stderr; return them too."""
+    from fortify.data import DataWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        result = fn()
+    printed = []
+    for w in caught:
+        if issubclass(w.category, DataWarning):
+            print(f"fortify: warning: {w.message}", file=sys.stderr)
+            printed.append(str(w.message))
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return result, printed
+
+
+def _audit_tables(report: dict[str, Any], console: Console) -> None:
+    ds = report["dataset"]
+    title = f"Dataset {ds['root']}" + ("  [bold red](SYNTHETIC phantom)[/]" if ds["synthetic"] else "")
+    t = Table(title=title, title_justify="left")
+    for col in ("class", "images", "sizes (original WxH: count)", "modes"):
+        t.add_column(col)
+    for c in ds["classes"]:
+        sizes = ", ".join(f"{k}: {v}" for k, v in report["sizes"].get(c, {}).items())
+        modes = ", ".join(f"{k}: {v}" for k, v in report["modes"].get(c, {}).items())
+        t.add_row(c, str(report["counts"][c]), sizes, modes)
+    t.add_row("total", str(ds["n_images"]), "", "", style="bold")
+    console.print(t)
+
+    ex, nd = report["exact_duplicates"], report["near_duplicates"]
+    s = Table(title="Integrity", title_justify="left", show_header=False)
+    s.add_row("unreadable files", str(len(report["unreadable"])))
+    for item in report["unreadable"]:
+        s.add_row("", f"{item['path']}: {item['reason']}")
+    s.add_row(
+        "exact duplicates",
+        f"{ex['n_pairs']} pairs in {ex['n_groups']} groups, {ex['cross_class_groups']} across classes",
+    )
+    s.add_row(
+        "near-duplicate groups",
+        f"{nd['n_groups']} groups, {nd['images_in_groups']} images, "
+        f"largest {nd['largest_group']}, {nd['cross_class_groups']} across classes",
+    )
+    s.add_row("near-duplicate rule", f"{nd['method']}, threshold {nd['threshold']}")
+    console.print(s)
+
+    sc = Table(title="Shortcut check", title_justify="left")
+    for col in ("property", "class", "evidence", "verdict"):
+        sc.add_column(col)
+    for item in report["shortcuts"]["exclusive_values"]:
+        sc.add_row(
+            f"{item['property']} {item['value']}",
+            item["class"],
+            f"only in this class ({item['count']})",
+            "[red]shortcut[/]" if item["flagged"] else "too rare to matter",
+        )
+    for item in report["shortcuts"]["single_property_auc"]:
+        verdict = {"strong": "[red]shortcut[/]", "moderate": "[yellow]moderate[/]", "none": "ok"}[
+            item["level"]
+        ]
+        sc.add_row(item["property"], item["class"], f"AUC {item['auc']:.3f} ({item['direction']})", verdict)
+    console.print(sc)
+
+
+def audit(
+    data: str = typer.Argument(..., help="Dataset folder (one subfolder per class) or 'phantom[:n=N]'."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the JSON report to this file."),
+    image_size: int = typer.Option(128, "--image-size", help="Preprocessing size (for the decode cache)."),
+    near_dup: float = typer.Option(
+        NEAR_DUP_THRESHOLD,
+        "--near-dup-threshold",
+        help="Max mean |grey-level difference| of 16x16 thumbnails.",
+    ),
+) -> None:
+    """Report counts, sizes, unreadable files, duplicates, near-duplicates and shortcut warnings."""
+    from fortify.data import audit_dataset
+    from fortify.fileio import write_json
+
+    report, printed = _with_warning_lines(
+        lambda: audit_dataset(data, image_size=image_size, progress=True, near_dup_threshold=near_dup)
+    )
+    if out is not None:
+        write_json(out, report)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    console = Console()
+    _audit_tables(report, console)
+    for line in report["warnings"]:
+        if line in printed:  # already on stderr
+            continue
+        console.print(f"[yellow]warning:[/] {line}", highlight=False)
+    if out is not None:
+        console.print(f"wrote {out}")
+
+
+def split(
+    data: str = typer.Argument(..., help="Dataset folder (one subfolder per class) or 'phantom[:n=N]'."),
+    out: Path = typer.Option(..., "--out", help="Where to write the split manifest (JSON)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the group shuffle."),
+    val: float = typer.Option(0.15, "--val", help="Validation fraction."),
+    test: float = typer.Option(0.15, "--test", help="Test fraction."),
+    image_size: int = typer.Option(128, "--image-size", help="Preprocessing size recorded in the manifest."),
+    near_dup: float = typer.Option(
+        NEAR_DUP_THRESHOLD,
+        "--near-dup-threshold",
+        help="Max mean |grey-level difference| of 16x16 thumbnails.",
+    ),
+) -> None:
+    """Stratified, seeded train/val/test split without duplicate or near-duplicate leakage."""
+    from fortify.data import make_split, save_manifest
+
+    manifest, _ = _with_warning_lines(
+        lambda: make_split(
+            data,
+            seed=seed,
+            fractions=(1.0 - val - test, val, test),
+            image_size=image_size,
+            progress=True,
+            near_dup_threshold=near_dup,
+        )
+    )
+    save_manifest(manifest, out)
+    console = Console()
+    counts = manifest.counts()
+    classes = manifest.dataset["classes"]
+    synthetic = "  [bold red](SYNTHETIC phantom)[/]" if manifest.dataset.get("synthetic") else ""
+    t = Table(title=f"Split of {manifest.dataset['root']} (seed {seed}){synthetic}", title_justify="left")
+    t.add_column("split")
+    for c in classes:
+        t.add_column(c, justify="right")
+    t.add_column("total", justify="right")
+    for name, per_class in counts.items():
+        t.add_row(name, *(str(per_class[c]) for c in classes), str(sum(per_class.values())))
+    console.print(t)
+    console.print(
+        f"dropped {len(manifest.dropped_duplicates)} exact duplicate(s); "
+        f"{manifest.near_duplicate_groups} near-duplicate group(s) kept whole within one split"
+    )
+    console.print(f"wrote {out}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's subcommands to the `fortify` app."""
+    """Add `audit` and `split` to the `fortify` app."""
+    app.command("audit")(audit)
+    app.command("split")(split)

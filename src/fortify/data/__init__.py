@@ -1,1 +1,26 @@
-"""fortify.data"""
+"""fortify.data: load class-folder image datasets (or the synthetic phantom), audit them, split them.
+
+Public API (see docs/ARCHITECTURE.md): ImageDataset, load_dataset, make_split, save_manifest,
+load_manifest, load_split, audit_dataset.
+"""
+
+from fortify.data.audit import audit_dataset
+from fortify.data.dataset import ImageDataset, ImageInfo
+from fortify.data.discover import IMAGE_EXTENSIONS, clean_class_name
+from fortify.data.loader import DataWarning, load_dataset
+from fortify.data.split import SplitManifest, load_manifest, load_split, make_split, save_manifest
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SplitManifest",
+    "DataWarning",
+    "ImageDataset",
+    "ImageInfo",
+    "audit_dataset",
+    "clean_class_name",
+    "load_dataset",
+    "load_manifest",
+    "load_split",
+    "make_split",
+    "save_manifest",
+]

@@ -1,0 +1,230 @@
+"""`audit_dataset`: what is in a dataset and what could mislead a model trained on it.
+
+Reports counts, original sizes and modes per class, unreadable files, exact duplicates (decoded
+pixels), near-duplicate groups (see groups.py) and shortcut warnings: cheap image properties
+that predict the label on their own (a size found in only one class; file size or intensity
+statistics that separate one class from the rest with AUC >= SHORTCUT_AUC).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fortify.data.dataset import ImageDataset
+from fortify.data.groups import (
+    NEAR_DUP_METHOD,
+    NEAR_DUP_THRESHOLD,
+    dataset_fingerprints,
+    dataset_pixel_hashes,
+    exact_duplicate_groups,
+    near_duplicate_groups,
+)
+from fortify.data.loader import load_dataset
+
+AUDIT_FORMAT = "fortify-audit/1"
+SHORTCUT_AUC = 0.90  # one-vs-rest AUC of a single property; 0.5 = useless, 1.0 = perfect predictor
+NOTABLE_AUC = 0.80  # shown in the table/JSON as "moderate", not raised as a warning
+MIN_EXCLUSIVE_COUNT = 3  # a size seen once or twice in one class is noted, not flagged
+
+
+def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Mann-Whitney AUC with average ranks for ties (no scipy needed)."""
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return 0.5
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):  # average rank over each run of ties
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _continuous_shortcuts(ds: ImageDataset, labels: np.ndarray) -> list[dict[str, Any]]:
+    imgs = ds.images.float().flatten(1)
+    props: dict[str, np.ndarray] = {
+        "mean intensity": imgs.mean(1).numpy(),
+        "intensity std": imgs.std(1).numpy(),
+        "dark fraction": (imgs < 20).float().mean(1).numpy(),
+    }
+    if ds.infos is not None and not ds.synthetic:
+        props["file size"] = np.array([i.file_bytes for i in ds.infos], dtype=np.float64)
+    out = []
+    for name, values in props.items():
+        best_cls, best_auc = None, 0.5
+        for c, cls in enumerate(ds.classes):
+            auc = _auc(values, labels == c)
+            if abs(auc - 0.5) > abs(best_auc - 0.5):
+                best_cls, best_auc = cls, auc
+        separation = max(best_auc, 1 - best_auc)
+        out.append(
+            {
+                "property": name,
+                "class": best_cls,
+                "auc": round(separation, 4),
+                "direction": "higher" if best_auc >= 0.5 else "lower",
+                "flagged": separation >= SHORTCUT_AUC,
+                "level": "strong"
+                if separation >= SHORTCUT_AUC
+                else "moderate"
+                if separation >= NOTABLE_AUC
+                else "none",
+            }
+        )
+    return out
+
+
+def _exclusive_values(values: list[str], labels: np.ndarray, classes: list[str], prop: str) -> list[dict]:
+    """Values of a categorical property that occur in exactly one class."""
+    by_value: dict[str, Counter] = {}
+    for v, y in zip(values, labels.tolist(), strict=True):
+        by_value.setdefault(v, Counter())[classes[y]] += 1
+    out = []
+    for v, counts in sorted(by_value.items()):
+        if len(counts) == 1 and len(by_value) > 1:
+            cls, n = next(iter(counts.items()))
+            out.append(
+                {"property": prop, "value": v, "class": cls, "count": n, "flagged": n >= MIN_EXCLUSIVE_COUNT}
+            )
+    return out
+
+
+def audit_dataset(
+    data: str | Path | ImageDataset,
+    *,
+    image_size: int = 128,
+    progress: bool = False,
+    cache_dir: str | Path | None = None,
+    near_dup_threshold: float = NEAR_DUP_THRESHOLD,
+) -> dict:
+    """JSON-ready audit report. Raises DataError only when the data cannot be used at all."""
+    ds = (
+        data
+        if isinstance(data, ImageDataset)
+        else load_dataset(data, image_size=image_size, cache_dir=cache_dir, progress=progress)
+    )
+    labels = ds.labels.numpy()
+    classes = ds.classes
+    counts = {c: int((labels == i).sum()) for i, c in enumerate(classes)}
+    infos = ds.infos
+    sizes = {c: {} for c in classes}
+    modes = {c: {} for c in classes}
+    if infos is not None:
+        for info, y in zip(infos, labels.tolist(), strict=True):
+            key = f"{info.width}x{info.height}"
+            sizes[classes[y]][key] = sizes[classes[y]].get(key, 0) + 1
+            modes[classes[y]][info.mode] = modes[classes[y]].get(info.mode, 0) + 1
+        sizes = {c: dict(sorted(v.items(), key=lambda kv: -kv[1])) for c, v in sizes.items()}
+
+    # Exact duplicates.
+    exact = exact_duplicate_groups(dataset_pixel_hashes(ds))
+    exact_groups = [
+        {"paths": [ds.paths[i] for i in g], "classes": sorted({classes[labels[i]] for i in g})} for g in exact
+    ]
+    cross_exact = [g for g in exact_groups if len(g["classes"]) > 1]
+
+    # Near duplicates on the deduplicated images (what the split sees).
+    drop = {i for g in exact for i in g[1:]}
+    kept = [i for i in range(len(ds)) if i not in drop]
+    fps = dataset_fingerprints(ds)[torch.tensor(kept, dtype=torch.long)]
+    near = [[kept[k] for k in g] for g in near_duplicate_groups(fps, near_dup_threshold)]
+    near_groups = [
+        {
+            "size": len(g),
+            "classes": sorted({classes[labels[i]] for i in g}),
+            "paths": [ds.paths[i] for i in g],
+        }
+        for g in near
+    ]
+    cross_near = [g for g in near_groups if len(g["classes"]) > 1]
+    size_hist = Counter(len(g) for g in near)
+
+    # Shortcuts.
+    categorical = []
+    if infos is not None:
+        categorical += _exclusive_values(
+            [f"{i.width}x{i.height}" for i in infos], labels, classes, "image size"
+        )
+        categorical += _exclusive_values([i.mode for i in infos], labels, classes, "image mode")
+    continuous = _continuous_shortcuts(ds, labels)
+
+    warnings = list(ds.warnings)
+    if ds.synthetic:
+        warnings.insert(0, "synthetic phantom data: not real CT; results on it say nothing about patients")
+    if exact:
+        warnings.append(
+            f"{len(exact)} exact-duplicate group(s) ({sum(len(g) - 1 for g in exact)} redundant "
+            "image(s)); the split keeps one of each"
+        )
+    if cross_exact:
+        warnings.append(
+            f"{len(cross_exact)} exact-duplicate group(s) span classes (label noise): "
+            f"{cross_exact[0]['paths']}"
+        )
+    if cross_near:
+        warnings.append(
+            f"{len(cross_near)} near-duplicate group(s) span classes (same patient under two labels?): "
+            f"e.g. {', '.join(cross_near[0]['paths'][:4])}"
+        )
+    for s in categorical:
+        if s["flagged"]:
+            warnings.append(
+                f"shortcut: {s['property']} {s['value']} occurs only in class {s['class']} "
+                f"({s['count']} images); center-cropping removes the aspect ratio, not the source"
+            )
+    for s in continuous:
+        if s["flagged"]:
+            warnings.append(
+                f"shortcut: {s['property']} separates class {s['class']} from the rest "
+                f"(AUC {s['auc']:.2f}, {s['direction']})"
+            )
+
+    return {
+        "format": AUDIT_FORMAT,
+        "dataset": {
+            "root": ds.source or ds.root,
+            "synthetic": ds.synthetic,
+            "classes": classes,
+            "n_files": len(ds) + len(ds.skipped),
+            "n_images": len(ds),
+        },
+        "preprocessing": {"image_size": ds.image_size, "grayscale": True, "crop": "center-square"},
+        "counts": counts,
+        "sizes": sizes,
+        "modes": modes,
+        "unreadable": list(ds.skipped),
+        "exact_duplicates": {
+            "n_groups": len(exact),
+            "n_pairs": sum(len(g) * (len(g) - 1) // 2 for g in exact),
+            "n_redundant": sum(len(g) - 1 for g in exact),
+            "cross_class_groups": len(cross_exact),
+            "groups": exact_groups,
+        },
+        "near_duplicates": {
+            "method": NEAR_DUP_METHOD,
+            "threshold": near_dup_threshold,
+            "n_groups": len(near),
+            "images_in_groups": sum(len(g) for g in near),
+            "largest_group": max((len(g) for g in near), default=0),
+            "group_sizes": {str(k): v for k, v in sorted(size_hist.items())},
+            "cross_class_groups": len(cross_near),
+            "groups": near_groups,
+        },
+        "shortcuts": {
+            "exclusive_values": categorical,
+            "single_property_auc": continuous,
+            "auc_threshold": SHORTCUT_AUC,
+            "auc_notable": NOTABLE_AUC,
+        },
+        "warnings": warnings,
+    }

@@ -1,0 +1,282 @@
+"""Leakage-safe, stratified, seeded train/val/test split and its manifest.
+
+Rules: exact duplicates are dropped (the first in path order is kept, the rest listed);
+near-duplicate groups go to one split as a whole; per class, each split gets its target share
+(largest-remainder rounding of fraction x class size). Groups are placed largest first into the
+split with the biggest remaining deficit they fit in, then singletons fill the gaps exactly, so
+class counts hit the targets whenever the groups allow it. The seed shuffles the group order.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fortify.data.dataset import ImageDataset
+from fortify.data.groups import (
+    NEAR_DUP_METHOD,
+    NEAR_DUP_THRESHOLD,
+    dataset_fingerprints,
+    dataset_pixel_hashes,
+    exact_duplicate_groups,
+    near_duplicate_groups,
+)
+from fortify.data.loader import DataWarning, load_dataset
+from fortify.errors import ConfigError, DataError
+from fortify.fileio import read_json, write_json
+
+MANIFEST_FORMAT = "fortify-split/1"
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass
+class SplitManifest:
+    dataset: dict[str, Any]  # root, classes, n_files, synthetic
+    preprocessing: dict[str, Any]  # image_size, grayscale, crop
+    seed: int
+    fractions: list[float]
+    splits: dict[str, list[dict[str, Any]]]  # name -> [{"path", "label", "sha256"}]
+    dropped_duplicates: list[dict[str, str]] = field(default_factory=list)  # {"path", "duplicate_of"}
+    near_duplicate_groups: int = 0
+    near_duplicates: dict[str, Any] = field(default_factory=dict)  # method, threshold, grouped images
+    skipped_unreadable: list[dict[str, str]] = field(default_factory=list)
+    format: str = MANIFEST_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {"format": d.pop("format"), **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SplitManifest:
+        if not isinstance(d, dict) or d.get("format") != MANIFEST_FORMAT:
+            raise DataError(f"not a fortify split manifest (expected format {MANIFEST_FORMAT!r})")
+        missing = [k for k in ("dataset", "preprocessing", "seed", "fractions", "splits") if k not in d]
+        missing += [k for k in ("dataset", "preprocessing", "splits") if not isinstance(d.get(k, {}), dict)]
+        if not missing:
+            missing = [f"dataset.{k}" for k in ("root", "classes") if k not in d["dataset"]]
+            missing += [f"splits.{n}" for n in SPLIT_NAMES if not isinstance(d["splits"].get(n), list)]
+        if not missing:
+            missing = [
+                f"splits.{n}[{i}].{k}"
+                for n in SPLIT_NAMES
+                for i, e in enumerate(d["splits"][n])
+                for k in ("path", "label", "sha256")
+                if k not in e
+            ][:1]
+        if missing:
+            raise DataError(f"split manifest is incomplete or malformed (missing {', '.join(missing)})")
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        classes = self.dataset["classes"]
+        return {
+            name: {c: sum(1 for e in self.splits[name] if e["label"] == i) for i, c in enumerate(classes)}
+            for name in SPLIT_NAMES
+        }
+
+
+def _check_fractions(fractions) -> tuple[float, float, float]:
+    try:
+        fr = tuple(round(float(f), 10) for f in fractions)  # 1 - 0.2 - 0.1 -> 0.7, not 0.7000000000000001
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"split fractions must be three numbers, got {fractions!r}") from e
+    if len(fr) != 3 or any(f < 0 for f in fr) or fr[0] <= 0 or abs(sum(fr) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"split fractions (train, val, test) must be >= 0 with train > 0 and sum to 1, got "
+            f"({', '.join(f'{f:.4g}' for f in fr)})"
+        )
+    return fr  # type: ignore[return-value]
+
+
+def _targets(n: int, fractions: tuple[float, ...]) -> list[int]:
+    """Largest-remainder rounding: integer counts summing to n, each within 1 of fraction * n."""
+    raw = [f * n for f in fractions]
+    out = [int(np.floor(r)) for r in raw]
+    for k in sorted(range(len(raw)), key=lambda k: (-(raw[k] - out[k]), k))[: n - sum(out)]:
+        out[k] += 1
+    return out
+
+
+def _assign(
+    groups: list[list[int]],
+    labels: np.ndarray,
+    n_classes: int,
+    fractions: tuple[float, ...],
+    rng: np.random.Generator,
+) -> list[int]:
+    """Split index per group."""
+    per_class = np.bincount(labels, minlength=n_classes)
+    target = np.array([_targets(int(n), fractions) for n in per_class])  # (classes, splits)
+    current = np.zeros_like(target)
+    order = rng.permutation(len(groups))
+    order = sorted(order.tolist(), key=lambda g: -len(groups[g]))  # stable: seed decides ties
+    choice = [0] * len(groups)
+    for g in order:
+        need = np.bincount(labels[groups[g]], minlength=n_classes)
+        deficit = target - current  # (classes, splits)
+        fits = [s for s in range(len(fractions)) if np.all(deficit[need > 0, s] >= need[need > 0])]
+        gain = deficit[need > 0].sum(axis=0).astype(float) + rng.uniform(0, 1e-3, size=len(fractions))
+        if fits:
+            best = max(fits, key=lambda s: gain[s])
+        else:  # overshoot as little as possible
+            over = np.minimum(0, deficit - need[:, None]).sum(axis=0)
+            best = max(range(len(fractions)), key=lambda s: (over[s], gain[s]))
+        choice[g] = best
+        current[:, best] += need
+    return choice
+
+
+def make_split(
+    dataset_or_path: ImageDataset | str | Path,
+    *,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    image_size: int = 128,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+    near_dup_threshold: float = NEAR_DUP_THRESHOLD,
+) -> SplitManifest:
+    """Stratified, group-aware, seeded split. Exact duplicates are dropped (one kept)."""
+    fr = _check_fractions(fractions)
+    ds = (
+        dataset_or_path
+        if isinstance(dataset_or_path, ImageDataset)
+        else load_dataset(dataset_or_path, image_size=image_size, cache_dir=cache_dir, progress=progress)
+    )
+    labels_all = ds.labels.numpy()
+
+    dropped: list[dict[str, str]] = []
+    drop: set[int] = set()
+    for group in exact_duplicate_groups(dataset_pixel_hashes(ds)):
+        keep = group[0]
+        for i in group[1:]:
+            drop.add(i)
+            dropped.append({"path": ds.paths[i], "duplicate_of": ds.paths[keep]})
+    kept = np.array([i for i in range(len(ds)) if i not in drop], dtype=np.int64)
+    labels = labels_all[kept]
+
+    fps = dataset_fingerprints(ds)[kept]
+    near = near_duplicate_groups(fps, near_dup_threshold)  # indices into `kept`
+    in_group = {i for g in near for i in g}
+    groups = near + [[i] for i in range(len(kept)) if i not in in_group]
+
+    rng = np.random.default_rng(seed)
+    choice = _assign(groups, labels, len(ds.classes), fr, rng)
+    splits: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLIT_NAMES}
+    for group, s in zip(groups, choice, strict=True):
+        for k in group:
+            i = int(kept[k])
+            splits[SPLIT_NAMES[s]].append(
+                {"path": ds.paths[i], "label": int(labels_all[i]), "sha256": ds.file_hashes[i]}
+            )
+    for name, frac in zip(SPLIT_NAMES, fr, strict=True):
+        empty = [
+            c for k, c in enumerate(ds.classes) if frac > 0 and not any(e["label"] == k for e in splits[name])
+        ]
+        if empty:
+            warnings.warn(
+                f"split {name!r} has no images of class(es) {', '.join(empty)}; the dataset is too "
+                "small for these fractions",
+                DataWarning,
+                stacklevel=2,
+            )
+    position = {p: i for i, p in enumerate(ds.paths)}  # dataset order: class, then natural file order
+    for entries in splits.values():
+        entries.sort(key=lambda e: position[e["path"]])
+
+    return SplitManifest(
+        dataset={
+            "root": ds.source or ds.root,
+            "classes": list(ds.classes),
+            "n_files": len(ds) + len(ds.skipped),
+            "synthetic": ds.synthetic,
+        },
+        preprocessing={"image_size": ds.image_size, "grayscale": True, "crop": "center-square"},
+        seed=int(seed),
+        fractions=list(fr),
+        splits=splits,
+        dropped_duplicates=dropped,
+        near_duplicate_groups=len(near),
+        near_duplicates={
+            "method": NEAR_DUP_METHOD,
+            "threshold": near_dup_threshold,
+            "images_in_groups": len(in_group),
+            "largest_group": max((len(g) for g in near), default=0),
+        },
+        skipped_unreadable=list(ds.skipped),
+    )
+
+
+def save_manifest(manifest: SplitManifest, path: str | Path) -> Path:
+    return write_json(path, manifest.to_dict())
+
+
+def load_manifest(path: str | Path) -> SplitManifest:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"split manifest not found: {p}")
+    try:
+        raw = read_json(p)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"split manifest {p} is not valid JSON") from e
+    return SplitManifest.from_dict(raw)
+
+
+def load_split(
+    manifest: SplitManifest | str | Path,
+    data: str | Path | None = None,
+    *,
+    image_size: int | None = None,
+    limit_per_class: int | None = None,
+    progress: bool = False,
+    cache_dir: str | Path | None = None,
+) -> dict[str, ImageDataset]:
+    """Load the dataset and cut it into {"train", "val", "test"} as the manifest says.
+
+    Every manifest file must exist with the same sha256 and label; otherwise DataError naming the
+    first mismatch (the data changed since the split was made, so earlier results do not carry over).
+    """
+    m = manifest if isinstance(manifest, SplitManifest) else load_manifest(manifest)
+    source = data if data is not None else m.dataset["root"]
+    if data is None and not m.dataset.get("synthetic") and not Path(str(source)).expanduser().is_dir():
+        raise DataError(
+            f"the manifest's dataset folder {source} does not exist here; pass the dataset path (--data)"
+        )
+    size = int(image_size if image_size is not None else m.preprocessing.get("image_size", 128))
+    ds = load_dataset(source, image_size=size, cache_dir=cache_dir, progress=progress)
+    if list(ds.classes) != list(m.dataset["classes"]):
+        raise DataError(
+            f"the split manifest is for classes {m.dataset['classes']} but the dataset at {source} "
+            f"has {ds.classes}: it belongs to another dataset"
+        )
+    if limit_per_class is not None and limit_per_class < 1:
+        raise ConfigError(f"limit per class must be >= 1, got {limit_per_class}")
+
+    index = {p: i for i, p in enumerate(ds.paths)}
+    skipped = {s["path"] for s in ds.skipped}
+    out: dict[str, ImageDataset] = {}
+    for name in SPLIT_NAMES:
+        picks, per_class = [], [0] * len(ds.classes)
+        for e in m.splits[name]:
+            i = index.get(e["path"])
+            if i is None:
+                why = "is unreadable now" if e["path"] in skipped else "is missing"
+                raise DataError(f"dataset changed since the split was made: {e['path']} {why}")
+            if ds.file_hashes[i] != e["sha256"]:
+                raise DataError(
+                    f"dataset changed since the split was made: {e['path']} has different contents "
+                    "(sha256 differs)"
+                )
+            if int(ds.labels[i]) != int(e["label"]):
+                raise DataError(f"dataset changed since the split was made: {e['path']} has another label")
+            if limit_per_class is not None:
+                if per_class[e["label"]] >= limit_per_class:
+                    continue
+                per_class[e["label"]] += 1
+            picks.append(i)
+        out[name] = ds.subset(picks)
+    return out
