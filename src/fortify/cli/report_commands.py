@@ -1,9 +1,106 @@
-"""Placeholder: the owner of this module replaces it with real subcommands."""
+"""`fortify report` and `fortify reproduce`: argument parsing and printing; the logic is in
+fortify.report and fortify.pipeline."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+
+def print_table1(run_dir: Path, console: Console) -> None:
+    """Table 1 (fortify beside the study) as the closing summary. A number undermined by a failed sanity
+    check is shown in red with '!' (the report names the check)."""
+    from fortify.report import table1_summary
+
+    t = table1_summary(run_dir)
+    table = Table(
+        title="Table 1: test accuracy (%)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    headers = {"Combined": "Comb.", "Worst-case": "Worst"}
+    short = {"Normal training": "normal", "Adversarial training": "adversarial", "fortify": "ours"}
+    for i, h in enumerate(t.header):
+        table.add_column(
+            "" if i < 2 else headers.get(h, h), justify="left" if i < 2 else "right", no_wrap=True
+        )
+    failed = False
+    for row in t.rows:
+        cells = []
+        for c in row:
+            if "FAIL" in c:
+                failed = True
+                c = f"[bold red]{c.split(' ')[0]}![/]"
+            cells.append(short.get(c, c.replace(" (stage not run)", "")))
+        table.add_row(*cells)
+    # rich assumes 80 columns when not writing to a terminal (logs, CI); the table needs ~90
+    Console(width=max(console.width, 100)).print(table)
+    if failed:
+        console.print("[bold red]![/] a sanity check failed for this number; see the report's sanity table")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's subcommands to the `fortify` app."""
+    """Add `report` and `reproduce` to the `fortify` app."""
+
+    @app.command("report")
+    def report_command(
+        run_dir: Path = typer.Argument(..., help="A run directory written by `fortify reproduce`."),
+    ) -> None:
+        """(Re)build RUN_DIR/report/report.md and report.html (self-contained) from the run's files."""
+        from fortify.report import build_report
+
+        console = Console()
+        out = build_report(run_dir)
+        print_table1(run_dir, console)
+        console.print(f"report: {out['markdown']}")
+        console.print(f"html:   {out['html']}")
+
+    @app.command("reproduce")
+    def reproduce_command(
+        data: str = typer.Option(..., "--data", help="Dataset folder (class subfolders) or 'phantom'."),
+        out: Path = typer.Option(..., "--out", help="Run directory to create (or continue with --resume)."),
+        profile: str = typer.Option("quick", "--profile", help="smoke | quick | paper (configs/profiles)."),
+        defense: str = typer.Option(
+            "mixed", "--defense", help="mixed (the study's recipe) | pgd | fast | trades."
+        ),
+        resume: bool = typer.Option(
+            False, "--resume", help="Continue this run; finished stages are skipped."
+        ),
+        force: bool = typer.Option(False, "--force", help="Wipe --out and start over."),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
+        precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16"),
+        weights: Path | None = typer.Option(
+            None,
+            "--weights",
+            help="Offline pretrained weights (torchvision state dict), e.g. for --profile paper.",
+        ),
+    ) -> None:
+        """Run the whole study: audit, split, normal + adversarial training, evaluation, transfer, report."""
+        from fortify.pipeline import reproduce
+
+        console = Console()
+        overrides = {"weights": str(weights.expanduser().resolve())} if weights else None
+        if weights is not None and not weights.is_file():
+            from fortify.errors import ConfigError
+
+            raise ConfigError(f"--weights file not found: {weights}")
+        started = time.perf_counter()
+        run_dir = reproduce(
+            data,
+            out,
+            profile=profile,
+            defense=defense,
+            resume=resume,
+            force=force,
+            progress=True,
+            overrides=overrides,
+            device=device,
+            precision=precision,
+        )
+        console.print(f"finished in {time.perf_counter() - started:.0f} s")
+        print_table1(run_dir, console)
+        console.print(f"report: {run_dir / 'report' / 'report.md'}")
+        console.print(f"html:   {run_dir / 'report' / 'report.html'}")

@@ -1,0 +1,128 @@
+"""Profiles (configs/profiles/*.yaml) loaded into dataclasses.
+
+A profile fixes everything a reproduction computes: model, image size, seeds, the training recipe for both
+models and the evaluation budgets. `overrides` (dotted keys, e.g. {"train.epochs": 2}) change single values
+and are recorded in RUN_DIR/config.yaml like everything else.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields
+from fractions import Fraction
+from typing import Any
+
+from fortify.errors import ConfigError
+from fortify.fileio import read_yaml
+from fortify.report.study import configs_dir
+
+DEFENSES = ("mixed", "pgd", "fast", "trades")
+
+
+def parse_number(value: Any, what: str) -> float:
+    """Numbers as YAML gives them, plus fractions like '2/255' (how eps is written everywhere)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{what} must be a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(Fraction(str(value).strip()))
+    except (ValueError, ZeroDivisionError) as e:
+        raise ConfigError(f"{what} must be a number like 0.5 or 2/255, got {value!r}") from e
+
+
+@dataclass
+class EvalSettings:
+    """Budgets for `fortify.evaluation.evaluate_checkpoint` (attacks at the profile's headline eps)."""
+
+    attacks: list[str] | None = (
+        None  # explicit specs; None -> FGSM, PGD, budgeted CW, strong from the fields below
+    )
+    pgd_steps: int = 20
+    pgd_restarts: int = 1
+    cw_steps: int = 100
+    cw_binary_steps: int = 5
+    cw_budget: float | None = None  # L2 budget for "accuracy under CW"; None -> evaluation's eps*sqrt(d)/2
+    strong_steps: int = 50
+    eps_curve: list[float] = field(default_factory=lambda: [0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255])
+    curve_attacks: list[str] = field(default_factory=lambda: ["pgd:steps=10", "strong"])
+    batch_size: int = 64
+    limit: int | None = None  # first k test images (class-stratified); None = the whole test split
+    examples_per_class: int = 2
+    sanity_steps_factor: int = 2
+    sanity_restarts: int = 2
+    transfer_attack: str | None = None  # None -> the PGD spec of `attacks`
+
+
+@dataclass
+class Profile:
+    name: str
+    description: str = ""
+    model: str = "resnet18"
+    image_size: int = 128
+    seed: int = 0
+    fractions: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    eps: float = 2 / 255  # headline L-inf budget (training and evaluation)
+    limit_per_class: int | None = None
+    pretrained: bool = False
+    weights: str | None = None  # offline torchvision state dict for pretrained weights
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields for both models
+    normal: dict[str, Any] = field(default_factory=dict)  # ... for the normal model only
+    adversarial: dict[str, Any] = field(default_factory=dict)  # ... for the adversarial model only
+    evaluate: EvalSettings = field(default_factory=EvalSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def list_profiles() -> list[str]:
+    return sorted(p.stem for p in (configs_dir() / "profiles").glob("*.yaml"))
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    for key, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r}: {p!r} is not a section")
+        node[leaf] = value
+    return raw
+
+
+def _build(cls, raw: dict[str, Any], where: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return cls(**raw)
+
+
+def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
+    """Load configs/profiles/<name>.yaml (ConfigError naming the valid profiles if there is none)."""
+    available = list_profiles()
+    if name not in available:
+        raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(available)}")
+    path = configs_dir() / "profiles" / f"{name}.yaml"
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} is not a profile (expected a mapping)")
+    raw = _apply_overrides(raw, overrides)
+    ev = raw.pop("evaluate", None) or {}
+    if not isinstance(ev, dict):
+        raise ConfigError(f"{path}: 'evaluate' must be a mapping")
+    ev_settings = _build(EvalSettings, ev, f"{path} evaluate")
+    ev_settings.eps_curve = [parse_number(e, "evaluate.eps_curve") for e in ev_settings.eps_curve]
+    if ev_settings.cw_budget is not None:
+        ev_settings.cw_budget = parse_number(ev_settings.cw_budget, "evaluate.cw_budget")
+    profile = _build(Profile, {**raw, "evaluate": ev_settings}, str(path))
+    profile.eps = parse_number(profile.eps, "eps")
+    profile.fractions = [parse_number(f, "fractions") for f in profile.fractions]
+    for section in ("train", "normal", "adversarial"):
+        if not isinstance(getattr(profile, section), dict):
+            raise ConfigError(f"{path}: {section!r} must be a mapping of training settings")
+    return profile

@@ -1,0 +1,155 @@
+"""Table 1 (fortify beside the study) and the sanity checks whose failures mark its numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fortify.report.doc import Document, Heading, Para, Table
+from fortify.report.fmt import DASH, STAGE_LABELS, TABLE1_COLUMNS, fmt_threat, metrics_for, pct, source_of
+from fortify.report.rundir import RunData
+from fortify.report.study import STUDY_COLUMNS
+
+
+def _failed_checks(results: dict[str, Any], run: RunData | None = None, stage: str = "") -> list[dict]:
+    """Failed checks of one model: its own, plus the transfer check of pairs that target it."""
+    checks = list(results.get("sanity") or [])
+    for pair in ((run.transfer or {}).get("pairs") or []) if run else []:
+        if pair.get("target") == stage and isinstance(pair.get("sanity"), dict):
+            checks.append(pair["sanity"])
+    return [c for c in checks if not c.get("passed", False)]
+
+
+# ---------------------------------------------------------------- sections
+
+
+def section_table1(doc: Document, run: RunData, study: dict[str, Any] | None) -> None:
+    doc.add(Heading("Table 1: test accuracy (%), fortify beside the study"))
+    footnotes: list[str] = []
+    rows: list[list[str]] = []
+    for name, label in STAGE_LABELS.items():
+        stage = run.stages.get(name)
+        results = stage.results if stage else None
+        if results is None:
+            rows.append(
+                [label, "fortify", *([f"{DASH} (stage not run)"] + [DASH] * (len(TABLE1_COLUMNS) - 1))]
+            )
+        else:
+            marks: dict[str, list[int]] = {}
+            for check in _failed_checks(results, run, name):
+                footnotes.append(
+                    f"{label}: sanity check FAILED: {check.get('check')}: {check.get('detail', '')}"
+                )
+                for col in check.get("undermines") or []:
+                    marks.setdefault(col, []).append(len(footnotes))
+            cells = []
+            for col, _ in TABLE1_COLUMNS:
+                m = metrics_for(results, col)
+                cell = pct(m.get("accuracy")) if m else DASH
+                if col in marks and m:
+                    cell += " ⚠ FAIL" + "".join(f"[{i}]" for i in marks[col])
+                cells.append(cell)
+            rows.append([label, "fortify", *cells])
+        srow = ((study or {}).get("rows") or {}).get(name) or {}
+        rows.append(
+            [
+                label,
+                "study",
+                *[
+                    pct(srow[c] / 100) if c in STUDY_COLUMNS and c in srow else DASH
+                    for c, _ in TABLE1_COLUMNS
+                ],
+            ]
+        )
+    doc.add(
+        Table(
+            ["Training", "Numbers", *[h for _, h in TABLE1_COLUMNS]],
+            rows,
+            caption="Accuracy on the test split; Combined = pooled FGSM+PGD+CW adversarial test sets (the "
+            "study's definition); Worst-case = robust only if no attack fools the scan; Strong = fortify's "
+            "per-sample worst case over APGD-CE, APGD-DLR (+targeted) and PGD with restarts.",
+        )
+    )
+    srcs = [source_of(run, s) for s in run.stages.values() if s.results]
+    src = "fortify rows: " + ("; ".join(srcs) if srcs else "none")
+    if study:
+        src += f". Study rows: {study.get('path')} ({' '.join(str(study.get('citation', '')).split())})"
+    doc.add(Para(src, "source"))
+    doc.add(
+        Para(
+            "A '—' in a study row is a figure the study did not state; fortify does not fill it in. "
+            "The study did not state its threat model, so its numbers and ours may not be measured under the "
+            "same attack budget; see 'Threat model' for ours."
+        )
+    )
+    doc.add(Para(_setting_note(run, study)))
+    for i, note in enumerate(footnotes, 1):
+        doc.add(Para(f"[{i}] {note}", "warn"))
+
+
+def _setting_note(run: RunData, study: dict[str, Any] | None) -> str:
+    """What our columns measured (threat model per column, model, image size) next to the study's setting."""
+    parts = []
+    for name, stage in run.stages.items():
+        r = stage.results or {}
+        if not r:
+            continue
+        ck, data = r.get("checkpoint") or {}, r.get("data") or {}
+        cols = ", ".join(
+            f"{k} {fmt_threat(a.get('threat_model'))}" for k, a in (r.get("attacks") or {}).items()
+        )
+        parts.append(
+            f"{STAGE_LABELS[name]}: {ck.get('model', '?')} ({ck.get('mode', '?')}) at "
+            f"{data.get('image_size', '?')} px on {data.get('n', '?')} test images; {cols}."
+        )
+    if study:
+        parts.append(f"The study's rows: {study.get('model', '?')} on {study.get('dataset', 'IQ-OTH/NCCD')}.")
+    return "Setting: " + " ".join(parts) if parts else "Setting: no evaluation found."
+
+
+def section_sanity(doc: Document, run: RunData) -> None:
+    doc.add(Heading("Sanity checks (Carlini et al. 2019)"))
+    rows = []
+    for name, stage in run.stages.items():
+        for check in (stage.results or {}).get("sanity") or []:
+            rows.append(
+                [
+                    STAGE_LABELS[name],
+                    str(check.get("check", "?")),
+                    "PASS" if check.get("passed") else "FAIL",
+                    str(check.get("detail", "")),
+                    ", ".join(check.get("undermines") or []) or DASH,
+                ]
+            )
+    for pair in (run.transfer or {}).get("pairs") or []:
+        check = pair.get("sanity")
+        if isinstance(check, dict):
+            rows.append(
+                [
+                    f"{pair.get('target')} (transfer from {pair.get('source')})",
+                    str(check.get("check", "?")),
+                    "PASS" if check.get("passed") else "FAIL",
+                    str(check.get("detail", "")),
+                    ", ".join(check.get("undermines") or []) or DASH,
+                ]
+            )
+    if not rows:
+        doc.add(Para("No sanity checks were recorded (evaluation missing or did not run them).", "warn"))
+        return
+    doc.add(
+        Table(
+            ["Model", "Check", "Result", "Detail", "Undermines"],
+            rows,
+            source="'sanity' in "
+            + ", ".join(run.rel(s.results_path) for s in run.stages.values() if s.results)
+            + (", transfer.json pairs" if run.transfer else ""),
+        )
+    )
+    n_fail = sum(r[2] == "FAIL" for r in rows)
+    if n_fail:
+        doc.add(
+            Para(
+                f"{n_fail} sanity check(s) FAILED; the numbers they undermine are marked in Table 1 and "
+                "should not be trusted as robustness claims.",
+                "warn",
+            )
+        )

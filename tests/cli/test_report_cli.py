@@ -1,0 +1,71 @@
+"""`fortify report` and `fortify reproduce` through the real entry point (fortify.cli.main)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from fortify.cli import main
+
+_spec = importlib.util.spec_from_file_location(
+    "report_fixture", Path(__file__).resolve().parents[1] / "report" / "conftest.py"
+)
+report_fixture = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(report_fixture)
+
+
+def cli(args: list[str]) -> int:
+    try:
+        main(args)
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def test_report_command_builds_and_prints_table1(tmp_path, capsys):
+    run = report_fixture.make_run(tmp_path / "run", failing=True)
+    assert cli(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert (run / "report" / "report.html").is_file()
+    assert "Table 1" in out and "93.12" in out and "96.67" in out  # study and ours side by side
+    assert "83.33!" in out  # adversarial PGD undermined by a failed sanity check
+
+
+def test_report_on_missing_dir_is_one_line_error(tmp_path, capsys):
+    assert cli(["report", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fortify: error: run directory not found")
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--profile", "huge"], "unknown profile 'huge'"),
+        (["--defense", "adamw"], "unknown defense 'adamw'"),
+        (["--precision", "fp8"], "unknown precision"),
+    ],
+)
+def test_reproduce_bad_options(tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    assert cli(["reproduce", "--data", "phantom", "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not out.exists()
+
+
+def test_reproduce_missing_data(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli(["reproduce", "--data", str(tmp_path / "nope"), "--out", str(out), "--profile", "smoke"]) == 2
+    assert "data path not found" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_reproduce_refuses_dir_holding_another_run(tmp_path, capsys):
+    run = report_fixture.make_run(tmp_path / "run")  # a finished run on other data
+    before = sorted(p.name for p in run.iterdir())
+    assert cli(["reproduce", "--data", "phantom", "--out", str(run), "--profile", "smoke", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "holds another run (data: '/data/iqothnccd' != 'phantom')" in err
+    assert sorted(p.name for p in run.iterdir()) == before

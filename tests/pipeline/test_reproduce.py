@@ -1,0 +1,184 @@
+"""The pipeline end to end on the phantom with a shrunken smoke profile, then resume / refusal behaviour."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from fortify.errors import ConfigError, DataError, SpecError
+from fortify.fileio import read_json, read_yaml, write_yaml
+from fortify.pipeline import reproduce
+from fortify.pipeline.rundir import prepare_out
+
+STAGES = ["audit", "split", "normal", "normal/eval", "adversarial", "adversarial/eval", "transfer", "report"]
+# The smoke profile made smaller still, so the whole pipeline runs in seconds in the unit suite.
+TINY = {
+    "image_size": 16,
+    "limit_per_class": 4,
+    "evaluate.limit": 12,
+    "evaluate.pgd_steps": 2,
+    "evaluate.strong_steps": 1,
+    "evaluate.cw_steps": 2,
+    "evaluate.cw_binary_steps": 1,
+    "evaluate.eps_curve": [0, "8/255"],
+    "evaluate.curve_attacks": ["pgd:steps=2"],
+    "evaluate.sanity_restarts": 1,
+}
+DATA = "phantom:n=12"
+
+
+def run(out, statuses=None, **kw):
+    log = statuses if statuses is not None else []
+    kw.setdefault("overrides", TINY)
+    return reproduce(
+        DATA, out, profile="smoke", progress=False, on_stage=lambda n, s: log.append((n, s)), **kw
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline") / "run"
+    statuses: list = []
+    run(out, statuses)
+    return out, statuses
+
+
+def test_layout_and_config(tiny_run):
+    out, statuses = tiny_run
+    assert [n for n, s in statuses if s == "done"] == STAGES
+    for rel in [
+        "config.yaml",
+        "audit.json",
+        "split.json",
+        "transfer.json",
+        "report/report.md",
+        "report/report.html",
+        "normal/config.yaml",
+        "normal/metrics.jsonl",
+        "normal/best.safetensors",
+        "normal/best.json",
+        "normal/last.safetensors",
+        "normal/eval/results.json",
+        "adversarial/best.safetensors",
+        "adversarial/eval/results.json",
+        "adversarial/eval/examples.safetensors",
+    ]:
+        assert (out / rel).is_file(), rel
+    cfg = read_yaml(out / "config.yaml")
+    assert cfg["profile"] == "smoke" and cfg["defense"] == "mixed" and cfg["data"] == DATA
+    assert cfg["image_size"] == 16 and cfg["overrides"]["evaluate.limit"] == 12  # every parameter recorded
+    assert read_yaml(out / "adversarial" / "config.yaml")["mode"] == "mixed"
+    assert read_yaml(out / "normal" / "config.yaml")["mode"] == "standard"
+    pairs = read_json(out / "transfer.json")["pairs"]
+    assert {(p["source"], p["target"]) for p in pairs} == {
+        ("normal", "adversarial"),
+        ("adversarial", "normal"),
+    }
+    assert "SYNTHETIC" in (out / "report" / "report.md").read_text()
+
+
+def test_resume_skips_every_finished_stage(tiny_run):
+    out, _ = tiny_run
+    statuses: list = []
+    run(out, statuses, resume=True)
+    assert statuses == [(n, "skipped (up to date)") for n in STAGES]
+
+
+def test_resume_redoes_only_a_stage_whose_output_is_gone(tiny_run):
+    out, _ = tiny_run
+    (out / "report" / "report.html").unlink()
+    statuses: list = []
+    run(out, statuses, resume=True)
+    assert [n for n, s in statuses if s == "done"] == ["report"]
+    assert (out / "report" / "report.html").is_file()
+
+
+def test_training_record_lost_resumes_from_last_checkpoint(tiny_run):
+    """As if killed after training's last checkpoint but before its record: --resume continues from last.*
+    (nothing left to train), keeps the checkpoint, and the evaluation of it stays valid."""
+    out, _ = tiny_run
+    (out / "normal" / "stage.json").unlink()
+    best = (out / "normal" / "best.safetensors").read_bytes()
+    statuses: list = []
+    run(out, statuses, resume=True)
+    status = dict(statuses)
+    assert status["normal"] == "done" and status["normal/eval"] == "skipped (up to date)"
+    assert (out / "normal" / "best.safetensors").read_bytes() == best
+    assert (
+        len((out / "normal" / "metrics.jsonl").read_text().splitlines()) == 1
+    )  # the one epoch, not retrained
+
+
+def test_existing_run_refused_without_resume_and_other_config_refused(tiny_run):
+    out, _ = tiny_run
+    before = (out / "config.yaml").stat().st_mtime_ns
+    with pytest.raises(ConfigError, match="--resume"):
+        run(out)
+    with pytest.raises(ConfigError, match="another run"):
+        run(out, resume=True, overrides={**TINY, "train.epochs": 2})
+    with pytest.raises(ConfigError, match="another run"):
+        run(out, resume=True, defense="pgd")
+    assert (out / "config.yaml").stat().st_mtime_ns == before  # nothing rewritten
+
+
+def test_non_run_dir_refused_and_force_wipes(tmp_path):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    with pytest.raises(ConfigError, match="no fortify run"):
+        run(out)
+    with pytest.raises(ConfigError, match="no fortify run"):
+        run(out, resume=True)
+    assert (out / "mine.txt").read_text() == "keep"
+    prepare_out(out, {"format": "fortify-run/1"}, resume=False, force=True)
+    assert list(out.iterdir()) == []
+
+
+def test_force_refuses_to_wipe_the_current_folder(tmp_path, monkeypatch):
+    (tmp_path / "x").write_text("x")
+    write_yaml(tmp_path / "config.yaml", {"format": "fortify-run/1"})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="refusing"):
+        prepare_out(tmp_path, {}, resume=False, force=True)
+    assert (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "kw, error, match",
+    [
+        ({"defense": "adamw"}, ConfigError, "unknown defense"),
+        ({"profile": "huge"}, ConfigError, "unknown profile"),
+        ({"device": "tpu"}, ConfigError, "device"),
+        ({"overrides": {"train.epochs": 0}}, ConfigError, "epochs"),
+        ({"overrides": {"evaluate.attacks": ["pgd:eps=2/255,stepz=3"]}}, SpecError, "stepz"),
+    ],
+)
+def test_bad_input_writes_nothing(tmp_path, kw, error, match):
+    out = tmp_path / "run"
+    kw = {"profile": "smoke", **kw}
+    with pytest.raises(error, match=match):
+        reproduce(DATA, out, progress=False, **kw)
+    assert not out.exists()
+
+
+def test_missing_data_path_writes_nothing(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match="not found"):
+        reproduce(tmp_path / "nope", out, profile="smoke", progress=False)
+    assert not out.exists()
+
+
+@pytest.mark.real_data
+def test_smoke_on_real_data(real_data_path, cache_dir, tmp_path, monkeypatch):
+    """CI's end-to-end check on IQ-OTH/NCCD: the smoke profile as shipped (numbers mean nothing)."""
+    monkeypatch.setenv("FORTIFY_CACHE", str(cache_dir))
+    out = reproduce(real_data_path, tmp_path / "run", profile="smoke", progress=False)
+    md = (out / "report" / "report.md").read_text()
+    assert "SYNTHETIC" not in md
+    audit = read_json(out / "audit.json")
+    assert audit["counts"] == {"benign": 120, "malignant": 561, "normal": 416}
+    for stage in ("normal", "adversarial"):
+        r = read_json(out / stage / "eval" / "results.json")
+        assert r["data"]["synthetic"] is False and r["data"]["classes"] == ["benign", "malignant", "normal"]
+        assert os.path.samefile(r["data"]["root"], real_data_path)

@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fortify.errors import ConfigError
+from fortify.report import build_report, load_study_table
+
+from .conftest import STAGE_ACCS
+
+
+def table1_rows(md: str) -> dict[tuple[str, str], list[str]]:
+    """Parse Table 1 from the Markdown: (training, numbers) -> cells."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| Training | Numbers |"))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[(cells[0], cells[1])] = dict(zip(header, cells, strict=True))
+    return rows
+
+
+def test_report_files_and_table1_numbers(built_report):
+    out = built_report
+    assert out["markdown"].is_file() and out["html"].is_file()
+    md = out["markdown"].read_text()
+    rows = table1_rows(md)
+    for stage, label in (("normal", "Normal training"), ("adversarial", "Adversarial training")):
+        ours = rows[(label, "fortify")]
+        accs = STAGE_ACCS[stage]
+        for col, key in (
+            ("Clean", "clean"),
+            ("PGD", "pgd"),
+            ("FGSM", "fgsm"),
+            ("CW", "cw"),
+            ("Combined", "combined"),
+            ("Worst-case", "worst_case"),
+            ("Strong", "strong"),
+        ):
+            assert ours[col] == f"{100 * accs[key]:.2f}", (stage, col)
+    study = load_study_table()
+    assert rows[("Normal training", "study")]["Clean"] == f"{study['rows']['normal']['clean']:.2f}"
+    assert (
+        rows[("Adversarial training", "study")]["Combined"]
+        == f"{study['rows']['adversarial']['combined']:.2f}"
+    )
+    # cells the study did not state are never invented
+    assert rows[("Normal training", "study")]["PGD"] == "—"
+    assert rows[("Adversarial training", "study")]["Strong"] == "—"
+    assert "SYNTHETIC" not in md
+
+
+def test_figures_written_and_linked(built_report):
+    out = built_report
+    names = {k for k in out if k not in ("markdown", "html")}
+    assert {
+        "confusion_normal",
+        "confusion_adversarial",
+        "accuracy_vs_eps",
+        "training_normal",
+        "examples_normal",
+        "examples_adversarial",
+    } <= names
+    md = out["markdown"].read_text()
+    for name in names:
+        assert f"figures/{name}.png" in md
+        assert out[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_html_is_self_contained(built_report):
+    html = built_report["html"].read_text()
+    refs = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']*)', html, flags=re.I)
+    assert refs, "expected embedded figures"
+    assert all(r.startswith("data:image/png;base64,") for r in refs), [r[:40] for r in refs]
+    assert "<link" not in html.lower() and "@import" not in html and "url(" not in html
+    assert html.count("data:image/png;base64,") >= 6
+
+
+def test_failed_sanity_check_is_marked_beside_headline(run_factory):
+    md = build_report(run_factory(failing=True, transfer_fail=True))["markdown"].read_text()
+    adv = table1_rows(md)[("Adversarial training", "fortify")]
+    assert "FAIL" in adv["PGD"] and "FAIL" in adv["Strong"]
+    assert adv["PGD"].startswith(f"{100 * STAGE_ACCS['adversarial']['pgd']:.2f}")
+    assert "FAIL" not in adv["Clean"] and "FAIL" not in table1_rows(md)[("Normal training", "fortify")]["PGD"]
+    assert "| FAIL |" in md and "acc rose from 0.40 to 0.55" in md
+    # the transfer pair's check counts against its target model (adversarial), marking PGD there too
+    assert "white-box 95% vs transferred 60%" in md
+    assert adv["PGD"].count("[") == 2
+
+
+def test_no_fail_marks_when_all_pass(built_report):
+    md = built_report["markdown"].read_text()
+    assert "FAIL" not in md
+
+
+def test_synthetic_is_labelled(run_factory):
+    out = build_report(run_factory(synthetic=True))
+    assert "SYNTHETIC" in out["markdown"].read_text().split("\n", 5)[2]  # right under the title
+    assert "SYNTHETIC" in out["html"].read_text()
+
+
+def test_missing_stage_is_reported_not_invented(run_factory):
+    out = build_report(run_factory(stages=("normal",), transfer=False))
+    md = out["markdown"].read_text()
+    assert "missing: adversarial stage" in md and "missing: transfer evaluation" in md
+    assert table1_rows(md)[("Adversarial training", "fortify")]["Clean"].startswith("— (stage not run)")
+
+
+def test_provenance_and_threat_model(built_report):
+    md = built_report["markdown"].read_text()
+    assert "pgd:eps=2/255,steps=20" in md and "max_l2=0.5" in md and "2/255" in md
+    assert "normal/eval/results.json" in md and "study_table1.yaml" in md
+    assert "image size 623x512 occurs only in class malignant" in md  # audit warning carried through
+    assert "| malignant | 30 | 512x512 (20), 623x512 (10) |" in md
+    assert "| exact-duplicate pairs | 2 |" in md
+    assert "| test | 15 | 5 | 5 | 5 |" in md  # split sizes per class from split.json
+    assert "up to 5 malignant test scans were classified as normal" in md
+
+
+def test_rebuild_replaces_stale_figures(run_factory):
+    root = run_factory()
+    build_report(root)
+    stale = root / "report" / "figures" / "old.png"
+    stale.write_bytes(b"x")
+    build_report(root)
+    assert not stale.exists()
+
+
+def test_not_a_run_dir(tmp_path):
+    with pytest.raises(ConfigError):
+        build_report(tmp_path)
+    with pytest.raises(ConfigError):
+        build_report(tmp_path / "nope")
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium not installed")
+def test_html_renders_in_headless_chromium(built_report, tmp_path):
+    """The page renders: the screenshot exists and is not blank (scripts/render_report.py does the work)."""
+    from PIL import Image
+
+    png = tmp_path / "shot.png"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "render_report.py"
+    subprocess.run(
+        [sys.executable, str(script), str(built_report["html"]), str(png), "--height", "1500"],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+    lo, hi = Image.open(png).convert("L").getextrema()
+    assert hi - lo > 100  # text and figures, not an empty page
+
+
+def test_failed_rebuild_leaves_previous_report(run_factory, monkeypatch):
+    from fortify.report import figures
+
+    root = run_factory(stages=("normal",))
+    build_report(root)
+    md_before = (root / "report" / "report.md").read_text()
+    figs_before = sorted(p.name for p in (root / "report" / "figures").iterdir())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(figures, "eps_curves", broken)
+    with pytest.raises(RuntimeError):
+        build_report(root)
+    assert (root / "report" / "report.md").read_text() == md_before
+    assert sorted(p.name for p in (root / "report" / "figures").iterdir()) == figs_before
+    assert [p.name for p in (root / "report").iterdir() if p.name.startswith(".")] == []  # no scratch left
