@@ -1,9 +1,75 @@
-"""Placeholder: the owner of this module replaces it with real subcommands."""
+"""`fortify attack`: adversarial test images as PNGs plus per-image results (logic in fortify.evaluation)."""
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def attack(
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", help="Checkpoint .safetensors (its .json beside it)."
+    ),
+    data: str = typer.Option(..., "--data", help="Dataset root folder, or 'phantom[:n=K]'."),
+    split: Path | None = typer.Option(None, "--split", help="Split manifest (default: the checkpoint's)."),
+    attack_spec: str = typer.Option(..., "--attack", help="Attack spec, e.g. pgd:eps=2/255,steps=20."),
+    out: Path = typer.Option(..., "--out", help="Output folder: images/*.png and attacks.json."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Attack only N test images (stratified)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device"),
+    precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16"),
+    force: bool = typer.Option(False, "--force", help="Overwrite an output folder that holds another run."),
+) -> None:
+    """Attack the test split of a checkpoint; write 8-bit PNGs at the model's input size and attacks.json."""
+    from fortify.attacks import parse_spec
+    from fortify.cli.evaluate_command import print_data_warnings
+    from fortify.evaluation import attack_checkpoint, check_out_dir
+    from fortify.evaluation.inputs import check_checkpoint_path
+    from fortify.runtime import Runtime
+
+    check_checkpoint_path(checkpoint)
+    spec = parse_spec(attack_spec)
+    check_out_dir(out, force)
+    runtime = Runtime.resolve(device, precision)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = attack_checkpoint(
+            checkpoint,
+            data=data,
+            attack=str(spec),
+            out_dir=out,
+            split=split,
+            limit=limit,
+            runtime=runtime,
+            batch_size=batch_size,
+            progress=True,
+            seed=seed,
+        )
+    print_data_warnings(caught)
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    table = Table(title=f"{summary['attack']} on {summary['data']['n']} test images", title_justify="left")
+    for col in ("clean acc", "adversarial acc", "after 8-bit PNG", "success rate", "seconds"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        pct(summary["clean_accuracy"]),
+        pct(summary["adv_accuracy"]),
+        pct(summary["png_accuracy"]),
+        pct(summary["success_rate"]),
+        f"{summary['seconds']:.1f}",
+    )
+    console = Console()
+    console.print(table)
+    console.print(f"images: {out / 'images'}  results: {out / 'attacks.json'}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's subcommands to the `fortify` app."""
+    """Add `fortify attack` to the app."""
+    app.command("attack")(attack)

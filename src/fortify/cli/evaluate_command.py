@@ -1,9 +1,237 @@
-"""Placeholder: the owner of this module replaces it with real subcommands."""
+"""`fortify evaluate`: argument parsing and the summary table; the logic is in fortify.evaluation."""
 
 from __future__ import annotations
 
+import re
+import sys
+import warnings
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from fortify.errors import ConfigError
+
+
+def parse_fraction(text: str, option: str) -> float:
+    """'2/255' or '0.0078' -> float; ConfigError (one line) otherwise."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*(?:/\s*([0-9]*\.?[0-9]+)\s*)?", text)
+    if not m or (m.group(2) is not None and float(m.group(2)) == 0):
+        raise ConfigError(f"{option} {text!r} is not a number (fractions like 2/255 are fine)")
+    value = float(m.group(1)) / (float(m.group(2)) if m.group(2) else 1.0)
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{option} {text!r} is outside the [0, 1] pixel range")
+    return value
+
+
+def print_data_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """Data warnings as one `fortify: warning: ...` line each; anything else as Python shows it."""
+    for w in caught:
+        if w.category.__name__ == "DataWarning":
+            print(f"fortify: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _threat(tm: dict | None) -> str:
+    if not tm:
+        return "unbounded"
+    eps = tm["eps"]
+    levels = eps * 255
+    shown = f"{levels:.3g}/255" if tm["norm"] == "linf" else f"{eps:.3g}"
+    return f"{'Linf' if tm['norm'] == 'linf' else 'L2'} {shown}"
+
+
+def _fails_for(results: dict, keys: list[str]) -> list[str]:
+    return [c["check"] for c in results["sanity"] if not c["passed"] and set(c["undermines"]) & set(keys)]
+
+
+def print_summary(results: dict, console: Console, out: Path | None = None) -> None:
+    data, ckpt = results["data"], results["checkpoint"]
+    synthetic = "  [bold red](SYNTHETIC phantom data)[/]" if data["synthetic"] else ""
+    m2n = results.get("malignant_to_normal")
+    title = f"{ckpt['model']} ({ckpt['mode']}) on {data['n']} test images, {data['image_size']} px{synthetic}"
+    table = Table(title=title, title_justify="left")
+    for col in ("set", "threat model", "acc", "bal. acc", "success", "malig.->normal", "s", "sanity"):
+        table.add_column(col, justify="left" if col in ("set", "threat model", "sanity") else "right")
+
+    def row(
+        name: str, tm: str, block: dict, keys: list[str], count_key: str | None, extra: dict | None = None
+    ):
+        fails = _fails_for(results, keys)
+        flag = "[bold red]FAIL: " + "; ".join(fails) + "[/]" if fails else ("[green]ok[/]" if keys else "")
+        acc = _pct(block["accuracy"])
+        table.add_row(
+            name,
+            tm,
+            f"[bold red]{acc}[/]" if fails else acc,
+            _pct(block["balanced_accuracy"]),
+            _pct((extra or {}).get("success_rate")),
+            str(m2n[count_key]) if m2n is not None and count_key in m2n else "",
+            f"{extra['seconds']:.1f}" if extra and "seconds" in extra else "",
+            flag,
+        )
+
+    row("clean", "none", results["clean"], [], "clean")
+    notes = []
+    for key, res in results["attacks"].items():
+        row(key, _threat(res["threat_model"]), res, [key], key, res)
+        if res.get("cw_median_l2") is not None:
+            notes.append(
+                f"{key}: median L2 of unbounded CW on correctly classified images {res['cw_median_l2']:.3g}"
+            )
+    if "combined" in results:
+        comb = results["combined"]
+        row("combined", "+".join(comb["attacks"]), comb, comb["attacks"], None)
+    worst = results["worst_case"]
+    row("worst case", "any attack", worst, worst["attacks"], "worst_case")
+    console.print(table)
+    for note in notes:
+        console.print(note)
+
+    curves = Table(title="Accuracy vs eps", title_justify="left")
+    curves.add_column("attack")
+    eps_values = sorted({p[0] for c in results["curves"].values() for p in c["points"]})
+    for e in eps_values:
+        curves.add_column(f"{255 * e:g}/255", justify="right")
+    for key, curve in results["curves"].items():
+        by_eps = {p[0]: p[1] for p in curve["points"]}
+        curves.add_row(f"{key} ({curve['spec']})", *(_pct(by_eps.get(e)) for e in eps_values))
+    if results["curves"]:
+        console.print(curves)
+
+    for pair in results.get("transfer", []):
+        console.print(
+            f"transfer {pair['attack']} from {pair['source']}: accuracy {_pct(pair['transfer_accuracy'])} "
+            f"(white-box on this model {_pct(pair['white_box_accuracy'])}, "
+            f"clean {_pct(pair['clean_accuracy'])})"
+        )
+
+    checks = Table(title="Sanity checks (Carlini et al. 2019)", title_justify="left")
+    for col in ("", "check", "detail"):
+        checks.add_column(col)
+    for c in results["sanity"]:
+        verdict = "[green]PASS[/]" if c["passed"] else "[bold red]FAIL[/]"
+        checks.add_row(verdict, c["check"], c["detail"])
+    console.print(checks)
+    failed = [c for c in results["sanity"] if not c["passed"]]
+    if failed:
+        console.print(
+            f"[bold red]{len(failed)} sanity check(s) FAILED: the numbers marked FAIL above may overstate "
+            "robustness.[/]"
+        )
+    if out is not None:
+        console.print(
+            f"results: {out / 'results.json'}  examples: {out / 'examples.safetensors'}  "
+            f"({results['seconds_total']:.0f} s)"
+        )
+
+
+def evaluate(
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", help="Checkpoint .safetensors (its .json beside it)."
+    ),
+    data: str = typer.Option(..., "--data", help="Dataset root folder, or 'phantom[:n=K]'."),
+    split: Path | None = typer.Option(None, "--split", help="Split manifest (default: the checkpoint's)."),
+    attacks: list[str] | None = typer.Option(
+        None,
+        "--attacks",
+        help="Attack spec, repeatable (default: fgsm, pgd-20, budgeted cw, strong at --eps).",
+    ),
+    eps: str = typer.Option("2/255", "--eps", help="Headline L-inf budget for the default attacks."),
+    eps_curve: str = typer.Option(
+        "0,1/255,2/255,4/255,8/255,16/255", "--eps-curve", help="Comma-separated eps values for the curves."
+    ),
+    curve_attacks: list[str] | None = typer.Option(
+        None,
+        "--curve-attack",
+        help="Curve attack template without eps, repeatable (default: pgd:steps=10, strong:steps=10).",
+    ),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Evaluate only N test images (stratified)."
+    ),
+    examples_per_class: int = typer.Option(2, "--examples-per-class", min=0),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device"),
+    precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16"),
+    out: Path = typer.Option(..., "--out", help="Output folder for results.json and examples.safetensors."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an output folder that holds another run."),
+    transfer_from: Path | None = typer.Option(
+        None,
+        "--transfer-from",
+        help="Craft --transfer-attack on this other checkpoint and test it on --checkpoint.",
+    ),
+    transfer_attack: str | None = typer.Option(
+        None, "--transfer-attack", help="Spec for --transfer-from (default: pgd:eps=<--eps>,steps=20)."
+    ),
+) -> None:
+    """Evaluate a checkpoint: clean, per-attack, combined and worst-case accuracy, curves, sanity checks."""
+    from fortify.attacks import parse_spec
+    from fortify.evaluation import check_out_dir, evaluate_checkpoint, evaluate_transfer
+    from fortify.evaluation.inputs import check_checkpoint_path
+    from fortify.evaluation.specs import DEFAULT_CURVE_ATTACKS, curve_specs, fraction_text, keyed_specs
+    from fortify.runtime import Runtime
+
+    # Every check that can fail on user input runs before any work, so a mistake costs nothing.
+    check_checkpoint_path(checkpoint)
+    headline = parse_fraction(eps, "--eps")
+    curve_eps = [parse_fraction(v, "--eps-curve") for v in eps_curve.split(",") if v.strip()]
+    if attacks:
+        keyed_specs(attacks)
+    curve_templates = curve_attacks or list(DEFAULT_CURVE_ATTACKS)
+    curve_specs(curve_templates)
+    transfer_spec = transfer_attack or f"pgd:eps={fraction_text(headline)},steps=20"
+    if transfer_from is not None:
+        check_checkpoint_path(transfer_from)
+        parse_spec(transfer_spec)
+    check_out_dir(out, force)
+    runtime = Runtime.resolve(device, precision)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        transfer = None
+        if transfer_from is not None:
+            pair = evaluate_transfer(
+                transfer_from,
+                checkpoint,
+                data=data,
+                split=split,
+                attack=transfer_spec,
+                runtime=runtime,
+                batch_size=batch_size,
+                progress=True,
+                limit=limit,
+                seed=seed,
+            )
+            transfer = [pair]
+        results = evaluate_checkpoint(
+            checkpoint,
+            data=data,
+            split=split,
+            attacks=attacks or None,
+            out_dir=out,
+            eps=headline,
+            eps_curve=curve_eps,
+            curve_attacks=curve_templates,
+            runtime=runtime,
+            batch_size=batch_size,
+            progress=True,
+            limit=limit,
+            examples_per_class=examples_per_class,
+            seed=seed,
+            transfer=transfer,
+        )
+    print_data_warnings(caught)
+    console = Console()
+    print_summary(results, Console(width=max(console.width, 120)), out)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's subcommands to the `fortify` app."""
+    """Add `fortify evaluate` to the app."""
+    app.command("evaluate")(evaluate)

@@ -1,0 +1,136 @@
+"""Running a model and the attacks over a whole test set in batches.
+
+Attacks are pure per-batch functions; batching, device placement, autocast, seeding and
+progress bars are the evaluator's job (docs/ARCHITECTURE.md). Every batch result comes back to
+the CPU in float32 so that metrics never depend on the device or on bf16 rounding of the stored
+images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from fortify.attacks import AttackSpec, cw_l2_detailed, run_attack
+from fortify.runtime import Runtime
+
+Advance = Callable[[int], None]
+
+
+@contextlib.contextmanager
+def progress_bars(enabled: bool) -> Iterator[Callable[[str, int], Advance]]:
+    """Yield `start(description, total) -> advance(n)`; no output when disabled."""
+    if not enabled:
+        yield lambda description, total: lambda n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as progress:
+
+        def start(description: str, total: int) -> Advance:
+            task = progress.add_task(description, total=total)
+            return lambda n: progress.advance(task, n)
+
+        yield start
+
+
+def _chunks(n: int, batch_size: int) -> list[slice]:
+    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module, x: torch.Tensor, runtime: Runtime, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted class and full softmax probabilities (float32, CPU) for every image."""
+    was_training = model.training
+    model.eval()
+    preds, probs = [], []
+    try:
+        for sl in _chunks(len(x), batch_size):
+            with runtime.autocast():
+                logits = model(runtime.to_device(x[sl]))
+            p = logits.float().softmax(dim=1).cpu()
+            probs.append(p)
+            preds.append(p.argmax(dim=1))
+    finally:
+        model.train(was_training)
+    if not probs:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, 0)
+    return torch.cat(preds), torch.cat(probs)
+
+
+def attack_dataset(
+    spec: AttackSpec,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    runtime: Runtime,
+    batch_size: int,
+    advance: Advance | None = None,
+) -> torch.Tensor:
+    """x_adv for every image (float32, CPU), the attack run under `runtime.autocast()` per batch."""
+    out = []
+    for sl in _chunks(len(x), batch_size):
+        xb, yb = runtime.to_device(x[sl]), y[sl].to(runtime.device)
+        with runtime.autocast():
+            adv = run_attack(spec, model, xb, yb)
+        out.append(adv.detach().float().cpu().contiguous())
+        if advance:
+            advance(sl.stop - sl.start)
+    return torch.cat(out) if out else x.clone()
+
+
+@dataclass
+class CWRun:
+    x_adv: torch.Tensor  # smallest-L2 successful example per image, or the input where CW failed
+    success: torch.Tensor  # bool
+    l2: torch.Tensor  # float64, inf where CW failed
+
+
+def cw_kwargs(spec: AttackSpec) -> dict:
+    """The spec's parameters minus the L2 budget: the evaluator runs CW unbounded and applies the
+    budget itself, so the same run yields both the budgeted accuracy and the CW median L2."""
+    accepted = inspect.signature(cw_l2_detailed).parameters
+    return {k: v for k, v in spec.params.items() if k != "max_l2" and k in accepted}
+
+
+def cw_dataset(
+    spec: AttackSpec,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    runtime: Runtime,
+    batch_size: int,
+    advance: Advance | None = None,
+) -> CWRun:
+    kwargs = cw_kwargs(spec)
+    advs, successes, l2s = [], [], []
+    for sl in _chunks(len(x), batch_size):
+        xb, yb = runtime.to_device(x[sl]), y[sl].to(runtime.device)
+        with runtime.autocast():
+            result = cw_l2_detailed(model, xb, yb, **kwargs)
+        advs.append(result.x_adv.detach().float().cpu().contiguous())
+        successes.append(result.success.detach().bool().cpu())
+        l2s.append(result.l2.detach().double().cpu())
+        if advance:
+            advance(sl.stop - sl.start)
+    if not advs:
+        return CWRun(x.clone(), torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.float64))
+    return CWRun(torch.cat(advs), torch.cat(successes), torch.cat(l2s))
+
+
+def sign_noise(x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
+    """Uniform random +-eps at every pixel (a corner of the L-inf ball), clipped to [0, 1]."""
+    signs = torch.randint(0, 2, x.shape, generator=generator, dtype=torch.int8).to(x.dtype) * 2 - 1
+    return (x + eps * signs).clamp(0.0, 1.0)

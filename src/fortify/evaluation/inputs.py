@@ -1,0 +1,177 @@
+"""Opening what an evaluation needs: the checkpoint, the matching test split, the output folder.
+
+All user mistakes here (wrong file type, classes or image size that do not match the data, an
+output folder holding another run) become one-line `FortifyError`s before any work starts.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fortify.data import DataWarning, ImageDataset, load_split, make_split
+from fortify.errors import CheckpointError, ConfigError, DataError
+from fortify.training.checkpoints import load_model, sha256_file
+
+
+@dataclass
+class TestSet:
+    dataset: ImageDataset
+    manifest: str | None  # path of the split manifest used, None for a fresh default split
+    split_seed: int | None  # seed of a fresh default split
+
+
+def check_checkpoint_path(checkpoint: str | Path) -> Path:
+    """Refuse anything but a .safetensors file (never unpickle a .pt/.pth someone hands us)."""
+    path = Path(checkpoint)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(
+            f"{checkpoint}: not a .safetensors checkpoint (fortify loads weights without pickle)"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {checkpoint}")
+    return path
+
+
+def open_checkpoint(
+    checkpoint: str | Path, device: torch.device | str = "cpu"
+) -> tuple[torch.nn.Module, dict]:
+    path = check_checkpoint_path(checkpoint)
+    model, info = load_model(path, device=device)
+    size = info.get("image_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 8:
+        raise CheckpointError(
+            f"{checkpoint}: image_size {size!r} in its JSON cannot be produced from the data"
+        )
+    if int(info.get("in_channels", 1)) != 1:
+        raise CheckpointError(
+            f"{checkpoint}: model takes {info['in_channels']} input channels but the data is grayscale (1)"
+        )
+    return model, info
+
+
+def _referenced_manifest(info: dict) -> tuple[str | None, str | None]:
+    """(manifest path, sha256) the checkpoint was trained on, as recorded in its JSON (if any)."""
+    config = info.get("config") or {}
+    for ref in (info.get("split"), info.get("manifest"), config.get("split")):
+        sha = None
+        if isinstance(ref, dict):
+            ref, sha = ref.get("manifest") or ref.get("path"), ref.get("sha256")
+        if isinstance(ref, str) and ref:
+            return ref, sha
+    return None, None
+
+
+def _find_manifest(ref: str, checkpoint: Path, sha256: str | None) -> Path:
+    # Stored as the trainer saw it (often absolute): try as given, then beside the checkpoint and
+    # in its parent, so a run directory that was moved or copied still finds its split.json.
+    name = Path(ref).name
+    candidates = [
+        Path(ref),
+        checkpoint.parent / ref,
+        checkpoint.parent / name,
+        checkpoint.parent.parent / name,
+    ]
+    for cand in candidates:
+        if cand.is_file():
+            if sha256 and sha256_file(cand) != sha256:
+                continue
+            return cand
+    raise DataError(f"split manifest {ref!r} recorded in {checkpoint.name}'s JSON not found; pass --split")
+
+
+def _same_classes(info: dict, dataset: ImageDataset, checkpoint: Path) -> None:
+    classes = list(info.get("classes") or [])
+    if classes != list(dataset.classes):
+        raise CheckpointError(
+            f"{checkpoint.name} was trained on classes {classes} ({len(classes)}) but the data has "
+            f"{list(dataset.classes)} ({len(dataset.classes)})"
+        )
+    if int(info["num_classes"]) != len(dataset.classes):
+        raise CheckpointError(
+            f"{checkpoint.name} has {info['num_classes']} outputs but the data has "
+            f"{len(dataset.classes)} classes"
+        )
+
+
+def stratified_limit(dataset: ImageDataset, limit: int | None) -> ImageDataset:
+    """The first `limit` images taken round-robin over classes, so every class stays represented."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    if limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
+    labels = dataset.labels.tolist()
+    seen: dict[int, int] = {}
+    rank = []
+    for i, label in enumerate(labels):
+        rank.append((seen.get(label, 0), label, i))
+        seen[label] = seen.get(label, 0) + 1
+    keep = sorted(i for _, _, i in sorted(rank)[:limit])
+    return dataset.subset(keep)
+
+
+def open_test_set(
+    data: str | Path,
+    info: dict,
+    checkpoint: str | Path,
+    *,
+    split: str | Path | None = None,
+    limit: int | None = None,
+    progress: bool = False,
+    cache_dir: str | Path | None = None,
+) -> TestSet:
+    """The test split at the checkpoint's image size, checked against the checkpoint's classes."""
+    checkpoint = Path(checkpoint)
+    size = int(info["image_size"])
+    manifest_path: Path | None = Path(split) if split is not None else None
+    ref, sha = _referenced_manifest(info)
+    if manifest_path is None:
+        manifest_path = _find_manifest(ref, checkpoint, sha) if ref else None
+    elif sha and manifest_path.is_file() and sha256_file(manifest_path) != sha:
+        # Allowed (e.g. a re-made split of the same data), but its test images may have been
+        # training images for this checkpoint: say so rather than report inflated numbers silently.
+        warnings.warn(
+            f"{manifest_path} is not the split {checkpoint.name} was trained on; its test images may "
+            "overlap that training set",
+            DataWarning,
+            stacklevel=2,
+        )
+    split_seed = None
+    if manifest_path is not None:
+        if not manifest_path.is_file():
+            raise DataError(f"split manifest not found: {manifest_path}")
+        splits = load_split(manifest_path, data, image_size=size, progress=progress, cache_dir=cache_dir)
+    else:
+        # No manifest anywhere: make_split is deterministic, so its default seed reproduces the
+        # split that a training run without --split makes for itself.
+        split_seed = 0
+        manifest = make_split(data, seed=split_seed, image_size=size, progress=progress, cache_dir=cache_dir)
+        splits = load_split(manifest, data, image_size=size, progress=progress, cache_dir=cache_dir)
+    test = splits["test"]
+    _same_classes(info, test, checkpoint)
+    if test.image_size != size:
+        raise CheckpointError(
+            f"{checkpoint.name} expects {size} px images but the data gives {test.image_size} px"
+        )
+    test = stratified_limit(test, limit)
+    if len(test) == 0:
+        raise DataError("the test split is empty")
+    return TestSet(test, str(manifest_path) if manifest_path is not None else None, split_seed)
+
+
+RUN_MARKERS = ("results.json", "examples.safetensors", "attacks.json")
+
+
+def check_out_dir(out_dir: str | Path, force: bool) -> Path:
+    """Refuse an output folder that already holds a run (or any files) unless --force."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        held = [m for m in RUN_MARKERS if (out / m).exists()]
+        what = f"another run ({', '.join(held)})" if held else "other files"
+        raise ConfigError(f"--out {out} already holds {what}; choose another folder or pass --force")
+    return out
