@@ -1,1 +1,33 @@
-"""fortify.attacks"""
+"""fortify.attacks: adversarial attacks as pure functions over [0, 1] image tensors.
+
+Every attack has the form `attack(model, x, y, *, <threat model and settings>) -> x_adv`. Attacks
+put the model in eval mode and restore it, never compute parameter gradients, clip to [0, 1],
+project into the threat model and keep x's shape, dtype, device and memory layout. They do not
+enter autocast: wrap calls in `runtime.autocast()` for bf16.
+"""
+
+from fortify.attacks import spec as _spec
+from fortify.attacks.apgd import apgd
+from fortify.attacks.cw import CWResult, cw_l2, cw_l2_detailed
+from fortify.attacks.fgsm import fgsm
+from fortify.attacks.pgd import pgd
+from fortify.attacks.spec import AttackSpec, ThreatModel, parse_spec, run_attack
+from fortify.attacks.strong import strong
+
+ATTACKS = _spec.ATTACKS
+ATTACKS.update({"fgsm": fgsm, "pgd": pgd, "cw": cw_l2, "apgd": apgd, "strong": strong})
+
+__all__ = [
+    "ATTACKS",
+    "AttackSpec",
+    "CWResult",
+    "ThreatModel",
+    "apgd",
+    "cw_l2",
+    "cw_l2_detailed",
+    "fgsm",
+    "parse_spec",
+    "pgd",
+    "run_attack",
+    "strong",
+]

@@ -1,0 +1,175 @@
+"""Attack spec strings ("pgd:eps=4/255,steps=20") for the CLI and configs.
+
+Parameter names are checked against the attack function's own signature, so the parser can never
+accept a parameter the attack would not take, and values are converted to the type the
+signature declares.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from fortify.errors import SpecError
+
+# Filled by fortify.attacks.__init__ (spec.py must not import the attack modules: no cycles).
+ATTACKS: dict[str, Callable] = {}
+ALIASES = {"cw_l2": "cw", "fgsm_rs": "fgsm"}
+# Keyword parameters that are Python objects, not settable from a string.
+NOT_IN_SPEC = {"generator", "progress"}
+NORMS = ("linf", "l2")
+LOSSES_BY_ATTACK = {"pgd": ("ce", "cw", "dlr"), "apgd": ("ce", "dlr")}
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    norm: str  # "linf" | "l2"
+    eps: float
+
+    def __str__(self) -> str:
+        return f"{self.norm}:eps={_fmt(self.eps)}"
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    name: str
+    params: dict[str, float | int | str | bool] = field(default_factory=dict)
+
+    def threat_model(self) -> ThreatModel | None:
+        """The set the adversarial examples live in; None for CW without max_l2 (unbounded)."""
+        if self.name == "cw":
+            max_l2 = self.params.get("max_l2")
+            return None if max_l2 is None else ThreatModel("l2", float(max_l2))
+        norm = str(self.params.get("norm", _default(self.name, "norm")))
+        return ThreatModel(norm, float(self.params["eps"]))
+
+    def replace(self, **params: float | int | str | bool) -> AttackSpec:
+        """A validated copy with some parameters changed (e.g. eps for an eps curve)."""
+        return parse_spec(str(AttackSpec(self.name, {**self.params, **params})))
+
+    def __str__(self) -> str:
+        if not self.params:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={_fmt(v)}" for k, v in self.params.items())
+
+
+def _fmt(value: float | int | str | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if len(repr(value)) <= 8:
+            return repr(value)  # short decimals (0.5, 0.001) stay as typed
+        k = round(value * 255)
+        if k % 255 != 0 and float(k) / 255 == value:
+            return f"{k}/255"  # readable and exact: float("4/255" parsed) == 4 / 255
+        return repr(value)
+    return str(value)
+
+
+def _params(name: str) -> dict[str, inspect.Parameter]:
+    sig = inspect.signature(ATTACKS[name])
+    return {
+        p.name: p
+        for p in sig.parameters.values()
+        if p.kind == inspect.Parameter.KEYWORD_ONLY and p.name not in NOT_IN_SPEC
+    }
+
+
+def _default(name: str, param: str):
+    return _params(name)[param].default
+
+
+def _kind(p: inspect.Parameter) -> str:
+    """bool/int/float/str from the annotation (a string under postponed annotations)."""
+    ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+    for kind in ("bool", "int", "float", "str"):
+        if re.search(rf"\b{kind}\b", ann):
+            return kind
+    return "str"
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _number(text: str, key: str) -> float:
+    if "/" in text:
+        num, _, den = text.partition("/")
+        if _NUMBER.match(num.strip()) and _NUMBER.match(den.strip()) and float(den) != 0:
+            return float(num) / float(den)
+    elif _NUMBER.match(text) or text.lower() in ("inf", "+inf"):
+        return float(text)
+    raise SpecError(f"{key}={text!r} is not a number (fractions like 4/255 are fine)")
+
+
+def _convert(text: str, key: str, kind: str) -> float | int | str | bool:
+    if kind == "bool":
+        low = text.lower()
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no"):
+            return False
+        raise SpecError(f"{key}={text!r} is not a boolean (true/false)")
+    if kind == "int":
+        value = _number(text, key)
+        if not value.is_integer():
+            raise SpecError(f"{key}={text!r} must be a whole number")
+        return int(value)
+    if kind == "float":
+        return _number(text, key)
+    return text
+
+
+def _validate(name: str, params: dict) -> None:
+    for key, value in params.items():
+        if key in ("eps", "alpha", "lr", "max_l2", "c") and (math.isnan(value) or value < 0):
+            raise SpecError(f"{name}: {key} must be >= 0, got {_fmt(value)}")
+        if key in ("lr", "c", "max_l2") and value == 0:
+            raise SpecError(f"{name}: {key} must be > 0")
+        if key in ("steps", "restarts", "binary_steps", "n_target_classes") and value < 1:
+            raise SpecError(f"{name}: {key} must be >= 1, got {value}")
+        if key == "kappa" and value < 0:
+            raise SpecError(f"{name}: kappa must be >= 0, got {_fmt(value)}")
+        if key == "norm" and value not in NORMS:
+            raise SpecError(f"{name}: unknown norm {value!r}; valid: {', '.join(NORMS)}")
+        if key == "loss" and value not in LOSSES_BY_ATTACK.get(name, ()):
+            raise SpecError(f"{name}: unknown loss {value!r}; valid: {', '.join(LOSSES_BY_ATTACK[name])}")
+    required = [k for k, p in _params(name).items() if p.default is inspect.Parameter.empty]
+    missing = [k for k in required if k not in params]
+    if missing:
+        raise SpecError(f"{name} needs {', '.join(missing)} (e.g. {name}:{missing[0]}=4/255)")
+
+
+def parse_spec(text: str | AttackSpec) -> AttackSpec:
+    """Parse "name:key=value,..." into a validated AttackSpec (SpecError on any problem)."""
+    if isinstance(text, AttackSpec):
+        return parse_spec(str(text))
+    name, _, rest = text.strip().partition(":")
+    name = ALIASES.get(name.strip().lower(), name.strip().lower())
+    if name not in ATTACKS:
+        raise SpecError(f"unknown attack {name!r}; valid: {', '.join(sorted(ATTACKS))}")
+    allowed = _params(name)
+    params: dict[str, float | int | str | bool] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or not key or not value:
+            raise SpecError(f"bad parameter {item!r} in {text!r}; write key=value")
+        if key not in allowed:
+            raise SpecError(f"{name} has no parameter {key!r}; valid: {', '.join(allowed)}")
+        if key in params:
+            raise SpecError(f"{name}: parameter {key!r} given twice")
+        params[key] = _convert(value, key, _kind(allowed[key]))
+    _validate(name, params)
+    return AttackSpec(name, params)
+
+
+def run_attack(spec: AttackSpec | str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+               **extra) -> torch.Tensor:
+    """Run a spec on one batch; `extra` passes objects a string cannot hold (e.g. generator=)."""
+    spec = parse_spec(spec)
+    return ATTACKS[spec.name](model, x, y, **spec.params, **extra)
