@@ -1,0 +1,181 @@
+"""Training cost per mode, and the issue-4 target check on the test split.
+
+Cost (default): times the training steps of every mode on the real data (same model, batch size,
+image size and data for all), extrapolates seconds per epoch from the mean batch time, and prints
+the ratio against `standard` and against the ideal (k+1) for k attack steps:
+
+    .venv/bin/python benchmarks/training.py cost --data ../shared/datasets/iqothnccd --batches 4
+
+Targets: test-split clean accuracy and PGD-20 (L-inf) robust accuracy of trained checkpoints:
+
+    .venv/bin/python benchmarks/training.py targets RUN_DIR [RUN_DIR ...] --eps 2/255 --eps 4/255
+
+Timing is wall clock on whatever else the machine is doing: run it on an idle machine for
+numbers to quote, and compare ratios (measured in one run, interleaved) rather than absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from fortify.attacks import pgd
+from fortify.cli.train_command import parse_eps
+from fortify.data import load_split, make_split
+from fortify.models import build_model
+from fortify.runtime import Runtime, seed_everything
+from fortify.training import MODES, TrainConfig, load_model
+from fortify.training.recipes import training_step_loss
+
+
+def ideal_ratio(mode: str, k: int) -> float:
+    """Forward+backward passes per step relative to standard, counting a batch of 2N as 2."""
+    return {
+        "standard": 1.0,
+        "fast": 2.0,  # one attack step + training on the adversarial batch
+        "pgd": k + 1.0,
+        "trades": k + 2.0 + 0.33,  # k KL steps (+ a clean forward) + training on clean+adv (2N)
+        "mixed": (1 + k + k) / 3 + 2.0,  # rotation FGSM/PGD-k/CW-k + training on clean+adv (2N)
+    }[mode]
+
+
+def cost(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    runtime = Runtime.resolve(args.device, args.precision)
+    split = make_split(args.data, image_size=args.image_size, cache_dir=args.cache_dir)
+    train = load_split(split, args.data, image_size=args.image_size, cache_dir=args.cache_dir)["train"]
+    x_all, y_all = train.tensors()
+    steps_per_epoch = math.ceil(len(train) / args.batch_size)
+    seed_everything(0)
+    model = runtime.prepare_model(build_model(args.model, len(train.classes)))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    gen = torch.Generator().manual_seed(0)
+    times: dict[str, list[float]] = {m: [] for m in args.modes}
+    # Interleave the modes batch by batch so background load hits them all alike.
+    for rep in range(args.batches + 1):
+        for mode in args.modes:
+            cfg = TrainConfig(mode=mode, eps=args.eps, attack_steps=args.steps)
+            idx = torch.randint(0, len(train), (args.batch_size,), generator=gen)
+            xb, yb = runtime.to_device(x_all[idx]), y_all[idx].to(runtime.device)
+            model.train()
+            t0 = time.perf_counter()
+            out = training_step_loss(
+                model,
+                model,
+                xb,
+                yb,
+                cfg=cfg,
+                eps=args.eps,
+                class_weights=None,
+                batch_index=rep,
+                epoch=0,
+                runtime=runtime,
+            )
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            opt.step()
+            if rep > 0:  # the first round warms up oneDNN kernels
+                times[mode].append(time.perf_counter() - t0)
+    base = statistics.mean(times["standard"]) if "standard" in times else None
+    rows = []
+    print(
+        f"{args.model} {args.image_size}px batch {args.batch_size}, k={args.steps} attack steps, "
+        f"{runtime.describe()}, {steps_per_epoch} steps/epoch, {args.batches} timed batches per mode"
+    )
+    print(f"{'mode':10s} {'s/batch':>8s} {'s/epoch':>8s} {'x standard':>10s} {'ideal':>6s} {'x ideal':>8s}")
+    for mode in args.modes:
+        sec = statistics.mean(times[mode])
+        ratio = sec / base if base else float("nan")
+        ideal = ideal_ratio(mode, args.steps)
+        rows.append(
+            {
+                "mode": mode,
+                "s_per_batch": sec,
+                "s_per_epoch": sec * steps_per_epoch,
+                "ratio": ratio,
+                "ideal_ratio": ideal,
+            }
+        )
+        print(
+            f"{mode:10s} {sec:8.3f} {sec * steps_per_epoch:8.1f} {ratio:10.2f} {ideal:6.2f} "
+            f"{ratio / ideal:8.2f}"
+        )
+    if args.json:
+        print(json.dumps(rows))
+
+
+def targets(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    runtime = Runtime.resolve(args.device, args.precision)
+    eps_list = [] if args.clean_only else [parse_eps(e) for e in (args.eps or ["2/255", "4/255"])]
+    for run in args.runs:
+        model, info = load_model(run)
+        model = runtime.prepare_model(model)
+        split = info["split"]["manifest"]
+        test = load_split(split, args.data, image_size=info["image_size"], cache_dir=args.cache_dir)["test"]
+        x, y = test.tensors()
+        seed_everything(0)
+        correct = {"clean": 0, **{f"pgd20@{e * 255:.0f}/255": 0 for e in eps_list}}
+        for b in torch.arange(len(test)).split(args.batch_size):
+            xb, yb = runtime.to_device(x[b]), y[b].to(runtime.device)
+            with torch.no_grad(), runtime.autocast():
+                correct["clean"] += int((model(xb).argmax(1) == yb).sum())
+            for e in eps_list:
+                with runtime.autocast():
+                    adv = pgd(model, xb, yb, eps=e, steps=20)
+                with torch.no_grad(), runtime.autocast():
+                    correct[f"pgd20@{e * 255:.0f}/255"] += int((model(adv).argmax(1) == yb).sum())
+        acc = {k: v / len(test) for k, v in correct.items()}
+        print(
+            json.dumps(
+                {
+                    "run": str(run),
+                    "mode": info["mode"],
+                    "epoch": info["epoch"],
+                    "eps_train": info["eps"],
+                    "n_test": len(test),
+                    "precision": runtime.precision,
+                    **acc,
+                }
+            )
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("cost", help="seconds per epoch per mode and ratios")
+    c.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/iqothnccd"))
+    c.add_argument("--model", default="resnet18")
+    c.add_argument("--image-size", type=int, default=128)
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--steps", type=int, default=3, help="attack steps k in pgd/mixed/trades")
+    c.add_argument("--eps", type=parse_eps, default=2 / 255)
+    c.add_argument("--batches", type=int, default=4, help="timed batches per mode")
+    c.add_argument("--modes", nargs="+", default=list(MODES))
+    c.add_argument("--json", action="store_true")
+    t = sub.add_parser("targets", help="test clean and PGD-20 robust accuracy of checkpoints")
+    t.add_argument("runs", nargs="+", help="run dirs (best checkpoint) or .safetensors files")
+    t.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/iqothnccd"))
+    t.add_argument("--eps", action="append", help="repeatable; default 2/255 and 4/255")
+    t.add_argument("--clean-only", action="store_true", help="skip the PGD-20 attacks")
+    t.add_argument("--batch-size", type=int, default=64)
+    for p in (c, t):
+        p.add_argument("--device", default="auto")
+        p.add_argument("--precision", default="auto")
+        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--cache-dir", default=None)
+    args = parser.parse_args()
+    cost(args) if args.command == "cost" else targets(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""`TrainConfig`: every knob of a training run, saved verbatim to RUN_DIR/config.yaml.
+
+Modes:
+- `standard`: cross-entropy on clean images.
+- `mixed`: the study's recipe. Each batch trains on its clean images plus adversarial versions of
+  the same images; the attack rotates batch by batch over FGSM, PGD and CW so every epoch sees
+  every attack. The "CW" inside training is the cheap CW-loss variant: L-inf PGD on the
+  Carlini-Wagner margin loss (max_{j!=y} z_j - z_y), not the optimization-based CW-L2 attack.
+- `pgd`: Madry et al. 2018 PGD adversarial training (adversarial images only).
+- `fast`: FGSM with random start, step 1.25*eps (Wong et al. 2020), with a catastrophic-overfitting
+  guard: PGD accuracy on the validation split collapsing while FGSM accuracy holds is recorded in
+  metrics, warned about and (with co_action="stop") ends training; the best checkpoint, selected
+  on PGD accuracy, is the model to use.
+- `trades`: Zhang et al. 2019, CE(clean) + beta * KL(f(x) || f(x_adv)), inner max on the KL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from fortify.errors import ConfigError
+from fortify.models import list_models
+
+MODES = ("standard", "mixed", "pgd", "fast", "trades")
+ADVERSARIAL_MODES = tuple(m for m in MODES if m != "standard")
+SCHEDULES = ("onecycle", "cosine", "constant")
+OPTIMIZERS = ("sgd", "adamw")
+MIXED_ATTACKS = ("fgsm", "pgd", "cw")
+# Fields that say where/how a run executes, not what it computes: they may differ on --resume.
+RUN_ONLY_FIELDS = ("out", "device", "data", "cache_dir")
+
+
+@dataclass
+class TrainConfig:
+    data: str = "phantom"  # dataset root or "phantom[:n=K]"
+    split: str | None = None  # split manifest; None -> make one (data layer's default seed) in the run dir
+    model: str = "resnet18"
+    mode: str = "standard"
+    eps: float = 2 / 255  # L-inf radius in [0,1] pixel units (adversarial modes, robust validation)
+    epochs: int = 10
+    image_size: int = 128
+    batch_size: int = 64  # global batch; with N processes each takes batch_size // N
+    lr: float = 0.05  # peak LR (OneCycle max_lr, cosine start)
+    seed: int = 0
+    out: str = "runs/train"
+    device: str = "auto"
+    precision: str = "auto"  # auto -> bf16 autocast where the hardware runs it natively
+    pretrained: bool = False
+    weights: str | None = None  # local torchvision state dict (offline ImageNet weights)
+    init: str | None = (
+        None  # fortify checkpoint to start from (e.g. adversarial fine-tuning of a standard run)
+    )
+    optimizer: str = "sgd"  # sgd (momentum 0.9, nesterov) | adamw
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    class_balanced: bool = False  # weight the loss by inverse class frequency (benign is ~11%)
+    augment: bool = True  # random horizontal flip + small affine (rotate/scale/shift), stays in [0,1]
+    eps_warmup_epochs: float = 1.0  # eps grows linearly from 0 over this many epochs
+    attack_steps: int = 5  # PGD/CW/TRADES steps inside training
+    attack_alpha: float | None = None  # step size; None -> 2.5*eps/steps (fast: 1.25*eps)
+    mixed_clean_weight: float = 0.5  # mixed/trades-free: loss = w*CE(clean) + (1-w)*CE(adv)
+    trades_beta: float = 6.0
+    val_attack_steps: int = 5  # PGD steps for robust validation accuracy (model selection, every epoch)
+    val_robust: bool | None = None  # None -> on for adversarial modes, off for standard
+    patience: int | None = None  # early stopping: epochs without a better selection score
+    co_action: str = "warn"  # fast mode, catastrophic overfitting: "warn" or "stop"
+    limit_per_class: int | None = None  # smoke runs: first k images per class per split
+    cache_dir: str | None = None  # decode cache for the real dataset
+    tensorboard: bool = False  # also log to RUN_DIR/tb (needs the tensorboard package)
+
+    def validate(self) -> TrainConfig:
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.model not in list_models():
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(list_models())}")
+        if not (self.eps >= 0):
+            raise ConfigError(f"eps must be >= 0, got {self.eps}")
+        if self.eps > 1:
+            raise ConfigError(f"eps {self.eps} exceeds the [0,1] pixel range; write e.g. 2/255")
+        if self.mode in ADVERSARIAL_MODES and self.eps == 0:
+            raise ConfigError(f"mode {self.mode!r} needs eps > 0")
+        for name in ("epochs", "image_size", "batch_size", "attack_steps", "val_attack_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ConfigError("batch-size must be >= 2 (batch norm needs two samples)")
+        if not (self.lr > 0):
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.co_action not in ("warn", "stop"):
+            raise ConfigError(f"co_action must be 'warn' or 'stop', got {self.co_action!r}")
+        if not 0 <= self.mixed_clean_weight <= 1:
+            raise ConfigError("mixed_clean_weight must be in [0, 1]")
+        if self.trades_beta < 0 or self.eps_warmup_epochs < 0 or self.weight_decay < 0:
+            raise ConfigError("trades_beta, eps_warmup_epochs and weight_decay must be >= 0")
+        if self.init is not None and (self.pretrained or self.weights is not None):
+            raise ConfigError("init (a fortify checkpoint) excludes pretrained/weights")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError("patience must be >= 1")
+        return self
+
+    @property
+    def adversarial(self) -> bool:
+        return self.mode in ADVERSARIAL_MODES
+
+    @property
+    def robust_validation(self) -> bool:
+        return self.adversarial if self.val_robust is None else self.val_robust
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown training config field(s): {', '.join(unknown)}")
+        return cls(**d)
+
+
+def config_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
+    """Fields (other than where-it-runs fields) whose values differ, as 'name: a != b'."""
+    da, db = a.to_dict(), b.to_dict()
+    return [f"{k}: {da[k]!r} != {db[k]!r}" for k in da if k not in RUN_ONLY_FIELDS and da[k] != db[k]]

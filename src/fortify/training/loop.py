@@ -1,0 +1,570 @@
+"""`train(cfg)`: the epoch loop shared by every mode, resumable and DDP-aware.
+
+Determinism: the data order and augmentations come from one generator seeded with cfg.seed
+whose state is saved with every `last` checkpoint, and the global RNGs (attack random starts)
+are saved too, so a run resumed from epoch k replays exactly what an uninterrupted run would
+have done (bit-exact in fp32 on the same machine and thread count).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fortify import data as data_api
+from fortify.attacks import fgsm, pgd
+from fortify.errors import CheckpointError, ConfigError, FortifyError
+from fortify.fileio import append_jsonl
+from fortify.models import build_model
+from fortify.runtime import Runtime, seed_everything
+from fortify.training import distributed as ddp
+from fortify.training.augment import augment_batch
+from fortify.training.checkpoints import (
+    load_training_state,
+    read_checkpoint_info,
+    save_checkpoint,
+    set_rng_state,
+    sha256_file,
+)
+from fortify.training.config import TrainConfig
+from fortify.training.recipes import training_step_loss
+from fortify.training.rundir import prepare_run_dir, read_metrics, truncate_metrics
+
+EVAL_BATCH = 128
+# Catastrophic overfitting (fast mode): PGD val accuracy falls this far below its best so far
+# while FGSM accuracy stays this far above PGD accuracy (Wong et al. 2020, Sec. 5).
+CO_PGD_DROP = 0.2
+CO_FGSM_GAP = 0.3
+
+
+class CatastrophicOverfittingWarning(UserWarning):
+    pass
+
+
+@dataclass
+class Splits:
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    classes: list[str]
+    manifest: Path
+    synthetic: bool
+    root: str | None
+
+
+def _load_data(cfg: TrainConfig, run_dir: Path, info: ddp.DistInfo, progress: bool) -> Splits:
+    if cfg.split is not None:
+        manifest = Path(cfg.split)
+        if not manifest.is_file():
+            raise ConfigError(f"split manifest not found: {manifest}")
+    else:
+        manifest = run_dir / "split.json"
+        if info.is_main and not manifest.is_file():
+            split = data_api.make_split(
+                cfg.data,
+                image_size=cfg.image_size,
+                cache_dir=cfg.cache_dir,
+                progress=progress,
+            )
+            data_api.save_manifest(split, manifest)
+        ddp.barrier(info)
+    splits = data_api.load_split(
+        manifest,
+        cfg.data,
+        image_size=cfg.image_size,
+        limit_per_class=cfg.limit_per_class,
+        cache_dir=cfg.cache_dir,
+        progress=progress and info.is_main,
+    )
+    train, val = splits["train"], splits["val"]
+    if len(train) < 2 or len(val) < 1:
+        raise ConfigError(f"split {manifest} leaves {len(train)} training and {len(val)} validation images")
+    tx, ty = train.tensors()
+    vx, vy = val.tensors()
+    return Splits(tx, ty, vx, vy, list(train.classes), manifest, bool(train.synthetic), train.root)
+
+
+def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    # No weight decay on batch-norm and bias parameters (standard for ResNets).
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+
+
+def _scheduler(cfg: TrainConfig, optimizer, total_steps: int):
+    if cfg.schedule == "onecycle" and total_steps >= 4:
+        # 25% warm-up, but at least 2 steps: OneCycleLR divides by the warm-up length.
+        pct = min(0.5, max(0.25, 2 / total_steps))
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=pct
+        )
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def _class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    weights = labels.numel() / (num_classes * counts.clamp(min=1))
+    return torch.where(counts > 0, weights, torch.ones_like(weights))
+
+
+def _batches(indices: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Near-equal batches (sizes differ by <= 1): no sample dropped, no 1-sample batch for batch norm."""
+    n_batches = max(1, math.ceil(indices.numel() / batch_size))
+    return [b for b in torch.tensor_split(indices, n_batches) if b.numel() > 0]
+
+
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    runtime: Runtime,
+    info: ddp.DistInfo,
+    eps: float,
+    steps: int,
+    robust: bool,
+    fgsm_too: bool,
+    seed: int,
+) -> dict[str, float | None]:
+    """Clean loss/accuracy and (optionally) PGD / FGSM accuracy on this rank's shard, summed over ranks."""
+    was_training = model.training
+    model.eval()
+    idx = torch.arange(x.shape[0])[info.rank :: info.world_size]
+    gen = torch.Generator().manual_seed(seed)  # same PGD starts every epoch: comparable val numbers
+    sums = [0.0, 0.0, 0.0, 0.0, 0.0]  # loss, clean correct, pgd correct, fgsm correct, n
+    for b in idx.split(EVAL_BATCH):
+        xb, yb = runtime.to_device(x[b]), y[b].to(runtime.device)
+        with torch.no_grad(), runtime.autocast():
+            logits = model(xb).float()
+        sums[0] += float(F.cross_entropy(logits, yb, reduction="sum"))
+        sums[1] += float((logits.argmax(1) == yb).sum())
+        sums[4] += b.numel()
+        if robust:
+            with runtime.autocast():
+                x_adv = pgd(model, xb, yb, eps=eps, steps=steps, early_stop=True, generator=gen)
+            with torch.no_grad(), runtime.autocast():
+                sums[2] += float((model(x_adv).argmax(1) == yb).sum())
+        if fgsm_too:
+            with runtime.autocast():
+                x_adv = fgsm(model, xb, yb, eps=eps)
+            with torch.no_grad(), runtime.autocast():
+                sums[3] += float((model(x_adv).argmax(1) == yb).sum())
+    model.train(was_training)
+    loss, clean, rob, fg, n = ddp.all_reduce_sum(sums, info, runtime.device)
+    n = max(n, 1.0)
+    return {
+        "val_loss": loss / n,
+        "val_clean_acc": clean / n,
+        "val_robust_acc": rob / n if robust else None,
+        "val_fgsm_acc": fg / n if fgsm_too else None,
+    }
+
+
+def _selection_score(cfg: TrainConfig, m: dict) -> list[float]:
+    """Higher is better; robust accuracy first for adversarial modes (Rice et al. 2020)."""
+    if cfg.robust_validation and cfg.adversarial:
+        return [m["val_robust_acc"], m["val_clean_acc"], -m["val_loss"]]
+    return [m["val_clean_acc"], -m["val_loss"]]
+
+
+def _eps_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    if not cfg.adversarial:
+        return 0.0
+    warm = cfg.eps_warmup_epochs * steps_per_epoch
+    return cfg.eps if warm <= 0 else cfg.eps * min(1.0, (step + 1) / warm)
+
+
+def _is_oom(e: BaseException) -> bool:
+    text = str(e).lower()
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+def _raise_if_oom(e: BaseException, cfg: TrainConfig, runtime: Runtime) -> None:
+    if _is_oom(e):
+        raise ConfigError(
+            f"batch size {cfg.batch_size} does not fit in memory on {runtime.device}; "
+            "lower --batch-size (the run dir keeps the last completed epoch)"
+        ) from None
+
+
+@contextmanager
+def _oom_guard(cfg: TrainConfig, runtime: Runtime):
+    try:
+        yield
+    except RuntimeError as e:
+        _raise_if_oom(e, cfg, runtime)
+        raise
+
+
+def _progress_bar(enabled: bool):
+    if not enabled:
+        return nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[stats]}"),
+        transient=False,
+    )
+
+
+def _tensorboard(cfg: TrainConfig, run_dir: Path):
+    if not cfg.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ConfigError("tensorboard logging needs the 'tensorboard' package (not installed)") from e
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    stop_after_epoch: int | None = None,
+) -> dict:
+    """Train per `cfg` into cfg.out; returns the final summary (best epoch and its val metrics).
+
+    `stop_after_epoch=k` ends the run after epoch k as if it had been killed there (used to test
+    that --resume reproduces an uninterrupted run).
+    """
+    cfg.validate()
+    info = ddp.init_distributed(cfg.device)
+    device = cfg.device
+    if info.enabled and torch.cuda.is_available() and device in ("auto", "cuda"):
+        device = f"cuda:{info.local_rank}"
+    runtime = Runtime.resolve(device, cfg.precision)
+    run_dir = Path(cfg.out)
+
+    error: FortifyError | None = None
+    resuming = False
+    if info.is_main:
+        try:
+            resuming = prepare_run_dir(run_dir, cfg, resume=resume, force=force)
+        except FortifyError as e:
+            error = e
+    error, resuming = ddp.broadcast_object((error, resuming), info)  # every rank fails the same way
+    if error is not None:
+        raise error
+
+    seed_everything(cfg.seed + info.rank)  # ranks draw different attack noise
+    data_gen = torch.Generator().manual_seed(cfg.seed)  # same permutation on every rank
+    splits = _load_data(cfg, run_dir, info, progress)
+    num_classes = len(splits.classes)
+    model = runtime.prepare_model(
+        build_model(
+            cfg.model, num_classes, in_channels=1, pretrained=cfg.pretrained, weights_file=cfg.weights
+        )
+    )
+    if cfg.init is not None and not resuming:
+        _load_init(model, cfg, splits.classes)
+    optimizer = _optimizer(cfg, model)
+    shard_size = ddp.shard_indices(torch.arange(splits.train_x.shape[0]), info).numel()
+    per_rank_batch = max(2, cfg.batch_size // info.world_size)
+    steps_per_epoch = len(_batches(torch.arange(shard_size), per_rank_batch))
+    scheduler = _scheduler(cfg, optimizer, cfg.epochs * steps_per_epoch)
+    class_weights = (
+        _class_weights(splits.train_y, num_classes).to(runtime.device) if cfg.class_balanced else None
+    )
+
+    manifest_ref = {
+        "manifest": str(splits.manifest.resolve()),
+        "sha256": sha256_file(splits.manifest),
+        "in_run_dir": cfg.split is None,
+    }
+    state = {
+        "epoch": 0,
+        "best_score": None,
+        "best_epoch": 0,
+        "since_best": 0,
+        "co_detected": False,
+        "co_epochs": [],
+        "best_pgd_batch_acc": 0.0,
+        "stopped": None,
+    }
+    if resuming:
+        last = read_checkpoint_info(run_dir / "last.safetensors")
+        if last["model"] != cfg.model or list(last["classes"]) != splits.classes:
+            raise CheckpointError(
+                f"{run_dir}/last.json is for {last['model']} on classes {last['classes']}, "
+                f"not {cfg.model} on {splits.classes}"
+            )
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(run_dir / "last.safetensors")))
+        saved = load_training_state(run_dir / "last.state.pt")
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        extra = saved["extra"]
+        data_gen.set_state(extra["data_generator"])
+        rank_rng = extra.get("rank_rng")
+        same_world = rank_rng is not None and len(rank_rng) == info.world_size
+        set_rng_state(rank_rng[info.rank] if same_world else saved["rng"])  # other world size: not bit-exact
+        state.update(extra["loop"])
+        if info.is_main:
+            truncate_metrics(run_dir / "metrics.jsonl", state["epoch"])
+
+    net = model
+    if info.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None
+        )
+    writer = _tensorboard(cfg, run_dir) if info.is_main else None
+    show = progress and info.is_main
+    base_info = {
+        "model": cfg.model,
+        "num_classes": num_classes,
+        "in_channels": 1,
+        "image_size": cfg.image_size,
+        "classes": splits.classes,
+        "mode": cfg.mode,
+        "eps": cfg.eps,
+        "config": cfg.to_dict(),
+        "split": manifest_ref,
+        "dataset": {"root": splits.root, "synthetic": splits.synthetic},
+        "runtime": runtime.describe(),
+        "world_size": info.world_size,
+        "selection": "val_robust_acc" if cfg.robust_validation and cfg.adversarial else "val_clean_acc",
+    }
+
+    t_run = time.perf_counter()
+    with _progress_bar(show) as bar:
+        for epoch in range(state["epoch"], cfg.epochs):
+            if state["stopped"] or (stop_after_epoch is not None and epoch >= stop_after_epoch):
+                break
+            t0 = time.perf_counter()
+            perm = torch.randperm(splits.train_x.shape[0], generator=data_gen)
+            batches = _batches(ddp.shard_indices(perm, info), per_rank_batch)
+            task = (
+                bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(batches), stats="") if bar else None
+            )
+            sums = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # loss*n, clean correct, clean n, adv correct, adv n, n
+            eps_now = 0.0
+            model.train()
+            try:
+                for b, idx in enumerate(batches):
+                    xb = splits.train_x[idx]
+                    if cfg.augment:
+                        xb = augment_batch(xb, data_gen)
+                    xb, yb = runtime.to_device(xb), splits.train_y[idx].to(runtime.device)
+                    eps_now = _eps_at(cfg, epoch * steps_per_epoch + b, steps_per_epoch)
+                    out = training_step_loss(
+                        net,
+                        model,
+                        xb,
+                        yb,
+                        cfg=cfg,
+                        eps=eps_now,
+                        class_weights=class_weights,
+                        batch_index=b,
+                        epoch=epoch,
+                        runtime=runtime,
+                    )
+                    optimizer.zero_grad(set_to_none=True)
+                    out.loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+                    n = yb.numel()
+                    sums[0] += float(out.loss.detach()) * n
+                    sums[5] += n
+                    if out.clean_correct is not None:
+                        sums[1] += out.clean_correct
+                        sums[2] += n
+                    if out.adv_correct is not None:
+                        sums[3] += out.adv_correct
+                        sums[4] += n
+                    if bar:
+                        bar.update(task, advance=1, stats=_batch_stats(sums))
+            except RuntimeError as e:
+                _raise_if_oom(e, cfg, runtime)
+                raise
+            train_seconds = time.perf_counter() - t0
+            loss_sum, c_ok, c_n, a_ok, a_n, seen = ddp.all_reduce_sum(sums, info, runtime.device)
+            t1 = time.perf_counter()
+            with _oom_guard(cfg, runtime):
+                val = evaluate(
+                    model,
+                    splits.val_x,
+                    splits.val_y,
+                    runtime=runtime,
+                    info=info,
+                    eps=cfg.eps,
+                    steps=cfg.val_attack_steps,
+                    robust=cfg.robust_validation,
+                    fgsm_too=cfg.mode == "fast",
+                    seed=cfg.seed + 1,
+                )
+            val_seconds = time.perf_counter() - t1
+            record = {
+                "epoch": epoch + 1,
+                "loss": loss_sum / max(seen, 1.0),
+                "train_clean_acc": c_ok / c_n if c_n else None,
+                "train_adv_acc": a_ok / a_n if a_n else None,
+                **val,
+                "lr": scheduler.get_last_lr()[0],
+                "eps": eps_now,
+                "train_seconds": train_seconds,
+                "val_seconds": val_seconds,
+                "epoch_seconds": time.perf_counter() - t0,
+            }
+            record["train_acc"] = record["train_clean_acc"] if c_n else record["train_adv_acc"]
+            _check_catastrophic_overfitting(cfg, record, state)
+            score = _selection_score(cfg, record)
+            improved = state["best_score"] is None or score > state["best_score"]
+            if improved:
+                state.update(best_score=score, best_epoch=epoch + 1, since_best=0)
+            else:
+                state["since_best"] += 1
+            record["best"] = improved
+            state["epoch"] = epoch + 1
+            if cfg.patience is not None and state["since_best"] >= cfg.patience:
+                state["stopped"] = f"early stop: no better {base_info['selection']} for {cfg.patience} epochs"
+            if record.get("catastrophic_overfitting") and cfg.co_action == "stop":
+                state["stopped"] = "catastrophic overfitting (fast mode); best checkpoint kept"
+            rank_rng = _gather_rng(info)
+            if info.is_main:
+                append_jsonl(run_dir / "metrics.jsonl", record)
+                ckpt_info = {**base_info, "epoch": epoch + 1, "metrics": record}
+                if improved:
+                    save_checkpoint(run_dir / "best", model, ckpt_info, rng=False)
+                extra = {"data_generator": data_gen.get_state(), "loop": dict(state)}
+                if rank_rng is not None:
+                    extra["rank_rng"] = rank_rng
+                save_checkpoint(
+                    run_dir / "last",
+                    model,
+                    {**ckpt_info, "best_epoch": state["best_epoch"]},
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    extra_state=extra,
+                )
+                if writer is not None:
+                    for k, v in record.items():
+                        if isinstance(v, float):
+                            writer.add_scalar(k, v, epoch + 1)
+            ddp.barrier(info)
+            if bar:
+                bar.update(task, stats=_epoch_stats(record))
+    if writer is not None:
+        writer.close()
+    in_sync = _params_in_sync(model, info, runtime.device)
+    ddp.shutdown(info)
+    metrics = read_metrics(run_dir / "metrics.jsonl") if info.is_main else []
+    best = next((m for m in metrics if m["epoch"] == state["best_epoch"]), None)
+    return {
+        "run_dir": str(run_dir),
+        "epochs_completed": state["epoch"],
+        "best_epoch": state["best_epoch"],
+        "best": best,
+        "last": metrics[-1] if metrics else None,
+        "selection": base_info["selection"],
+        "stopped": state["stopped"],
+        "catastrophic_overfitting": state["co_detected"],
+        "co_epochs": state["co_epochs"],
+        "seconds_this_run": time.perf_counter() - t_run,
+        "runtime": runtime.describe(),
+        "world_size": info.world_size,
+        "rank": info.rank,
+        "ddp_params_in_sync": in_sync,
+    }
+
+
+def _load_init(model: nn.Module, cfg: TrainConfig, classes: list[str]) -> None:
+    """Start from another run's checkpoint; it must be the same architecture on the same classes."""
+    from safetensors.torch import load_file
+
+    init = read_checkpoint_info(cfg.init)
+    if init["model"] != cfg.model or list(init["classes"]) != classes or int(init["in_channels"]) != 1:
+        raise CheckpointError(
+            f"--init checkpoint is {init['model']} on classes {init['classes']}, not {cfg.model} on {classes}"
+        )
+    if int(init["image_size"]) != cfg.image_size:
+        raise CheckpointError(
+            f"--init checkpoint was trained at {init['image_size']} px, not {cfg.image_size}"
+        )
+    path = Path(cfg.init)
+    path = path / "best.safetensors" if path.is_dir() else path.with_suffix(".safetensors")
+    model.load_state_dict(load_file(str(path)))
+
+
+def _batch_stats(sums: list[float]) -> str:
+    text = f"loss {sums[0] / max(sums[5], 1.0):.3f}"
+    if sums[2]:
+        text += f"  clean {sums[1] / sums[2]:.3f}"
+    if sums[4]:
+        text += f"  adv {sums[3] / sums[4]:.3f}"
+    return text
+
+
+def _epoch_stats(record: dict) -> str:
+    text = f"loss {record['loss']:.3f}  val clean {record['val_clean_acc']:.3f}"
+    if record["val_robust_acc"] is not None:
+        text += f"  val robust {record['val_robust_acc']:.3f}"
+    return text + ("  (best)" if record["best"] else "")
+
+
+def _params_in_sync(model: nn.Module, info: ddp.DistInfo, device: torch.device) -> bool | None:
+    """DDP sanity check: every rank ends with rank 0's weights (max abs difference == 0)."""
+    if not info.enabled:
+        return None
+    import torch.distributed as dist
+
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()]).to(device)
+    reference = flat.clone()
+    dist.broadcast(reference, src=0)
+    diff = (flat - reference).abs().max()
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    return bool(diff.item() == 0)
+
+
+def _gather_rng(info: ddp.DistInfo):
+    """Each rank's RNG state, collected on rank 0 so a DDP resume restores all of them."""
+    if not info.enabled:
+        return None
+    from fortify.training.checkpoints import rng_state
+
+    gathered = [None] * info.world_size
+    import torch.distributed as dist
+
+    dist.all_gather_object(gathered, rng_state())
+    return gathered
+
+
+def _check_catastrophic_overfitting(cfg: TrainConfig, record: dict, state: dict) -> None:
+    """Fast mode: PGD val accuracy collapsing while FGSM val accuracy stays high is the CO signature."""
+    if cfg.mode != "fast" or record.get("val_robust_acc") is None:
+        return
+    pgd_acc, fgsm_acc = record["val_robust_acc"], record["val_fgsm_acc"]
+    best = state["best_pgd_batch_acc"]
+    detected = best - pgd_acc >= CO_PGD_DROP and fgsm_acc - pgd_acc >= CO_FGSM_GAP
+    record["catastrophic_overfitting"] = detected
+    state["best_pgd_batch_acc"] = max(best, pgd_acc)
+    if detected:
+        state["co_detected"] = True
+        state["co_epochs"] = [*state["co_epochs"], record["epoch"]]
+        warnings.warn(
+            f"catastrophic overfitting at epoch {record['epoch']}: val PGD acc {pgd_acc:.3f} "
+            f"(best {best:.3f}) while FGSM acc {fgsm_acc:.3f}; the best checkpoint predates it",
+            CatastrophicOverfittingWarning,
+            stacklevel=2,
+        )

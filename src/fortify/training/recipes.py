@@ -1,0 +1,155 @@
+"""One optimization step's loss for each training mode.
+
+Attacks see the bare model (never the DDP wrapper): they run per process on the local shard and
+switch the model to eval() themselves (the attacks contract), so adversarial examples are made
+with batch-norm running statistics and do not disturb them. Clean and adversarial images are
+concatenated into ONE forward pass in train mode: batch norm then normalizes both together and
+DDP sees exactly one forward per backward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fortify.attacks import fgsm, pgd
+from fortify.runtime import Runtime
+from fortify.training.config import MIXED_ATTACKS, TrainConfig
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    clean_correct: int | None  # None when the step had no clean forward (pgd, fast)
+    adv_correct: int | None  # None for standard
+    attack: str | None  # which attack made the adversarial half (mixed rotates)
+
+
+def _alpha(cfg: TrainConfig, eps: float, steps: int) -> float:
+    if cfg.attack_alpha is not None:
+        return cfg.attack_alpha * (eps / cfg.eps if cfg.eps > 0 else 1.0)  # scales with eps warm-up
+    return 2.5 * eps / steps
+
+
+def trades_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    eps: float,
+    steps: int,
+    alpha: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """TRADES inner maximization: L-inf PGD on KL(f(x) || f(x')) from x + 0.001*N(0,1).
+
+    Same rules as fortify.attacks: eval mode, parameter gradients untouched, output in [0,1]
+    and in the eps-ball. The caller provides autocast.
+    """
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        x0 = x.detach()
+        with torch.no_grad():
+            p_clean = F.softmax(model(x0).float(), dim=1)
+        noise = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device)
+        x_adv = (x0 + 0.001 * noise).clamp(0, 1)
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            kl = F.kl_div(F.log_softmax(model(x_adv).float(), dim=1), p_clean, reduction="sum")
+            (grad,) = torch.autograd.grad(kl, x_adv)
+            x_adv = x_adv.detach() + alpha * grad.sign()
+            x_adv = torch.min(torch.max(x_adv, x0 - eps), x0 + eps).clamp(0, 1)
+    finally:
+        for p, f in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(f)
+        model.train(was_training)
+    return x_adv.detach()
+
+
+def make_adversarial(
+    mode: str,
+    attack_model: nn.Module,
+    x,
+    y,
+    *,
+    cfg: TrainConfig,
+    eps: float,
+    batch_index: int,
+    epoch: int,
+    runtime: Runtime,
+) -> tuple[torch.Tensor, str]:
+    """The adversarial batch for `mode` at the current (possibly warmed-up) eps."""
+    steps = cfg.attack_steps
+    with runtime.autocast():
+        if mode == "pgd":
+            return pgd(attack_model, x, y, eps=eps, steps=steps, alpha=_alpha(cfg, eps, steps)), "pgd"
+        if mode == "fast":
+            alpha = 1.25 * eps if cfg.attack_alpha is None else _alpha(cfg, eps, 1)
+            return fgsm(attack_model, x, y, eps=eps, random_start=True, alpha=alpha), "fgsm-rs"
+        if mode == "trades":
+            return trades_attack(
+                attack_model, x, eps=eps, steps=steps, alpha=_alpha(cfg, eps, steps)
+            ), "trades-kl"
+        if mode == "mixed":
+            # Rotate per batch (offset by epoch) so each epoch with >= 3 batches sees all three attacks.
+            name = MIXED_ATTACKS[(batch_index + epoch) % len(MIXED_ATTACKS)]
+            if name == "fgsm":
+                return fgsm(attack_model, x, y, eps=eps), name
+            loss = "cw" if name == "cw" else "ce"
+            return pgd(
+                attack_model, x, y, eps=eps, steps=steps, alpha=_alpha(cfg, eps, steps), loss=loss
+            ), name
+    raise ValueError(f"mode {mode!r} has no adversarial examples")
+
+
+def training_step_loss(
+    model: nn.Module,
+    attack_model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    cfg: TrainConfig,
+    eps: float,
+    class_weights: torch.Tensor | None,
+    batch_index: int,
+    epoch: int,
+    runtime: Runtime,
+) -> StepOutput:
+    """Loss for one batch (model in train mode); the caller does backward/step."""
+    mode = cfg.mode
+    n = x.shape[0]
+    if mode == "standard" or eps == 0:
+        with runtime.autocast():
+            logits = model(x).float()
+        loss = F.cross_entropy(logits, y, weight=class_weights)
+        correct = int((logits.argmax(1) == y).sum())
+        return StepOutput(loss, correct, None if mode == "standard" else correct, None)
+
+    x_adv, attack = make_adversarial(
+        mode, attack_model, x, y, cfg=cfg, eps=eps, batch_index=batch_index, epoch=epoch, runtime=runtime
+    )
+    if mode in ("pgd", "fast"):
+        with runtime.autocast():
+            logits = model(x_adv).float()
+        loss = F.cross_entropy(logits, y, weight=class_weights)
+        return StepOutput(loss, None, int((logits.argmax(1) == y).sum()), attack)
+
+    with runtime.autocast():
+        logits = model(torch.cat([x, x_adv])).float()
+    clean, adv = logits[:n], logits[n:]
+    if mode == "mixed":
+        w = cfg.mixed_clean_weight
+        loss = w * F.cross_entropy(clean, y, weight=class_weights) + (1 - w) * F.cross_entropy(
+            adv, y, weight=class_weights
+        )
+    else:  # trades
+        natural = F.cross_entropy(clean, y, weight=class_weights)
+        robust = F.kl_div(F.log_softmax(adv, dim=1), F.softmax(clean, dim=1), reduction="batchmean")
+        loss = natural + cfg.trades_beta * robust
+    return StepOutput(loss, int((clean.argmax(1) == y).sum()), int((adv.argmax(1) == y).sum()), attack)

@@ -1,0 +1,186 @@
+"""Model selection, resume equivalence, run-dir refusals, OOM handling, overfitting guard, augmentation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fortify.errors import CheckpointError, ConfigError
+from fortify.training import load_model, train
+from fortify.training import loop as loop_module
+from fortify.training.augment import augment_batch
+from fortify.training.config import TrainConfig
+
+TIMING = ("train_seconds", "val_seconds", "epoch_seconds")
+
+
+def _records(run: str | Path) -> list[dict]:
+    return [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
+def _scripted_evaluate(script):
+    """Replace validation with fixed numbers: clean acc peaks at epoch 1, robust acc at epoch 2."""
+    calls = iter(script)
+
+    def fake(*args, robust, fgsm_too, **kwargs):
+        clean, rob = next(calls)
+        return {
+            "val_loss": 1.0,
+            "val_clean_acc": clean,
+            "val_robust_acc": rob if robust else None,
+            "val_fgsm_acc": 0.5 if fgsm_too else None,
+        }
+
+    return fake
+
+
+@pytest.mark.parametrize(
+    "mode, expected_best, new_best", [("pgd", 2, [True, True, False]), ("standard", 1, [True, False, False])]
+)
+def test_best_checkpoint_uses_robust_accuracy_for_adversarial_modes(
+    tiny_config, monkeypatch, mode, expected_best, new_best
+):
+    script = [(0.9, 0.2), (0.7, 0.5), (0.6, 0.3)]
+    monkeypatch.setattr(loop_module, "evaluate", _scripted_evaluate(script))
+    cfg = tiny_config(mode=mode, epochs=3)
+    summary = train(cfg, progress=False)
+    assert summary["best_epoch"] == expected_best
+    _, info = load_model(Path(cfg.out) / "best.safetensors")
+    assert info["epoch"] == expected_best
+    _, last = load_model(Path(cfg.out) / "last.safetensors")
+    assert last["epoch"] == 3 and last["best_epoch"] == expected_best
+    assert [r["best"] for r in _records(cfg.out)] == new_best  # "best": a new best at that epoch
+
+
+def test_early_stopping_with_patience(tiny_config, monkeypatch):
+    monkeypatch.setattr(loop_module, "evaluate", _scripted_evaluate([(0.9, 0.9), (0.5, 0.5), (0.4, 0.4)] * 2))
+    cfg = tiny_config(mode="fast", epochs=5, patience=2, val_robust=True)
+    summary = train(cfg, progress=False)
+    assert summary["epochs_completed"] == 3 and summary["best_epoch"] == 1
+    assert "early stop" in summary["stopped"]
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tiny_config, tmp_path):
+    kwargs = dict(mode="mixed", epochs=3, batch_size=8, attack_steps=2, eps_warmup_epochs=2)
+    full = tiny_config(out=str(tmp_path / "full"), **kwargs)
+    train(full, progress=False)
+    cut = tiny_config(out=str(tmp_path / "cut"), **kwargs)
+    first = train(cut, progress=False, stop_after_epoch=1)  # "killed" after epoch 1
+    assert first["epochs_completed"] == 1
+    with pytest.raises(ConfigError, match="--resume"):
+        train(cut, progress=False)  # refuses to clobber without --resume/--force
+    train(cut, resume=True, progress=False)
+    a = [{k: v for k, v in r.items() if k not in TIMING} for r in _records(full.out)]
+    b = [{k: v for k, v in r.items() if k not in TIMING} for r in _records(cut.out)]
+    assert a == b
+    ma, _ = load_model(Path(full.out) / "last.safetensors")
+    mb, _ = load_model(Path(cut.out) / "last.safetensors")
+    for (name, pa), pb in zip(ma.state_dict().items(), mb.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
+def test_resume_drops_metric_lines_written_after_the_last_checkpoint(tiny_config):
+    cfg = tiny_config(epochs=2)
+    train(cfg, progress=False, stop_after_epoch=1)
+    metrics = Path(cfg.out) / "metrics.jsonl"
+    metrics.write_text(
+        metrics.read_text() + json.dumps({"epoch": 2, "loss": 9.9}) + '\n{"epo'
+    )  # crash debris
+    train(cfg, resume=True, progress=False)
+    assert [r["epoch"] for r in _records(cfg.out)] == [1, 2]
+    assert _records(cfg.out)[1]["loss"] != 9.9
+
+
+def test_run_dir_with_other_config_is_refused_unless_forced(tiny_config):
+    train(tiny_config(), progress=False)
+    other = tiny_config(mode="fast")
+    with pytest.raises(ConfigError, match="different run"):
+        train(other, progress=False)
+    with pytest.raises(ConfigError, match="different run"):
+        train(other, resume=True, progress=False)
+    assert TrainConfig.from_dict(
+        __import__("yaml").safe_load((Path(other.out) / "config.yaml").read_text())
+    ).mode == ("standard")  # left as it was
+    summary = train(other, force=True, progress=False)
+    assert summary["epochs_completed"] == 1
+    _, info = load_model(Path(other.out) / "best.safetensors")
+    assert info["mode"] == "fast"
+
+
+def test_init_from_checkpoint_of_other_model_or_classes_is_refused(tiny_config, tmp_path):
+    base = tiny_config(out=str(tmp_path / "base"))
+    train(base, progress=False)
+    with pytest.raises(CheckpointError, match="--init checkpoint is smallcnn"):
+        train(tiny_config(model="resnet18", init=base.out, out=str(tmp_path / "r18")), progress=False)
+    with pytest.raises(CheckpointError, match="px"):
+        train(tiny_config(init=base.out, image_size=48, out=str(tmp_path / "px")), progress=False)
+    summary = train(tiny_config(mode="fast", init=base.out, out=str(tmp_path / "ft")), progress=False)
+    assert summary["epochs_completed"] == 1
+
+
+def test_out_of_memory_is_a_one_line_error_and_run_dir_stays_consistent(tiny_config, monkeypatch):
+    def oom(*args, **kwargs):
+        raise RuntimeError(
+            "DefaultCPUAllocator: can't allocate memory: you tried to allocate 9999999999 bytes"
+        )
+
+    monkeypatch.setattr(loop_module, "training_step_loss", oom)
+    cfg = tiny_config()
+    with pytest.raises(ConfigError, match="batch size 12 does not fit"):
+        train(cfg, progress=False)
+    run = Path(cfg.out)
+    assert (run / "config.yaml").is_file() and not (run / "last.json").exists()
+    assert not list(run.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(mode="free"), "unknown mode"),
+        (dict(model="vgg"), "unknown model"),
+        (dict(eps=-0.1), "eps must be >= 0"),
+        (dict(mode="pgd", eps=0.0), "needs eps > 0"),
+        (dict(batch_size=1), "batch-size"),
+    ],
+)
+def test_bad_config_values(tiny_config, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        train(tiny_config(**overrides), progress=False)
+
+
+def test_catastrophic_overfitting_detection():
+    cfg = TrainConfig(mode="fast")
+    state = {"best_pgd_batch_acc": 0.0, "co_detected": False, "co_epochs": []}
+    healthy = {"epoch": 1, "val_robust_acc": 0.6, "val_fgsm_acc": 0.7}
+    loop_module._check_catastrophic_overfitting(cfg, healthy, state)
+    assert healthy["catastrophic_overfitting"] is False
+    collapsed = {"epoch": 2, "val_robust_acc": 0.05, "val_fgsm_acc": 0.8}
+    with pytest.warns(loop_module.CatastrophicOverfittingWarning, match="epoch 2"):
+        loop_module._check_catastrophic_overfitting(cfg, collapsed, state)
+    assert collapsed["catastrophic_overfitting"] is True and state["co_epochs"] == [2]
+    both_low = {"epoch": 3, "val_robust_acc": 0.1, "val_fgsm_acc": 0.15}  # just a weak model, not CO
+    loop_module._check_catastrophic_overfitting(cfg, both_low, state)
+    assert both_low["catastrophic_overfitting"] is False
+
+
+def test_catastrophic_overfitting_stop_keeps_best(tiny_config, monkeypatch):
+    monkeypatch.setattr(loop_module, "evaluate", _scripted_evaluate([(0.8, 0.6), (0.9, 0.02), (0.9, 0.01)]))
+    monkeypatch.setattr(loop_module, "CO_FGSM_GAP", 0.3)
+    cfg = tiny_config(mode="fast", epochs=3, co_action="stop")
+    with pytest.warns(loop_module.CatastrophicOverfittingWarning):
+        summary = train(cfg, progress=False)
+    assert summary["catastrophic_overfitting"] and summary["co_epochs"] == [2]
+    assert summary["epochs_completed"] == 2 and summary["best_epoch"] == 1
+
+
+def test_augmentation_stays_in_range_and_is_seeded():
+    x = torch.rand(8, 1, 32, 32)
+    a = augment_batch(x, torch.Generator().manual_seed(1))
+    b = augment_batch(x, torch.Generator().manual_seed(1))
+    c = augment_batch(x, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= 0 and a.max() <= 1 and a.shape == x.shape
+    assert not torch.allclose(a, x)
