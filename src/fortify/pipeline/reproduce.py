@@ -55,7 +55,12 @@ def _train_config(profile: Profile, stage: str, mode: str, data: str, out: Path,
         "weights": profile.weights,
         "limit_per_class": profile.limit_per_class,
     }
-    return TrainConfig.from_dict({**base, **profile.train, **getattr(profile, stage)}).validate()
+    values = {**base, **profile.train, **getattr(profile, stage)}
+    if values.get("init") == "normal":
+        # Adversarial fine-tuning of the normal model (the study trains on top of it too): start from
+        # the normal stage's best checkpoint instead of ImageNet/random weights.
+        values.update(init=str(out / "normal" / "best.safetensors"), pretrained=False, weights=None)
+    return TrainConfig.from_dict(values).validate()
 
 
 def attack_specs(profile: Profile) -> list[str]:
@@ -294,7 +299,12 @@ def reproduce(
                 out / name / "stage.json",
                 [out / name / "best.safetensors", out / name / "best.json"],
                 train_fp_config(name),
-                lambda: {"split": _sha(out / "split.json"), **data_inputs()},
+                lambda n=name: {
+                    "split": _sha(out / "split.json"),
+                    **data_inputs(),
+                    # fine-tuning from the normal model: a new normal model makes this stage stale
+                    **({"init": _sha(Path(train_cfgs[n].init))} if train_cfgs[n].init else {}),
+                },
                 run_train(name),
                 clean=lambda n=name: _rmtree(out / n),
             )
