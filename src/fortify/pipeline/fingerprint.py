@@ -15,14 +15,6 @@ from typing import Any
 from fortify.fileio import read_json, write_json
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def data_identity(data: str) -> str:
     """Cheap identity of a dataset: the phantom spec, or every file's relative path, size and mtime.
 

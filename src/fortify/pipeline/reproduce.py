@@ -17,8 +17,8 @@ from typing import Any
 
 from fortify import __version__
 from fortify.errors import ConfigError
-from fortify.fileio import write_json, write_yaml
-from fortify.pipeline.fingerprint import data_identity, fingerprint, is_up_to_date, sha256_file, write_record
+from fortify.fileio import sha256_file, write_json, write_yaml
+from fortify.pipeline.fingerprint import data_identity, fingerprint, is_up_to_date, write_record
 from fortify.pipeline.profiles import DEFENSES, Profile, load_profile
 from fortify.pipeline.rundir import check_data, prepare_out, run_config
 from fortify.report.study import configs_dir

@@ -13,7 +13,6 @@ and the hash check turns that into a clean `CheckpointError` rather than a silen
 
 from __future__ import annotations
 
-import hashlib
 import random
 from pathlib import Path
 from typing import Any
@@ -23,19 +22,11 @@ import torch
 from torch import nn
 
 from fortify.errors import CheckpointError
-from fortify.fileio import atomic_write, read_json, write_json
+from fortify.fileio import atomic_write, read_json, sha256_file, write_json
 from fortify.models import build_model
 
 FORMAT = "fortify-checkpoint/1"
 REQUIRED_KEYS = ("model", "num_classes", "in_channels", "image_size", "classes")
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
