@@ -55,6 +55,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     schedule: str = "onecycle"
     class_balanced: bool = False  # weight the loss by inverse class frequency (benign is ~11%)
+    bn_recalibrate: bool = True  # re-estimate batch-norm statistics on clean train images before validation
     augment: bool = True  # random horizontal flip + small affine (rotate/scale/shift), stays in [0,1]
     eps_warmup_epochs: float = 1.0  # eps grows linearly from 0 over this many epochs
     attack_steps: int = 5  # PGD/CW/TRADES steps inside training
