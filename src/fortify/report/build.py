@@ -16,6 +16,7 @@ from fortify.report.fmt import STAGE_LABELS
 from fortify.report.headline import section_sanity, section_table1
 from fortify.report.rundir import RunData, load_run
 from fortify.report.sections import (
+    metric_panels,
     section_per_class,
     section_provenance,
     section_scores,
@@ -32,12 +33,7 @@ def section_figures(doc: Document, run: RunData, fig_dir: Path) -> None:
         if not r:
             continue
         classes = (r.get("data") or {}).get("classes") or []
-        panels = (
-            [("clean", r.get("clean"))]
-            + list((r.get("attacks") or {}).items())
-            + [("combined", r.get("combined")), ("worst_case", r.get("worst_case"))]
-        )
-        panels = [(k, m) for k, m in panels if m and m.get("confusion")]
+        panels = [(k, m) for k, m in metric_panels(r) if m.get("confusion")]
         if panels:
             path = figures.confusion_grid(
                 panels, classes, STAGE_LABELS[name], fig_dir / f"confusion_{name}.png"

@@ -211,6 +211,15 @@ def section_scores(doc: Document, run: RunData) -> None:
         )
 
 
+def metric_panels(results: dict[str, Any], *, combined: bool = True) -> list[tuple[str, dict[str, Any]]]:
+    """(name, METRICS) in report order: clean, each attack, [combined,] worst case; missing ones dropped."""
+    panels = [("clean", results.get("clean")), *(results.get("attacks") or {}).items()]
+    if combined:
+        panels.append(("combined", results.get("combined")))
+    panels.append(("worst_case", results.get("worst_case")))
+    return [(k, m) for k, m in panels if m]
+
+
 def section_per_class(doc: Document, run: RunData) -> None:
     doc.add(Heading("Per-class sensitivity / specificity under attack"))
     for name, stage in run.stages.items():
@@ -218,12 +227,7 @@ def section_per_class(doc: Document, run: RunData) -> None:
         if not r:
             continue
         classes = (r.get("data") or {}).get("classes") or []
-        panels = (
-            [("clean", r.get("clean"))]
-            + list((r.get("attacks") or {}).items())
-            + [("worst_case", r.get("worst_case"))]
-        )
-        panels = [(k, m) for k, m in panels if m]
+        panels = metric_panels(r, combined=False)
         rows = []
         for cls in classes:
             row = [cls]
