@@ -14,7 +14,8 @@ import torch
 
 from fortify.data import DataWarning, ImageDataset, load_split, make_split
 from fortify.errors import CheckpointError, ConfigError, DataError
-from fortify.training.checkpoints import load_model, sha256_file
+from fortify.fileio import sha256_file
+from fortify.training.checkpoints import load_model
 
 
 @dataclass

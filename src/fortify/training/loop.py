@@ -22,7 +22,7 @@ from torch import nn
 from fortify import data as data_api
 from fortify.attacks import fgsm, pgd
 from fortify.errors import CheckpointError, ConfigError, FortifyError
-from fortify.fileio import append_jsonl
+from fortify.fileio import append_jsonl, sha256_file
 from fortify.models import build_model
 from fortify.runtime import Runtime, seed_everything
 from fortify.training import distributed as ddp
@@ -32,7 +32,6 @@ from fortify.training.checkpoints import (
     read_checkpoint_info,
     save_checkpoint,
     set_rng_state,
-    sha256_file,
 )
 from fortify.training.config import TrainConfig
 from fortify.training.recipes import training_step_loss
