@@ -201,6 +201,8 @@ def test_transfer_between_two_checkpoints(tiny_checkpoint, tiny_checkpoint_b, ev
         target_name="a",
     )
     assert pair["source"] == "b" and pair["target"] == "a" and pair["n"] == 12
+    # White-box may stop at the first success; crafting on the source must run every step.
+    assert "early_stop=true" in pair["attack"] and "early_stop=false" in pair["craft_attack"]
     for key in ("transfer_accuracy", "white_box_accuracy", "clean_accuracy", "source_accuracy"):
         assert 0.0 <= pair[key] <= 1.0
     assert pair["sanity"]["passed"] == (pair["white_box_accuracy"] <= pair["transfer_accuracy"] + 0.01)

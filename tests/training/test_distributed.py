@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 ARGS = (
-    "train --data phantom:n=16 --model smallcnn --mode fast --eps 2/255 --eps-warmup-epochs 0 --epochs 2 "
-    "--image-size 32 --batch-size 16 --lr 0.01 --precision fp32 --device cpu --val-attack-steps 2 --json"
+    "train --data phantom:n=24 --model smallcnn --mode fast --eps 2/255 --eps-warmup-epochs 0 --epochs 4 "
+    "--image-size 32 --batch-size 16 --lr 0.005 --optimizer adamw --precision fp32 --device cpu "
+    "--val-attack-steps 2 --json"
 ).split()
 
 
@@ -46,13 +47,18 @@ def test_two_gloo_processes_agree_with_one(tmp_path):
     for name in ("one", "two"):
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
         records[name] = [json.loads(x) for x in lines]
-        assert [r["epoch"] for r in records[name]] == [1, 2]  # rank 0 alone wrote the files: no duplicates
+        assert [r["epoch"] for r in records[name]] == [1, 2, 3, 4]  # rank 0 alone wrote: no duplicates
         assert json.loads((tmp_path / name / "last.json").read_text())["world_size"] == (
             2 if name == "two" else 1
         )
     # Same data, seed, global batch and steps; only batch-norm statistics (per-rank halves) and the
-    # attack noise differ, so the numbers agree within noise rather than exactly.
+    # attack noise differ, so the numbers agree within noise rather than exactly. Both runs must have
+    # learned something (chance is loss ln 3 = 1.10, accuracy 1/3 on 12 validation images), else
+    # agreement would only mean both are guessing.
     for a, b in zip(records["one"], records["two"], strict=True):
-        assert abs(a["loss"] - b["loss"]) < 0.15, (a["loss"], b["loss"])
-        assert abs(a["val_clean_acc"] - b["val_clean_acc"]) <= 0.35
+        assert abs(a["loss"] - b["loss"]) < 0.2, (a["loss"], b["loss"])
         assert a["lr"] == pytest.approx(b["lr"])  # same number of optimizer steps per epoch
+    last_one, last_two = records["one"][-1], records["two"][-1]
+    assert last_one["loss"] < 0.8 and last_two["loss"] < 0.8
+    assert min(last_one["val_clean_acc"], last_two["val_clean_acc"]) >= 0.6
+    assert abs(last_one["val_clean_acc"] - last_two["val_clean_acc"]) <= 0.2

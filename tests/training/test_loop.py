@@ -176,11 +176,19 @@ def test_catastrophic_overfitting_stop_keeps_best(tiny_config, monkeypatch):
     assert summary["epochs_completed"] == 2 and summary["best_epoch"] == 1
 
 
-def test_augmentation_stays_in_range_and_is_seeded():
+@pytest.mark.parametrize("max_shift", [0.0, 0.1])
+def test_augmentation_stays_in_range_and_is_seeded(max_shift):
     x = torch.rand(8, 1, 32, 32)
-    a = augment_batch(x, torch.Generator().manual_seed(1))
-    b = augment_batch(x, torch.Generator().manual_seed(1))
-    c = augment_batch(x, torch.Generator().manual_seed(2))
+    a = augment_batch(x, torch.Generator().manual_seed(1), max_shift=max_shift)
+    b = augment_batch(x, torch.Generator().manual_seed(1), max_shift=max_shift)
+    c = augment_batch(x, torch.Generator().manual_seed(2), max_shift=max_shift)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.min() >= 0 and a.max() <= 1 and a.shape == x.shape
     assert not torch.allclose(a, x)
+    flipped_or_not = [torch.equal(a[i], x[i]) or torch.equal(a[i], x[i].flip(-1)) for i in range(8)]
+    assert all(flipped_or_not) == (max_shift == 0)  # without shifts every image is itself or its mirror
+
+
+def test_max_shift_is_validated():
+    with pytest.raises(ConfigError, match="max-shift"):
+        TrainConfig(data="phantom", out="x", max_shift=0.7).validate()

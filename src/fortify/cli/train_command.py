@@ -61,7 +61,10 @@ def register(app: typer.Typer) -> None:
         trades_beta: float = typer.Option(d.trades_beta, "--trades-beta"),
         eps_warmup_epochs: float = typer.Option(d.eps_warmup_epochs, "--eps-warmup-epochs"),
         class_balanced: bool = typer.Option(d.class_balanced, "--class-balanced/--no-class-balanced"),
-        augment: bool = typer.Option(d.augment, "--augment/--no-augment"),
+        augment: bool = typer.Option(d.augment, "--augment/--no-augment", help="Random horizontal flips."),
+        max_shift: float = typer.Option(
+            d.max_shift, "--max-shift", help="Also shift by up to this fraction of the size (0: off)."
+        ),
         patience: int | None = typer.Option(None, "--patience", help="Early stopping patience (epochs)."),
         co_action: str = typer.Option(d.co_action, "--co-action", help="fast mode: warn | stop"),
         limit_per_class: int | None = typer.Option(None, "--limit-per-class", help="Smoke runs only."),
@@ -98,6 +101,7 @@ def register(app: typer.Typer) -> None:
             eps_warmup_epochs=eps_warmup_epochs,
             class_balanced=class_balanced,
             augment=augment,
+            max_shift=max_shift,
             patience=patience,
             co_action=co_action,
             limit_per_class=limit_per_class,

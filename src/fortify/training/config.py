@@ -56,7 +56,8 @@ class TrainConfig:
     schedule: str = "onecycle"
     class_balanced: bool = False  # weight the loss by inverse class frequency (benign is ~11%)
     bn_recalibrate: bool = True  # re-estimate batch-norm statistics on clean train images before validation
-    augment: bool = True  # random horizontal flip + small affine (rotate/scale/shift), stays in [0,1]
+    augment: bool = True  # random horizontal flip (+ whole-pixel shifts if max_shift > 0), stays in [0,1]
+    max_shift: float = 0.0  # largest shift, as a fraction of the image size (0: flips only; see augment.py)
     eps_warmup_epochs: float = 1.0  # eps grows linearly from 0 over this many epochs
     attack_steps: int = 5  # PGD/CW/TRADES steps inside training
     attack_alpha: float | None = None  # step size; None -> 2.5*eps/steps (fast: 1.25*eps)
@@ -79,6 +80,8 @@ class TrainConfig:
             raise ConfigError(f"eps must be >= 0, got {self.eps}")
         if self.eps > 1:
             raise ConfigError(f"eps {self.eps} exceeds the [0,1] pixel range; write e.g. 2/255")
+        if not (0 <= self.max_shift < 0.5):
+            raise ConfigError(f"max-shift must be in [0, 0.5), got {self.max_shift}")
         if self.mode in ADVERSARIAL_MODES and self.eps == 0:
             raise ConfigError(f"mode {self.mode!r} needs eps > 0")
         for name in ("epochs", "image_size", "batch_size", "attack_steps", "val_attack_steps"):

@@ -397,7 +397,7 @@ def train(
                 for b, idx in enumerate(batches):
                     xb = splits.train_x[idx]
                     if cfg.augment:
-                        xb = augment_batch(xb, data_gen)
+                        xb = augment_batch(xb, data_gen, max_shift=cfg.max_shift)
                     xb, yb = runtime.to_device(xb), splits.train_y[idx].to(runtime.device)
                     eps_now = _eps_at(cfg, epoch * steps_per_epoch + b, steps_per_epoch)
                     out = training_step_loss(
