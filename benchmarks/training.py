@@ -10,6 +10,12 @@ Targets: test-split clean accuracy and PGD-20 (L-inf) robust accuracy of trained
 
     .venv/bin/python benchmarks/training.py targets RUN_DIR [RUN_DIR ...] --eps 2/255 --eps 4/255
 
+Fit: does the model fit its own training set, and how does that carry to val/test? Trains `standard`
+runs with fortify's own loop for each --max-shift value and prints train/val/test accuracy and benign
+(smallest class) recall of the last checkpoint:
+
+    .venv/bin/python benchmarks/training.py fit --max-shift 0 --max-shift 0.06 --epochs 20
+
 Timing is wall clock on whatever else the machine is doing: run it on an idle machine for
 numbers to quote, and compare ratios (measured in one run, interleaved) rather than absolutes.
 """
@@ -147,6 +153,59 @@ def targets(args: argparse.Namespace) -> None:
         )
 
 
+def fit(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from fortify.training import train
+
+    torch.set_num_threads(args.threads)
+    runtime = Runtime.resolve(args.device, args.precision)
+    shifts = [float(v) for v in (args.max_shift or ["0", "0.06"])]
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = Path(tmp) / "split.json"
+        from fortify.data import save_manifest
+
+        save_manifest(make_split(args.data, image_size=args.image_size, cache_dir=args.cache_dir), manifest)
+        parts = load_split(manifest, args.data, image_size=args.image_size, cache_dir=args.cache_dir)
+        small = min(range(len(parts["train"].classes)), key=lambda k: int((parts["train"].labels == k).sum()))
+        for shift in shifts:
+            cfg = TrainConfig(
+                data=args.data,
+                split=str(manifest),
+                model=args.model,
+                epochs=args.epochs,
+                image_size=args.image_size,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                optimizer="adamw",
+                max_shift=shift,
+                seed=args.seed,
+                out=f"{tmp}/shift{shift}",
+                device=args.device,
+                precision=args.precision,
+                cache_dir=args.cache_dir,
+            )
+            t0 = time.perf_counter()
+            train(cfg, progress=False)
+            model, _ = load_model(f"{tmp}/shift{shift}/last.safetensors")
+            model = runtime.prepare_model(model).eval()
+            row = {"max_shift": shift, "epochs": args.epochs, "seconds": round(time.perf_counter() - t0, 1)}
+            for name, part in parts.items():
+                x, y = part.tensors()
+                with torch.no_grad(), runtime.autocast():
+                    pred = torch.cat(
+                        [
+                            model(runtime.to_device(x[b])).argmax(1).cpu()
+                            for b in torch.arange(len(y)).split(128)
+                        ]
+                    )
+                row[f"{name}_acc"] = round(float((pred == y).float().mean()), 4)
+                row[f"{name}_{part.classes[small]}"] = (
+                    f"{int(((pred == y) & (y == small)).sum())}/{int((y == small).sum())}"
+                )
+            print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -168,13 +227,22 @@ def main() -> None:
     t.add_argument("--eps", action="append", help="repeatable; default 2/255 and 4/255")
     t.add_argument("--clean-only", action="store_true", help="skip the PGD-20 attacks")
     t.add_argument("--batch-size", type=int, default=64)
-    for p in (c, t):
+    f = sub.add_parser("fit", help="train/val/test accuracy of standard runs per --max-shift")
+    f.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/datasets/iqothnccd"))
+    f.add_argument("--max-shift", action="append", help="repeatable; default 0 and 0.06")
+    f.add_argument("--model", default="resnet18")
+    f.add_argument("--epochs", type=int, default=20)
+    f.add_argument("--image-size", type=int, default=128)
+    f.add_argument("--batch-size", type=int, default=32)
+    f.add_argument("--lr", type=float, default=0.002)
+    f.add_argument("--seed", type=int, default=0)
+    for p in (c, t, f):
         p.add_argument("--device", default="auto")
         p.add_argument("--precision", default="auto")
         p.add_argument("--threads", type=int, default=2)
         p.add_argument("--cache-dir", default=None)
     args = parser.parse_args()
-    cost(args) if args.command == "cost" else targets(args)
+    {"cost": cost, "targets": targets, "fit": fit}[args.command](args)
 
 
 if __name__ == "__main__":

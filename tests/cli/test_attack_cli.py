@@ -59,8 +59,8 @@ def test_attack_writes_pngs_and_per_image_json(tiny_checkpoint, tmp_path, capsys
         assert set(r) >= {"path", "label", "clean_pred", "adv_pred", "success", "l2", "linf", "png"}
         assert r["linf"] <= 8 / 255 + 1e-6
         assert r["success"] == (r["clean_pred"] == r["label"] and r["adv_pred"] != r["label"])
-        png = Image.open(out / r["png"])
-        assert png.mode == "L" and png.size == (IMAGE_SIZE, IMAGE_SIZE)
+        with Image.open(out / r["png"]) as png:
+            assert png.mode == "L" and png.size == (IMAGE_SIZE, IMAGE_SIZE)
         # 8-bit rounding moves a pixel by at most half a level beyond the attack's own budget.
         assert r["linf"] * 255 <= 8 + 1e-4
     assert len(list((out / "images").glob("*.png"))) == 6

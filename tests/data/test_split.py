@@ -34,7 +34,8 @@ def leaky_folder(tmp_path: Path) -> Path:
         for i in range(20):
             px = np.random.default_rng([ord(c), i]).integers(0, 256, size=(32, 32), dtype=np.uint8)
             Image.fromarray(px).save(root / c / f"{c}{i:02d}.png")
-    base = np.asarray(Image.open(root / "a" / "a03.png"))
+    with Image.open(root / "a" / "a03.png") as img:
+        base = np.asarray(img)
     Image.fromarray(base).save(
         root / "a" / "zz_copy_of_a03.png", compress_level=1
     )  # other bytes, same pixels

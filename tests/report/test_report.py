@@ -154,7 +154,8 @@ def test_html_renders_in_headless_chromium(built_report, tmp_path):
         timeout=120,
         capture_output=True,
     )
-    lo, hi = Image.open(png).convert("L").getextrema()
+    with Image.open(png) as img:
+        lo, hi = img.convert("L").getextrema()
     assert hi - lo > 100  # text and figures, not an empty page
 
 
