@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,10 +34,11 @@ import torch
 
 from fortify.attacks import pgd
 from fortify.cli.train_command import parse_eps
-from fortify.data import load_split, make_split
+from fortify.data import load_split, make_split, save_manifest
+from fortify.evaluation.batches import predict
 from fortify.models import build_model
 from fortify.runtime import Runtime, seed_everything
-from fortify.training import MODES, TrainConfig, load_model
+from fortify.training import MODES, TrainConfig, load_model, train
 from fortify.training.recipes import training_step_loss
 
 
@@ -154,17 +156,11 @@ def targets(args: argparse.Namespace) -> None:
 
 
 def fit(args: argparse.Namespace) -> None:
-    import tempfile
-
-    from fortify.training import train
-
     torch.set_num_threads(args.threads)
     runtime = Runtime.resolve(args.device, args.precision)
     shifts = [float(v) for v in (args.max_shift or ["0", "0.06"])]
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "split.json"
-        from fortify.data import save_manifest
-
         save_manifest(make_split(args.data, image_size=args.image_size, cache_dir=args.cache_dir), manifest)
         parts = load_split(manifest, args.data, image_size=args.image_size, cache_dir=args.cache_dir)
         small = min(range(len(parts["train"].classes)), key=lambda k: int((parts["train"].labels == k).sum()))
@@ -188,17 +184,11 @@ def fit(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             train(cfg, progress=False)
             model, _ = load_model(f"{tmp}/shift{shift}/last.safetensors")
-            model = runtime.prepare_model(model).eval()
+            model = runtime.prepare_model(model)
             row = {"max_shift": shift, "epochs": args.epochs, "seconds": round(time.perf_counter() - t0, 1)}
             for name, part in parts.items():
                 x, y = part.tensors()
-                with torch.no_grad(), runtime.autocast():
-                    pred = torch.cat(
-                        [
-                            model(runtime.to_device(x[b])).argmax(1).cpu()
-                            for b in torch.arange(len(y)).split(128)
-                        ]
-                    )
+                pred, _ = predict(model, x, runtime, batch_size=128)
                 row[f"{name}_acc"] = round(float((pred == y).float().mean()), 4)
                 row[f"{name}_{part.classes[small]}"] = (
                     f"{int(((pred == y) & (y == small)).sum())}/{int((y == small).sum())}"
