@@ -4,13 +4,14 @@ The JPEGs are decoded once per session (the session `cache_dir`); everything els
 module-scoped dataset, so the whole module costs a few seconds.
 """
 
+import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from fortify.data import ImageDataset, audit_dataset, load_dataset, load_split, make_split
-from fortify.data.groups import dataset_pixel_hashes, near_duplicate_pairs
+from fortify.data import ImageDataset, audit_dataset, load_dataset, load_split, make_folds, make_split
+from fortify.data.groups import SCAN_LINK_THRESHOLD, dataset_pixel_hashes, near_duplicate_pairs
 
 pytestmark = pytest.mark.real_data
 SPLITS = ("train", "val", "test")
@@ -99,3 +100,65 @@ def test_load_split_verifies_real_manifest(real_data_path: Path, cache_dir: Path
     parts = load_split(split0, real_data_path, cache_dir=cache_dir)
     assert {k: len(v) for k, v in parts.items()} == {k: len(split0.splits[k]) for k in SPLITS}
     assert parts["test"].paths[0] == split0.splits["test"][0]["path"]
+
+
+def _linked_neighbours(real: ImageDataset, threshold: float) -> list[tuple[str, str]]:
+    """File-number-adjacent pairs of similar slices, found independently of fortify.data.groups: within
+    each class folder in slice-number order, consecutive files whose 16x16 fingerprints differ by at
+    most `threshold` grey levels."""
+    by_folder: dict[str, list[int]] = {}
+    for i, p in enumerate(real.paths):
+        by_folder.setdefault(str(Path(p).parent), []).append(i)
+    pairs = []
+    for idx in by_folder.values():
+        idx.sort(key=lambda i: int(re.findall(r"\d+", Path(real.paths[i]).stem)[-1]))
+        for a, b in zip(idx, idx[1:], strict=False):
+            diff = (real.fingerprints[a].float() - real.fingerprints[b].float()).abs().mean()
+            if diff <= threshold:
+                pairs.append((real.paths[a], real.paths[b]))
+    return pairs
+
+
+def test_default_split_keeps_neighbouring_similar_slices_together(real: ImageDataset, split0) -> None:
+    assert split0.grouping["applied"] == "scan"
+    where = _where(split0)
+    pairs = _linked_neighbours(real, SCAN_LINK_THRESHOLD)
+    assert len(pairs) > 800  # most consecutive slices are linked
+    crossing = [(a, b) for a, b in pairs if a in where and b in where and where[a] != where[b]]
+    assert crossing == []
+
+
+def test_sentinel_old_split_leaks_new_split_does_not(real: ImageDataset, split0) -> None:
+    old = make_split(real, seed=0, grouping="near-duplicate")
+    # Measured 2026-11: old split 1-NN 92.4%, 58% of test images nearest a file-number neighbour;
+    # scan-grouped split 70.3% and 1%.
+    assert old.sentinel["accuracy"] > 0.85 and old.sentinel["neighbour_share"] > 0.3
+    assert split0.sentinel["accuracy"] < 0.8 and split0.sentinel["neighbour_share"] < 0.05
+    assert split0.sentinel["n_test"] == len(split0.splits["test"])
+    # the benign class, the one that leaked most, is no longer recognised by its neighbours
+    assert split0.sentinel["per_class_recall"]["benign"] < old.sentinel["per_class_recall"]["benign"]
+
+
+def test_audit_reports_scans_against_documented_cases(report: dict) -> None:
+    scans = report["scans"]
+    assert scans["applied"] == "scan"
+    cal = scans["calibration"]
+    assert cal["documented_cases"] == {"benign": 15, "malignant": 40, "normal": 55}
+    used = cal["thresholds"][f"{SCAN_LINK_THRESHOLD:g}"]
+    # At the chosen threshold every class has at least as many runs as documented scans (cutting a scan
+    # would leak; merging two only costs flexibility) and no more than twice as many.
+    for cls, cases in cal["documented_cases"].items():
+        assert cases <= used[cls] <= 2 * cases, (cls, used[cls], cases)
+    runs = [sum(r.values()) for r in cal["thresholds"].values()]
+    assert runs == sorted(runs, reverse=True)  # a higher threshold never creates more runs
+
+
+def test_real_folds_keep_scans_whole_and_test_every_image_once(real: ImageDataset) -> None:
+    folds = make_folds(real, 5, seed=0)
+    tested = Counter(e["path"] for m in folds for e in m.splits["test"])
+    assert len(tested) == 1097 - 42 and set(tested.values()) == {1}
+    pairs = _linked_neighbours(real, SCAN_LINK_THRESHOLD)
+    for m in folds:
+        where = _where(m)
+        assert [(a, b) for a, b in pairs if a in where and b in where and where[a] != where[b]] == []
+        assert m.sentinel["neighbour_share"] < 0.05

@@ -35,6 +35,38 @@ def _with_warning_lines(fn: Callable[[], T]) -> tuple[T, list[str]]:
     return result, printed
 
 
+def _scan_table(scans: dict[str, Any] | None, classes: list[str], console: Console) -> None:
+    """Reconstructed scans per class, and the link threshold's calibration against documented cases."""
+    if not scans:
+        return
+    if scans.get("applied") != "scan":
+        console.print(f"[yellow]scans:[/] {scans.get('fallback', 'not reconstructed')}", highlight=False)
+        return
+    cal = scans.get("calibration") or {}
+    documented = cal.get("documented_cases")
+    t = Table(
+        title=f"Scans (runs of similar consecutive slices; link threshold {scans['scan']['threshold']:g})",
+        title_justify="left",
+    )
+    t.add_column("link threshold")
+    for c in classes:
+        t.add_column(c, justify="right")
+    for th, runs in cal.get("thresholds", {}).items():
+        chosen = float(th) == float(scans["scan"]["threshold"])
+        t.add_row(
+            th + (" (used)" if chosen else ""),
+            *(str(runs[c]) for c in classes),
+            style="bold" if chosen else None,
+        )
+    if documented:
+        t.add_row("documented cases", *(str(documented.get(c, "")) for c in classes), style="italic")
+    console.print(t)
+    console.print(
+        f"{scans['groups']} groups after merging runs with near-duplicate groups "
+        f"(largest {scans['largest_group']})"
+    )
+
+
 def _audit_tables(report: dict[str, Any], console: Console) -> None:
     ds = report["dataset"]
     title = f"Dataset {ds['root']}" + ("  [bold red](SYNTHETIC phantom)[/]" if ds["synthetic"] else "")
@@ -64,6 +96,7 @@ def _audit_tables(report: dict[str, Any], console: Console) -> None:
     )
     s.add_row("near-duplicate rule", f"{nd['method']}, threshold {nd['threshold']}")
     console.print(s)
+    _scan_table(report.get("scans"), ds["classes"], console)
 
     sc = Table(title="Shortcut check", title_justify="left")
     for col in ("property", "class", "evidence", "verdict"):
@@ -128,8 +161,14 @@ def split(
         "--near-dup-threshold",
         help="Max mean |grey-level difference| of 16x16 thumbnails.",
     ),
+    grouping: str = typer.Option(
+        "scan",
+        "--grouping",
+        help="What stays on one side: 'scan' (runs of similar consecutive slices + near-duplicates; "
+        "default) or 'near-duplicate' (near-identical images only: leaks neighbouring slices).",
+    ),
 ) -> None:
-    """Stratified, seeded train/val/test split without duplicate or near-duplicate leakage."""
+    """Stratified, seeded train/val/test split that keeps every scan (and near-duplicate) on one side."""
     from fortify.data import make_split, save_manifest
 
     manifest, _ = _with_warning_lines(
@@ -140,6 +179,7 @@ def split(
             image_size=image_size,
             progress=True,
             near_dup_threshold=near_dup,
+            grouping=grouping,
         )
     )
     save_manifest(manifest, out)
@@ -157,8 +197,17 @@ def split(
     console.print(t)
     console.print(
         f"dropped {len(manifest.dropped_duplicates)} exact duplicate(s); "
-        f"{manifest.near_duplicate_groups} near-duplicate group(s) kept whole within one split"
+        f"{manifest.grouping.get('groups', manifest.near_duplicate_groups)} group(s) "
+        f"({manifest.grouping.get('applied', 'near-duplicate')} grouping) kept whole within one split"
     )
+    s = manifest.sentinel
+    if s.get("accuracy") is not None:
+        console.print(
+            f"leakage sentinel: 1-nearest-neighbour on raw pixels scores {100 * s['accuracy']:.1f}% on test "
+            f"(95% Wilson {100 * s['accuracy_ci'][0]:.1f}-{100 * s['accuracy_ci'][1]:.1f}); "
+            f"{100 * s['neighbour_share']:.0f}% of test images have a file-number neighbour as nearest "
+            "train image; a model must clearly beat this"
+        )
     console.print(f"wrote {out}")
 
 

@@ -1,14 +1,22 @@
 """fortify.data: load class-folder image datasets (or the synthetic phantom), audit them, split them.
 
-Public API (see docs/ARCHITECTURE.md): ImageDataset, load_dataset, make_split, save_manifest,
-load_manifest, load_split, audit_dataset.
+Public API (see docs/ARCHITECTURE.md): ImageDataset, load_dataset, make_split, make_folds,
+save_manifest, load_manifest, load_split, audit_dataset, leakage_sentinel, sentinel_warning.
 """
 
 from fortify.data.audit import audit_dataset
 from fortify.data.dataset import ImageDataset, ImageInfo
 from fortify.data.discover import IMAGE_EXTENSIONS, clean_class_name
 from fortify.data.loader import DataWarning, load_dataset
-from fortify.data.split import SplitManifest, load_manifest, load_split, make_split, save_manifest
+from fortify.data.sentinel import leakage_sentinel, sentinel_warning
+from fortify.data.split import (
+    SplitManifest,
+    load_manifest,
+    load_split,
+    make_folds,
+    make_split,
+    save_manifest,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -21,6 +29,9 @@ __all__ = [
     "load_dataset",
     "load_manifest",
     "load_split",
+    "leakage_sentinel",
+    "make_folds",
     "make_split",
     "save_manifest",
+    "sentinel_warning",
 ]

@@ -8,6 +8,7 @@ statistics that separate one class from the rest with AUC >= SHORTCUT_AUC).
 
 from __future__ import annotations
 
+import warnings as warnings_module
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from fortify.data.groups import (
     dataset_fingerprints,
     dataset_pixel_hashes,
     exact_duplicate_groups,
+    leakage_groups,
     near_duplicate_groups,
+    scan_run_calibration,
 )
 from fortify.data.loader import load_dataset
 
@@ -149,6 +152,18 @@ def audit_dataset(
     cross_near = [g for g in near_groups if len(g["classes"]) > 1]
     size_hist = Counter(len(g) for g in near)
 
+    # Scans: runs of similar consecutive slices (what the default split keeps together), with the
+    # calibration of the link threshold against the documented case counts on IQ-OTH/NCCD.
+    kept_paths = [ds.paths[i] for i in kept]
+    kept_labels = [int(labels[i]) for i in kept]
+    with warnings_module.catch_warnings():
+        warnings_module.simplefilter("ignore")
+        scan = leakage_groups(
+            fps, kept_labels, kept_paths, list(classes), near_dup_threshold=near_dup_threshold
+        )
+    all_fps = dataset_fingerprints(ds)
+    scans = {**scan.info, "calibration": scan_run_calibration(all_fps, labels.tolist(), ds.paths, classes)}
+
     # Shortcuts.
     categorical = []
     if infos is not None:
@@ -171,6 +186,8 @@ def audit_dataset(
             f"{len(cross_exact)} exact-duplicate group(s) span classes (label noise): "
             f"{cross_exact[0]['paths']}"
         )
+    if scan.info["applied"] != "scan":
+        warnings.append(scan.info.get("fallback", "scans could not be reconstructed"))
     if cross_near:
         warnings.append(
             f"{len(cross_near)} near-duplicate group(s) span classes (same patient under two labels?): "
@@ -220,6 +237,7 @@ def audit_dataset(
             "cross_class_groups": len(cross_near),
             "groups": near_groups,
         },
+        "scans": scans,
         "shortcuts": {
             "exclusive_values": categorical,
             "single_property_auc": continuous,

@@ -1,7 +1,8 @@
-"""Leakage-safe, stratified, seeded train/val/test split and its manifest.
+"""Leakage-safe, stratified, seeded train/val/test split (or K folds) and its manifest.
 
 Rules: exact duplicates are dropped (the first in path order is kept, the rest listed);
-near-duplicate groups go to one split as a whole; per class, each split gets its target share
+groups (reconstructed scans merged with near-duplicate groups, see groups.py) go to one split as a
+whole; per class, each split gets its target share
 (largest-remainder rounding of fraction x class size). Groups are placed largest first into the
 split with the biggest remaining deficit they fit in, then singletons fill the gaps exactly, so
 class counts hit the targets whenever the groups allow it. The seed shuffles the group order.
@@ -20,12 +21,16 @@ from fortify.data.dataset import ImageDataset
 from fortify.data.groups import (
     NEAR_DUP_METHOD,
     NEAR_DUP_THRESHOLD,
+    SCAN_LINK_THRESHOLD,
+    GroupingWarning,
     dataset_fingerprints,
     dataset_pixel_hashes,
     exact_duplicate_groups,
+    leakage_groups,
     near_duplicate_groups,
 )
 from fortify.data.loader import DataWarning, load_dataset
+from fortify.data.sentinel import leakage_sentinel
 from fortify.errors import ConfigError, DataError
 from fortify.fileio import read_json, write_json
 
@@ -44,6 +49,9 @@ class SplitManifest:
     near_duplicate_groups: int = 0
     near_duplicates: dict[str, Any] = field(default_factory=dict)  # method, threshold, grouped images
     skipped_unreadable: list[dict[str, str]] = field(default_factory=list)
+    grouping: dict[str, Any] = field(default_factory=dict)  # leakage_groups' info: method, runs per class
+    sentinel: dict[str, Any] = field(default_factory=dict)  # fortify.data.sentinel.leakage_sentinel
+    fold: dict[str, Any] | None = None  # {"index", "k", "val_fraction"} for a cross-validation fold
     format: str = MANIFEST_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,8 +116,9 @@ def _assign(
     fractions: tuple[float, ...],
     rng: np.random.Generator,
 ) -> list[int]:
-    """Split index per group."""
-    per_class = np.bincount(labels, minlength=n_classes)
+    """Split index per group (`labels` indexed by the groups' members)."""
+    members = np.concatenate([np.asarray(g, dtype=np.int64) for g in groups]) if groups else np.zeros(0, int)
+    per_class = np.bincount(labels[members], minlength=n_classes)  # the groups' own images only
     target = np.array([_targets(int(n), fractions) for n in per_class])  # (classes, splits)
     current = np.zeros_like(target)
     order = rng.permutation(len(groups))
@@ -130,25 +139,34 @@ def _assign(
     return choice
 
 
-def make_split(
+@dataclass
+class _Prepared:
+    """A dataset reduced to its unique images, with the groups that must not be cut."""
+
+    ds: ImageDataset
+    kept: np.ndarray  # dataset indices of the images that take part (exact duplicates dropped)
+    labels: np.ndarray  # labels of `kept`
+    groups: list[list[int]]  # indices into `kept`
+    grouping: dict[str, Any]
+    dropped: list[dict[str, str]]
+
+
+def _prepare(
     dataset_or_path: ImageDataset | str | Path,
     *,
-    seed: int = 0,
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-    image_size: int = 128,
-    cache_dir: str | Path | None = None,
-    progress: bool = False,
-    near_dup_threshold: float = NEAR_DUP_THRESHOLD,
-) -> SplitManifest:
-    """Stratified, group-aware, seeded split. Exact duplicates are dropped (one kept)."""
-    fr = _check_fractions(fractions)
+    image_size: int,
+    cache_dir: str | Path | None,
+    progress: bool,
+    near_dup_threshold: float,
+    grouping: str,
+    scan_threshold: float,
+) -> _Prepared:
     ds = (
         dataset_or_path
         if isinstance(dataset_or_path, ImageDataset)
         else load_dataset(dataset_or_path, image_size=image_size, cache_dir=cache_dir, progress=progress)
     )
     labels_all = ds.labels.numpy()
-
     dropped: list[dict[str, str]] = []
     drop: set[int] = set()
     for group in exact_duplicate_groups(dataset_pixel_hashes(ds)):
@@ -158,22 +176,41 @@ def make_split(
             dropped.append({"path": ds.paths[i], "duplicate_of": ds.paths[keep]})
     kept = np.array([i for i in range(len(ds)) if i not in drop], dtype=np.int64)
     labels = labels_all[kept]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", GroupingWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            g = leakage_groups(
+                dataset_fingerprints(ds)[kept],
+                labels.tolist(),
+                [ds.paths[i] for i in kept],
+                list(ds.classes),
+                grouping=grouping,
+                near_dup_threshold=near_dup_threshold,
+                scan_threshold=scan_threshold,
+            )
+    for w in caught:  # re-emit from here so the user sees one warning pointing at their call
+        warnings.warn(str(w.message), DataWarning, stacklevel=3)
+    return _Prepared(ds, kept, labels, g.groups, g.info, dropped)
 
-    fps = dataset_fingerprints(ds)[kept]
-    near = near_duplicate_groups(fps, near_dup_threshold)  # indices into `kept`
-    in_group = {i for g in near for i in g}
-    groups = near + [[i] for i in range(len(kept)) if i not in in_group]
 
-    rng = np.random.default_rng(seed)
-    choice = _assign(groups, labels, len(ds.classes), fr, rng)
+def _manifest(
+    prep: _Prepared,
+    split_of_group: list[int],
+    *,
+    seed: int,
+    fractions: tuple[float, ...],
+    near_dup_threshold: float,
+    fold: dict[str, Any] | None = None,
+) -> SplitManifest:
+    ds, labels_all = prep.ds, prep.ds.labels.numpy()
     splits: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLIT_NAMES}
-    for group, s in zip(groups, choice, strict=True):
+    for group, s in zip(prep.groups, split_of_group, strict=True):
         for k in group:
-            i = int(kept[k])
+            i = int(prep.kept[k])
             splits[SPLIT_NAMES[s]].append(
                 {"path": ds.paths[i], "label": int(labels_all[i]), "sha256": ds.file_hashes[i]}
             )
-    for name, frac in zip(SPLIT_NAMES, fr, strict=True):
+    for name, frac in zip(SPLIT_NAMES, fractions, strict=True):
         empty = [
             c for k, c in enumerate(ds.classes) if frac > 0 and not any(e["label"] == k for e in splits[name])
         ]
@@ -182,12 +219,13 @@ def make_split(
                 f"split {name!r} has no images of class(es) {', '.join(empty)}; the dataset is too "
                 "small for these fractions",
                 DataWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
     position = {p: i for i, p in enumerate(ds.paths)}  # dataset order: class, then natural file order
     for entries in splits.values():
         entries.sort(key=lambda e: position[e["path"]])
-
+    picks = {name: [position[e["path"]] for e in entries] for name, entries in splits.items()}
+    near = [g for g in near_duplicate_groups(dataset_fingerprints(ds)[prep.kept], near_dup_threshold)]
     return SplitManifest(
         dataset={
             "root": ds.source or ds.root,
@@ -197,18 +235,123 @@ def make_split(
         },
         preprocessing={"image_size": ds.image_size, "grayscale": True, "crop": "center-square"},
         seed=int(seed),
-        fractions=list(fr),
+        fractions=list(fractions),
         splits=splits,
-        dropped_duplicates=dropped,
+        dropped_duplicates=prep.dropped,
         near_duplicate_groups=len(near),
         near_duplicates={
             "method": NEAR_DUP_METHOD,
             "threshold": near_dup_threshold,
-            "images_in_groups": len(in_group),
+            "images_in_groups": sum(len(g) for g in near),
             "largest_group": max((len(g) for g in near), default=0),
         },
         skipped_unreadable=list(ds.skipped),
+        grouping=prep.grouping,
+        sentinel=leakage_sentinel(ds.subset(picks["train"]), ds.subset(picks["test"])),
+        fold=fold,
     )
+
+
+def make_split(
+    dataset_or_path: ImageDataset | str | Path,
+    *,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    image_size: int = 128,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+    near_dup_threshold: float = NEAR_DUP_THRESHOLD,
+    grouping: str = "scan",
+    scan_threshold: float = SCAN_LINK_THRESHOLD,
+) -> SplitManifest:
+    """Stratified, group-aware, seeded split. Exact duplicates are dropped (one kept).
+
+    `grouping="scan"` (default) keeps every reconstructed scan (run of similar consecutive slices,
+    see fortify.data.groups) on one side; `"near-duplicate"` groups near-identical images only (the
+    behaviour before scan grouping; it leaks neighbouring slices on IQ-OTH/NCCD). The manifest stores
+    the grouping and the leakage sentinel (fortify.data.sentinel)."""
+    fr = _check_fractions(fractions)
+    prep = _prepare(
+        dataset_or_path,
+        image_size=image_size,
+        cache_dir=cache_dir,
+        progress=progress,
+        near_dup_threshold=near_dup_threshold,
+        grouping=grouping,
+        scan_threshold=scan_threshold,
+    )
+    choice = _assign(prep.groups, prep.labels, len(prep.ds.classes), fr, np.random.default_rng(seed))
+    return _manifest(prep, choice, seed=seed, fractions=fr, near_dup_threshold=near_dup_threshold)
+
+
+def make_folds(
+    dataset_or_path: ImageDataset | str | Path,
+    k: int,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    image_size: int = 128,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+    near_dup_threshold: float = NEAR_DUP_THRESHOLD,
+    grouping: str = "scan",
+    scan_threshold: float = SCAN_LINK_THRESHOLD,
+) -> list[SplitManifest]:
+    """Grouped, class-stratified K-fold cross-validation: one manifest per fold.
+
+    Groups (scans) are dealt to K folds with the same placement rule as `make_split` (every class
+    split as evenly as the groups allow). Fold i's test set is fold i; of the remaining groups a
+    `val_fraction` share (per class, group-aware) becomes validation, the rest training. No group is
+    ever cut, every image is in exactly one test fold, and everything is deterministic in `seed`."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 2:
+        raise ConfigError(f"cross-validation needs at least 2 folds, got {k!r}")
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"validation fraction must be in [0, 1), got {val_fraction}")
+    prep = _prepare(
+        dataset_or_path,
+        image_size=image_size,
+        cache_dir=cache_dir,
+        progress=progress,
+        near_dup_threshold=near_dup_threshold,
+        grouping=grouping,
+        scan_threshold=scan_threshold,
+    )
+    if len(prep.groups) < k:
+        raise ConfigError(f"{k} folds need at least {k} groups; the dataset has {len(prep.groups)}")
+    n_classes = len(prep.ds.classes)
+    rng = np.random.default_rng(seed)
+    fold_of_group = _assign(prep.groups, prep.labels, n_classes, tuple([1.0 / k] * k), rng)
+    manifests = []
+    for i in range(k):
+        rest = [g for g, f in enumerate(fold_of_group) if f != i]
+        tv = (
+            _assign(
+                [prep.groups[g] for g in rest],
+                prep.labels,
+                n_classes,
+                (1 - val_fraction, val_fraction),
+                np.random.default_rng([seed, i]),
+            )
+            if val_fraction > 0
+            else [0] * len(rest)
+        )
+        split_of_group = [2] * len(prep.groups)  # test unless assigned below
+        for g, s in zip(rest, tv, strict=True):
+            split_of_group[g] = s
+        test_share = sum(len(prep.groups[g]) for g in range(len(prep.groups)) if fold_of_group[g] == i)
+        share = test_share / len(prep.kept)
+        fr = tuple(round(f, 6) for f in ((1 - share) * (1 - val_fraction), (1 - share) * val_fraction, share))
+        manifests.append(
+            _manifest(
+                prep,
+                split_of_group,
+                seed=seed,
+                fractions=fr,
+                near_dup_threshold=near_dup_threshold,
+                fold={"index": i, "k": k, "val_fraction": val_fraction},
+            )
+        )
+    return manifests
 
 
 def save_manifest(manifest: SplitManifest, path: str | Path) -> Path:

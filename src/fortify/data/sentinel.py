@@ -1,0 +1,96 @@
+"""The leakage sentinel: how well a model with no learning at all does on a split.
+
+A 1-nearest-neighbour classifier on small raw-pixel thumbnails (train -> test) cannot generalise; it can
+only recognise. If it rivals a trained network, the test set holds images the training set has already
+seen in all but name (neighbouring slices of one scan), and the network's accuracy measures memory. Every
+split and every fold stores this number, and results.json and the report put it beside the model's clean
+accuracy with a warning when the model does not clearly beat it.
+
+Also reported: the share of test images whose nearest training image is a file-number neighbour (same
+class folder, file number within NEIGHBOUR_WINDOW), the direct symptom of a scan cut in two.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any
+
+import torch
+
+from fortify.data.dataset import ImageDataset
+from fortify.data.groups import file_number
+
+SENTINEL_THUMBNAIL = 32  # px; the sentinel sees the preprocessed image box-averaged to this size
+NEIGHBOUR_WINDOW = 3  # file numbers this close, in one class folder, count as neighbouring slices
+# The model must beat the sentinel by more than this (accuracy, 0..1) or the report warns loudly.
+SENTINEL_MARGIN = 0.05
+SENTINEL_METHOD = (
+    f"1-nearest-neighbour (mean absolute difference) on {SENTINEL_THUMBNAIL}x{SENTINEL_THUMBNAIL} "
+    "box-averaged raw-pixel thumbnails, train -> test"
+)
+
+
+def wilson(k: int, n: int, level: float = 0.95) -> list[float] | None:
+    """Wilson score interval for k successes in n trials (statsmodels); None when n == 0."""
+    if n == 0:
+        return None
+    from statsmodels.stats.proportion import proportion_confint
+
+    lo, hi = proportion_confint(k, n, alpha=1 - level, method="wilson")
+    return [float(lo), float(hi)]
+
+
+def thumbnails(ds: ImageDataset) -> torch.Tensor:
+    size = min(SENTINEL_THUMBNAIL, ds.image_size)
+    return torch.nn.functional.adaptive_avg_pool2d(ds.images.float(), size).flatten(1)
+
+
+def _neighbours(a: str, b: str) -> bool:
+    pa, pb = PurePosixPath(a), PurePosixPath(b)
+    na, nb = file_number(a), file_number(b)
+    return pa.parent == pb.parent and na is not None and nb is not None and abs(na - nb) <= NEIGHBOUR_WINDOW
+
+
+def leakage_sentinel(train: ImageDataset, test: ImageDataset, chunk: int = 256) -> dict[str, Any]:
+    """1-NN accuracy train -> test with its Wilson interval, and the file-number-neighbour share."""
+    n = len(test)
+    if n == 0 or len(train) == 0:
+        return {"method": SENTINEL_METHOD, "thumbnail": SENTINEL_THUMBNAIL, "n_test": n, "accuracy": None}
+    tr, te = thumbnails(train), thumbnails(test)
+    nearest = torch.cat(
+        [(torch.cdist(te[s : s + chunk], tr, p=1) / tr.shape[1]).argmin(1) for s in range(0, n, chunk)]
+    )
+    correct = int((train.labels[nearest] == test.labels).sum())
+    neighbour = sum(_neighbours(test.paths[i], train.paths[j]) for i, j in enumerate(nearest.tolist()))
+    per_class = {}
+    for k, cls in enumerate(test.classes):
+        mask = test.labels == k
+        if mask.any():
+            per_class[cls] = float((train.labels[nearest][mask] == k).double().mean())
+    return {
+        "method": SENTINEL_METHOD,
+        "thumbnail": SENTINEL_THUMBNAIL,
+        "n_test": n,
+        "n_train": len(train),
+        "correct": correct,
+        "accuracy": correct / n,
+        "accuracy_ci": wilson(correct, n),
+        "per_class_recall": per_class,
+        "neighbour_window": NEIGHBOUR_WINDOW,
+        "neighbour_share": neighbour / n,
+    }
+
+
+def sentinel_warning(sentinel: dict[str, Any] | None, model_accuracy: float | None) -> str | None:
+    """A loud one-liner when the model does not beat the sentinel by SENTINEL_MARGIN; else None."""
+    if not sentinel or sentinel.get("accuracy") is None or model_accuracy is None:
+        return None
+    s = float(sentinel["accuracy"])
+    if model_accuracy - s > SENTINEL_MARGIN:
+        return None
+    return (
+        f"LEAKAGE SUSPECTED: the model ({100 * model_accuracy:.1f}%) does not beat a 1-nearest-neighbour "
+        f"classifier on raw pixels ({100 * s:.1f}%) by more than {100 * SENTINEL_MARGIN:.0f} points: either "
+        "the test images are near-copies of training images (the split leaks) or the model learned little "
+        "beyond recognising them"
+    )
