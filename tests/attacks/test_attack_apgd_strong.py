@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import pytest
 import torch
 from attack_helpers import accuracy, train_tiny
 
-from fortify.attacks import apgd, pgd, strong
+from fortify.attacks import StrongResult, apgd, parse_spec, pgd, strong, strong_detailed
 from fortify.attacks._common import dlr_loss, dlr_targeted_loss
 
 apgd_module = importlib.import_module("fortify.attacks.apgd")  # the package attribute `apgd` is the function
+strong_module = importlib.import_module("fortify.attacks.strong")
 
 
 def test_checkpoints_follow_the_paper():
@@ -55,7 +57,9 @@ def test_dlr_needs_three_classes(test_batch):
     with pytest.raises(ValueError):
         apgd(model, x, y, eps=8 / 255, loss="dlr", steps=3)
     # strong still works on 2 classes (it skips the DLR components)
-    assert strong(model, x, y, eps=8 / 255, steps=3).shape == x.shape
+    res = strong_detailed(model, x, y, eps=8 / 255, steps=3, square_queries=20)
+    assert res.x_adv.shape == x.shape
+    assert not ((res.fooled_by == 1) | (res.fooled_by == 2)).any()  # no DLR component ran
 
 
 def _mean_acc(model, attack, x, y, seeds=(0, 1, 2), **kw) -> float:
@@ -115,6 +119,61 @@ def test_strong_no_weaker_than_its_first_component(tiny_model, test_batch):
     x, y = test_batch
     eps = 8 / 255
     first = apgd(tiny_model, x, y, eps=eps, steps=10, loss="ce", generator=torch.Generator().manual_seed(4))
-    both = strong(tiny_model, x, y, eps=eps, steps=10, generator=torch.Generator().manual_seed(4))
+    both = strong(tiny_model, x, y, eps=eps, steps=10, square_queries=50,
+                  generator=torch.Generator().manual_seed(4))
     assert accuracy(tiny_model, both, y) <= accuracy(tiny_model, first, y)
     assert accuracy(tiny_model, both, y) < accuracy(tiny_model, x, y)
+
+
+def test_strong_defaults_are_autoattack_standard():
+    params = inspect.signature(strong).parameters
+    assert params["steps"].default == 100 and params["square_queries"].default == 5000
+    assert params["n_target_classes"].default == 9  # capped at num_classes - 1: every wrong class
+    assert inspect.signature(strong_detailed).parameters.keys() == params.keys()
+    spec = parse_spec("strong:eps=2/255,steps=100,square_queries=5000")
+    assert spec.params == {"eps": 2 / 255, "steps": 100, "square_queries": 5000}
+    assert parse_spec("strong:eps=2/255,square_queries=0").params["square_queries"] == 0
+
+
+def test_strong_detailed_reports_who_fooled_whom(tiny_model, test_batch):
+    x, y = test_batch[0][:40].clone(), test_batch[1][:40].clone()
+    y[:5] = (y[:5] + 1) % 3  # five samples misclassified from the start
+    kw = dict(eps=8 / 255, steps=5, square_queries=30)
+    res = strong_detailed(tiny_model, x, y, generator=torch.Generator().manual_seed(0), **kw)
+    assert isinstance(res, StrongResult)
+    assert res.component_names == ("apgd-ce", "apgd-dlr", "apgd-t-dlr", "pgd-cw", "square")
+    assert res.fooled_by.dtype == torch.int64 and res.fooled_by.shape == y.shape
+    with torch.no_grad():
+        clean_wrong = tiny_model(x).argmax(1) != y
+        rescored = tiny_model(res.x_adv).argmax(1) != y
+    assert torch.equal(res.fooled_by == strong_module.CLEAN_MISCLASSIFIED, clean_wrong)
+    assert torch.equal(res.success, rescored)
+    assert torch.equal(res.success, res.fooled_by != strong_module.ROBUST)
+    assert (res.fooled_by >= 0).any() and (res.fooled_by == strong_module.ROBUST).any()
+    # robust and clean-misclassified samples get their input back
+    keep = res.fooled_by < 0
+    assert torch.equal(res.x_adv[keep], x[keep])
+    same = strong(tiny_model, x, y, generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(same, res.x_adv)
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 8 / 255), ("l2", 0.5)])
+def test_square_runs_last_and_only_on_the_survivors(norm, eps, monkeypatch, tiny_model, test_batch):
+    x, y = test_batch[0][:40], test_batch[1][:40]
+    calls = []
+    real_square = strong_module.square
+
+    def spy(model, xs, ys, **kw):
+        calls.append((xs.shape[0], kw))
+        return real_square(model, xs, ys, **kw)
+
+    monkeypatch.setattr(strong_module, "square", spy)
+    res = strong_detailed(tiny_model, x, y, eps=eps, norm=norm, steps=5, square_queries=40,
+                          generator=torch.Generator().manual_seed(0))
+    survivors = ((res.fooled_by == 4) | (res.fooled_by == strong_module.ROBUST)).sum().item()
+    assert survivors > 0
+    assert len(calls) == 1 and calls[0][0] == survivors
+    assert calls[0][1]["queries"] == 40 and calls[0][1]["norm"] == norm and calls[0][1]["eps"] == eps
+    calls.clear()
+    strong_detailed(tiny_model, x, y, eps=eps, norm=norm, steps=5, square_queries=0)
+    assert calls == []

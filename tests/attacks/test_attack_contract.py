@@ -6,7 +6,20 @@ import pytest
 import torch
 from attack_helpers import accuracy
 
-from fortify.attacks import AttackSpec, apgd, cw_l2, fgsm, parse_spec, pgd, run_attack, strong
+from fortify.attacks import (
+    ATTACKS,
+    AttackResult,
+    AttackSpec,
+    apgd,
+    cw_l2,
+    fgsm,
+    parse_spec,
+    pgd,
+    run_attack,
+    run_attack_detailed,
+    square,
+    strong,
+)
 
 TOL = 1e-6
 
@@ -26,9 +39,16 @@ SPECS = [
     "apgd:eps=16/255,steps=8,loss=dlr",
     "apgd:eps=16/255,steps=8,loss=dlr,n_target_classes=2",
     "apgd:norm=l2,eps=1.0,steps=8",
-    "strong:eps=16/255,steps=5",
-    "strong:norm=l2,eps=1.0,steps=5",
+    "square:eps=16/255,queries=200",
+    "square:norm=l2,eps=1.0,queries=200",
+    "square:eps=16/255,queries=50,restarts=2,early_stop=false",
+    "strong:eps=16/255,steps=5,square_queries=50",
+    "strong:norm=l2,eps=1.0,steps=5,square_queries=50",
 ]
+
+
+def test_every_registered_attack_is_covered():
+    assert {parse_spec(text).name for text in SPECS} == set(ATTACKS)
 
 
 def _within_threat(spec: AttackSpec, x: torch.Tensor, x_adv: torch.Tensor) -> None:
@@ -87,7 +107,8 @@ def test_model_state_restored(text, start_training, tiny_model, test_batch):
 
 
 @pytest.mark.parametrize("text", ["fgsm:eps=8/255", "pgd:eps=8/255,steps=3", "apgd:eps=8/255,steps=4",
-                                  "strong:eps=8/255,steps=3", "cw:steps=5,binary_steps=1"])
+                                  "square:eps=8/255,queries=20", "square:norm=l2,eps=0.5,queries=20",
+                                  "strong:eps=8/255,steps=3,square_queries=20", "cw:steps=5,binary_steps=1"])
 def test_channels_last_in_channels_last_out(text, tiny_model, test_batch):
     # Two input channels, so channels_last is a genuinely different layout from contiguous.
     x = test_batch[0][:6].repeat(1, 2, 1, 1).contiguous(memory_format=torch.channels_last)
@@ -102,8 +123,11 @@ def test_float64_input_keeps_dtype(tiny_model, test_batch):
     model = tiny_model.double()
     try:
         x, y = test_batch[0][:6].double(), test_batch[1][:6]
-        for attack in (fgsm, pgd, apgd, strong):
+        for attack in (fgsm, pgd, apgd):
             assert attack(model, x, y, eps=8 / 255).dtype == torch.float64
+        for norm in ("linf", "l2"):
+            assert square(model, x, y, eps=8 / 255, norm=norm, queries=20).dtype == torch.float64
+        assert strong(model, x, y, eps=8 / 255, steps=3, square_queries=20).dtype == torch.float64
         assert cw_l2(model, x, y, steps=5, binary_steps=1).dtype == torch.float64
     finally:
         tiny_model.float()
@@ -119,3 +143,44 @@ def test_bad_arguments_raise(tiny_model, test_batch):
         pgd(tiny_model, x, y, eps=0.1, steps=0)
     with pytest.raises(TypeError):
         fgsm(tiny_model, (x * 255).to(torch.uint8), y, eps=0.1)
+
+
+def _rescore(model, x_adv, y, targeted: bool) -> torch.Tensor:
+    with torch.no_grad():
+        pred = model(x_adv).argmax(1)
+    return pred == y if targeted else pred != y
+
+
+@pytest.mark.parametrize("text", SPECS)
+def test_detailed_success_equals_a_rescore_of_the_returned_tensor(text, tiny_model, test_batch):
+    x, y = test_batch[0][:24], test_batch[1][:24]
+    res = run_attack_detailed(text, tiny_model, x, y)
+    assert isinstance(res, AttackResult) and res.success.dtype == torch.bool and res.success.shape == y.shape
+    assert torch.equal(res.success, _rescore(tiny_model, res.x_adv, y, False))
+    assert res.success.any()
+
+
+# bf16 makes near-ties common, so a success judged in a different batch or precision would show.
+BF16_SPECS = ["fgsm:eps=8/255", "pgd:eps=8/255,steps=5,early_stop=true", "apgd:eps=8/255,steps=5",
+              "square:eps=8/255,queries=50", "cw:steps=20,binary_steps=2,c=1",
+              "strong:eps=8/255,steps=3,square_queries=20"]
+
+
+@pytest.mark.parametrize("text", BF16_SPECS)
+def test_detailed_success_in_the_callers_bf16_autocast(text, tiny_model, test_batch):
+    x, y = test_batch[0][:24], test_batch[1][:24]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        res = run_attack_detailed(text, tiny_model, x, y)
+        assert torch.is_autocast_enabled("cpu")  # the caller's context is left as it was
+        rescored = _rescore(tiny_model, res.x_adv, y, False)
+    assert torch.equal(res.success, rescored)
+
+
+def test_detailed_success_for_targeted_specs(tiny_model, test_batch):
+    x, y = test_batch[0][:24], test_batch[1][:24]
+    target = (y + 1) % 3
+    for text in ("pgd:eps=16/255,steps=5,targeted=true", "apgd:eps=16/255,steps=5,targeted=true",
+                 "cw:steps=20,binary_steps=2,c=1,targeted=true"):
+        res = run_attack_detailed(text, tiny_model, x, target)
+        assert torch.equal(res.success, _rescore(tiny_model, res.x_adv, target, True)), text
+        assert res.success.any(), text

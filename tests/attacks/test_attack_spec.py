@@ -19,6 +19,10 @@ EXAMPLES = {
         "cw", {"steps": 100, "binary_steps": 5, "c": 0.1, "kappa": 0.0, "max_l2": 0.5}),
     "apgd:loss=dlr,eps=4/255": ("apgd", {"loss": "dlr", "eps": 4 / 255}),
     "strong:eps=4/255": ("strong", {"eps": 4 / 255}),
+    "strong:eps=2/255,steps=100,square_queries=5000": ("strong", {"eps": 2 / 255, "steps": 100,
+                                                                  "square_queries": 5000}),
+    "square:eps=2/255,queries=1000": ("square", {"eps": 2 / 255, "queries": 1000}),
+    "square:norm=l2,eps=0.5,p_init=0.3": ("square", {"norm": "l2", "eps": 0.5, "p_init": 0.3}),
     "pgd:eps=8/255,early_stop=true,random_start=false": ("pgd", {"eps": 8 / 255, "early_stop": True,
                                                                  "random_start": False}),
 }
@@ -44,7 +48,10 @@ def test_threat_models():
 
 
 @pytest.mark.parametrize("bad, fragment", [
-    ("nope:eps=1", "valid: apgd, cw, fgsm, pgd, strong"),
+    ("nope:eps=1", "valid: apgd, cw, fgsm, pgd, square, strong"),
+    ("square:eps=4/255,queries=0", "queries must be >= 1"),
+    ("square:eps=4/255,p_init=1.5", "p_init must be in (0, 1]"),
+    ("strong:eps=4/255,square_queries=-1", "square_queries must be >= 0"),
     ("pgd:epz=4/255", "valid: eps, norm, steps"),
     ("pgd:eps=-4/255", "eps must be >= 0"),
     ("pgd:eps=4/255,steps=0", "steps must be >= 1"),

@@ -11,16 +11,27 @@ from fortify.attacks.apgd import apgd
 from fortify.attacks.cw import CWResult, cw_l2, cw_l2_detailed
 from fortify.attacks.fgsm import fgsm
 from fortify.attacks.pgd import pgd
-from fortify.attacks.spec import AttackSpec, ThreatModel, parse_spec, run_attack
-from fortify.attacks.strong import strong
+from fortify.attacks.spec import (
+    AttackResult,
+    AttackSpec,
+    ThreatModel,
+    parse_spec,
+    run_attack,
+    run_attack_detailed,
+)
+from fortify.attacks.square import square
+from fortify.attacks.strong import StrongResult, strong, strong_detailed
 
 ATTACKS = _spec.ATTACKS
-ATTACKS.update({"fgsm": fgsm, "pgd": pgd, "cw": cw_l2, "apgd": apgd, "strong": strong})
+ATTACKS.update({"fgsm": fgsm, "pgd": pgd, "cw": cw_l2, "apgd": apgd, "square": square, "strong": strong})
+_spec.DETAILED.update({"cw": cw_l2_detailed})
 
 __all__ = [
     "ATTACKS",
+    "AttackResult",
     "AttackSpec",
     "CWResult",
+    "StrongResult",
     "ThreatModel",
     "apgd",
     "cw_l2",
@@ -29,5 +40,8 @@ __all__ = [
     "parse_spec",
     "pgd",
     "run_attack",
+    "run_attack_detailed",
+    "square",
     "strong",
+    "strong_detailed",
 ]

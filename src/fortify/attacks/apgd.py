@@ -156,8 +156,12 @@ def _run(model, x, y_ref, target, *, reach, loss, eps, norm, steps, rho, early_s
 
     x_adv = uniform_start(x, norm, eps, generator)
     cur_loss, logits, grad = _eval(model, x_adv, y_ref, target, loss, need_grad=True)
+    # x_eval is the iterate the current `logits`/`cur_loss` belong to: the one judged and stored.
+    # x_adv is where the next step starts; a checkpoint may reset it to x_best, so it must not be
+    # what a success stores (the old code did, and could return a correctly classified x_best).
     s = {  # per-sample state of the samples still being attacked
         "idx": torch.arange(n, device=x.device), "x": x, "y": y_ref, "x_adv": x_adv, "x_old": x_adv,
+        "x_eval": x_adv,
         "grad": grad, "step": torch.full((n,), 2.0 * eps, device=x.device),
         "x_best": x_adv, "loss_best": cur_loss, "grad_best": grad, "prev_loss": cur_loss,
         "increases": torch.zeros(n, device=x.device), "reduced_last": torch.ones(n, dtype=torch.bool,
@@ -171,7 +175,7 @@ def _run(model, x, y_ref, target, *, reach, loss, eps, norm, steps, rho, early_s
         hit = (logits.argmax(1) == s["t"]) if reach else (logits.argmax(1) != s["y"])
         new = hit & ~out_hit[s["idx"]]
         if new.any():
-            out[s["idx"][new]] = s["x_adv"][new]
+            out[s["idx"][new]] = s["x_eval"][new]
             out_loss[s["idx"][new]] = cur_loss[new]
             out_hit[s["idx"][new]] = True
         if it == steps:
@@ -185,7 +189,7 @@ def _run(model, x, y_ref, target, *, reach, loss, eps, norm, steps, rho, early_s
         xa, xn = s["x_adv"], s["x"]
         z = project(xa + _bc(s["step"], xa) * ascent_direction(s["grad"], norm), xn, norm, eps)
         x_new = project(xa + a * (z - xa) + (1 - a) * (xa - s["x_old"]), xn, norm, eps)
-        s["x_old"], s["x_adv"] = xa, x_new
+        s["x_old"], s["x_adv"], s["x_eval"] = xa, x_new, x_new
         cur_loss, logits, grad = _eval(model, x_new, s["y"], s.get("t"), loss, need_grad=it + 1 < steps)
         if grad is not None:
             s["grad"] = grad

@@ -12,13 +12,18 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
+from fortify.attacks._common import attack_mode, fooled, logits_f32
 from fortify.errors import SpecError
 
 # Filled by fortify.attacks.__init__ (spec.py must not import the attack modules: no cycles).
 ATTACKS: dict[str, Callable] = {}
+# Attacks whose success is not plain misclassification (CW: kappa margin, max_l2 budget) register
+# a `*_detailed` twin returning an object with `.x_adv` and `.success`; run_attack_detailed uses it.
+DETAILED: dict[str, Callable] = {}
 ALIASES = {"cw_l2": "cw", "fgsm_rs": "fgsm"}
 # Keyword parameters that are Python objects, not settable from a string.
 NOT_IN_SPEC = {"generator", "progress"}
@@ -130,8 +135,12 @@ def _validate(name: str, params: dict) -> None:
             raise SpecError(f"{name}: {key} must be >= 0, got {_fmt(value)}")
         if key in ("lr", "c", "max_l2") and value == 0:
             raise SpecError(f"{name}: {key} must be > 0")
-        if key in ("steps", "restarts", "binary_steps", "n_target_classes") and value < 1:
+        if key in ("steps", "restarts", "binary_steps", "n_target_classes", "queries") and value < 1:
             raise SpecError(f"{name}: {key} must be >= 1, got {value}")
+        if key == "square_queries" and value < 0:
+            raise SpecError(f"{name}: square_queries must be >= 0 (0 disables Square), got {value}")
+        if key == "p_init" and not 0 < value <= 1:
+            raise SpecError(f"{name}: p_init must be in (0, 1], got {_fmt(value)}")
         if key == "kappa" and value < 0:
             raise SpecError(f"{name}: kappa must be >= 0, got {_fmt(value)}")
         if key == "norm" and value not in NORMS:
@@ -173,3 +182,29 @@ def run_attack(spec: AttackSpec | str, model: torch.nn.Module, x: torch.Tensor, 
     """Run a spec on one batch; `extra` passes objects a string cannot hold (e.g. generator=)."""
     spec = parse_spec(spec)
     return ATTACKS[spec.name](model, x, y, **spec.params, **extra)
+
+
+class AttackResult(NamedTuple):
+    x_adv: torch.Tensor
+    success: torch.Tensor  # bool (N,), judged on exactly x_adv
+
+
+def run_attack_detailed(spec: AttackSpec | str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                        **extra) -> AttackResult:
+    """Run a spec and judge success on exactly the tensor it returned.
+
+    Success is one forward pass over the returned batch, in eval mode and in whatever precision
+    context the caller is in (autocast is neither entered nor left): argmax != y, or == y for a
+    targeted spec (y then holds the targets). An attack's own bookkeeping is not trusted because
+    it may have judged a different iterate, or the same one in a different batch (a near-tie can
+    round either way). CW reports its own success, which also demands the kappa margin and the
+    max_l2 budget; cw_l2_detailed confirms it on the returned batch the same way.
+    """
+    spec = parse_spec(spec)
+    if spec.name in DETAILED:
+        res = DETAILED[spec.name](model, x, y, **spec.params, **extra)
+        return AttackResult(res.x_adv, res.success)
+    x_adv = ATTACKS[spec.name](model, x, y, **spec.params, **extra)
+    with attack_mode(model), torch.no_grad():
+        success = fooled(logits_f32(model, x_adv), y, bool(spec.params.get("targeted", False)))
+    return AttackResult(x_adv, success)

@@ -158,3 +158,57 @@ def white_box_no_weaker_than_transfer(
         f"(tolerance {_pct(tolerance)})",
         undermines,
     )
+
+
+def gradient_free_not_stronger(
+    n_evaluated: int,
+    n_fooled_only_by_gradient_free: int,
+    undermines: Sequence[str],
+    *,
+    max_fraction: float = 0.01,
+    max_images: int = 1,
+) -> dict:
+    """A gradient-free attack (Square) must find almost nothing that every gradient attack missed.
+
+    Gradient attacks with a good schedule (APGD, PGD) are far more query-efficient than random
+    search, so on a model whose gradients are informative the Square stage of AutoAttack
+    (Croce & Hein 2020), run on the images its APGD components left standing, typically fools
+    well under 1% more. When it fools more, the gradients steered the
+    gradient attacks away from adversarial examples that exist: gradient masking (shattered,
+    obfuscated or zero gradients, e.g. a non-differentiable input quantisation), and every
+    gradient-based number overstates robustness. The threshold is `max_fraction` of the
+    evaluated images but never fewer than `max_images`, so one unlucky image on a small test set
+    does not fail the check.
+    """
+    allowed = max(max_images, max_fraction * n_evaluated)
+    passed = n_fooled_only_by_gradient_free <= allowed
+    return _check(
+        "gradient-free attack not stronger than gradient attacks",
+        passed,
+        f"{n_fooled_only_by_gradient_free} of {n_evaluated} images fooled only by the gradient-free attack "
+        f"(at most {allowed:g} allowed: max({max_images}, {max_fraction:g} x {n_evaluated}))"
+        + ("" if passed else "; the gradients mislead the gradient attacks (gradient masking)"),
+        undermines,
+    )
+
+
+def unbounded_cw_succeeds(
+    success_rate: float | None, undermines: Sequence[str], *, threshold: float = 0.95
+) -> dict:
+    """Unbounded CW-L2 must fool (almost) every originally-correct image.
+
+    Without a norm budget an adversarial example always exists (in the limit, an image of
+    another class), so an optimisation attack that fails on more than a few images is being
+    misled (masked or saturated gradients) or under-run, not facing a robust model. None means
+    no unbounded CW run was made: not applicable, reported as passed.
+    """
+    name = "unbounded CW-L2 fools ~all correct images"
+    if success_rate is None:
+        return _check(name, True, "not applicable: no unbounded CW-L2 run", undermines)
+    return _check(
+        name,
+        success_rate >= threshold,
+        f"unbounded CW-L2 success rate {_pct(success_rate)} on originally-correct images "
+        f"(must be >= {_pct(threshold)})",
+        undermines,
+    )
