@@ -12,6 +12,11 @@ Modes:
   metrics, warned about and (with co_action="stop") ends training; the best checkpoint, selected
   on PGD accuracy, is the model to use.
 - `trades`: Zhang et al. 2019, CE(clean) + beta * KL(f(x) || f(x_adv)), inner max on the KL.
+
+Every adversarial mode crafts its training examples with `craft_bn` batch-norm statistics:
+"batch" (default; the attacked batch's own statistics, as in Madry's and Wong's reference code,
+so samples of a batch are crafted jointly) or "running" (the eval-mode running statistics, which
+lag the weights between recalibrations). Running statistics are never updated by an attack.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 from fortify.errors import ConfigError
 from fortify.models import list_models
+from fortify.training.batchstats import CRAFT_BN
 
 MODES = ("standard", "mixed", "pgd", "fast", "trades")
 ADVERSARIAL_MODES = tuple(m for m in MODES if m != "standard")
@@ -61,6 +67,7 @@ class TrainConfig:
     eps_warmup_epochs: float = 1.0  # eps grows linearly from 0 over this many epochs
     attack_steps: int = 5  # PGD/CW/TRADES steps inside training
     attack_alpha: float | None = None  # step size; None -> 2.5*eps/steps (fast: 1.25*eps)
+    craft_bn: str = "batch"  # BN statistics training attacks craft against: "batch" | "running"
     mixed_clean_weight: float = 0.5  # mixed/trades-free: loss = w*CE(clean) + (1-w)*CE(adv)
     trades_beta: float = 6.0
     val_attack_steps: int = 5  # PGD steps for robust validation accuracy (model selection, every epoch)
@@ -95,6 +102,8 @@ class TrainConfig:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.craft_bn not in CRAFT_BN:
+            raise ConfigError(f"unknown craft_bn {self.craft_bn!r}; choose one of {', '.join(CRAFT_BN)}")
         if self.co_action not in ("warn", "stop"):
             raise ConfigError(f"co_action must be 'warn' or 'stop', got {self.co_action!r}")
         if not 0 <= self.mixed_clean_weight <= 1:

@@ -1,10 +1,13 @@
 """One optimization step's loss for each training mode.
 
 Attacks see the bare model (never the DDP wrapper): they run per process on the local shard and
-switch the model to eval() themselves (the attacks contract), so adversarial examples are made
-with batch-norm running statistics and do not disturb them. Clean and adversarial images are
-concatenated into ONE forward pass in train mode: batch norm then normalizes both together and
-DDP sees exactly one forward per backward.
+switch the model to eval() themselves (the attacks contract). With cfg.craft_bn == "batch" (the
+default) they get a `BatchStatsModel` view whose batch-norm layers use the statistics of the
+batch being attacked, as in Madry et al.'s and Wong et al.'s reference code, because the running
+statistics lag the weights between recalibrations; "running" crafts against the running
+statistics (the eval-mode model). Either way the running statistics are left untouched. Clean and
+adversarial images are concatenated into ONE forward pass in train mode: batch norm then
+normalizes both together and DDP sees exactly one forward per backward.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from torch import nn
 
 from fortify.attacks import fgsm, pgd
 from fortify.runtime import Runtime
+from fortify.training.batchstats import crafting_model
 from fortify.training.config import MIXED_ATTACKS, TrainConfig
 
 
@@ -46,7 +50,8 @@ def trades_attack(
     """TRADES inner maximization: L-inf PGD on KL(f(x) || f(x')) from x + 0.001*N(0,1).
 
     Same rules as fortify.attacks: eval mode, parameter gradients untouched, output in [0,1]
-    and in the eps-ball. The caller provides autocast.
+    and in the eps-ball. The caller provides autocast (and, for batch statistics, a
+    `BatchStatsModel`).
     """
     was_training = model.training
     flags = [p.requires_grad for p in model.parameters()]
@@ -86,25 +91,22 @@ def make_adversarial(
 ) -> tuple[torch.Tensor, str]:
     """The adversarial batch for `mode` at the current (possibly warmed-up) eps."""
     steps = cfg.attack_steps
+    crafter = crafting_model(attack_model, cfg.craft_bn)
     with runtime.autocast():
         if mode == "pgd":
-            return pgd(attack_model, x, y, eps=eps, steps=steps, alpha=_alpha(cfg, eps, steps)), "pgd"
+            return pgd(crafter, x, y, eps=eps, steps=steps, alpha=_alpha(cfg, eps, steps)), "pgd"
         if mode == "fast":
             alpha = 1.25 * eps if cfg.attack_alpha is None else _alpha(cfg, eps, 1)
-            return fgsm(attack_model, x, y, eps=eps, random_start=True, alpha=alpha), "fgsm-rs"
+            return fgsm(crafter, x, y, eps=eps, random_start=True, alpha=alpha), "fgsm-rs"
         if mode == "trades":
-            return trades_attack(
-                attack_model, x, eps=eps, steps=steps, alpha=_alpha(cfg, eps, steps)
-            ), "trades-kl"
+            return trades_attack(crafter, x, eps=eps, steps=steps, alpha=_alpha(cfg, eps, steps)), "trades-kl"
         if mode == "mixed":
             # Rotate per batch (offset by epoch) so each epoch with >= 3 batches sees all three attacks.
             name = MIXED_ATTACKS[(batch_index + epoch) % len(MIXED_ATTACKS)]
             if name == "fgsm":
-                return fgsm(attack_model, x, y, eps=eps), name
+                return fgsm(crafter, x, y, eps=eps), name
             loss = "cw" if name == "cw" else "ce"
-            return pgd(
-                attack_model, x, y, eps=eps, steps=steps, alpha=_alpha(cfg, eps, steps), loss=loss
-            ), name
+            return pgd(crafter, x, y, eps=eps, steps=steps, alpha=_alpha(cfg, eps, steps), loss=loss), name
     raise ValueError(f"mode {mode!r} has no adversarial examples")
 
 

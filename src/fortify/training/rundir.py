@@ -30,9 +30,20 @@ def read_run_config(run_dir: Path) -> TrainConfig | None:
     if not path.is_file():
         return None
     try:
-        return TrainConfig.from_dict(read_yaml(path) or {})
+        return TrainConfig.from_dict(_legacy_defaults(read_yaml(path) or {}))
     except (ConfigError, TypeError, ValueError) as e:
         raise ConfigError(f"{path} is not a fortify training config ({e}); use --force to start over") from e
+
+
+def _legacy_defaults(saved: dict) -> dict:
+    """Fill fields that runs saved before they existed with the behaviour those runs had.
+
+    Adversarial runs from before `craft_bn` crafted against running statistics; reading them as
+    the new default ("batch") would let --resume switch recipes halfway without a word.
+    """
+    if isinstance(saved, dict) and "craft_bn" not in saved and saved.get("mode", "standard") != "standard":
+        return {**saved, "craft_bn": "running"}
+    return saved
 
 
 def prepare_run_dir(run_dir: Path, cfg: TrainConfig, *, resume: bool, force: bool) -> bool:
