@@ -29,7 +29,7 @@ FAST_ATTACKS = [
     "fgsm:eps=8/255",
     "pgd:eps=8/255,steps=5",
     "cw:steps=10,binary_steps=2,c=1,max_l2=0.5",
-    "strong:eps=8/255,steps=3,pgd_restarts=1",
+    "strong:eps=8/255,steps=3,pgd_restarts=1,square_queries=20",
 ]
 FAST_EVAL = dict(
     attacks=FAST_ATTACKS,

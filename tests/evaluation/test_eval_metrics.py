@@ -81,3 +81,30 @@ def test_worst_case_counts_any_fooling_and_keeps_the_harmful_mistake():
     assert worst.tolist() == [1, 2, 1, 2, 0]
     plain = worst_case_predictions(labels, clean, [a, b], harmful=None)
     assert plain.tolist() == [1, 0, 1, 2, 0]  # first wrong prediction in order
+
+
+def test_metrics_carry_wilson_intervals_beside_every_rate():
+    from fortify.evaluation.metrics import INTERVAL
+    from fortify.evaluation.stats import wilson_interval
+
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
+    preds = torch.tensor([0, 1, 0, 1, 1, 2, 1, 2, 0, 2])
+    m = classification_metrics(labels, preds, CLASSES)
+    assert INTERVAL == {"method": "wilson", "level": 0.95}
+    assert m["accuracy_ci"] == pytest.approx(list(wilson_interval(7, 10)))
+    b = m["per_class"]["benign"]
+    assert b["sensitivity_ci"] == pytest.approx(list(wilson_interval(2, 3)))
+    assert b["specificity_ci"] == pytest.approx(list(wilson_interval(6, 7)))
+    assert {"sensitivity", "specificity", "precision", "support"} <= set(b)  # old keys kept
+    lo, hi = m["accuracy_ci"]
+    assert lo < m["accuracy"] < hi
+
+
+def test_undefined_rates_have_no_interval():
+    m = classification_metrics(torch.tensor([0, 0]), torch.tensor([0, 0]), CLASSES)
+    assert m["per_class"]["malignant"]["sensitivity_ci"] is None
+    assert m["per_class"]["malignant"]["specificity_ci"] == [pytest.approx(0.3424, abs=5e-5), 1.0]
+    empty = classification_metrics(
+        torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long), CLASSES
+    )
+    assert empty["accuracy"] is None and empty["accuracy_ci"] is None

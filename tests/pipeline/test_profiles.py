@@ -19,8 +19,11 @@ def test_shipped_profiles_load():
 
 def test_attack_specs_follow_profile():
     specs = attack_specs(load_profile("quick"))
-    assert [s.split(":")[0] for s in specs] == ["fgsm", "pgd", "cw", "strong"]
+    assert [s.split(":")[0] for s in specs] == ["fgsm", "pgd", "cw", "strong", "apgd"]
     assert "eps=2/255" in specs[0] and "steps=20" in specs[1]
+    assert "steps=100" in specs[3] and "square_queries=1000" in specs[3]
+    # APGD-L2 at the CW budget's radius
+    assert "norm=l2" in specs[4] and "eps=0.502" in specs[4]
     # CW's L2 budget comes from evaluation's rule (eps * sqrt(d) / 2) at the profile's image size
     assert "max_l2=0.502" in specs[2]
 

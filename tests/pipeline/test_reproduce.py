@@ -11,7 +11,8 @@ from fortify.fileio import read_json, read_yaml, write_yaml
 from fortify.pipeline import reproduce
 from fortify.pipeline.rundir import prepare_out
 
-STAGES = ["audit", "split", "normal", "normal/eval", "adversarial", "adversarial/eval", "transfer", "report"]
+STUDY = ["normal", "normal/eval", "adversarial", "adversarial/eval", "transfer", "compare", "report"]
+STAGES = ["audit", "split", *STUDY]
 # The smoke profile made smaller still, so the whole pipeline runs in seconds in the unit suite.
 TINY = {
     "image_size": 16,
@@ -19,6 +20,8 @@ TINY = {
     "evaluate.limit": 12,
     "evaluate.pgd_steps": 2,
     "evaluate.strong_steps": 1,
+    "evaluate.square_queries": 5,
+    "evaluate.l2_steps": 1,
     "evaluate.cw_steps": 2,
     "evaluate.cw_binary_steps": 1,
     "evaluate.eps_curve": [0, "8/255"],
@@ -52,6 +55,7 @@ def test_layout_and_config(tiny_run):
         "audit.json",
         "split.json",
         "transfer.json",
+        "comparison.json",
         "report/report.md",
         "report/report.html",
         "normal/config.yaml",
@@ -170,15 +174,66 @@ def test_missing_data_path_writes_nothing(tmp_path):
 
 
 @pytest.mark.real_data
-def test_smoke_on_real_data(real_data_path, cache_dir, tmp_path, monkeypatch):
-    """CI's end-to-end check on IQ-OTH/NCCD: the smoke profile as shipped (numbers mean nothing)."""
+def test_smoke_cross_validation_on_real_data(real_data_path, cache_dir, tmp_path, monkeypatch):
+    """CI's end-to-end check on IQ-OTH/NCCD: `fortify reproduce --profile smoke --folds 3` as shipped
+    (its accuracies mean nothing; the plumbing, the grouping and the bookkeeping are what is checked)."""
     monkeypatch.setenv("FORTIFY_CACHE", str(cache_dir))
-    out = reproduce(real_data_path, tmp_path / "run", profile="smoke", progress=False)
-    md = (out / "report" / "report.md").read_text()
-    assert "SYNTHETIC" not in md
+    out = reproduce(real_data_path, tmp_path / "run", profile="smoke", progress=False, folds=3)
     audit = read_json(out / "audit.json")
     assert audit["counts"] == {"benign": 120, "malignant": 561, "normal": 416}
-    for stage in ("normal", "adversarial"):
-        r = read_json(out / stage / "eval" / "results.json")
-        assert r["data"]["synthetic"] is False and r["data"]["classes"] == ["benign", "malignant", "normal"]
-        assert os.path.samefile(r["data"]["root"], real_data_path)
+    assert audit["scans"]["applied"] == "scan"
+    tested = []
+    for i in range(3):
+        fold = out / f"fold-{i}"
+        split = read_json(fold / "split.json")
+        assert split["grouping"]["applied"] == "scan" and split["sentinel"]["neighbour_share"] < 0.05
+        tested += [e["path"] for e in split["splits"]["test"]]
+        assert "SYNTHETIC" not in (fold / "report" / "report.md").read_text()
+        for stage in ("normal", "adversarial"):
+            r = read_json(fold / stage / "eval" / "results.json")
+            assert r["data"]["synthetic"] is False
+            assert r["data"]["classes"] == ["benign", "malignant", "normal"]
+            assert os.path.samefile(r["data"]["root"], real_data_path)
+            assert r["leakage_sentinel"]["accuracy"] == split["sentinel"]["accuracy"]
+            assert r["budget"]["full_strength"] is False  # smoke cuts every budget: upper bounds
+            assert r["clean"]["accuracy_ci"][0] <= r["clean"]["accuracy"] <= r["clean"]["accuracy_ci"][1]
+            checks = {c["check"] for c in r["sanity"]}
+            assert any("gradient-free" in c for c in checks) and any("unbounded CW" in c for c in checks)
+            assert all("verdict_mismatches" in a for a in r["attacks"].values())
+    assert len(tested) == len(set(tested)) == 1097 - 42  # every unique image tested exactly once
+    summary = read_json(out / "cv" / "summary.json")
+    assert summary["k"] == 3 and len(summary["summary"]["sentinel"]["accuracy"]["values"]) == 3
+    assert (out / "cv" / "report.html").is_file()
+
+
+def test_cross_validation_runs_the_study_per_fold_and_summarises(tmp_path):
+    out = tmp_path / "cv"
+    statuses: list = []
+    run(out, statuses, folds=2)
+    done = [n for n, st in statuses if st == "done"]
+    assert done == ["audit", "folds", *[f"fold-{i}/{s}" for i in range(2) for s in STUDY], "cv"]
+    assert read_yaml(out / "config.yaml")["folds"] == 2
+    tested = []
+    for i in range(2):
+        split = read_json(out / f"fold-{i}" / "split.json")
+        assert split["fold"] == {"index": i, "k": 2, "val_fraction": split["fold"]["val_fraction"]}
+        assert split["sentinel"]["accuracy"] is not None
+        tested += [e["path"] for e in split["splits"]["test"]]
+        for rel in ("normal/eval/results.json", "adversarial/eval/results.json", "comparison.json",
+                    "report/report.md"):
+            assert (out / f"fold-{i}" / rel).is_file(), rel
+    assert len(tested) == len(set(tested))  # no image is tested in two folds
+    summary = read_json(out / "cv" / "summary.json")
+    assert summary["k"] == 2 and len(summary["folds"]) == 2
+    clean = summary["summary"]["normal"]["clean"]
+    assert len(clean["values"]) == 2 and clean["mean"] == pytest.approx(sum(clean["values"]) / 2)
+    assert (out / "cv" / "report.md").is_file() and (out / "cv" / "report.html").is_file()
+    # resume: every stage is up to date
+    again: list = []
+    run(out, again, folds=2, resume=True)
+    assert all(st == "skipped (up to date)" for _, st in again)
+    # another K is another run
+    with pytest.raises(ConfigError, match="folds"):
+        run(out, [], folds=3, resume=True)
+    with pytest.raises(ConfigError, match="folds"):
+        run(tmp_path / "bad", [], folds=1)

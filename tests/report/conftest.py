@@ -9,10 +9,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from fortify.evaluation.compare import compare_results
+from fortify.evaluation.stats import interval_or_none
 from fortify.fileio import append_jsonl, write_json, write_yaml
 
 CLASSES = ["benign", "malignant", "normal"]
 ATTACKS = ["fgsm", "pgd", "cw", "strong"]
+EXTRA_ATTACK_FIELDS = ("gradient_evaluations", "verdict_mismatches", "reattacked_fp32")
+BUDGET_NOTE = "smoke profile: PGD 5 steps, strong 3 steps"
 
 
 def metrics(acc: float, n: int = 30) -> dict:
@@ -24,18 +28,72 @@ def metrics(acc: float, n: int = 30) -> dict:
         confusion[i][(i + 1) % 3] = per - diag[i]
     return {
         "accuracy": acc,
+        "accuracy_ci": interval_or_none(correct, n),
         "balanced_accuracy": acc,
         "n": n,
         "correct": correct,
         "per_class": {
-            c: {"sensitivity": diag[i] / per, "specificity": 0.9, "precision": 0.8, "support": per}
+            c: {
+                "sensitivity": diag[i] / per,
+                "specificity": 0.9,
+                "precision": 0.8,
+                "support": per,
+                "sensitivity_ci": interval_or_none(diag[i], per),
+                "specificity_ci": interval_or_none(18, 20),
+            }
             for i, c in enumerate(CLASSES)
         },
         "confusion": confusion,
     }
 
 
-def results(stage: str, accs: dict[str, float], *, synthetic: bool, failing: bool) -> dict:
+def per_sample(accs: dict[str, float], n: int = 30) -> dict:
+    """0/1 per test image consistent with the accuracies: the first round(acc * n) images are right."""
+    keys = ["clean", *ATTACKS, "worst_case"]
+    return {
+        "paths": [f"test/{i}.jpg" for i in range(n)],
+        "correct": {k: [int(i < round(accs[k] * n)) for i in range(n)] for k in keys},
+    }
+
+
+def sentinel(stage: str, clean_acc: float, warn: bool) -> dict:
+    acc = 0.9333 if warn else 0.5
+    return {
+        "method": "1-nearest-neighbour on 32x32 raw-pixel thumbnails, train -> test",
+        "thumbnail": 32,
+        "accuracy": acc,
+        "accuracy_ci": interval_or_none(round(acc * 30), 30),
+        "n_test": 30,
+        "neighbour_share": 0.6 if warn else 0.1,
+        "model_clean_accuracy": clean_acc,
+        "warning": f"LEAKAGE SUSPECTED: 1-NN scores 93.3% ({stage})" if warn else None,
+    }
+
+
+def legacy(results: dict) -> dict:
+    """The same results.json as written before intervals, sentinel, budget and per-sample records."""
+    for key in ("interval", "leakage_sentinel", "budget", "per_sample"):
+        results.pop(key, None)
+    blocks = [results["clean"], results["combined"], results["worst_case"], *results["attacks"].values()]
+    for m in blocks:
+        m.pop("accuracy_ci", None)
+        for a in EXTRA_ATTACK_FIELDS:
+            m.pop(a, None)
+        for pc in m["per_class"].values():
+            pc.pop("sensitivity_ci", None)
+            pc.pop("specificity_ci", None)
+    return results
+
+
+def results(
+    stage: str,
+    accs: dict[str, float],
+    *,
+    synthetic: bool,
+    failing: bool,
+    sentinel_warning: bool = False,
+    full_strength: bool = True,
+) -> dict:
     attacks = {}
     for name in ATTACKS:
         spec = {
@@ -56,6 +114,8 @@ def results(stage: str, accs: dict[str, float], *, synthetic: bool, failing: boo
             "seconds": 1.5,
         }
     attacks["cw"]["cw_median_l2"] = 0.61
+    attacks["pgd"].update(gradient_evaluations=600, verdict_mismatches=2, reattacked_fp32=3)
+    attacks["strong"]["gradient_evaluations"] = 4500
     sanity = [
         {
             "check": "PGD no weaker than FGSM",
@@ -95,6 +155,10 @@ def results(stage: str, accs: dict[str, float], *, synthetic: bool, failing: boo
         },
         "runtime": {"device": "cpu", "precision": "fp32", "channels_last": False},
         "threat_model": {"norm": "linf", "eps": 2 / 255},
+        "interval": {"method": "wilson", "level": 0.95},
+        "leakage_sentinel": sentinel(stage, accs["clean"], sentinel_warning),
+        "budget": {"full_strength": full_strength, "note": "full strength" if full_strength else BUDGET_NOTE},
+        "per_sample": per_sample(accs),
         "clean": metrics(accs["clean"]),
         "attacks": attacks,
         "combined": {"attacks": ["fgsm", "pgd", "cw"], **metrics(accs["combined"])},
@@ -159,7 +223,12 @@ def make_run(
     stages=("normal", "adversarial"),
     transfer: bool = True,
     transfer_fail: bool = False,
+    old_format: bool = False,
+    sentinel_warning: bool = False,
+    full_strength: bool = True,
+    comparison: bool = True,
 ) -> Path:
+    """A run directory; old_format writes results.json as before intervals/sentinel/budget/per-sample."""
     root.mkdir(parents=True, exist_ok=True)
     write_yaml(
         root / "config.yaml",
@@ -207,6 +276,7 @@ def make_run(
         },
     }
     write_json(root / "split.json", split)
+    written: dict[str, dict] = {}
     for stage in stages:
         d = root / stage
         write_yaml(
@@ -225,13 +295,19 @@ def make_run(
                 d / "metrics.jsonl",
                 {"epoch": epoch, "train_loss": 1.0 / epoch, "val_acc": 0.5 * epoch, "seconds": 3.0},
             )
-        write_json(
-            d / "eval" / "results.json",
-            results(
-                stage, STAGE_ACCS[stage], synthetic=synthetic, failing=failing and stage == "adversarial"
-            ),
+        r = results(
+            stage,
+            STAGE_ACCS[stage],
+            synthetic=synthetic,
+            failing=failing and stage == "adversarial",
+            sentinel_warning=sentinel_warning,
+            full_strength=full_strength,
         )
+        written[stage] = legacy(r) if old_format else r
+        write_json(d / "eval" / "results.json", written[stage])
         write_examples(d / "eval" / "examples.safetensors")
+    if comparison and not old_format and len(written) == 2:
+        write_json(root / "comparison.json", compare_results(written["normal"], written["adversarial"]))
     if transfer:
         pairs = []
         for src, dst, t_acc, wb_acc in (

@@ -17,7 +17,7 @@ def print_table1(run_dir: Path, console: Console) -> None:
     check is shown in red with '!' (the report names the check)."""
     from fortify.report import table1_summary
 
-    t = table1_summary(run_dir)
+    t = table1_summary(run_dir, intervals=False)  # the report has the intervals; a terminal has no room
     table = Table(
         title="Table 1: test accuracy (%)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False
     )
@@ -37,7 +37,7 @@ def print_table1(run_dir: Path, console: Console) -> None:
             cells.append(short.get(c, c.replace(" (stage not run)", "")))
         table.add_row(*cells)
     # rich assumes 80 columns when not writing to a terminal (logs, CI); the table needs ~90
-    Console(width=max(console.width, 100)).print(table)
+    Console(width=max(console.width, 120)).print(table)
     if failed:
         console.print("[bold red]![/] a sanity check failed for this number; see the report's sanity table")
 
@@ -72,6 +72,11 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Wipe --out and start over."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
         precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16"),
+        folds: int | None = typer.Option(
+            None,
+            "--folds",
+            help="Scan-grouped K-fold cross-validation: the whole study once per fold, then a summary.",
+        ),
         weights: Path | None = typer.Option(
             None,
             "--weights",
@@ -99,8 +104,14 @@ def register(app: typer.Typer) -> None:
             overrides=overrides,
             device=device,
             precision=precision,
+            folds=folds,
         )
         console.print(f"finished in {time.perf_counter() - started:.0f} s")
+        if folds is not None:
+            console.print(f"cross-validation: {run_dir / 'cv' / 'summary.json'}")
+            console.print(f"report: {run_dir / 'cv' / 'report.md'}")
+            console.print(f"html:   {run_dir / 'cv' / 'report.html'}")
+            return
         print_table1(run_dir, console)
         console.print(f"report: {run_dir / 'report' / 'report.md'}")
         console.print(f"html:   {run_dir / 'report' / 'report.html'}")

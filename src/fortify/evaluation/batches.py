@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fortify.attacks import AttackSpec, cw_l2_detailed, run_attack
+from fortify.attacks import AttackSpec, cw_l2_detailed, run_attack, run_attack_detailed, strong_detailed
 from fortify.runtime import Runtime
 
 Advance = Callable[[int], None]
@@ -89,6 +89,47 @@ def attack_dataset(
         if advance:
             advance(sl.stop - sl.start)
     return torch.cat(out) if out else x.clone()
+
+
+@dataclass
+class AttackRun:
+    """An attack over a dataset with the attack's own verdicts (float32 / bool, CPU)."""
+
+    x_adv: torch.Tensor
+    success: torch.Tensor  # judged by the attack on exactly x_adv, in the precision it ran in
+    fooled_by: torch.Tensor | None = None  # `strong` only: index into `components`, -1 = not fooled
+    components: tuple[str, ...] = ()
+
+
+def attack_dataset_detailed(
+    spec: AttackSpec,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    runtime: Runtime,
+    batch_size: int,
+    advance: Advance | None = None,
+) -> AttackRun:
+    """Like `attack_dataset`, plus each sample's success flag as the attack judged it (and, for
+    `strong`, which component fooled it), so the evaluator can compare it with its own verdict."""
+    advs, flags, by = [], [], []
+    components: tuple[str, ...] = ()
+    for sl in _chunks(len(x), batch_size):
+        xb, yb = runtime.to_device(x[sl]), y[sl].to(runtime.device)
+        with runtime.autocast():
+            if spec.name == "strong":
+                r = strong_detailed(model, xb, yb, **spec.params)
+                by.append(r.fooled_by.detach().cpu())
+                components = tuple(r.component_names)
+            else:
+                r = run_attack_detailed(spec, model, xb, yb)
+        advs.append(r.x_adv.detach().float().cpu().contiguous())
+        flags.append(r.success.detach().bool().cpu())
+        if advance:
+            advance(sl.stop - sl.start)
+    if not advs:
+        return AttackRun(x.clone(), torch.zeros(0, dtype=torch.bool))
+    return AttackRun(torch.cat(advs), torch.cat(flags), torch.cat(by) if by else None, components)
 
 
 @dataclass

@@ -10,19 +10,33 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from fortify import __version__
 from fortify.attacks import AttackSpec, parse_spec
+from fortify.data.sentinel import sentinel_warning
+from fortify.errors import ConfigError
 from fortify.evaluation import sanity
-from fortify.evaluation.batches import attack_dataset, cw_dataset, predict, progress_bars, sign_noise
+from fortify.evaluation.batches import (
+    AttackRun,
+    attack_dataset_detailed,
+    cw_dataset,
+    predict,
+    progress_bars,
+    sign_noise,
+)
 from fortify.evaluation.examples import example_indices, write_examples
-from fortify.evaluation.inputs import check_checkpoint_path, open_checkpoint, open_test_set
+from fortify.evaluation.inputs import (
+    check_checkpoint_path,
+    open_checkpoint,
+    open_test_set,
+)
 from fortify.evaluation.metrics import (
+    INTERVAL,
     classification_metrics,
     median,
     perturbation_norms,
@@ -34,6 +48,8 @@ from fortify.evaluation.specs import (
     COMBINED_ATTACKS,
     DEFAULT_CURVE_ATTACKS,
     DEFAULT_EPS,
+    FULL_STRENGTH,
+    STRONG_DEFAULTS,
     default_attack_specs,
     for_evaluation,
     is_cw,
@@ -91,14 +107,18 @@ def evaluate_checkpoint(
     sanity_steps_factor: int = 2,
     sanity_restarts: int = 2,
     transfer: Sequence[dict] | None = None,
+    score_precision: str = "fp32",
 ) -> dict:
     """Evaluate `checkpoint` on the test split; return results.json's dict (and write it to out_dir).
 
     `attacks` are spec strings (default: `default_attack_specs(eps, ...)`), `curve_attacks` spec
     templates whose eps is replaced by each value of `eps_curve` (their own step budgets, e.g.
     "pgd:steps=10"). `transfer` takes `evaluate_transfer` results whose target is this checkpoint
-    to add the "white-box no weaker than transfer" check.
+    to add the "white-box no weaker than transfer" check. `score_precision` ("fp32", "bf16" or
+    "attack" = the runtime's) is the precision every reported prediction is made in.
     """
+    if score_precision not in ("fp32", "bf16", "attack"):
+        raise ConfigError(f"score precision must be fp32, bf16 or attack, got {score_precision!r}")
     started = time.perf_counter()
     check_checkpoint_path(checkpoint)
     # Parse every spec before loading anything: a typo must cost nothing.
@@ -119,12 +139,16 @@ def evaluate_checkpoint(
     )
     harmful = _harmful_pair(classes)
 
-    clean_pred, clean_prob = predict(model, x, runtime, batch_size)
+    # Scores are computed at `score_precision` (fp32 by default) whatever precision the attacks ran in:
+    # a bf16 verdict near the decision boundary can differ from the fp32 one (see `_settle`).
+    score_rt = runtime if score_precision == "attack" else replace(runtime, precision=score_precision)
+    clean_pred, clean_prob = predict(model, x, score_rt, batch_size)
     clean_correct = clean_pred == y
     attack_results: dict[str, dict] = {}
     adv_preds: dict[str, torch.Tensor] = {}
     adv_probs: dict[str, torch.Tensor] = {}
     adv_images: dict[str, torch.Tensor] = {}
+    strong_runs: dict[str, AttackRun] = {}
 
     with progress_bars(progress) as start:
         for key, spec in specs.items():
@@ -133,7 +157,7 @@ def evaluate_checkpoint(
             t0 = time.perf_counter()
             extra: dict = {}
             if is_cw(spec):
-                run = cw_dataset(spec, model, x, y, runtime, batch_size, advance)
+                run, book = _settle_cw(spec, model, x, y, runtime, score_rt, batch_size, seed, advance)
                 budget = spec.params.get("max_l2")
                 within = run.success & (run.l2 <= float(budget)) if budget is not None else run.success
                 x_adv = torch.where(within.view(-1, 1, 1, 1), run.x_adv, x)
@@ -148,9 +172,12 @@ def evaluate_checkpoint(
                     "l2_budget": None if budget is None else float(budget),
                 }
             else:
-                x_adv = attack_dataset(spec, model, x, y, runtime, batch_size, advance)
+                run = attack_dataset_detailed(spec, model, x, y, runtime, batch_size, advance)
+                x_adv, book = _settle(spec, model, x, y, run, runtime, score_rt, batch_size, seed)
+                if run.fooled_by is not None:
+                    strong_runs[key] = run
             seconds = time.perf_counter() - t0
-            pred, prob = predict(model, x_adv, runtime, batch_size)
+            pred, prob = predict(model, x_adv, score_rt, batch_size)
             fooled = clean_correct & (pred != y)
             l2, linf = perturbation_norms(x, x_adv)
             attack_results[key] = {
@@ -161,30 +188,25 @@ def evaluate_checkpoint(
                 "success_rate": success_rate(y, clean_pred, pred),
                 "perturbation": perturbation_stats(l2, linf, fooled),
                 **extra,
+                **book,
                 "seconds": seconds,
             }
             adv_preds[key], adv_probs[key] = pred, prob
             adv_images[key] = x_adv
 
-        curves, curve_seconds = _curves(
-            curve_specs, eps_curve, model, x, y, clean_pred, runtime, batch_size, seed, start, classes
-        )
+        ctx = _Context(model, x, y, clean_pred, runtime, score_rt, batch_size, seed, start)
+        curves, curve_seconds = _curves(ctx, curve_specs, eps_curve)
         checks, sanity_runs = _sanity(
+            ctx,
             specs,
             attack_results,
+            adv_preds,
+            strong_runs,
             curves,
-            model,
-            x,
-            y,
-            clean_pred,
-            runtime,
-            batch_size,
-            seed,
             large_eps,
             sanity_steps_factor,
             sanity_restarts,
             transfer,
-            start,
         )
 
     combined_keys = [k for k, s in specs.items() if s.name in COMBINED_ATTACKS]
@@ -211,11 +233,22 @@ def evaluate_checkpoint(
             "image_size": ds.image_size,
             "synthetic": bool(ds.synthetic),
         },
-        "runtime": runtime.describe(),
+        "runtime": {**runtime.describe(), "score_precision": score_rt.precision},
         "threat_model": _headline_threat_model(specs, eps),
+        "interval": dict(INTERVAL),
+        "budget": headline_budget(specs),
         "clean": classification_metrics(y, clean_pred, classes),
         "attacks": attack_results,
     }
+    sentinel = test.sentinel
+    if sentinel:
+        clean_acc = results["clean"]["accuracy"]
+        results["leakage_sentinel"] = {
+            **sentinel,
+            "model_clean_accuracy": clean_acc,
+            "evaluated_n": len(ds),
+            "warning": sentinel_warning(sentinel, clean_acc),
+        }
     if combined_keys:
         pooled_y = y.repeat(len(combined_keys))
         pooled_pred = torch.cat([adv_preds[k] for k in combined_keys])
@@ -231,6 +264,14 @@ def evaluate_checkpoint(
             **{k: _count_pair(y, adv_preds[k], harmful) for k in specs},
             "worst_case": _count_pair(y, worst, harmful),
         }
+    results["per_sample"] = {
+        "paths": list(ds.paths),
+        "correct": {
+            "clean": clean_correct.int().tolist(),
+            **{k: (adv_preds[k] == y).int().tolist() for k in specs},
+            "worst_case": (worst == y).int().tolist(),
+        },
+    }
     results["curves"] = curves
     results["sanity"] = checks
     results["sanity_runs"] = sanity_runs
@@ -252,6 +293,7 @@ def evaluate_checkpoint(
         "large_eps": large_eps,
         "sanity_steps_factor": sanity_steps_factor,
         "sanity_restarts": sanity_restarts,
+        "score_precision": score_precision,
         "curve_seconds": curve_seconds,
     }
     results["seconds_total"] = time.perf_counter() - started
@@ -280,7 +322,111 @@ def _headline_threat_model(specs: dict[str, AttackSpec], eps: float) -> dict:
     return {"norm": "linf", "eps": float(eps)}
 
 
-def _curves(curve_specs, eps_curve, model, x, y, clean_pred, runtime, batch_size, seed, start, classes):
+@dataclass
+class _Context:
+    """What every extra attack run of an evaluation needs (curves, sanity checks)."""
+
+    model: torch.nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    clean_pred: torch.Tensor
+    runtime: Runtime  # attacks run here (autocast as configured)
+    score_rt: Runtime  # predictions are scored here (fp32 by default)
+    batch_size: int
+    seed: int
+    start: Callable
+
+    def accuracy(self, spec: AttackSpec, label: str, seed: int | None = None) -> tuple[float, float]:
+        """(accuracy, seconds) of one attack over the whole set, settled like the headline attacks."""
+        seed_everything(self.seed if seed is None else seed)
+        t0 = time.perf_counter()
+        run = attack_dataset_detailed(
+            spec, self.model, self.x, self.y, self.runtime, self.batch_size, self.start(label, len(self.x))
+        )
+        x_adv, _ = _settle(
+            spec, self.model, self.x, self.y, run, self.runtime, self.score_rt, self.batch_size, self.seed
+        )
+        pred, _ = predict(self.model, x_adv, self.score_rt, self.batch_size)
+        return _accuracy(self.y, pred), time.perf_counter() - t0
+
+
+def _settle(spec, model, x, y, run: AttackRun, attack_rt, score_rt, batch_size, seed):
+    """Compare the attack's own success flags with the scoring precision's verdicts.
+
+    Returns (x_adv, bookkeeping). A sample whose verdicts differ (a bf16 "fooled" that fp32 calls
+    correct, or the reverse) is counted; when the attack ran in another precision than the scoring, it
+    is attacked again at the scoring precision and the new example is kept if it fools the scorer.
+    """
+    pred, _ = predict(model, run.x_adv, score_rt, batch_size)
+    mismatch = (pred != y) != run.success
+    book = {"verdict_mismatches": int(mismatch.sum()), "reattacked_fp32": 0, "recovered_by_reattack": 0}
+    if not mismatch.any() or attack_rt.precision == score_rt.precision:
+        return run.x_adv, book
+    idx = mismatch.nonzero().squeeze(1)
+    seed_everything(seed)
+    again = attack_dataset_detailed(spec, model, x[idx], y[idx], score_rt, batch_size)
+    pred2, _ = predict(model, again.x_adv, score_rt, batch_size)
+    better = (pred2 != y[idx]) & (pred[idx] == y[idx])
+    x_adv = run.x_adv.clone()
+    x_adv[idx[better]] = again.x_adv[better]
+    if run.fooled_by is not None and again.fooled_by is not None:
+        run.fooled_by[idx[better]] = again.fooled_by[better]
+    book.update(reattacked_fp32=len(idx), recovered_by_reattack=int(better.sum()))
+    return x_adv, book
+
+
+def _settle_cw(spec, model, x, y, attack_rt, score_rt, batch_size, seed, advance):
+    """CW over the set, its success flags checked (and re-attacked) at the scoring precision."""
+    run = cw_dataset(spec, model, x, y, attack_rt, batch_size, advance)
+    pred, _ = predict(model, run.x_adv, score_rt, batch_size)
+    mismatch = (pred != y) != run.success
+    book = {"verdict_mismatches": int(mismatch.sum()), "reattacked_fp32": 0, "recovered_by_reattack": 0}
+    if mismatch.any() and attack_rt.precision != score_rt.precision:
+        idx = mismatch.nonzero().squeeze(1)
+        seed_everything(seed)
+        again = cw_dataset(spec, model, x[idx], y[idx], score_rt, batch_size)
+        pred2, _ = predict(model, again.x_adv, score_rt, batch_size)
+        ok = again.success & (pred2 != y[idx])
+        run.x_adv[idx] = torch.where(ok.view(-1, 1, 1, 1), again.x_adv, x[idx])
+        run.l2[idx] = torch.where(ok, again.l2, torch.full_like(again.l2, float("inf")))
+        book.update(reattacked_fp32=len(idx), recovered_by_reattack=int((ok & (pred[idx] == y[idx])).sum()))
+        run.success[idx] = ok
+    return run, book
+
+
+def headline_budget(specs: dict[str, AttackSpec]) -> dict:
+    """Whether the headline `strong` attack runs at AutoAttack-standard budgets (APGD 100 steps, every
+    other class targeted, Square 5000 queries). If not, its robust accuracies are upper bounds."""
+    strong_specs = [s for s in specs.values() if s.name == "strong"]
+    if not strong_specs:
+        return {
+            "full_strength": False,
+            "note": "no strong (AutoAttack-style) attack was run: robust "
+            "accuracies are upper bounds from weaker attacks",
+        }
+    params = {**STRONG_DEFAULTS, **strong_specs[0].params}
+    cuts = [
+        f"{name} {params[name]} < {standard}"
+        for name, standard in FULL_STRENGTH.items()
+        if float(params.get(name, 0)) < standard
+    ]
+    if not cuts:
+        return {"full_strength": True, "note": "AutoAttack-standard budgets: " + _budget_text(params)}
+    return {
+        "full_strength": False,
+        "note": f"budgets cut ({', '.join(cuts)}): robust accuracies are upper bounds; "
+        + _budget_text(params),
+    }
+
+
+def _budget_text(params: dict) -> str:
+    return (
+        f"APGD {params['steps']} steps x {params['restarts']} restart(s), targeted on up to "
+        f"{params['n_target_classes']} classes, Square {params['square_queries']} queries"
+    )
+
+
+def _curves(ctx: _Context, curve_specs, eps_curve):
     curves: dict[str, dict] = {}
     seconds: dict[str, float] = {}
     for key, template in curve_specs.items():
@@ -289,15 +435,10 @@ def _curves(curve_specs, eps_curve, model, x, y, clean_pred, runtime, batch_size
         for e in sorted(float(v) for v in eps_curve):
             if e == 0.0:
                 # eps = 0 leaves every image unchanged: the point is the clean accuracy.
-                points.append([0.0, _accuracy(y, clean_pred)])
+                points.append([0.0, _accuracy(ctx.y, ctx.clean_pred)])
                 continue
-            seed_everything(seed)
-            spec = spec_at_eps(template, e)
-            x_adv = attack_dataset(
-                spec, model, x, y, runtime, batch_size, start(f"curve {key} eps={255 * e:g}/255", len(x))
-            )
-            pred, _ = predict(model, x_adv, runtime, batch_size)
-            points.append([e, _accuracy(y, pred)])
+            acc, _ = ctx.accuracy(spec_at_eps(template, e), f"curve {key} eps={255 * e:g}/255")
+            points.append([e, acc])
         tm = template.threat_model()
         template_text = str(
             AttackSpec(template.name, {k: v for k, v in template.params.items() if k != "eps"})
@@ -312,37 +453,43 @@ def _curves(curve_specs, eps_curve, model, x, y, clean_pred, runtime, batch_size
     return curves, seconds
 
 
-def _run_accuracy(spec, model, x, y, runtime, batch_size, seed, start, label) -> tuple[float, float]:
-    seed_everything(seed)
-    t0 = time.perf_counter()
-    x_adv = attack_dataset(spec, model, x, y, runtime, batch_size, start(label, len(x)))
-    pred, _ = predict(model, x_adv, runtime, batch_size)
-    return _accuracy(y, pred), time.perf_counter() - t0
+def _gradient_free_check(ctx: _Context, specs, adv_preds, strong_runs) -> dict | None:
+    """Samples only Square (inside `strong`) fooled, that every L-inf gradient attack left robust."""
+    for key, run in strong_runs.items():
+        if "square" not in run.components or run.fooled_by is None:
+            continue
+        sq = run.components.index("square")
+        eps = specs[key].params["eps"]
+        gradient_keys = [
+            k
+            for k, s in specs.items()
+            if k != key and not is_cw(s) and (threat_model_dict(s) or {}) == {"norm": "linf", "eps": eps}
+        ]
+        only_square = (run.fooled_by == sq) & (adv_preds[key] != ctx.y)
+        for k in gradient_keys:
+            only_square &= adv_preds[k] == ctx.y
+        return sanity.gradient_free_not_stronger(len(ctx.y), int(only_square.sum()), [key, *gradient_keys])
+    return None
 
 
 def _sanity(
+    ctx: _Context,
     specs,
     attack_results,
+    adv_preds,
+    strong_runs,
     curves,
-    model,
-    x,
-    y,
-    clean_pred,
-    runtime,
-    batch_size,
-    seed,
     large_eps,
     steps_factor,
     restarts,
     transfer,
-    start,
 ):
     """Run the extra attacks the checks need and return (checks, what was run with its numbers)."""
     checks: list[dict] = []
     runs: dict[str, dict] = {}
     by_name = {s.name: k for k, s in reversed(list(specs.items()))}  # first key per attack name
     acc = {k: r["accuracy"] for k, r in attack_results.items()}
-    clean_acc = _accuracy(y, clean_pred)
+    clean_acc = _accuracy(ctx.y, ctx.clean_pred)
     linf_keys = [k for k, s in specs.items() if (threat_model_dict(s) or {}).get("norm") == "linf"]
 
     for key, curve in curves.items():
@@ -358,7 +505,7 @@ def _sanity(
     # from noise starts, 0.0% from the clean image at eps=1.0, same model and steps).
     base["random_start"] = False
     big = spec_at_eps(replace(pgd_spec, params={**base, "norm": "linf"}), float(large_eps))
-    big_acc, big_s = _run_accuracy(big, model, x, y, runtime, batch_size, seed, start, f"sanity {big}")
+    big_acc, big_s = ctx.accuracy(big, f"sanity {big}")
     runs["large_eps"] = {"spec": str(big), "accuracy": big_acc, "seconds": big_s}
     checks.append(sanity.near_zero_at_large_eps(str(big), big_acc, list(specs)))
 
@@ -373,9 +520,7 @@ def _sanity(
     if pgd_key:
         steps = int(pgd_spec.params.get("steps", 10)) * steps_factor
         more = pgd_spec.replace(steps=steps, restarts=max(restarts, int(pgd_spec.params.get("restarts", 1))))
-        more_acc, more_s = _run_accuracy(
-            more, model, x, y, runtime, batch_size, seed + 1, start, f"sanity {more}"
-        )
+        more_acc, more_s = ctx.accuracy(more, f"sanity {more}", seed=ctx.seed + 1)
         runs["more_steps"] = {"spec": str(more), "accuracy": more_acc, "seconds": more_s}
         checks.extend(
             sanity.more_iterations_stable(str(pgd_spec), acc[pgd_key], str(more), more_acc, [pgd_key])
@@ -384,13 +529,22 @@ def _sanity(
     ref_key = by_name.get("strong") or pgd_key or (linf_keys[0] if linf_keys else None)
     ref_tm = threat_model_dict(specs[ref_key]) if ref_key else None
     if ref_key and ref_tm and ref_tm["norm"] == "linf":
-        gen = torch.Generator().manual_seed(seed)
-        noisy = sign_noise(x, ref_tm["eps"], gen)
-        noise_pred, _ = predict(model, noisy, runtime, batch_size)
-        noise_acc = _accuracy(y, noise_pred)
+        gen = torch.Generator().manual_seed(ctx.seed)
+        noisy = sign_noise(ctx.x, ref_tm["eps"], gen)
+        noise_pred, _ = predict(ctx.model, noisy, ctx.score_rt, ctx.batch_size)
+        noise_acc = _accuracy(ctx.y, noise_pred)
         runs["random_noise"] = {"eps": ref_tm["eps"], "accuracy": noise_acc}
         checks.append(
             sanity.noise_much_weaker(ref_key, clean_acc, acc[ref_key], noise_acc, ref_tm["eps"], [ref_key])
+        )
+
+    gradient_free = _gradient_free_check(ctx, specs, adv_preds, strong_runs)
+    if gradient_free is not None:
+        checks.append(gradient_free)
+    cw_key = by_name.get("cw")
+    if cw_key:
+        checks.append(
+            sanity.unbounded_cw_succeeds(attack_results[cw_key].get("cw_unbounded_success_rate"), [cw_key])
         )
 
     checks.extend(transfer_checks(specs, transfer or []))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from fortify.data import DataWarning, ImageDataset, load_split, make_split
+from fortify.data import DataWarning, ImageDataset, load_manifest, load_split, make_split
 from fortify.errors import CheckpointError, ConfigError, DataError
 from fortify.fileio import sha256_file
 from fortify.training.checkpoints import load_model
@@ -23,6 +23,7 @@ class TestSet:
     dataset: ImageDataset
     manifest: str | None  # path of the split manifest used, None for a fresh default split
     split_seed: int | None  # seed of a fresh default split
+    sentinel: dict | None = None  # the split's leakage sentinel (fortify.data.sentinel), when recorded
 
 
 def check_checkpoint_path(checkpoint: str | Path) -> Path:
@@ -144,7 +145,8 @@ def open_test_set(
     if manifest_path is not None:
         if not manifest_path.is_file():
             raise DataError(f"split manifest not found: {manifest_path}")
-        splits = load_split(manifest_path, data, image_size=size, progress=progress, cache_dir=cache_dir)
+        manifest = load_manifest(manifest_path)
+        splits = load_split(manifest, data, image_size=size, progress=progress, cache_dir=cache_dir)
     else:
         # No manifest anywhere: make_split is deterministic, so its default seed reproduces the
         # split that a training run without --split makes for itself.
@@ -160,7 +162,9 @@ def open_test_set(
     test = stratified_limit(test, limit)
     if len(test) == 0:
         raise DataError("the test split is empty")
-    return TestSet(test, str(manifest_path) if manifest_path is not None else None, split_seed)
+    return TestSet(
+        test, str(manifest_path) if manifest_path is not None else None, split_seed, manifest.sentinel or None
+    )
 
 
 RUN_MARKERS = ("results.json", "examples.safetensors", "attacks.json")

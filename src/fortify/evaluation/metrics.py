@@ -11,6 +11,13 @@ from collections.abc import Sequence
 
 import torch
 
+from fortify.evaluation.stats import interval_or_none
+
+# How every *_ci in a METRICS block was computed; evaluate.py records it at results["interval"] so a
+# reader (and the report) can say which interval a bracket is. One split: the interval covers the
+# sampling of test images only, not the variation from retraining or resplitting.
+INTERVAL = {"method": "wilson", "level": 0.95}
+
 
 def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Rows = true class, columns = predicted class (int64)."""
@@ -25,7 +32,10 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 def metrics_from_confusion(confusion: torch.Tensor, classes: Sequence[str]) -> dict:
-    """The METRICS block of results.json from a confusion matrix (rows true, cols predicted)."""
+    """The METRICS block of results.json from a confusion matrix (rows true, cols predicted).
+
+    `accuracy_ci`, and per class `sensitivity_ci` / `specificity_ci`, are Wilson intervals (INTERVAL)
+    as [lo, hi], or None where the rate itself is undefined."""
     cm = confusion.long()
     n = int(cm.sum())
     correct = int(cm.diag().sum())
@@ -37,16 +47,20 @@ def metrics_from_confusion(confusion: torch.Tensor, classes: Sequence[str]) -> d
         fp = int(cm[:, k].sum()) - tp
         tn = n - tp - fn - fp
         sensitivity = _ratio(tp, tp + fn)
+        level = INTERVAL["level"]
         per_class[name] = {
             "sensitivity": sensitivity,
             "specificity": _ratio(tn, tn + fp),
             "precision": _ratio(tp, tp + fp),
             "support": tp + fn,
+            "sensitivity_ci": interval_or_none(tp, tp + fn, level),
+            "specificity_ci": interval_or_none(tn, tn + fp, level),
         }
         if sensitivity is not None:
             sensitivities.append(sensitivity)
     return {
         "accuracy": _ratio(correct, n),
+        "accuracy_ci": interval_or_none(correct, n, INTERVAL["level"]),
         # Balanced accuracy = mean recall over the classes present in the evaluated set.
         "balanced_accuracy": sum(sensitivities) / len(sensitivities) if sensitivities else None,
         "n": n,

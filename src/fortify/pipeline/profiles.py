@@ -43,7 +43,10 @@ class EvalSettings:
     cw_steps: int = 100
     cw_binary_steps: int = 5
     cw_budget: float | None = None  # L2 budget for "accuracy under CW"; None -> evaluation's eps*sqrt(d)/2
-    strong_steps: int = 50
+    strong_steps: int | None = None  # None -> strong's own AutoAttack-standard budget (APGD 100 steps)
+    square_queries: int | None = None  # None -> strong's own (5000 queries); fewer = upper bounds
+    l2_steps: int | None = None  # APGD-L2 at the CW budget; None -> strong's steps
+    score_precision: str = "fp32"  # every reported prediction is scored in this precision
     eps_curve: list[float] = field(default_factory=lambda: [0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255])
     curve_attacks: list[str] = field(default_factory=lambda: ["pgd:steps=10", "strong"])
     batch_size: int = 64
@@ -62,6 +65,7 @@ class Profile:
     image_size: int = 128
     seed: int = 0
     fractions: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    grouping: str = "scan"  # what a split keeps on one side: "scan" or "near-duplicate" (leaks slices)
     eps: float = 2 / 255  # headline L-inf budget (training and evaluation)
     limit_per_class: int | None = None
     pretrained: bool = False

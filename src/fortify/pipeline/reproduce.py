@@ -1,6 +1,8 @@
 """`reproduce`: the whole study in one resumable run directory.
 
-audit → split → normal → normal/eval → adversarial → adversarial/eval → transfer → report.
+audit → split → normal → normal/eval → adversarial → adversarial/eval → transfer → compare → report.
+With `folds=K` the split becomes K scan-grouped folds, the study runs once per fold in RUN_DIR/fold-<i>/,
+and a last stage writes RUN_DIR/cv/summary.json and the cross-validation report.
 Each stage writes its outputs (atomically), then a record holding its fingerprint. On `--resume`, a stage
 whose record matches and whose outputs exist is skipped; an interrupted training stage continues from its
 `last.*` checkpoint. Everything the user can get wrong is checked before the first file is written.
@@ -17,7 +19,7 @@ from typing import Any
 
 from fortify import __version__
 from fortify.errors import ConfigError
-from fortify.fileio import sha256_file, write_json, write_yaml
+from fortify.fileio import read_json, sha256_file, write_json, write_yaml
 from fortify.pipeline.fingerprint import data_identity, fingerprint, is_up_to_date, write_record
 from fortify.pipeline.profiles import DEFENSES, Profile, load_profile
 from fortify.pipeline.rundir import check_data, prepare_out, run_config
@@ -80,6 +82,8 @@ def attack_specs(profile: Profile) -> list[str]:
         cw_binary_steps=ev.cw_binary_steps,
         cw_budget=ev.cw_budget,
         strong_steps=ev.strong_steps,
+        square_queries=ev.square_queries,
+        l2_steps=ev.l2_steps,
     )
 
 
@@ -105,6 +109,336 @@ def _print_stage(console, index: int, total: int, stage: Stage, status: str) -> 
     console.print(f"[bold][{index}/{total}][/bold] {stage.title}: {status}")
 
 
+@dataclass
+class _Run:
+    """Everything the stage builders share: the resolved settings of one `reproduce` call."""
+
+    prof: Profile
+    data: str
+    defense: str
+    device: str
+    precision: str
+    runtime: Runtime
+    out: Path
+    progress: bool
+    specs: list[str]
+    transfer_attack: str
+    data_id: dict[str, str]
+
+    def data_inputs(self) -> dict[str, str]:
+        if "data" not in self.data_id:
+            self.data_id["data"] = data_identity(self.data)
+        return dict(self.data_id)
+
+    def eval_kwargs(self) -> dict[str, Any]:
+        ev = self.prof.evaluate
+        return {
+            "attacks": self.specs,
+            "eps": self.prof.eps,
+            "eps_curve": list(ev.eps_curve),
+            "curve_attacks": list(ev.curve_attacks),
+            "batch_size": ev.batch_size,
+            "limit": ev.limit,
+            "examples_per_class": ev.examples_per_class,
+            "seed": self.prof.seed,
+            "sanity_steps_factor": ev.sanity_steps_factor,
+            "sanity_restarts": ev.sanity_restarts,
+            "score_precision": ev.score_precision,
+        }
+
+    def transfer_kwargs(self) -> dict[str, Any]:
+        ev = self.prof.evaluate
+        return {
+            "attack": self.transfer_attack,
+            "batch_size": ev.batch_size,
+            "limit": ev.limit,
+            "seed": self.prof.seed,
+        }
+
+
+def _split_kwargs(prof: Profile) -> dict[str, Any]:
+    return {"seed": prof.seed, "image_size": prof.image_size, "grouping": prof.grouping}
+
+
+def _data_stages(run: _Run, folds: int | None) -> list[Stage]:
+    """audit, then the split (one manifest) or the folds (one manifest per fold directory)."""
+    out, prof = run.out, run.prof
+
+    def run_audit() -> None:
+        from fortify.data import audit_dataset
+
+        write_json(
+            out / "audit.json", audit_dataset(run.data, image_size=prof.image_size, progress=run.progress)
+        )
+
+    def run_split() -> None:
+        from fortify.data import make_split, save_manifest
+
+        m = make_split(
+            run.data, fractions=tuple(prof.fractions), progress=run.progress, **_split_kwargs(prof)
+        )
+        save_manifest(m, out / "split.json")
+
+    def run_folds() -> None:
+        from fortify.data import make_folds, save_manifest
+
+        manifests = make_folds(
+            run.data, folds, val_fraction=_val_fraction(prof), progress=run.progress, **_split_kwargs(prof)
+        )
+        for i, m in enumerate(manifests):
+            save_manifest(m, out / f"fold-{i}" / "split.json")
+
+    stages = [
+        Stage(
+            "audit",
+            "audit the data",
+            out / "audit.stage.json",
+            [out / "audit.json"],
+            {"data": run.data, "image_size": prof.image_size},
+            run.data_inputs,
+            run_audit,
+        ),
+    ]
+    split_cfg = {"data": run.data, "fractions": prof.fractions, **_split_kwargs(prof)}
+    if folds is None:
+        stages.append(
+            Stage(
+                "split",
+                "split train/val/test",
+                out / "split.stage.json",
+                [out / "split.json"],
+                split_cfg,
+                run.data_inputs,
+                run_split,
+            )
+        )
+    else:
+        stages.append(
+            Stage(
+                "folds",
+                f"split into {folds} scan-grouped folds",
+                out / "folds.stage.json",
+                [out / f"fold-{i}" / "split.json" for i in range(folds)],
+                {**split_cfg, "folds": folds, "val_fraction": _val_fraction(prof)},
+                run.data_inputs,
+                run_folds,
+            )
+        )
+    return stages
+
+
+def _val_fraction(prof: Profile) -> float:
+    """A fold's validation share of its non-test images: the profile's val / (train + val)."""
+    train, val, _ = prof.fractions
+    return round(val / (train + val), 6)
+
+
+def _study_stages(run: _Run, root: Path, prefix: str = "") -> list[Stage]:
+    """The study on the split at root/split.json: train, evaluate, transfer, compare, report."""
+    prof, out = run.prof, run.out
+    train_cfgs = {
+        "normal": _train_config(prof, "normal", "standard", run.data, root, run.device, run.precision),
+        "adversarial": _train_config(
+            prof, "adversarial", run.defense, run.data, root, run.device, run.precision
+        ),
+    }
+    split = root / "split.json"
+    eval_kwargs, transfer_kwargs = run.eval_kwargs(), run.transfer_kwargs()
+
+    def run_train(name: str) -> Callable[[], None]:
+        def go() -> None:
+            from fortify.training import train
+
+            train(train_cfgs[name], resume=True, progress=run.progress)  # resume=True continues from last.*
+
+        return go
+
+    def run_eval(name: str) -> Callable[[], None]:
+        def go() -> None:
+            from fortify.evaluation import evaluate_checkpoint
+
+            evaluate_checkpoint(
+                root / name / "best.safetensors",
+                data=run.data,
+                split=split,
+                out_dir=root / name / "eval",
+                runtime=run.runtime,
+                progress=run.progress,
+                **eval_kwargs,
+            )
+
+        return go
+
+    def run_transfer() -> None:
+        from fortify.evaluation import evaluate_transfer
+
+        pairs = [
+            evaluate_transfer(
+                root / src / "best.safetensors",
+                root / dst / "best.safetensors",
+                data=run.data,
+                split=split,
+                runtime=run.runtime,
+                progress=run.progress,
+                source_name=src,
+                target_name=dst,
+                **transfer_kwargs,
+            )
+            for src, dst in (("normal", "adversarial"), ("adversarial", "normal"))
+        ]
+        write_json(root / "transfer.json", {"pairs": pairs, "config": transfer_kwargs})
+
+    def run_compare() -> None:
+        from fortify.evaluation.compare import compare_results
+
+        a, b = (read_json(root / n / "eval" / "results.json") for n in ("normal", "adversarial"))
+        write_json(root / "comparison.json", compare_results(a, b, "normal", "adversarial"))
+
+    def run_report() -> None:
+        from fortify.report import build_report
+
+        build_report(root)
+
+    def results_of(*names: str) -> dict[str, str]:
+        return {f"{n}/eval/results.json": _sha(root / n / "eval" / "results.json") for n in names}
+
+    def report_inputs() -> dict[str, str]:
+        files = [
+            out / "config.yaml",
+            out / "audit.json",
+            split,
+            root / "transfer.json",
+            root / "comparison.json",
+            configs_dir() / "study_table1.yaml",
+        ]
+        for name in ("normal", "adversarial"):
+            files += [
+                root / name / "metrics.jsonl",
+                root / name / "config.yaml",
+                root / name / "eval" / "results.json",
+                root / name / "eval" / "examples.safetensors",
+            ]
+        return {str(f.relative_to(out) if f.is_relative_to(out) else f.name): _sha(f) for f in files}
+
+    def ckpt(name: str) -> dict[str, str]:
+        return {f"{name}/best.safetensors": _sha(root / name / "best.safetensors"), "split": _sha(split)}
+
+    def train_fp_config(name: str) -> dict[str, Any]:
+        d = train_cfgs[name].to_dict()
+        return {k: v for k, v in d.items() if k not in ("out", "device", "data", "cache_dir")}
+
+    stages: list[Stage] = []
+    for name, title in (
+        ("normal", "normal training"),
+        ("adversarial", f"adversarial training ({run.defense})"),
+    ):
+        stages.append(
+            Stage(
+                prefix + name,
+                title,
+                root / name / "stage.json",
+                [root / name / "best.safetensors", root / name / "best.json"],
+                train_fp_config(name),
+                lambda n=name: {
+                    "split": _sha(split),
+                    **run.data_inputs(),
+                    # fine-tuning from the normal model: a new normal model makes this stage stale
+                    **({"init": _sha(Path(train_cfgs[n].init))} if train_cfgs[n].init else {}),
+                },
+                run_train(name),
+                clean=lambda n=name: _rmtree(root / n),
+            )
+        )
+        stages.append(
+            Stage(
+                f"{prefix}{name}/eval",
+                f"evaluate the {name} model",
+                root / name / "eval" / "stage.json",
+                [root / name / "eval" / "results.json"],
+                eval_kwargs,
+                lambda n=name: ckpt(n),
+                run_eval(name),
+                clean=lambda n=name: _rmtree(root / n / "eval"),
+            )
+        )
+    stages += [
+        Stage(
+            prefix + "transfer",
+            "transfer between the two models",
+            root / "transfer.stage.json",
+            [root / "transfer.json"],
+            transfer_kwargs,
+            lambda: {**ckpt("normal"), **ckpt("adversarial")},
+            run_transfer,
+        ),
+        Stage(
+            prefix + "compare",
+            "paired comparison (McNemar)",
+            root / "comparison.stage.json",
+            [root / "comparison.json"],
+            {"method": "exact McNemar, Newcombe paired interval"},
+            lambda: results_of("normal", "adversarial"),
+            run_compare,
+        ),
+        Stage(
+            prefix + "report",
+            "build the report",
+            root / "report" / "stage.json",
+            [root / "report" / "report.md", root / "report" / "report.html"],
+            {"fortify_version": __version__},
+            report_inputs,
+            run_report,
+        ),
+    ]
+    return stages
+
+
+def _cv_stage(run: _Run, folds: int) -> Stage:
+    out = run.out
+    fold_dirs = [out / f"fold-{i}" for i in range(folds)]
+
+    def inputs() -> dict[str, str]:
+        files = [
+            d / n
+            for d in fold_dirs
+            for n in (
+                "split.json",
+                "comparison.json",
+                "normal/eval/results.json",
+                "adversarial/eval/results.json",
+            )
+        ]
+        return {str(f.relative_to(out)): _sha(f) for f in files}
+
+    def go() -> None:
+        from fortify.data import load_manifest
+        from fortify.evaluation.cv import summarize_folds
+        from fortify.report import build_cv_report
+
+        per_fold = [
+            {
+                "fold": i,
+                "normal": read_json(d / "normal" / "eval" / "results.json"),
+                "adversarial": read_json(d / "adversarial" / "eval" / "results.json"),
+                "sentinel": load_manifest(d / "split.json").sentinel or None,
+                "comparison": read_json(d / "comparison.json"),
+            }
+            for i, d in enumerate(fold_dirs)
+        ]
+        write_json(out / "cv" / "summary.json", summarize_folds(per_fold))
+        build_cv_report(out / "cv")
+
+    return Stage(
+        "cv",
+        f"summarise {folds} folds",
+        out / "cv" / "stage.json",
+        [out / "cv" / "summary.json", out / "cv" / "report.md", out / "cv" / "report.html"],
+        {"folds": folds, "fortify_version": __version__},
+        inputs,
+        go,
+    )
+
+
 def reproduce(
     data: str | Path,
     out: str | Path,
@@ -117,29 +451,37 @@ def reproduce(
     overrides: dict[str, Any] | None = None,
     device: str = "auto",
     precision: str = "auto",
+    folds: int | None = None,
     on_stage: Callable[[str, str], None] | None = None,
 ) -> Path:
     """Run (or resume) the whole study into `out`; return the run directory.
 
+    `folds=K` runs scan-grouped K-fold cross-validation instead of one train/val/test split.
     `on_stage(name, status)` is called with status "running", "done" or "skipped (up to date)" per stage
     (the CLI shows the same through the progress display)."""
     # ---- validate everything before writing anything
     if defense not in DEFENSES:
         raise ConfigError(f"unknown defense {defense!r}; choose one of {', '.join(DEFENSES)}")
+    if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
+        raise ConfigError(f"--folds must be a whole number >= 2, got {folds!r}")
     prof = load_profile(profile, overrides)
     data = check_data(data)
     runtime = Runtime.resolve(device, precision)
     out = Path(out).expanduser().resolve()
     cfg = run_config(prof, data, defense, device, precision, runtime, overrides)
-    train_cfgs = {
-        "normal": _train_config(prof, "normal", "standard", data, out, device, precision),
-        "adversarial": _train_config(prof, "adversarial", defense, data, out, device, precision),
-    }
+    cfg["folds"] = folds
     specs = attack_specs(prof)
     ev = prof.evaluate
     pgd_spec = next((s for s in specs if s.startswith("pgd")), f"pgd:eps={prof.eps!r},steps={ev.pgd_steps}")
     transfer_attack = ev.transfer_attack or pgd_spec
     _check_specs(specs, ev.curve_attacks, transfer_attack)
+    run = _Run(prof, data, defense, device, precision, runtime, out, progress, specs, transfer_attack, {})
+    roots = [out] if folds is None else [out / f"fold-{i}" for i in range(folds)]
+    stages = _data_stages(run, folds)
+    for i, root in enumerate(roots):  # building the stages validates every training config
+        stages += _study_stages(run, root, "" if folds is None else f"fold-{i}/")
+    if folds is not None:
+        stages.append(_cv_stage(run, folds))
     # the resolved attack specs, so config.yaml alone says exactly what was run
     cfg["resolved"] = {"attacks": specs, "transfer_attack": transfer_attack}
     prepare_out(out, cfg, resume=resume, force=force)
@@ -150,198 +492,6 @@ def reproduce(
     from rich.console import Console
 
     console = Console(stderr=True, quiet=not progress)
-    data_id: dict[str, str] = {}
-
-    def data_inputs() -> dict[str, str]:
-        if "data" not in data_id:
-            data_id["data"] = data_identity(data)
-        return dict(data_id)
-
-    # ---- stages
-    def run_audit() -> None:
-        from fortify.data import audit_dataset
-
-        write_json(out / "audit.json", audit_dataset(data, image_size=prof.image_size, progress=progress))
-
-    def run_split() -> None:
-        from fortify.data import make_split, save_manifest
-
-        m = make_split(
-            data,
-            seed=prof.seed,
-            fractions=tuple(prof.fractions),
-            image_size=prof.image_size,
-            progress=progress,
-        )
-        save_manifest(m, out / "split.json")
-
-    def run_train(name: str) -> Callable[[], None]:
-        def run() -> None:
-            from fortify.training import train
-
-            train(train_cfgs[name], resume=True, progress=progress)  # resume=True continues from last.*
-
-        return run
-
-    eval_kwargs = {
-        "attacks": specs,
-        "eps": prof.eps,
-        "eps_curve": list(ev.eps_curve),
-        "curve_attacks": list(ev.curve_attacks),
-        "batch_size": ev.batch_size,
-        "limit": ev.limit,
-        "examples_per_class": ev.examples_per_class,
-        "seed": prof.seed,
-        "sanity_steps_factor": ev.sanity_steps_factor,
-        "sanity_restarts": ev.sanity_restarts,
-    }
-
-    def run_eval(name: str) -> Callable[[], None]:
-        def run() -> None:
-            from fortify.evaluation import evaluate_checkpoint
-
-            evaluate_checkpoint(
-                out / name / "best.safetensors",
-                data=data,
-                split=out / "split.json",
-                out_dir=out / name / "eval",
-                runtime=runtime,
-                progress=progress,
-                **eval_kwargs,
-            )
-
-        return run
-
-    transfer_kwargs = {
-        "attack": transfer_attack,
-        "batch_size": ev.batch_size,
-        "limit": ev.limit,
-        "seed": prof.seed,
-    }
-
-    def run_transfer() -> None:
-        from fortify.evaluation import evaluate_transfer
-
-        pairs = []
-        for src, dst in (("normal", "adversarial"), ("adversarial", "normal")):
-            pairs.append(
-                evaluate_transfer(
-                    out / src / "best.safetensors",
-                    out / dst / "best.safetensors",
-                    data=data,
-                    split=out / "split.json",
-                    runtime=runtime,
-                    progress=progress,
-                    source_name=src,
-                    target_name=dst,
-                    **transfer_kwargs,
-                )
-            )
-        write_json(out / "transfer.json", {"pairs": pairs, "config": transfer_kwargs})
-
-    def run_report() -> None:
-        from fortify.report import build_report
-
-        build_report(out)
-
-    def report_inputs() -> dict[str, str]:
-        files = [
-            out / "config.yaml",
-            out / "audit.json",
-            out / "split.json",
-            out / "transfer.json",
-            configs_dir() / "study_table1.yaml",
-        ]
-        for name in ("normal", "adversarial"):
-            files += [
-                out / name / "metrics.jsonl",
-                out / name / "config.yaml",
-                out / name / "eval" / "results.json",
-                out / name / "eval" / "examples.safetensors",
-            ]
-        return {str(f.relative_to(out) if f.is_relative_to(out) else f.name): _sha(f) for f in files}
-
-    def ckpt(name: str) -> dict[str, str]:
-        return {
-            f"{name}/best.safetensors": _sha(out / name / "best.safetensors"),
-            "split": _sha(out / "split.json"),
-        }
-
-    def train_fp_config(name: str) -> dict[str, Any]:
-        d = train_cfgs[name].to_dict()
-        return {k: v for k, v in d.items() if k not in ("out", "device", "data", "cache_dir")}
-
-    stages = [
-        Stage(
-            "audit",
-            "audit the data",
-            out / "audit.stage.json",
-            [out / "audit.json"],
-            {"data": data, "image_size": prof.image_size},
-            data_inputs,
-            run_audit,
-        ),
-        Stage(
-            "split",
-            "split train/val/test",
-            out / "split.stage.json",
-            [out / "split.json"],
-            {"data": data, "seed": prof.seed, "fractions": prof.fractions, "image_size": prof.image_size},
-            data_inputs,
-            run_split,
-        ),
-    ]
-    for name, title in (("normal", "normal training"), ("adversarial", f"adversarial training ({defense})")):
-        stages.append(
-            Stage(
-                name,
-                title,
-                out / name / "stage.json",
-                [out / name / "best.safetensors", out / name / "best.json"],
-                train_fp_config(name),
-                lambda n=name: {
-                    "split": _sha(out / "split.json"),
-                    **data_inputs(),
-                    # fine-tuning from the normal model: a new normal model makes this stage stale
-                    **({"init": _sha(Path(train_cfgs[n].init))} if train_cfgs[n].init else {}),
-                },
-                run_train(name),
-                clean=lambda n=name: _rmtree(out / n),
-            )
-        )
-        stages.append(
-            Stage(
-                f"{name}/eval",
-                f"evaluate the {name} model",
-                out / name / "eval" / "stage.json",
-                [out / name / "eval" / "results.json"],
-                eval_kwargs,
-                lambda n=name: ckpt(n),
-                run_eval(name),
-                clean=lambda n=name: _rmtree(out / n / "eval"),
-            )
-        )
-    stages += [
-        Stage(
-            "transfer",
-            "transfer between the two models",
-            out / "transfer.stage.json",
-            [out / "transfer.json"],
-            transfer_kwargs,
-            lambda: {**ckpt("normal"), **ckpt("adversarial")},
-            run_transfer,
-        ),
-        Stage(
-            "report",
-            "build the report",
-            out / "report" / "stage.json",
-            [out / "report" / "report.md", out / "report" / "report.html"],
-            {"fortify_version": __version__},
-            report_inputs,
-            run_report,
-        ),
-    ]
-
     for i, stage in enumerate(stages, 1):
         inputs = stage.inputs()
         fp = fingerprint(stage.name, stage.config, inputs)

@@ -1,7 +1,16 @@
 """fortify.report: Markdown + self-contained HTML report built from a run directory's files."""
 
 from fortify.report.build import build_report, table1_summary
+from fortify.report.cvreport import build_cv_report
 from fortify.report.rundir import RunData, load_run
 from fortify.report.study import configs_dir, load_study_table
 
-__all__ = ["build_report", "table1_summary", "load_run", "RunData", "configs_dir", "load_study_table"]
+__all__ = [
+    "build_report",
+    "build_cv_report",
+    "table1_summary",
+    "load_run",
+    "RunData",
+    "configs_dir",
+    "load_study_table",
+]

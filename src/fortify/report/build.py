@@ -4,6 +4,7 @@ fills a cell the run did not produce."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from datetime import datetime, timezone
@@ -11,9 +12,11 @@ from pathlib import Path
 
 from fortify.fileio import atomic_write_text
 from fortify.report import figures
+from fortify.report.caveats import add_alarms
 from fortify.report.doc import Document, Figure, Heading, Para, Table, render_html, render_markdown
 from fortify.report.fmt import STAGE_LABELS
 from fortify.report.headline import section_sanity, section_table1
+from fortify.report.paired import section_comparison
 from fortify.report.rundir import RunData, load_run
 from fortify.report.sections import (
     metric_panels,
@@ -97,6 +100,7 @@ def build_document(run: RunData, fig_dir: Path) -> Document:
     doc = Document(f"fortify report: {name}")
     if run.synthetic:
         doc.add(Para("SYNTHETIC DATA (phantom) — not real CT scans", "banner"))
+    add_alarms(doc, run)  # leakage suspected: said before any number, and again beside Table 1
     cfg = run.config or {}
     doc.add(
         Para(
@@ -124,6 +128,7 @@ def build_document(run: RunData, fig_dir: Path) -> Document:
         doc.add(Para(f"study table unavailable ({e}); study rows show '—'", "warn"))
         study = None
     section_table1(doc, run, study)
+    section_comparison(doc, run)
     section_sanity(doc, run)
     section_threat_model(doc, run)
     section_provenance(doc, run)
@@ -162,8 +167,12 @@ def build_report(run_dir: str | Path) -> dict[str, Path]:
     return out
 
 
-def table1_summary(run_dir: str | Path) -> Table:
-    """Table 1 alone (for the CLI's closing summary)."""
+_INTERVAL = re.compile(r" \[-?[0-9.]+, -?[0-9.]+\]")
+
+
+def table1_summary(run_dir: str | Path, *, intervals: bool = True) -> Table:
+    """Table 1 alone (for the CLI's closing summary). intervals=False drops the '[lo, hi]' brackets
+    (for a narrow terminal) and keeps every mark: ≤ (upper bound), ⚠ FAIL[i], ⚠ LEAKAGE."""
     run = load_run(run_dir)
     doc = Document("")
     try:
@@ -171,4 +180,7 @@ def table1_summary(run_dir: str | Path) -> Table:
     except Exception:
         study = None
     section_table1(doc, run, study)
-    return next(b for b in doc.blocks if isinstance(b, Table))
+    table = next(b for b in doc.blocks if isinstance(b, Table))
+    if not intervals:
+        table.rows = [[_INTERVAL.sub("", c) for c in row] for row in table.rows]
+    return table

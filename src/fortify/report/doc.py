@@ -20,7 +20,7 @@ class Heading:
 @dataclass
 class Para:
     text: str
-    kind: str = ""  # "" | "warn" | "banner" | "source" | "note"
+    kind: str = ""  # "" | "warn" | "alarm" (a result may be invalid) | "banner" | "source" | "note"
 
 
 @dataclass
@@ -62,6 +62,8 @@ def render_markdown(doc: Document, figures_dir: Path, link_prefix: str = "figure
                 out += [f"> **{block.text}**", ""]
             elif block.kind == "warn":
                 out += [f"> ⚠ {block.text}", ""]
+            elif block.kind == "alarm":
+                out += [f"> **⚠ WARNING: {block.text}**", ""]
             elif block.kind == "source":
                 out += [f"*Source: {block.text}*", ""]
             else:
@@ -94,6 +96,7 @@ td.num{text-align:right;white-space:nowrap}
 caption{caption-side:top;text-align:left;font-weight:600;padding:4px 0}
 .source{color:#555;font-size:12.5px;font-style:italic}
 .warn{background:#fff4e0;border-left:5px solid #e08a00;padding:6px 10px}
+.alarm{background:#fde7e9;border:3px solid #c62828;color:#8e0000;font-weight:700;padding:10px 12px}
 .banner{background:#c62828;color:#fff;font-size:28px;font-weight:800;text-align:center;padding:14px;
 letter-spacing:2px}
 .fail{color:#b00020;font-weight:700}.pass{color:#1b7f3b;font-weight:700}
@@ -101,13 +104,14 @@ figure{margin:14px 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{
 """
 
 
-_NUMERIC = re.compile(r"^(—|-?[0-9][0-9.e+-]*)( .*)?$")
+# A number, optionally marked as an upper bound (≤) or signed (+), then anything (an interval, a mark).
+_NUMERIC = re.compile(r"^(—|[≤<+]?-?[0-9][0-9.e+-]*)( .*)?$")
 
 
 def _html_cell(text: str) -> str:
     esc = html.escape(str(text))
     classes = []
-    if "FAIL" in esc:
+    if "FAIL" in esc or "LEAKAGE" in esc:
         classes.append("fail")
     elif esc == "PASS":
         classes.append("pass")
@@ -134,6 +138,8 @@ def render_html(doc: Document) -> str:
             text = html.escape(block.text)
             if block.kind == "warn":
                 text = "⚠ " + text
+            if block.kind == "alarm":
+                text = "⚠ WARNING: " + text
             if block.kind == "source":
                 text = "Source: " + text
             out.append(f"<p{cls}>{text}</p>")

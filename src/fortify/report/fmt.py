@@ -17,11 +17,48 @@ TABLE1_COLUMNS = [
     ("combined", "Combined"),
     ("worst_case", "Worst-case"),
     ("strong", "Strong"),
+    ("apgd", "L2 (APGD)"),
 ]
 
 
 def pct(x: Any) -> str:
     return f"{100 * float(x):.2f}" if isinstance(x, (int, float)) and not isinstance(x, bool) else DASH
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def fmt_ci(ci: Any, digits: int = 1) -> str:
+    """' [lo, hi]' in percent for a [lo, hi] fraction pair; '' when absent (older results.json)."""
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_is_num(v) for v in ci):
+        return f" [{100 * ci[0]:.{digits}f}, {100 * ci[1]:.{digits}f}]"
+    return ""
+
+
+def pct_ci(m: dict[str, Any] | None, key: str = "accuracy", bound: bool = False) -> str:
+    """'84.20 [77.6, 89.2]': m[key] in percent with m[key + '_ci'] when recorded; '≤' marks an upper
+    bound (attack budget cut below full strength)."""
+    if not m or not _is_num(m.get(key)):
+        return DASH
+    return ("≤" if bound else "") + pct(m[key]) + fmt_ci(m.get(f"{key}_ci"))
+
+
+def fmt_p(p: Any) -> str:
+    """A p-value: three decimals, scientific below 0.001 (an exact test can give tiny values)."""
+    if not _is_num(p):
+        return DASH
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def fmt_diff(d: Any, ci: Any) -> str:
+    """A difference of accuracies in percentage points with its interval: '+12.3 [+4.1, +20.0]'."""
+    if not _is_num(d):
+        return DASH
+    text = f"{100 * d:+.1f}"
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_is_num(v) for v in ci):
+        text += f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+    return text
 
 
 def num(x: Any, digits: int = 4) -> str:

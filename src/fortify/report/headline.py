@@ -4,8 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from fortify.report.caveats import (
+    UPPER_BOUND_MARK,
+    add_alarms,
+    add_budget_notes,
+    budget_cut,
+    interval_note,
+    sentinel_cell,
+    sentinel_note,
+)
 from fortify.report.doc import Document, Heading, Para, Table
-from fortify.report.fmt import DASH, STAGE_LABELS, TABLE1_COLUMNS, fmt_threat, metrics_for, pct, source_of
+from fortify.report.fmt import (
+    DASH,
+    STAGE_LABELS,
+    TABLE1_COLUMNS,
+    fmt_threat,
+    metrics_for,
+    pct,
+    pct_ci,
+    source_of,
+)
 from fortify.report.rundir import RunData
 from fortify.report.study import STUDY_COLUMNS
 
@@ -22,18 +40,26 @@ def _failed_checks(results: dict[str, Any], run: RunData | None = None, stage: s
 # ---------------------------------------------------------------- sections
 
 
+SENTINEL_HEADER = "1-NN sentinel"
+
+
+def _columns() -> list[tuple[str, str]]:
+    """Table 1's columns: the leakage sentinel right beside Clean, where it can be compared."""
+    return [TABLE1_COLUMNS[0], ("sentinel", SENTINEL_HEADER), *TABLE1_COLUMNS[1:]]
+
+
 def section_table1(doc: Document, run: RunData, study: dict[str, Any] | None) -> None:
     doc.add(Heading("Table 1: test accuracy (%), fortify beside the study"))
+    columns = _columns()
     footnotes: list[str] = []
     rows: list[list[str]] = []
     for name, label in STAGE_LABELS.items():
         stage = run.stages.get(name)
         results = stage.results if stage else None
         if results is None:
-            rows.append(
-                [label, "fortify", *([f"{DASH} (stage not run)"] + [DASH] * (len(TABLE1_COLUMNS) - 1))]
-            )
+            rows.append([label, "fortify", *([f"{DASH} (stage not run)"] + [DASH] * (len(columns) - 1))])
         else:
+            bound = budget_cut(results) is not None
             marks: dict[str, list[int]] = {}
             for check in _failed_checks(results, run, name):
                 footnotes.append(
@@ -42,9 +68,13 @@ def section_table1(doc: Document, run: RunData, study: dict[str, Any] | None) ->
                 for col in check.get("undermines") or []:
                     marks.setdefault(col, []).append(len(footnotes))
             cells = []
-            for col, _ in TABLE1_COLUMNS:
+            for col, _ in columns:
+                if col == "sentinel":
+                    cells.append(sentinel_cell(results))
+                    continue
                 m = metrics_for(results, col)
-                cell = pct(m.get("accuracy")) if m else DASH
+                # Clean accuracy is measured, not attacked: it is never an upper bound.
+                cell = pct_ci(m, bound=bound and col != "clean")
                 if col in marks and m:
                     cell += " ⚠ FAIL" + "".join(f"[{i}]" for i in marks[col])
                 cells.append(cell)
@@ -54,21 +84,29 @@ def section_table1(doc: Document, run: RunData, study: dict[str, Any] | None) ->
             [
                 label,
                 "study",
-                *[
-                    pct(srow[c] / 100) if c in STUDY_COLUMNS and c in srow else DASH
-                    for c, _ in TABLE1_COLUMNS
-                ],
+                *[pct(srow[c] / 100) if c in STUDY_COLUMNS and c in srow else DASH for c, _ in columns],
             ]
         )
+    any_cut = any(budget_cut(s.results) for s in run.stages.values())
     doc.add(
         Table(
-            ["Training", "Numbers", *[h for _, h in TABLE1_COLUMNS]],
+            ["Training", "Numbers", *[h for _, h in columns]],
             rows,
-            caption="Accuracy on the test split; Combined = pooled FGSM+PGD+CW adversarial test sets (the "
-            "study's definition); Worst-case = robust only if no attack fools the scan; Strong = fortify's "
-            "per-sample worst case over APGD-CE, APGD-DLR (+targeted) and PGD with restarts.",
+            caption="Accuracy on the test split [95% interval]; 1-NN sentinel = a nearest-neighbour "
+            "classifier on raw pixels (leakage check, beside Clean); Combined = pooled FGSM+PGD+CW "
+            "adversarial test sets (the study's definition); Worst-case = robust only if no attack fools "
+            "the scan; Strong = fortify's per-sample worst case over APGD-CE, APGD-DLR (+targeted), PGD-CW "
+            "with restarts and the gradient-free Square attack (the headline, L-inf); L2 (APGD) = APGD-L2 "
+            "in the L2 ball of CW's budget (the CW column counts CW's minimal L2 against the same budget)."
+            + (f" {UPPER_BOUND_MARK} = upper bound (attacks below full strength)." if any_cut else ""),
         )
     )
+    add_alarms(doc, run)
+    doc.add(Para(interval_note(run), "note"))
+    note = sentinel_note(run)
+    if note:
+        doc.add(Para(note, "note"))
+    add_budget_notes(doc, run)
     srcs = [source_of(run, s) for s in run.stages.values() if s.results]
     src = "fortify rows: " + ("; ".join(srcs) if srcs else "none")
     if study:

@@ -4,6 +4,7 @@ stages wrote, and says which file each number came from. Missing stages are tole
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class RunData:
     stages: dict[str, StageData]
     transfer: dict[str, Any] | None
     missing: list[str]  # human-readable list of what was not found
+    comparison: dict[str, Any] | None = None  # comparison.json: paired normal vs adversarial test
 
     def rel(self, path: Path | None) -> str:
         """Path relative to the run dir, for 'source:' lines."""
@@ -81,13 +83,18 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+FOLD_DIR = re.compile(r"fold-\d+")
+
+
 def load_run(run_dir: str | Path) -> RunData:
     root = Path(run_dir).resolve()
     if not root.is_dir():
         raise ConfigError(f"run directory not found: {run_dir}")
     missing: list[str] = []
-    config = _read_optional(root / "config.yaml", read_yaml, missing, "run config")
-    audit = _read_optional(root / "audit.json", read_json, missing, "data audit")
+    # A cross-validation fold (RUN_DIR/fold-<i>/) shares the run's config.yaml and audit.json.
+    shared = root.parent if FOLD_DIR.fullmatch(root.name) and not (root / "config.yaml").exists() else root
+    config = _read_optional(shared / "config.yaml", read_yaml, missing, "run config")
+    audit = _read_optional(shared / "audit.json", read_json, missing, "data audit")
     split = _read_optional(root / "split.json", read_json, missing, "split manifest")
     stages: dict[str, StageData] = {}
     for name in STAGES:
@@ -115,6 +122,7 @@ def load_run(run_dir: str | Path) -> RunData:
                 missing.append(f"{name} example scans ({ex_name} not found)")
         stages[name] = stage
     transfer = _read_optional(root / "transfer.json", read_json, missing, "transfer evaluation")
+    comparison = _read_optional(root / "comparison.json", read_json, missing, "paired comparison")
     if config is None and audit is None and split is None and not stages and transfer is None:
         raise ConfigError(f"{run_dir} holds no fortify run (no config.yaml, results or metrics)")
-    return RunData(root, config, audit, split, stages, transfer, missing)
+    return RunData(root, config, audit, split, stages, transfer, missing, comparison)

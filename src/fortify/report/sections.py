@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from fortify.report.caveats import UPPER_BOUND_MARK, budget_cut
 from fortify.report.doc import Document, Heading, Para, Table
-from fortify.report.fmt import DASH, STAGE_LABELS, fmt_eps, fmt_threat, num, pct
+from fortify.report.fmt import DASH, STAGE_LABELS, fmt_ci, fmt_eps, fmt_threat, num, pct, pct_ci
 from fortify.report.rundir import RunData
 
 
@@ -169,19 +170,31 @@ def section_audit(doc: Document, audit: dict[str, Any]) -> None:
         doc.add(Para(f"audit warning: {w if isinstance(w, str) else w.get('message', w)}", "warn"))
 
 
+# Optional per-attack fields (newer results.json): (key, column header); shown when any attack has one.
+EXTRA_ATTACK_FIELDS = (
+    ("gradient_evaluations", "Gradient evaluations"),
+    ("verdict_mismatches", "Verdict mismatches"),
+    ("reattacked_fp32", "Re-attacked in fp32"),
+    ("recovered_by_reattack", "Recovered by re-attack"),
+)
+
+
 def section_scores(doc: Document, run: RunData) -> None:
     doc.add(Heading("Robustness scores"))
     for name, stage in run.stages.items():
         r = stage.results
         if not r:
             continue
+        attacks = r.get("attacks") or {}
+        bound = budget_cut(r) is not None
+        extras = [(k, h) for k, h in EXTRA_ATTACK_FIELDS if any(k in (a or {}) for a in attacks.values())]
         rows = []
-        for key, a in (r.get("attacks") or {}).items():
+        for key, a in attacks.items():
             p = a.get("perturbation") or {}
             rows.append(
                 [
                     key,
-                    pct(a.get("accuracy")),
+                    pct_ci(a, bound=bound),
                     pct(a.get("balanced_accuracy")),
                     pct(a.get("success_rate")),
                     num(p.get("l2_median")),
@@ -189,13 +202,14 @@ def section_scores(doc: Document, run: RunData) -> None:
                     num(p.get("linf_median")),
                     num(a.get("cw_median_l2")),
                     num(a.get("seconds"), 3),
+                    *[str(a[k]) if a.get(k) is not None else DASH for k, _ in extras],
                 ]
             )
         doc.add(
             Table(
                 [
                     "Attack",
-                    "Accuracy %",
+                    "Accuracy % [95% CI]",
                     "Balanced acc %",
                     "Success rate %",
                     "L2 median",
@@ -203,9 +217,11 @@ def section_scores(doc: Document, run: RunData) -> None:
                     "L-inf median",
                     "CW median L2 (unbounded)",
                     "Seconds",
+                    *[h for _, h in extras],
                 ],
                 rows,
-                caption=STAGE_LABELS[name],
+                caption=STAGE_LABELS[name]
+                + (f" ({UPPER_BOUND_MARK} = upper bound: {budget_cut(r)})" if bound else ""),
                 source=f"{run.rel(stage.results_path)} 'attacks'",
             )
         )
@@ -233,11 +249,11 @@ def section_per_class(doc: Document, run: RunData) -> None:
             row = [cls]
             for _, m in panels:
                 pc = (m.get("per_class") or {}).get(cls) or {}
-                row.append(f"{pct(pc.get('sensitivity'))} / {pct(pc.get('specificity'))}")
+                row.append(f"{pct_ci(pc, 'sensitivity')} / {pct_ci(pc, 'specificity')}")
             rows.append(row)
         doc.add(
             Table(
-                ["Class (sens % / spec %)", *[k for k, _ in panels]],
+                ["Class (sens % / spec % [95% CI])", *[k for k, _ in panels]],
                 rows,
                 caption=STAGE_LABELS[name],
                 source=f"{run.rel(stage.results_path)} 'per_class'",
@@ -274,8 +290,8 @@ def section_transfer(doc: Document, run: RunData) -> None:
         [
             f"{p.get('source')} → {p.get('target')}",
             str(p.get("attack", DASH)),
-            pct(p.get("transfer_accuracy")),
-            pct(p.get("white_box_accuracy")),
+            pct(p.get("transfer_accuracy")) + fmt_ci(p.get("transfer_accuracy_ci")),
+            pct(p.get("white_box_accuracy")) + fmt_ci(p.get("white_box_accuracy_ci")),
             str(p.get("n", DASH)),
         ]
         for p in pairs

@@ -1,0 +1,76 @@
+"""Paired comparison of two evaluations on the same test images (normal vs adversarially trained).
+
+Two accuracies on the same images are not independent samples: most images are right (or wrong) for
+both models, and only the images on which they disagree carry evidence about which is better. So the
+difference gets Newcombe's paired interval and an exact McNemar test on the discordant images, both
+from each results.json's `per_sample.correct` vectors (one 0/1 per test image, in `per_sample.paths`
+order).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fortify.evaluation.stats import mcnemar_exact, paired_difference_interval
+
+FORMAT = "fortify-comparison/1"
+LEVEL = 0.95
+METHOD = {
+    "difference": "accuracy of b minus accuracy of a, on the same test images",
+    "interval": "Newcombe (1998) hybrid score interval for paired proportions (method 10), "
+    "from Wilson score intervals",
+    "level": LEVEL,
+    "test": "exact McNemar: two-sided binomial test on the discordant images (b01 vs b10)",
+}
+
+
+def _per_sample(results: dict[str, Any], name: str) -> tuple[list[str], dict[str, list[int]]]:
+    ps = results.get("per_sample")
+    if not isinstance(ps, dict) or "paths" not in ps or not isinstance(ps.get("correct"), dict):
+        raise ValueError(f"results of {name!r} carry no per_sample.paths/correct; re-run the evaluation")
+    paths = [str(p) for p in ps["paths"]]
+    correct = {}
+    for key, values in ps["correct"].items():
+        if len(values) != len(paths):
+            raise ValueError(
+                f"{name!r}: per_sample.correct[{key!r}] has {len(values)} entries for {len(paths)} paths"
+            )
+        correct[key] = [int(bool(v)) for v in values]
+    return paths, correct
+
+
+def compare_results(
+    a: dict[str, Any], b: dict[str, Any], a_name: str = "normal", b_name: str = "adversarial"
+) -> dict[str, Any]:
+    """comparison.json content for every key in both results' `per_sample.correct`.
+
+    Raises ValueError when the two were not evaluated on the same images in the same order (a paired
+    test on mismatched images would be meaningless) or lack per-sample records."""
+    paths_a, correct_a = _per_sample(a, a_name)
+    paths_b, correct_b = _per_sample(b, b_name)
+    if paths_a != paths_b:
+        diff = sum(x != y for x, y in zip(paths_a, paths_b, strict=False)) + abs(len(paths_a) - len(paths_b))
+        raise ValueError(
+            f"{a_name!r} and {b_name!r} were evaluated on different test images "
+            f"({len(paths_a)} vs {len(paths_b)} paths, {diff} positions differ); "
+            "a paired comparison needs the same images in the same order"
+        )
+    n = len(paths_a)
+    metrics: dict[str, Any] = {}
+    for key in correct_a:  # a's order: clean, attacks..., worst_case as evaluate wrote them
+        if key not in correct_b:
+            continue
+        ca, cb = correct_a[key], correct_b[key]
+        b01 = sum(x and not y for x, y in zip(ca, cb, strict=True))
+        b10 = sum(y and not x for x, y in zip(ca, cb, strict=True))
+        diff, lo, hi = paired_difference_interval(ca, cb, LEVEL)
+        metrics[key] = {
+            "a_accuracy": sum(ca) / n if n else None,
+            "b_accuracy": sum(cb) / n if n else None,
+            "difference": None if n == 0 else diff,
+            "difference_ci": None if n == 0 else [lo, hi],
+            "b01": b01,
+            "b10": b10,
+            "p_value": mcnemar_exact(b01, b10),
+        }
+    return {"format": FORMAT, "a": a_name, "b": b_name, "n": n, "method": dict(METHOD), "metrics": metrics}

@@ -1,0 +1,177 @@
+"""Summary of a K-fold cross-validated study (cv/summary.json) from the per-fold results.
+
+One split gives one number per metric, and its Wilson interval covers only the sampling of test images.
+Across folds the spread also shows what a different split and a retrained model would do. Two summaries:
+- per metric, mean, std and a t-interval over the K fold values (each fold a retrained model);
+- pooled: every image sits in exactly one test fold, so the per-image outcomes of all folds together
+  are one accuracy over the whole dataset with a Wilson interval (and a paired normal-vs-adversarial
+  comparison over all images). It describes the training *procedure*, each image scored by the model
+  that did not see it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fortify.evaluation.compare import compare_results
+from fortify.evaluation.metrics import INTERVAL
+from fortify.evaluation.stats import interval_or_none, mean_std_interval
+
+FORMAT = "fortify-cv/1"
+MODELS = ("normal", "adversarial")
+SENTINEL_KEYS = ("accuracy", "neighbour_share")
+
+
+def _number(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def table_numbers(results: dict[str, Any] | None) -> dict[str, float | None]:
+    """Table 1's numbers of one results.json: clean, each attack, combined, worst_case accuracies, plus
+    the clean benign recall (when a class is named "benign") and clean balanced accuracy."""
+    if not results:
+        return {}
+    clean = results.get("clean") or {}
+    out: dict[str, float | None] = {"clean": _number(clean.get("accuracy"))}
+    for key, a in (results.get("attacks") or {}).items():
+        out[key] = _number((a or {}).get("accuracy"))
+    for key in ("combined", "worst_case"):
+        if results.get(key):
+            out[key] = _number(results[key].get("accuracy"))
+    benign = (clean.get("per_class") or {}).get("benign")
+    if benign is not None:
+        out["benign_recall"] = _number(benign.get("sensitivity"))
+    out["balanced_accuracy"] = _number(clean.get("balanced_accuracy"))
+    return out
+
+
+def _summarize(rows: list[dict[str, float | None]]) -> dict[str, Any]:
+    """metric -> mean_std_interval over the folds that have it, with the per-fold values (None = absent)."""
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    out = {}
+    for key in keys:
+        values = [row.get(key) for row in rows]
+        # Every number here is a fraction: a t-interval past 0 or 1 says nothing, so it is clipped.
+        defined = [v for v in values if v is not None]
+        out[key] = {**mean_std_interval(defined, bounds=(0.0, 1.0)), "values": values}
+    return out
+
+
+def _sentinel_row(sentinel: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not sentinel:
+        return None
+    row = {k: sentinel.get(k) for k in ("accuracy", "accuracy_ci", "neighbour_share", "n_test")}
+    row["warning"] = sentinel.get("warning")
+    return row
+
+
+def _concat_per_sample(results: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """All folds' per_sample records end to end; None unless every fold has one. Keys kept: those in
+    every fold (an attack run in only some folds has no pooled number over all images)."""
+    paths: list[str] = []
+    parts: list[dict[str, list[int]]] = []
+    for r in results:
+        ps = (r or {}).get("per_sample")
+        if not isinstance(ps, dict) or not isinstance(ps.get("correct"), dict):
+            return None
+        paths += [str(p) for p in ps.get("paths") or []]
+        parts.append(ps["correct"])
+    keys = [k for k in parts[0] if all(k in p for p in parts)] if parts else []
+    return {"paths": paths, "correct": {k: [int(bool(v)) for p in parts for v in p[k]] for k in keys}}
+
+
+def _pooled(per_sample: dict[str, Any]) -> dict[str, Any]:
+    level = INTERVAL["level"]
+    out = {}
+    for key, values in per_sample["correct"].items():
+        n, correct = len(values), sum(values)
+        out[key] = {
+            "correct": correct,
+            "n": n,
+            "accuracy": correct / n if n else None,
+            "accuracy_ci": interval_or_none(correct, n, level),
+        }
+    return out
+
+
+def _comparison_row(comp: Any) -> dict[str, Any] | None:
+    if not isinstance(comp, dict) or not isinstance(comp.get("metrics"), dict):
+        return None
+    keep = ("difference", "difference_ci", "p_value")
+    return {key: {f: m.get(f) for f in keep} for key, m in comp["metrics"].items()}
+
+
+def _full_strength(folds: list[dict[str, Any]]) -> bool | None:
+    """False if any fold's attacks ran below full strength (its robust numbers are upper bounds), True if
+    every evaluation says full strength, None when no evaluation recorded its budget."""
+    flags = [b.get("full_strength") for f in folds for b in f["budget"].values() if isinstance(b, dict)]
+    if any(flag is False for flag in flags):
+        return False
+    return True if flags and all(flag is True for flag in flags) else None
+
+
+def summarize_folds(fold_results: list[dict[str, Any]]) -> dict[str, Any]:
+    """cv/summary.json from [{"fold", "normal", "adversarial", "sentinel", "comparison"}, ...] (see
+    docs/results-schema.md). Missing pieces (a model not evaluated in a fold, no per-sample records) leave
+    gaps and a line in "warnings" rather than failing: the summary is written after hours of training."""
+    warnings: list[str] = []
+    folds = []
+    for i, fr in enumerate(fold_results):
+        entry: dict[str, Any] = {"fold": fr.get("fold", i)}
+        for model in MODELS:
+            entry[model] = table_numbers(fr.get(model))
+            if not fr.get(model):
+                warnings.append(f"fold {entry['fold']}: no {model} results")
+        entry["sentinel"] = _sentinel_row(fr.get("sentinel"))
+        entry["comparison"] = _comparison_row(fr.get("comparison"))
+        entry["budget"] = {m: (fr.get(m) or {}).get("budget") for m in MODELS}
+        folds.append(entry)
+
+    summary: dict[str, Any] = {model: _summarize([f[model] for f in folds]) for model in MODELS}
+    sentinel_rows = [f["sentinel"] or {} for f in folds]
+    summary["sentinel"] = _summarize([{k: _number(r.get(k)) for k in SENTINEL_KEYS} for r in sentinel_rows])
+
+    pooled: dict[str, Any] = {}
+    concatenated: dict[str, dict[str, Any]] = {}
+    for model in MODELS:
+        per_sample = _concat_per_sample([fr.get(model) for fr in fold_results])
+        if per_sample is None:
+            warnings.append(f"{model}: per-sample records missing in some fold; no pooled accuracy")
+            continue
+        if len(set(per_sample["paths"])) != len(per_sample["paths"]):
+            # An image in two test folds would be counted twice: the folds are not a partition.
+            warnings.append(f"{model}: some image is in more than one test fold; no pooled accuracy")
+            continue
+        concatenated[model] = per_sample
+        pooled[model] = _pooled(per_sample)
+
+    out: dict[str, Any] = {
+        "format": FORMAT,
+        "k": len(fold_results),
+        "interval": {
+            "folds": "t-interval for the mean over folds, clipped to [0, 1]",
+            "pooled": dict(INTERVAL),
+        },
+        "full_strength": _full_strength(folds),
+        # The phantom's numbers say nothing about CT scans; the CV report must say so, as build_report does.
+        "synthetic": any(
+            bool(((fr.get(m) or {}).get("data") or {}).get("synthetic"))
+            for fr in fold_results
+            for m in MODELS
+        ),
+        "folds": folds,
+        "summary": summary,
+        "pooled": pooled,
+        "pooled_comparison": None,
+        "warnings": warnings,
+    }
+    if len(concatenated) == len(MODELS):
+        try:
+            out["pooled_comparison"] = compare_results(
+                {"per_sample": concatenated["normal"]}, {"per_sample": concatenated["adversarial"]}
+            )
+        except ValueError as e:  # folds evaluated on different images per model
+            warnings.append(f"pooled comparison impossible: {e}")
+    return out

@@ -1,0 +1,198 @@
+"""The cross-validation report: CV_DIR/report.md and report.html from CV_DIR/summary.json (fortify-cv/1).
+
+Per Table 1 number and model: mean ± std over the folds with a t-interval, every fold's value, the
+accuracy pooled over all images (each scored by the fold model that did not train on it) with its Wilson
+interval, and the study's figure beside. Like build_report, it only shows what the file holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fortify.errors import ConfigError
+from fortify.fileio import atomic_write_text, read_json
+from fortify.report.caveats import UPPER_BOUND_MARK
+from fortify.report.doc import Document, Heading, Para, Table, render_html, render_markdown
+from fortify.report.fmt import DASH, STAGE_LABELS, TABLE1_COLUMNS, fmt_ci, fmt_diff, fmt_p, pct, pct_ci
+from fortify.report.paired import comparison_table
+from fortify.report.study import STUDY_COLUMNS, load_study_table
+
+CLEAN_ONLY = ("clean", "benign_recall", "balanced_accuracy")  # not attacked: never upper bounds
+LABELS = {
+    **dict(TABLE1_COLUMNS),
+    "benign_recall": "Benign recall (clean)",
+    "balanced_accuracy": "Balanced acc (clean)",
+}
+
+
+def _ordered(keys: list[str]) -> list[str]:
+    """Table 1's order, then other attacks, then the clean per-class summaries."""
+    head = [k for k, _ in TABLE1_COLUMNS if k in keys]
+    tail = [k for k in ("benign_recall", "balanced_accuracy") if k in keys]
+    return head + [k for k in keys if k not in head and k not in tail] + tail
+
+
+def _mean_std(s: dict[str, Any], mark: str) -> str:
+    if not isinstance(s.get("mean"), (int, float)):
+        return DASH
+    text = f"{mark}{pct(s['mean'])}"
+    return text + (f" ± {pct(s['std'])}" if isinstance(s.get("std"), (int, float)) else "")
+
+
+def _model_table(summary: dict[str, Any], model: str, study: dict[str, Any] | None) -> Table:
+    k = int(summary.get("k") or 0)
+    stats = (summary.get("summary") or {}).get(model) or {}
+    pooled = (summary.get("pooled") or {}).get(model) or {}
+    srow = ((study or {}).get("rows") or {}).get(model) or {}
+    cut = summary.get("full_strength") is False
+    rows = []
+    for key in _ordered(list(stats)):
+        s = stats[key]
+        mark = UPPER_BOUND_MARK if cut and key not in CLEAN_ONLY else ""
+        values = list(s.get("values") or []) + [None] * k
+        rows.append(
+            [
+                LABELS.get(key, key),
+                _mean_std(s, mark),
+                fmt_ci(s.get("ci")).strip() or DASH,
+                *[pct(v) for v in values[:k]],
+                pct_ci(pooled.get(key), bound=bool(mark)),
+                pct(srow[key] / 100) if key in STUDY_COLUMNS and key in srow else DASH,
+            ]
+        )
+    return Table(
+        [
+            "Metric (%)",
+            "Mean ± std",
+            "95% t-interval",
+            *[f"Fold {i}" for i in range(k)],
+            "Pooled [Wilson 95%]",
+            "Study",
+        ],
+        rows,
+        caption=f"{STAGE_LABELS.get(model, model)}: {k} folds",
+        source=f"cv/summary.json 'summary.{model}', 'pooled.{model}'"
+        + (f"; study: {study.get('path')}" if study else ""),
+    )
+
+
+def _sentinel_table(summary: dict[str, Any]) -> Table:
+    rows = []
+    for f in summary.get("folds") or []:
+        s = f.get("sentinel") or {}
+        clean = (f.get("normal") or {}).get("clean")
+        rows.append(
+            [
+                str(f.get("fold", "?")),
+                pct_ci(s) + (" ⚠ LEAKAGE" if s.get("warning") else ""),
+                pct(s.get("neighbour_share")),
+                pct(clean),
+                str(s.get("warning") or DASH),
+            ]
+        )
+    acc = ((summary.get("summary") or {}).get("sentinel") or {}).get("accuracy") or {}
+    rows.append(["mean ± std", _mean_std(acc, "") + fmt_ci(acc.get("ci")), DASH, DASH, DASH])
+    return Table(
+        ["Fold", "1-NN sentinel % [95% CI]", "File-number neighbour share %", "Normal clean %", "Warning"],
+        rows,
+        caption="Leakage sentinel per fold: a nearest-neighbour classifier on raw pixels (it can only "
+        "recognise, not generalise); a model that does not clearly beat it may be recognising near-copies.",
+        source="cv/summary.json 'folds[].sentinel'",
+    )
+
+
+def _fold_comparison_table(summary: dict[str, Any]) -> Table | None:
+    folds = [f for f in summary.get("folds") or [] if f.get("comparison")]
+    if not folds:
+        return None
+    keys: list[str] = []
+    for f in folds:
+        keys += [k for k in f["comparison"] if k not in keys]
+    rows = []
+    for key in keys:
+        cells = []
+        for f in folds:
+            m = f["comparison"].get(key) or {}
+            cells.append(
+                f"{fmt_diff(m.get('difference'), m.get('difference_ci'))} (p {fmt_p(m.get('p_value'))})"
+            )
+        rows.append([key, *cells])
+    return Table(
+        ["Metric", *[f"Fold {f.get('fold', '?')}" for f in folds]],
+        rows,
+        caption="Adversarial − normal per fold, points [95% Newcombe interval] (exact McNemar p)",
+        source="cv/summary.json 'folds[].comparison'",
+    )
+
+
+def cv_document(summary: dict[str, Any], title: str, study: dict[str, Any] | None) -> Document:
+    doc = Document(title)
+    if summary.get("synthetic"):
+        doc.add(Para("SYNTHETIC DATA (phantom) — not real CT scans", "banner"))
+    for f in summary.get("folds") or []:
+        warning = (f.get("sentinel") or {}).get("warning")
+        if warning:
+            doc.add(Para(f"fold {f.get('fold', '?')}: {warning}", "alarm"))
+    for w in summary.get("warnings") or []:
+        doc.add(Para(w, "warn"))
+    if summary.get("full_strength") is False:
+        doc.add(
+            Para(
+                f"{UPPER_BOUND_MARK} = upper bound: in at least one fold the attacks ran below full "
+                "strength, so the robust accuracies are not robustness measurements.",
+                "warn",
+            )
+        )
+    k = summary.get("k", "?")
+    doc.add(
+        Para(
+            f"{k}-fold cross-validation: the whole study (split, training, evaluation) run once per fold. "
+            "Mean ± std and the t-interval are over the fold values (folds share training images, so the "
+            "interval is optimistic). Pooled: every image is in exactly one test fold, scored by the model "
+            "that did not train on it; its Wilson interval covers all images at once."
+        )
+    )
+    for model in ("normal", "adversarial"):
+        doc.add(Heading(f"{STAGE_LABELS[model]}: Table 1 numbers across folds"))
+        doc.add(_model_table(summary, model, study))
+    if study:
+        doc.add(
+            Para(
+                f"Study rows: {study.get('path')} ({' '.join(str(study.get('citation', '')).split())})",
+                "source",
+            )
+        )
+    doc.add(Heading("Leakage sentinel per fold"))
+    doc.add(_sentinel_table(summary))
+    doc.add(Heading("Paired comparison: adversarial vs normal"))
+    pc = summary.get("pooled_comparison")
+    if isinstance(pc, dict) and pc.get("metrics"):
+        doc.add(comparison_table(pc, "cv/summary.json 'pooled_comparison' (all folds' test images)"))
+    else:
+        doc.add(Para("No pooled paired comparison (per-sample records missing).", "warn"))
+    per_fold = _fold_comparison_table(summary)
+    if per_fold:
+        doc.add(per_fold)
+    return doc
+
+
+def build_cv_report(cv_dir: str | Path) -> tuple[Path, Path]:
+    """Write CV_DIR/report.md and CV_DIR/report.html from CV_DIR/summary.json; return both paths."""
+    root = Path(cv_dir).resolve()
+    path = root / "summary.json"
+    if not path.is_file():
+        raise ConfigError(f"no cross-validation summary at {path}")
+    try:
+        summary = read_json(path)
+    except ValueError as e:
+        raise ConfigError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(summary, dict) or summary.get("format") != "fortify-cv/1":
+        raise ConfigError(f"{path} is not a fortify-cv/1 summary")
+    try:
+        study = load_study_table()
+    except Exception:  # the report must build without the study table; its column then shows '—'
+        study = None
+    doc = cv_document(summary, f"fortify cross-validation report: {root.parent.name}/{root.name}", study)
+    md = atomic_write_text(root / "report.md", render_markdown(doc, root))
+    html = atomic_write_text(root / "report.html", render_html(doc))
+    return md, html

@@ -1,0 +1,132 @@
+"""Paired comparison of two results.json files and the K-fold summary, on hand-built per-sample records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fortify.evaluation.compare import compare_results
+from fortify.evaluation.cv import summarize_folds, table_numbers
+from fortify.evaluation.stats import mcnemar_exact, paired_difference_interval, wilson_interval
+
+
+def results(paths: list[str], correct: dict[str, list[int]], *, benign: float = 0.5) -> dict:
+    """A results.json reduced to what compare/cv read (accuracies consistent with per_sample)."""
+    acc = {k: sum(v) / len(v) for k, v in correct.items()}
+    attacks = {k: {"accuracy": acc[k]} for k in correct if k not in ("clean", "worst_case")}
+    return {
+        "clean": {
+            "accuracy": acc["clean"],
+            "balanced_accuracy": acc["clean"] - 0.01,
+            "per_class": {"benign": {"sensitivity": benign}, "malignant": {"sensitivity": 1.0}},
+        },
+        "attacks": attacks,
+        "worst_case": {"accuracy": acc["worst_case"]},
+        "per_sample": {"paths": paths, "correct": correct},
+    }
+
+
+PATHS = [f"img{i}.jpg" for i in range(10)]
+A = {"clean": [1] * 9 + [0], "pgd": [1, 0, 0, 0, 0, 0, 0, 0, 0, 0], "worst_case": [0] * 10}
+B = {"clean": [1] * 8 + [0, 0], "pgd": [1, 1, 1, 1, 1, 0, 1, 1, 1, 0], "worst_case": [0] * 9 + [1]}
+
+
+def test_compare_counts_discordant_images_and_tests_them():
+    out = compare_results(results(PATHS, A), results(PATHS, B))
+    assert out["format"] == "fortify-comparison/1" and out["n"] == 10
+    assert (out["a"], out["b"]) == ("normal", "adversarial")
+    assert list(out["metrics"]) == ["clean", "pgd", "worst_case"]
+    pgd = out["metrics"]["pgd"]
+    assert pgd["b01"] == 0 and pgd["b10"] == 7  # a wrong / b right on 7 images
+    assert pgd["a_accuracy"] == 0.1 and pgd["b_accuracy"] == 0.8
+    assert pgd["difference"] == pytest.approx(0.7)
+    assert pgd["p_value"] == pytest.approx(mcnemar_exact(0, 7)) == pytest.approx(2 / 128)
+    _, lo, hi = paired_difference_interval(A["pgd"], B["pgd"])
+    assert pgd["difference_ci"] == pytest.approx([lo, hi]) and lo > 0
+    clean = out["metrics"]["clean"]
+    assert (clean["b01"], clean["b10"], clean["p_value"]) == (1, 0, 1.0)
+    json.dumps(out, allow_nan=False)  # JSON-ready, no NaN
+
+
+def test_compare_only_keys_in_both_and_custom_names():
+    b = results(PATHS, {**B, "strong": [0] * 10})
+    out = compare_results(results(PATHS, A), b, a_name="m1", b_name="m2")
+    assert "strong" not in out["metrics"] and (out["a"], out["b"]) == ("m1", "m2")
+
+
+def test_compare_refuses_different_images():
+    with pytest.raises(ValueError, match="different test images"):
+        compare_results(results(PATHS, A), results(list(reversed(PATHS)), B))
+    with pytest.raises(ValueError, match="different test images"):
+        compare_results(results(PATHS, A), results(PATHS[:9], {k: v[:9] for k, v in B.items()}))
+    with pytest.raises(ValueError, match="per_sample"):
+        compare_results({"clean": {}}, results(PATHS, B))
+
+
+def fold(i: int, paths: list[str], a: dict, b: dict, sentinel_acc: float) -> dict:
+    ra, rb = results(paths, a, benign=0.4 + 0.1 * i), results(paths, b, benign=0.9)
+    return {
+        "fold": i,
+        "normal": ra,
+        "adversarial": rb,
+        "sentinel": {
+            "accuracy": sentinel_acc,
+            "accuracy_ci": [0.1, 0.5],
+            "neighbour_share": 0.0,
+            "warning": None,
+        },
+        "comparison": compare_results(ra, rb),
+    }
+
+
+def test_table_numbers_are_table1_metrics():
+    t = table_numbers(results(PATHS, A, benign=0.7))
+    assert t == {
+        "clean": 0.9,
+        "pgd": 0.1,
+        "worst_case": 0.0,
+        "benign_recall": 0.7,
+        "balanced_accuracy": pytest.approx(0.89),
+    }
+    assert table_numbers(None) == {}
+
+
+def test_summarize_folds_means_pools_and_compares():
+    f0 = fold(0, PATHS, A, B, 0.3)
+    f1 = fold(1, [f"x{i}" for i in range(10)], B, A, 0.5)  # second fold: models swapped outcomes
+    s = summarize_folds([f0, f1])
+    assert s["format"] == "fortify-cv/1" and s["k"] == 2 and s["warnings"] == []
+    assert [f["fold"] for f in s["folds"]] == [0, 1]
+    assert s["folds"][0]["normal"]["clean"] == 0.9 and s["folds"][1]["normal"]["clean"] == 0.8
+    assert s["folds"][0]["sentinel"]["accuracy"] == 0.3
+    assert s["folds"][0]["comparison"]["pgd"]["p_value"] == pytest.approx(2 / 128)
+    clean = s["summary"]["normal"]["clean"]
+    assert clean["values"] == [0.9, 0.8] and clean["mean"] == pytest.approx(0.85) and clean["n"] == 2
+    assert clean["std"] == pytest.approx(0.0707107, abs=1e-6) and clean["ci"][0] < 0.8 < 0.9 < clean["ci"][1]
+    assert s["summary"]["normal"]["benign_recall"]["values"] == [0.4, 0.5]
+    assert s["summary"]["sentinel"]["accuracy"]["mean"] == pytest.approx(0.4)
+    # pooled: all 20 images once, Wilson interval on the total
+    pooled = s["pooled"]["normal"]["clean"]
+    assert (pooled["correct"], pooled["n"], pooled["accuracy"]) == (17, 20, 0.85)
+    assert pooled["accuracy_ci"] == pytest.approx(list(wilson_interval(17, 20)))
+    assert s["pooled"]["adversarial"]["pgd"]["correct"] == 1 + 8
+    pc = s["pooled_comparison"]["metrics"]["pgd"]
+    assert pc["b01"] == 7 and pc["b10"] == 7 and pc["p_value"] == 1.0
+    json.dumps(s, allow_nan=False)
+
+
+def test_summarize_folds_tolerates_gaps():
+    f0 = fold(0, PATHS, A, B, 0.3)
+    f1 = fold(1, PATHS, A, B, 0.3)  # the same images twice: not a partition
+    f1["adversarial"] = None
+    f1["sentinel"] = None
+    s = summarize_folds([f0, f1])
+    assert s["summary"]["adversarial"]["clean"]["values"] == [0.8, None]
+    assert s["summary"]["adversarial"]["clean"]["n"] == 1
+    assert s["folds"][1]["sentinel"] is None and s["summary"]["sentinel"]["accuracy"]["values"] == [0.3, None]
+    assert "normal" not in s["pooled"] and "adversarial" not in s["pooled"]
+    assert s["pooled_comparison"] is None
+    assert any("more than one test fold" in w for w in s["warnings"])
+    assert any("no adversarial results" in w for w in s["warnings"])
+    json.dumps(s, allow_nan=False)
