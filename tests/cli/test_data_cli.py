@@ -133,17 +133,32 @@ def test_rgb_and_16bit_are_converted_with_one_warning(
     kind: str, warning: str, tmp_path: Path, capsys
 ) -> None:
     root = _folder(tmp_path / "ds", {"a": 8, "b": 8})  # big enough that no split is empty (another warning)
+    # numbered like the rest: a name without a number would add the scan-grouping fallback warning
     if kind == "rgb":
         Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(
-            root / "a/x.png"
+            root / "a/x99.png"
         )
     else:
-        Image.fromarray(np.arange(576, dtype=np.uint16).reshape(24, 24) * 100).save(root / "a/x.png")
+        Image.fromarray(np.arange(576, dtype=np.uint16).reshape(24, 24) * 100).save(root / "a/x99.png")
     manifest = tmp_path / "split.json"
     code, out, err = run(["split", str(root), "--out", str(manifest)], capsys)
     assert code == 0 and manifest.exists()
     assert len(err.strip().splitlines()) == 1 and warning in err
-    assert "a/x.png" in manifest.read_text()
+    assert "a/x99.png" in manifest.read_text()
+
+
+def test_split_without_slice_numbers_warns_once_and_groups_near_duplicates(tmp_path: Path, capsys) -> None:
+    root = _folder(tmp_path / "ds", {"a": 8, "b": 8})
+    for p in sorted(root.glob("*/*.png")):
+        p.rename(p.with_name("slice_" + "abcdefghij"[int(p.stem)] + ".png"))
+    manifest = tmp_path / "split.json"
+    code, out, err = run(["split", str(root), "--out", str(manifest)], capsys)
+    assert code == 0 and manifest.exists()
+    assert err.strip().splitlines() == [
+        line for line in err.strip().splitlines() if "no slice numbers" in line
+    ] and len(err.strip().splitlines()) == 1
+    assert json.loads(manifest.read_text())["grouping"]["applied"] == "near-duplicate"
+    assert "leakage sentinel" in out
 
 
 def test_audit_table_and_split_on_phantom(tmp_path: Path, capsys) -> None:

@@ -19,6 +19,7 @@ import torch
 
 from fortify.data.dataset import ImageDataset
 from fortify.data.groups import file_number
+from fortify.intervals import interval_or_none
 
 SENTINEL_THUMBNAIL = 32  # px; the sentinel sees the preprocessed image box-averaged to this size
 NEIGHBOUR_WINDOW = 3  # file numbers this close, in one class folder, count as neighbouring slices
@@ -28,16 +29,6 @@ SENTINEL_METHOD = (
     f"1-nearest-neighbour (mean absolute difference) on {SENTINEL_THUMBNAIL}x{SENTINEL_THUMBNAIL} "
     "box-averaged raw-pixel thumbnails, train -> test"
 )
-
-
-def wilson(k: int, n: int, level: float = 0.95) -> list[float] | None:
-    """Wilson score interval for k successes in n trials (statsmodels); None when n == 0."""
-    if n == 0:
-        return None
-    from statsmodels.stats.proportion import proportion_confint
-
-    lo, hi = proportion_confint(k, n, alpha=1 - level, method="wilson")
-    return [float(lo), float(hi)]
 
 
 def thumbnails(ds: ImageDataset) -> torch.Tensor:
@@ -74,7 +65,7 @@ def leakage_sentinel(train: ImageDataset, test: ImageDataset, chunk: int = 256) 
         "n_train": len(train),
         "correct": correct,
         "accuracy": correct / n,
-        "accuracy_ci": wilson(correct, n),
+        "accuracy_ci": interval_or_none(correct, n),
         "per_class_recall": per_class,
         "neighbour_window": NEIGHBOUR_WINDOW,
         "neighbour_share": neighbour / n,

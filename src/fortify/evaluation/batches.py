@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fortify.attacks import AttackSpec, cw_l2_detailed, run_attack, run_attack_detailed, strong_detailed
+from fortify.attacks import AttackSpec, cw_l2_detailed, run_attack_detailed, strong_detailed
 from fortify.runtime import Runtime
 
 Advance = Callable[[int], None]
@@ -80,15 +80,7 @@ def attack_dataset(
     advance: Advance | None = None,
 ) -> torch.Tensor:
     """x_adv for every image (float32, CPU), the attack run under `runtime.autocast()` per batch."""
-    out = []
-    for sl in _chunks(len(x), batch_size):
-        xb, yb = runtime.to_device(x[sl]), y[sl].to(runtime.device)
-        with runtime.autocast():
-            adv = run_attack(spec, model, xb, yb)
-        out.append(adv.detach().float().cpu().contiguous())
-        if advance:
-            advance(sl.stop - sl.start)
-    return torch.cat(out) if out else x.clone()
+    return attack_dataset_detailed(spec, model, x, y, runtime, batch_size, advance).x_adv
 
 
 @dataclass
