@@ -61,3 +61,19 @@ def test_missed_successes_are_counted_and_kept() -> None:
     assert book["verdict_mismatches"] == 2 and book["recovered_by_reattack"] == 0
     pred, _ = predict(model, x_adv, FP32, 8)
     assert (pred[:2] != 0).all()  # the fp32 verdict (fooled) counts against the model
+
+
+def test_count_passes_separates_gradient_evaluations_from_forward_passes() -> None:
+    from fortify.attacks import pgd
+    from fortify.evaluation.batches import count_passes
+
+    model = Linear2()
+    x, y = _data(6)
+    with count_passes(model) as count:
+        pgd(model, x, y, eps=0.01, steps=4)  # 4 steps: 4 gradient evaluations of 6 images each
+        predict(model, x, FP32, 4)  # 6 images forward only
+    assert count.gradient_evaluations == 24 and count.forward_passes == 6
+    with count_passes(model) as after:
+        pass
+    model(x)  # outside the block: the hook is gone
+    assert after.as_dict() == {"gradient_evaluations": 0, "forward_passes": 0}

@@ -65,6 +65,22 @@ def test_results_file_matches_returned_dict_and_schema(evaluated):
     assert on_disk["checkpoint"]["model"] == "smallcnn" and len(on_disk["checkpoint"]["sha256"]) == 64
 
 
+def test_attack_cost_is_counted_per_attack_and_stage(evaluated):
+    results, _ = evaluated
+    n = results["data"]["n"]
+    a = results["attacks"]
+    # FGSM: one gradient evaluation per image (plus the verdict and scoring forwards, no more gradients)
+    assert a["fgsm"]["gradient_evaluations"] == n and a["fgsm"]["forward_passes"] >= n
+    # PGD-5 with early stopping: at least one gradient per image, at most 5
+    assert n <= a["pgd"]["gradient_evaluations"] <= 5 * n
+    passes = results["passes"]
+    assert passes["attacks"]["gradient_evaluations"] == sum(r["gradient_evaluations"] for r in a.values())
+    assert passes["curves"]["gradient_evaluations"] > 0 and passes["sanity"]["gradient_evaluations"] > 0
+    assert passes["total"]["gradient_evaluations"] == sum(
+        passes[k]["gradient_evaluations"] for k in ("attacks", "curves", "sanity")
+    )
+
+
 def test_metrics_are_internally_consistent(evaluated):
     results, _ = evaluated
     n, classes = results["data"]["n"], results["data"]["classes"]

@@ -44,6 +44,39 @@ def progress_bars(enabled: bool) -> Iterator[Callable[[str, int], Advance]]:
         yield start
 
 
+@dataclass
+class PassCount:
+    """Images pushed through the model: with an input gradient (forward + backward) or forward only."""
+
+    gradient_evaluations: int = 0
+    forward_passes: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"gradient_evaluations": self.gradient_evaluations, "forward_passes": self.forward_passes}
+
+
+@contextlib.contextmanager
+def count_passes(model: torch.nn.Module) -> Iterator[PassCount]:
+    """Count, per image, the model calls made inside the block (the cost of an attack, independent of
+    the machine): a call whose input requires grad under grad mode is a gradient evaluation."""
+    count = PassCount()
+
+    def hook(_module: torch.nn.Module, args: tuple) -> None:
+        x = args[0] if args else None
+        if not isinstance(x, torch.Tensor):
+            return
+        if torch.is_grad_enabled() and x.requires_grad:
+            count.gradient_evaluations += x.shape[0]
+        else:
+            count.forward_passes += x.shape[0]
+
+    handle = model.register_forward_pre_hook(hook)
+    try:
+        yield count
+    finally:
+        handle.remove()
+
+
 def _chunks(n: int, batch_size: int) -> list[slice]:
     return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 

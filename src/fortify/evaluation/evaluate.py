@@ -24,6 +24,7 @@ from fortify.evaluation import sanity
 from fortify.evaluation.batches import (
     AttackRun,
     attack_dataset_detailed,
+    count_passes,
     cw_dataset,
     predict,
     progress_bars,
@@ -156,26 +157,27 @@ def evaluate_checkpoint(
             advance = start(f"attack {key}", len(x))
             t0 = time.perf_counter()
             extra: dict = {}
-            if is_cw(spec):
-                run, book = _settle_cw(spec, model, x, y, runtime, score_rt, batch_size, seed, advance)
-                budget = spec.params.get("max_l2")
-                within = run.success & (run.l2 <= float(budget)) if budget is not None else run.success
-                x_adv = torch.where(within.view(-1, 1, 1, 1), run.x_adv, x)
-                unbounded_ok = run.success & clean_correct
-                extra = {
-                    "cw_median_l2": median(run.l2[unbounded_ok]),
-                    "cw_unbounded_success_rate": (
-                        float(unbounded_ok.sum()) / float(clean_correct.sum())
-                        if clean_correct.any()
-                        else None
-                    ),
-                    "l2_budget": None if budget is None else float(budget),
-                }
-            else:
-                run = attack_dataset_detailed(spec, model, x, y, runtime, batch_size, advance)
-                x_adv, book = _settle(spec, model, x, y, run, runtime, score_rt, batch_size, seed)
-                if run.fooled_by is not None:
-                    strong_runs[key] = run
+            with count_passes(model) as count:  # every model call the attack makes, per image
+                if is_cw(spec):
+                    run, book = _settle_cw(spec, model, x, y, runtime, score_rt, batch_size, seed, advance)
+                    budget = spec.params.get("max_l2")
+                    within = run.success & (run.l2 <= float(budget)) if budget is not None else run.success
+                    x_adv = torch.where(within.view(-1, 1, 1, 1), run.x_adv, x)
+                    unbounded_ok = run.success & clean_correct
+                    extra = {
+                        "cw_median_l2": median(run.l2[unbounded_ok]),
+                        "cw_unbounded_success_rate": (
+                            float(unbounded_ok.sum()) / float(clean_correct.sum())
+                            if clean_correct.any()
+                            else None
+                        ),
+                        "l2_budget": None if budget is None else float(budget),
+                    }
+                else:
+                    run = attack_dataset_detailed(spec, model, x, y, runtime, batch_size, advance)
+                    x_adv, book = _settle(spec, model, x, y, run, runtime, score_rt, batch_size, seed)
+                    if run.fooled_by is not None:
+                        strong_runs[key] = run
             seconds = time.perf_counter() - t0
             pred, prob = predict(model, x_adv, score_rt, batch_size)
             fooled = clean_correct & (pred != y)
@@ -189,25 +191,28 @@ def evaluate_checkpoint(
                 "perturbation": perturbation_stats(l2, linf, fooled),
                 **extra,
                 **book,
+                **count.as_dict(),
                 "seconds": seconds,
             }
             adv_preds[key], adv_probs[key] = pred, prob
             adv_images[key] = x_adv
 
         ctx = _Context(model, x, y, clean_pred, runtime, score_rt, batch_size, seed, start)
-        curves, curve_seconds = _curves(ctx, curve_specs, eps_curve)
-        checks, sanity_runs = _sanity(
-            ctx,
-            specs,
-            attack_results,
-            adv_preds,
-            strong_runs,
-            curves,
-            large_eps,
-            sanity_steps_factor,
-            sanity_restarts,
-            transfer,
-        )
+        with count_passes(model) as curve_count:
+            curves, curve_seconds = _curves(ctx, curve_specs, eps_curve)
+        with count_passes(model) as sanity_count:
+            checks, sanity_runs = _sanity(
+                ctx,
+                specs,
+                attack_results,
+                adv_preds,
+                strong_runs,
+                curves,
+                large_eps,
+                sanity_steps_factor,
+                sanity_restarts,
+                transfer,
+            )
 
     combined_keys = [k for k, s in specs.items() if s.name in COMBINED_ATTACKS]
     results: dict = {
@@ -264,6 +269,19 @@ def evaluate_checkpoint(
             **{k: _count_pair(y, adv_preds[k], harmful) for k in specs},
             "worst_case": _count_pair(y, worst, harmful),
         }
+    attack_passes = {
+        k: sum(r[k] for r in attack_results.values()) for k in ("gradient_evaluations", "forward_passes")
+    }
+    stage_passes = {
+        "attacks": attack_passes,
+        "curves": curve_count.as_dict(),
+        "sanity": sanity_count.as_dict(),
+    }
+    results["passes"] = {
+        **stage_passes,
+        "total": {k: sum(v[k] for v in stage_passes.values()) for k in attack_passes},
+        "unit": "images through the model (a batch of 64 counts 64)",
+    }
     results["per_sample"] = {
         "paths": list(ds.paths),
         "correct": {
