@@ -24,7 +24,6 @@ from fortify.data.groups import (
     dataset_pixel_hashes,
     exact_duplicate_groups,
     leakage_groups,
-    near_duplicate_groups,
     scan_run_calibration,
 )
 from fortify.data.loader import load_dataset
@@ -136,11 +135,22 @@ def audit_dataset(
     ]
     cross_exact = [g for g in exact_groups if len(g["classes"]) > 1]
 
-    # Near duplicates on the deduplicated images (what the split sees).
+    # Near duplicates on the deduplicated images (what the split sees), and scans: runs of similar
+    # consecutive slices merged with them (what the default split keeps together), with the
+    # calibration of the link threshold against the documented case counts on IQ-OTH/NCCD.
     drop = {i for g in exact for i in g[1:]}
     kept = [i for i in range(len(ds)) if i not in drop]
     fps = dataset_fingerprints(ds)[torch.tensor(kept, dtype=torch.long)]
-    near = [[kept[k] for k in g] for g in near_duplicate_groups(fps, near_dup_threshold)]
+    with warnings_module.catch_warnings():
+        warnings_module.simplefilter("ignore")  # a fallback is reported in the audit's own warnings
+        scan = leakage_groups(
+            fps,
+            [int(labels[i]) for i in kept],
+            [ds.paths[i] for i in kept],
+            list(classes),
+            near_dup_threshold=near_dup_threshold,
+        )
+    near = [[kept[k] for k in g] for g in scan.near_duplicates]
     near_groups = [
         {
             "size": len(g),
@@ -151,16 +161,6 @@ def audit_dataset(
     ]
     cross_near = [g for g in near_groups if len(g["classes"]) > 1]
     size_hist = Counter(len(g) for g in near)
-
-    # Scans: runs of similar consecutive slices (what the default split keeps together), with the
-    # calibration of the link threshold against the documented case counts on IQ-OTH/NCCD.
-    kept_paths = [ds.paths[i] for i in kept]
-    kept_labels = [int(labels[i]) for i in kept]
-    with warnings_module.catch_warnings():
-        warnings_module.simplefilter("ignore")
-        scan = leakage_groups(
-            fps, kept_labels, kept_paths, list(classes), near_dup_threshold=near_dup_threshold
-        )
     all_fps = dataset_fingerprints(ds)
     scans = {**scan.info, "calibration": scan_run_calibration(all_fps, labels.tolist(), ds.paths, classes)}
 

@@ -81,12 +81,6 @@ def check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
-def near_duplicate_groups(
-    fingerprints: torch.Tensor, threshold: float = NEAR_DUP_THRESHOLD
-) -> list[list[int]]:
-    return union_groups(fingerprints.shape[0], near_duplicate_pairs(fingerprints, check_threshold(threshold)))
-
-
 def dataset_pixel_hashes(dataset) -> list[str]:
     """Decoded-pixel hashes; a hand-built ImageDataset without infos falls back to file hashes."""
     if dataset.infos is not None:
@@ -171,6 +165,7 @@ class Grouping:
     """Which images must stay on one side of every split, and how that was decided."""
 
     groups: list[list[int]]  # every index exactly once (singletons included), each group sorted
+    near_duplicates: list[list[int]] = field(default_factory=list)  # near-duplicate groups alone (size >= 2)
     info: dict[str, Any] = field(default_factory=dict)  # JSON-ready: method, thresholds, runs per class
 
 
@@ -200,6 +195,7 @@ def leakage_groups(
         raise ConfigError(f"unknown grouping {grouping!r}; choose one of {', '.join(GROUPINGS)}")
     n = len(paths)
     pairs = near_duplicate_pairs(fingerprints, check_threshold(near_dup_threshold)) if n else []
+    near = union_groups(n, pairs)
     info: dict[str, Any] = {
         "requested": grouping,
         "near_duplicates": {"method": NEAR_DUP_METHOD, "threshold": near_dup_threshold},
@@ -236,7 +232,7 @@ def leakage_groups(
     info["groups"] = len(groups)
     info["largest_group"] = max((len(g) for g in groups), default=0)
     info["images_in_multi_image_groups"] = len(grouped)
-    return Grouping(groups=groups, info=info)
+    return Grouping(groups=groups, info=info, near_duplicates=near)
 
 
 def scan_run_calibration(

@@ -27,7 +27,6 @@ from fortify.data.groups import (
     dataset_pixel_hashes,
     exact_duplicate_groups,
     leakage_groups,
-    near_duplicate_groups,
 )
 from fortify.data.loader import DataWarning, load_dataset
 from fortify.data.sentinel import leakage_sentinel
@@ -148,6 +147,7 @@ class _Prepared:
     labels: np.ndarray  # labels of `kept`
     groups: list[list[int]]  # indices into `kept`
     grouping: dict[str, Any]
+    near_duplicates: list[list[int]]  # near-duplicate groups alone (indices into `kept`), for the manifest
     dropped: list[dict[str, str]]
 
 
@@ -190,7 +190,7 @@ def _prepare(
             )
     for w in caught:  # re-emit from here so the user sees one warning pointing at their call
         warnings.warn(str(w.message), DataWarning, stacklevel=3)
-    return _Prepared(ds, kept, labels, g.groups, g.info, dropped)
+    return _Prepared(ds, kept, labels, g.groups, g.info, g.near_duplicates, dropped)
 
 
 def _manifest(
@@ -225,7 +225,7 @@ def _manifest(
     for entries in splits.values():
         entries.sort(key=lambda e: position[e["path"]])
     picks = {name: [position[e["path"]] for e in entries] for name, entries in splits.items()}
-    near = [g for g in near_duplicate_groups(dataset_fingerprints(ds)[prep.kept], near_dup_threshold)]
+    near = prep.near_duplicates
     return SplitManifest(
         dataset={
             "root": ds.source or ds.root,

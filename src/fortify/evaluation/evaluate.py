@@ -368,6 +368,18 @@ class _Context:
         return _accuracy(self.y, pred), time.perf_counter() - t0
 
 
+def _disagreements(model, x_adv, y, success, attack_rt, score_rt, batch_size):
+    """The scorer's predictions on x_adv, the bookkeeping of where they disagree with the attack's own
+    success flags, and the indices to attack again (None when nothing disagrees or when the attack
+    already ran at the scoring precision, where a rerun would repeat the same computation)."""
+    pred, _ = predict(model, x_adv, score_rt, batch_size)
+    mismatch = (pred != y) != success
+    book = {"verdict_mismatches": int(mismatch.sum()), "reattacked_fp32": 0, "recovered_by_reattack": 0}
+    if not mismatch.any() or attack_rt.precision == score_rt.precision:
+        return pred, book, None
+    return pred, book, mismatch.nonzero().squeeze(1)
+
+
 def _settle(spec, model, x, y, run: AttackRun, attack_rt, score_rt, batch_size, seed):
     """Compare the attack's own success flags with the scoring precision's verdicts.
 
@@ -375,12 +387,9 @@ def _settle(spec, model, x, y, run: AttackRun, attack_rt, score_rt, batch_size, 
     correct, or the reverse) is counted; when the attack ran in another precision than the scoring, it
     is attacked again at the scoring precision and the new example is kept if it fools the scorer.
     """
-    pred, _ = predict(model, run.x_adv, score_rt, batch_size)
-    mismatch = (pred != y) != run.success
-    book = {"verdict_mismatches": int(mismatch.sum()), "reattacked_fp32": 0, "recovered_by_reattack": 0}
-    if not mismatch.any() or attack_rt.precision == score_rt.precision:
+    pred, book, idx = _disagreements(model, run.x_adv, y, run.success, attack_rt, score_rt, batch_size)
+    if idx is None:
         return run.x_adv, book
-    idx = mismatch.nonzero().squeeze(1)
     seed_everything(seed)
     again = attack_dataset_detailed(spec, model, x[idx], y[idx], score_rt, batch_size)
     pred2, _ = predict(model, again.x_adv, score_rt, batch_size)
@@ -396,19 +405,17 @@ def _settle(spec, model, x, y, run: AttackRun, attack_rt, score_rt, batch_size, 
 def _settle_cw(spec, model, x, y, attack_rt, score_rt, batch_size, seed, advance):
     """CW over the set, its success flags checked (and re-attacked) at the scoring precision."""
     run = cw_dataset(spec, model, x, y, attack_rt, batch_size, advance)
-    pred, _ = predict(model, run.x_adv, score_rt, batch_size)
-    mismatch = (pred != y) != run.success
-    book = {"verdict_mismatches": int(mismatch.sum()), "reattacked_fp32": 0, "recovered_by_reattack": 0}
-    if mismatch.any() and attack_rt.precision != score_rt.precision:
-        idx = mismatch.nonzero().squeeze(1)
-        seed_everything(seed)
-        again = cw_dataset(spec, model, x[idx], y[idx], score_rt, batch_size)
-        pred2, _ = predict(model, again.x_adv, score_rt, batch_size)
-        ok = again.success & (pred2 != y[idx])
-        run.x_adv[idx] = torch.where(ok.view(-1, 1, 1, 1), again.x_adv, x[idx])
-        run.l2[idx] = torch.where(ok, again.l2, torch.full_like(again.l2, float("inf")))
-        book.update(reattacked_fp32=len(idx), recovered_by_reattack=int((ok & (pred[idx] == y[idx])).sum()))
-        run.success[idx] = ok
+    pred, book, idx = _disagreements(model, run.x_adv, y, run.success, attack_rt, score_rt, batch_size)
+    if idx is None:
+        return run, book
+    seed_everything(seed)
+    again = cw_dataset(spec, model, x[idx], y[idx], score_rt, batch_size)
+    pred2, _ = predict(model, again.x_adv, score_rt, batch_size)
+    ok = again.success & (pred2 != y[idx])
+    run.x_adv[idx] = torch.where(ok.view(-1, 1, 1, 1), again.x_adv, x[idx])
+    run.l2[idx] = torch.where(ok, again.l2, torch.full_like(again.l2, float("inf")))
+    book.update(reattacked_fp32=len(idx), recovered_by_reattack=int((ok & (pred[idx] == y[idx])).sum()))
+    run.success[idx] = ok
     return run, book
 
 
