@@ -1,8 +1,8 @@
 """Device, precision and seeding, decided once and passed down.
 
-`Runtime.resolve("auto", "auto")` picks CUDA if present, and bf16 autocast where the hardware
-runs it natively (CUDA with bf16 support, or a CPU with AVX-512 BF16 / AMX). Library code
-receives a `Runtime` (or its fields) instead of re-detecting in every function.
+`Runtime.resolve("auto", "auto")` picks CUDA if present, then Apple MPS, then the CPU, and bf16
+autocast where the hardware runs it natively (CUDA with bf16 support, or a CPU with AVX-512 BF16 /
+AMX). Library code receives a `Runtime` (or its fields) instead of re-detecting in every function.
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
 @dataclass(frozen=True)
 class Runtime:
     device: torch.device
@@ -38,7 +43,7 @@ class Runtime:
     @classmethod
     def resolve(cls, device: str = "auto", precision: str = "auto", channels_last: bool = True) -> Runtime:
         if device == "auto":
-            dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            dev = torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
         else:
             try:
                 dev = torch.device(device)
@@ -46,11 +51,15 @@ class Runtime:
                 raise ConfigError(f"unknown device {device!r}") from e
             if dev.type == "cuda" and not torch.cuda.is_available():
                 raise ConfigError("device 'cuda' requested but CUDA is not available")
+            if dev.type == "mps" and not _mps_available():
+                raise ConfigError("device 'mps' requested but Apple MPS is not available")
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         if precision == "auto":
             if dev.type == "cuda":
                 precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+            elif dev.type == "mps":
+                precision = "fp32"  # bf16 autocast on MPS depends on the macOS version: not by default
             else:
                 precision = "bf16" if cpu_has_native_bf16() else "fp32"
         return cls(device=dev, precision=precision, channels_last=channels_last)

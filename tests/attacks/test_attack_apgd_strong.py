@@ -119,8 +119,9 @@ def test_strong_no_weaker_than_its_first_component(tiny_model, test_batch):
     x, y = test_batch
     eps = 8 / 255
     first = apgd(tiny_model, x, y, eps=eps, steps=10, loss="ce", generator=torch.Generator().manual_seed(4))
-    both = strong(tiny_model, x, y, eps=eps, steps=10, square_queries=50,
-                  generator=torch.Generator().manual_seed(4))
+    both = strong(
+        tiny_model, x, y, eps=eps, steps=10, square_queries=50, generator=torch.Generator().manual_seed(4)
+    )
     assert accuracy(tiny_model, both, y) <= accuracy(tiny_model, first, y)
     assert accuracy(tiny_model, both, y) < accuracy(tiny_model, x, y)
 
@@ -168,8 +169,16 @@ def test_square_runs_last_and_only_on_the_survivors(norm, eps, monkeypatch, tiny
         return real_square(model, xs, ys, **kw)
 
     monkeypatch.setattr(strong_module, "square", spy)
-    res = strong_detailed(tiny_model, x, y, eps=eps, norm=norm, steps=5, square_queries=40,
-                          generator=torch.Generator().manual_seed(0))
+    res = strong_detailed(
+        tiny_model,
+        x,
+        y,
+        eps=eps,
+        norm=norm,
+        steps=5,
+        square_queries=40,
+        generator=torch.Generator().manual_seed(0),
+    )
     survivors = ((res.fooled_by == 4) | (res.fooled_by == strong_module.ROBUST)).sum().item()
     assert survivors > 0
     assert len(calls) == 1 and calls[0][0] == survivors
@@ -177,3 +186,28 @@ def test_square_runs_last_and_only_on_the_survivors(norm, eps, monkeypatch, tiny
     calls.clear()
     strong_detailed(tiny_model, x, y, eps=eps, norm=norm, steps=5, square_queries=0)
     assert calls == []
+
+
+def test_strong_standard_version_runs_autoattacks_standard_set_only(tiny_model, test_batch):
+    from fortify.attacks.spec import STRONG_VERSIONS
+    from fortify.errors import SpecError
+    from fortify.evaluation.batches import count_passes
+
+    assert tuple(strong_module.VERSIONS) == STRONG_VERSIONS
+    x, y = test_batch[0][:40], test_batch[1][:40]
+    kw = dict(eps=2 / 255, steps=5, square_queries=0)
+    passes = {}
+    for version in ("full", "standard"):
+        with count_passes(tiny_model) as count:
+            res = strong_detailed(
+                tiny_model, x, y, version=version, generator=torch.Generator().manual_seed(0), **kw
+            )
+        passes[version] = count.gradient_evaluations
+        used = {res.component_names[i] for i in res.fooled_by[res.fooled_by >= 0].tolist()}
+        assert used <= set(strong_module.VERSIONS[version])
+        robust = int((res.fooled_by == strong_module.ROBUST).sum())
+    assert robust > 0  # so the components after APGD-CE had samples to work on
+    assert passes["standard"] < passes["full"]
+    with pytest.raises(SpecError, match="unknown version"):
+        parse_spec("strong:eps=2/255,version=lite")
+    assert parse_spec("strong:eps=2/255,version=standard").params["version"] == "standard"

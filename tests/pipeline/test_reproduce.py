@@ -82,6 +82,17 @@ def test_layout_and_config(tiny_run):
     assert "SYNTHETIC" in (out / "report" / "report.md").read_text()
 
 
+def test_time_budget_is_written_with_first_and_measured_figures(tiny_run):
+    out, _ = tiny_run
+    est = read_json(out / "estimate.json")
+    names = [s["name"] for s in est["stages"]]
+    assert names == STAGES
+    assert all(s["measured"] is not None and s["seconds"] > 0 for s in est["stages"])
+    assert est["first_estimate_seconds"] > 0 and est["machine"]["gradient"] > 0
+    # the current estimate of a finished run is what it took, stage by stage
+    assert est["current_estimate_seconds"] == pytest.approx(sum(s["measured"] for s in est["stages"]))
+
+
 def test_resume_skips_every_finished_stage(tiny_run):
     out, _ = tiny_run
     statuses: list = []

@@ -29,6 +29,7 @@ ALIASES = {"cw_l2": "cw", "fgsm_rs": "fgsm"}
 NOT_IN_SPEC = {"generator", "progress"}
 NORMS = ("linf", "l2")
 LOSSES_BY_ATTACK = {"pgd": ("ce", "cw", "dlr"), "apgd": ("ce", "dlr")}
+STRONG_VERSIONS = ("full", "standard")  # fortify.attacks.strong.VERSIONS (spec.py imports no attack)
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,8 @@ def _validate(name: str, params: dict) -> None:
             raise SpecError(f"{name}: unknown norm {value!r}; valid: {', '.join(NORMS)}")
         if key == "loss" and value not in LOSSES_BY_ATTACK.get(name, ()):
             raise SpecError(f"{name}: unknown loss {value!r}; valid: {', '.join(LOSSES_BY_ATTACK[name])}")
+        if key == "version" and value not in STRONG_VERSIONS:
+            raise SpecError(f"{name}: unknown version {value!r}; valid: {', '.join(STRONG_VERSIONS)}")
     required = [k for k, p in _params(name).items() if p.default is inspect.Parameter.empty]
     missing = [k for k in required if k not in params]
     if missing:

@@ -22,6 +22,14 @@ from fortify.attacks.square import square
 # Fixed, whether or not a component runs (DLR ones are skipped for 2 classes, Square with
 # square_queries=0), so an index in `fooled_by` always means the same attack.
 COMPONENT_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t-dlr", "pgd-cw", "square")
+# "standard" is AutoAttack's standard set as it applies to a few classes (APGD-CE, targeted APGD-DLR,
+# Square; FAB-T left out, as it rarely adds anything, Croce & Hein 2020); "full" adds untargeted
+# APGD-DLR and PGD on the CW margin, two more gradient attacks on every sample the others left robust:
+# twice the gradient evaluations on a robust sample, for the samples only they find.
+VERSIONS = {
+    "full": COMPONENT_NAMES,
+    "standard": ("apgd-ce", "apgd-t-dlr", "square"),
+}
 ROBUST = -1  # fooled_by: no component fooled the sample
 CLEAN_MISCLASSIFIED = -2  # fooled_by: misclassified on the clean input, never attacked
 
@@ -45,12 +53,24 @@ def strong(
     pgd_restarts: int = 2,
     n_target_classes: int = 9,
     square_queries: int = 5000,
+    version: str = "full",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Untargeted per-sample worst case of the ensemble; see `strong_detailed`."""
-    return strong_detailed(model, x, y, eps=eps, norm=norm, steps=steps, restarts=restarts,
-                           pgd_restarts=pgd_restarts, n_target_classes=n_target_classes,
-                           square_queries=square_queries, generator=generator).x_adv
+    return strong_detailed(
+        model,
+        x,
+        y,
+        eps=eps,
+        norm=norm,
+        steps=steps,
+        restarts=restarts,
+        pgd_restarts=pgd_restarts,
+        n_target_classes=n_target_classes,
+        square_queries=square_queries,
+        version=version,
+        generator=generator,
+    ).x_adv
 
 
 def strong_detailed(
@@ -65,6 +85,7 @@ def strong_detailed(
     pgd_restarts: int = 2,
     n_target_classes: int = 9,
     square_queries: int = 5000,
+    version: str = "full",
     generator: torch.Generator | None = None,
 ) -> StrongResult:
     """APGD-CE, APGD-DLR, APGD-T-DLR, PGD-CW, then Square, in the L-inf or L2 eps-ball.
@@ -73,7 +94,8 @@ def strong_detailed(
     alpha = 2.5*eps/steps), `restarts` by the APGD ones, `pgd_restarts` by PGD, `square_queries`
     by Square (queries per sample; 0 disables it). `n_target_classes` is capped at
     num_classes-1, so with up to 10 classes APGD-T targets every wrong class. DLR components are
-    skipped for 2-class models, where DLR is undefined.
+    skipped for 2-class models, where DLR is undefined. `version` picks the components: "full" (all
+    five) or "standard" (APGD-CE, targeted APGD-DLR, Square: AutoAttack's standard set).
 
     `fooled_by[i]` is the index in `component_names` of the first component that fooled sample
     i, -1 (ROBUST) if none did, -2 (CLEAN_MISCLASSIFIED) if it was misclassified to begin with.
@@ -84,6 +106,8 @@ def strong_detailed(
     """
     check_threat(norm, eps)
     check_input(x, y)
+    if version not in VERSIONS:
+        raise ValueError(f"unknown strong version {version!r}; valid: {', '.join(VERSIONS)}")
     if square_queries < 0:
         raise ValueError(f"square_queries must be >= 0 (0 disables Square), got {square_queries}")
     with attack_mode(model):
@@ -99,22 +123,25 @@ def strong_detailed(
         grad_common = dict(steps=steps, **common)
         components = {
             "apgd-ce": lambda xs, ys: apgd(model, xs, ys, loss="ce", restarts=restarts, **grad_common),
-            "pgd-cw": lambda xs, ys: pgd(model, xs, ys, loss="cw", restarts=pgd_restarts, early_stop=True,
-                                         **grad_common),
+            "pgd-cw": lambda xs, ys: pgd(
+                model, xs, ys, loss="cw", restarts=pgd_restarts, early_stop=True, **grad_common
+            ),
         }
         if num_classes >= 3:
             k = min(n_target_classes, num_classes - 1)
-            components["apgd-dlr"] = lambda xs, ys: apgd(model, xs, ys, loss="dlr", restarts=restarts,
-                                                         **grad_common)
-            components["apgd-t-dlr"] = lambda xs, ys: apgd(model, xs, ys, loss="dlr", restarts=restarts,
-                                                           n_target_classes=k, **grad_common)
+            components["apgd-dlr"] = lambda xs, ys: apgd(
+                model, xs, ys, loss="dlr", restarts=restarts, **grad_common
+            )
+            components["apgd-t-dlr"] = lambda xs, ys: apgd(
+                model, xs, ys, loss="dlr", restarts=restarts, n_target_classes=k, **grad_common
+            )
         if square_queries > 0:
             components["square"] = lambda xs, ys: square(model, xs, ys, queries=square_queries, **common)
         for i, name in enumerate(COMPONENT_NAMES):
             idx = robust.nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            if name not in components:
+            if name not in components or name not in VERSIONS[version]:
                 continue
             adv = components[name](x0[idx], y[idx])
             with torch.no_grad():

@@ -67,12 +67,13 @@ def default_attack_specs(
     strong_steps: int | None = None,
     square_queries: int | None = None,
     l2_steps: int | None = None,
+    strong_version: str | None = None,
 ) -> list[str]:
     """FGSM, PGD, CW-L2 (minimum norm, scored against the L2 budget), the strong ensemble at one
     L-inf eps, and APGD-L2 at the CW budget's radius (a stronger, cheaper bound for that ball).
 
-    `strong_steps` / `square_queries` default to `strong`'s own (AutoAttack-standard) budgets;
-    `l2_steps` defaults to the strong steps.
+    `strong_steps` / `square_queries` default to `strong`'s own (AutoAttack-standard) budgets,
+    `strong_version` to its own component set ("full"); `l2_steps` defaults to the strong steps.
     """
     e = fraction_text(eps)
     budget = cw_budget if cw_budget is not None else cw_l2_budget(eps, image_size, in_channels)
@@ -81,6 +82,8 @@ def default_attack_specs(
         strong += f",steps={strong_steps}"
     if square_queries is not None:
         strong += f",square_queries={square_queries}"
+    if strong_version is not None:
+        strong += f",version={strong_version}"
     l2 = l2_steps or strong_steps or STRONG_DEFAULTS["steps"]
     return [
         f"fgsm:eps={e}",

@@ -46,7 +46,9 @@ class EvalSettings:
     strong_steps: int | None = None  # None -> strong's own AutoAttack-standard budget (APGD 100 steps)
     square_queries: int | None = None  # None -> strong's own (5000 queries); fewer = upper bounds
     l2_steps: int | None = None  # APGD-L2 at the CW budget; None -> strong's steps
+    strong_version: str | None = None  # strong's components: "full" or "standard"; None -> strong's own
     score_precision: str = "fp32"  # every reported prediction is scored in this precision
+    fold_bn: bool = True  # attack a copy with batch norm folded into the convolutions (same function)
     eps_curve: list[float] = field(default_factory=lambda: [0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255])
     curve_attacks: list[str] = field(default_factory=lambda: ["pgd:steps=10", "strong"])
     batch_size: int = 64

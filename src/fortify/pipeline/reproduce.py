@@ -17,9 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from fortify import __version__
 from fortify.errors import ConfigError
 from fortify.fileio import read_json, sha256_file, write_json, write_yaml
+from fortify.pipeline.estimate import (
+    Budget,
+    MachineSpeed,
+    StageEstimate,
+    eval_seconds,
+    fmt_minutes,
+    measure_machine,
+    train_seconds,
+)
 from fortify.pipeline.fingerprint import data_identity, fingerprint, is_up_to_date, write_record
 from fortify.pipeline.profiles import DEFENSES, Profile, load_profile
 from fortify.pipeline.rundir import check_data, prepare_out, run_config
@@ -37,6 +48,8 @@ class Stage:
     inputs: Callable[[], dict[str, str]]  # evaluated when the stage is reached (earlier stages made them)
     run: Callable[[], None]
     clean: Callable[[], None] = lambda: None  # remove stale outputs before a rerun
+    kind: str = "other"  # "train" | "eval" | "other": stages of one kind share the estimate's correction
+    cost: Callable[[MachineSpeed], float] = lambda speed: 1.0  # predicted seconds on a measured machine
 
 
 def _train_config(profile: Profile, stage: str, mode: str, data: str, out: Path, device: str, precision: str):
@@ -84,6 +97,7 @@ def attack_specs(profile: Profile) -> list[str]:
         strong_steps=ev.strong_steps,
         square_queries=ev.square_queries,
         l2_steps=ev.l2_steps,
+        strong_version=ev.strong_version,
     )
 
 
@@ -124,6 +138,7 @@ class _Run:
     specs: list[str]
     transfer_attack: str
     data_id: dict[str, str]
+    sizes: tuple[int, int, int] = (0, 0, 0)  # expected train / val / test images (for the time budget)
 
     def data_inputs(self) -> dict[str, str]:
         if "data" not in self.data_id:
@@ -144,6 +159,7 @@ class _Run:
             "sanity_steps_factor": ev.sanity_steps_factor,
             "sanity_restarts": ev.sanity_restarts,
             "score_precision": ev.score_precision,
+            "fold_bn": ev.fold_bn,
         }
 
     def transfer_kwargs(self) -> dict[str, Any]:
@@ -327,6 +343,20 @@ def _study_stages(run: _Run, root: Path, prefix: str = "") -> list[Stage]:
         d = train_cfgs[name].to_dict()
         return {k: v for k, v in d.items() if k not in ("out", "device", "data", "cache_dir")}
 
+    n_train, n_val, n_test = run.sizes
+    ev = prof.evaluate
+    n_eval = min(n_test, ev.limit) if ev.limit else n_test
+
+    def eval_cost(speed: MachineSpeed) -> float:
+        curve = [(t, float(e)) for t in ev.curve_attacks for e in ev.eps_curve]
+        return eval_seconds(run.specs, curve, n_eval, ev.sanity_steps_factor, ev.sanity_restarts, speed)
+
+    def transfer_cost(speed: MachineSpeed) -> float:
+        from fortify.pipeline.estimate import attack_passes
+
+        grads, forwards = attack_passes(run.transfer_attack, n_eval)
+        return 2 * (grads * speed.gradient + (forwards + 2 * n_eval) * speed.forward)
+
     stages: list[Stage] = []
     for name, title in (
         ("normal", "normal training"),
@@ -347,6 +377,8 @@ def _study_stages(run: _Run, root: Path, prefix: str = "") -> list[Stage]:
                 },
                 run_train(name),
                 clean=lambda n=name: _rmtree(root / n),
+                kind="train",
+                cost=lambda speed, n=name: train_seconds(train_cfgs[n], n_train, n_val, speed),
             )
         )
         stages.append(
@@ -359,6 +391,8 @@ def _study_stages(run: _Run, root: Path, prefix: str = "") -> list[Stage]:
                 lambda n=name: ckpt(n),
                 run_eval(name),
                 clean=lambda n=name: _rmtree(root / n / "eval"),
+                kind="eval",
+                cost=eval_cost,
             )
         )
     stages += [
@@ -370,6 +404,7 @@ def _study_stages(run: _Run, root: Path, prefix: str = "") -> list[Stage]:
             transfer_kwargs,
             lambda: {**ckpt("normal"), **ckpt("adversarial")},
             run_transfer,
+            cost=transfer_cost,
         ),
         Stage(
             prefix + "compare",
@@ -439,6 +474,60 @@ def _cv_stage(run: _Run, folds: int) -> Stage:
     )
 
 
+def _expected_sizes(data: str, prof: Profile, folds: int | None) -> tuple[int, int, int]:
+    """Train / val / test images the split will make (close enough for a time estimate)."""
+    from fortify.data.discover import discover
+    from fortify.data.phantom import PHANTOM_CLASSES, parse_phantom_spec
+
+    per_phantom = parse_phantom_spec(data)
+    if per_phantom is not None:
+        counts = [per_phantom] * len(PHANTOM_CLASSES)
+    else:
+        found = discover(data)
+        counts = [sum(1 for _, label in found.files if label == c) for c in range(len(found.classes))]
+    train_f, val_f, test_f = prof.fractions
+    if folds is not None:
+        test_f = 1 / folds
+        train_f, val_f = (1 - test_f) * (1 - _val_fraction(prof)), (1 - test_f) * _val_fraction(prof)
+    k = prof.limit_per_class
+
+    def share(f: float) -> int:
+        return sum(min(round(c * f), k) if k else round(c * f) for c in counts)
+
+    return share(train_f), share(val_f), share(test_f)
+
+
+def _measure(run: _Run, console) -> MachineSpeed:
+    """Time the profile's model on this machine without touching the run's random streams."""
+    from fortify.models import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(run.prof.model, 3, in_channels=1)
+        speed = measure_machine(model, run.prof.image_size, 1, run.runtime)
+    console.print(
+        f"this machine ({speed.device}, {speed.precision}), per image: training step "
+        f"{1000 * speed.train_step:.1f} ms, attack step {1000 * speed.gradient:.1f} ms, forward "
+        f"{1000 * speed.forward:.1f} ms (measured in {speed.seconds:.1f} s)"
+    )
+    return speed
+
+
+def _print_budget(console, budget: Budget, stages: list[Stage], first: bool) -> None:
+    if first:
+        for stage, est in zip(stages, budget.stages, strict=True):
+            if est.measured is None and est.seconds >= 1:
+                console.print(f"  estimate {stage.title} ({stage.name}): {fmt_minutes(est.seconds)}")
+        console.print(
+            f"estimated time for the whole run: {fmt_minutes(budget.total())} "
+            "(updated as stages finish; a first estimate can be off by 2x)"
+        )
+    else:
+        console.print(
+            f"  remaining about {fmt_minutes(budget.remaining())}; whole run about "
+            f"{fmt_minutes(budget.total())} (first estimate {fmt_minutes(budget.first_total)})"
+        )
+
+
 def reproduce(
     data: str | Path,
     out: str | Path,
@@ -475,7 +564,20 @@ def reproduce(
     pgd_spec = next((s for s in specs if s.startswith("pgd")), f"pgd:eps={prof.eps!r},steps={ev.pgd_steps}")
     transfer_attack = ev.transfer_attack or pgd_spec
     _check_specs(specs, ev.curve_attacks, transfer_attack)
-    run = _Run(prof, data, defense, device, precision, runtime, out, progress, specs, transfer_attack, {})
+    run = _Run(
+        prof,
+        data,
+        defense,
+        device,
+        precision,
+        runtime,
+        out,
+        progress,
+        specs,
+        transfer_attack,
+        {},
+        _expected_sizes(data, prof, folds),
+    )
     roots = [out] if folds is None else [out / f"fold-{i}" for i in range(folds)]
     stages = _data_stages(run, folds)
     for i, root in enumerate(roots):  # building the stages validates every training config
@@ -492,14 +594,22 @@ def reproduce(
     from rich.console import Console
 
     console = Console(stderr=True, quiet=not progress)
+    speed = _measure(run, console)
+    budget = Budget(speed, [StageEstimate(s.name, s.kind, s.cost(speed)) for s in stages])
+    first_estimate = True
     for i, stage in enumerate(stages, 1):
         inputs = stage.inputs()
         fp = fingerprint(stage.name, stage.config, inputs)
         if is_up_to_date(stage.record, fp, stage.outputs):
             _print_stage(console, i, len(stages), stage, "skipped (up to date)")
+            budget.skipped(stage.name)
             if on_stage:
                 on_stage(stage.name, "skipped (up to date)")
             continue
+        if first_estimate:  # after the skipped stages of a resumed run, before the first real work
+            _print_budget(console, budget, stages, first=True)
+            write_json(out / "estimate.json", budget.to_dict())
+            first_estimate = False
         if stage.record.is_file():  # finished earlier for other inputs: its outputs are stale
             stage.clean()
         _print_stage(console, i, len(stages), stage, "running")
@@ -510,6 +620,10 @@ def reproduce(
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         write_record(stage.record, stage.name, fp, stage.config, inputs, seconds, cpu)
         _print_stage(console, i, len(stages), stage, f"done in {seconds:.1f} s (CPU {cpu:.1f} s)")
+        budget.finished(stage.name, seconds)
+        if i < len(stages):
+            _print_budget(console, budget, stages, first=False)
+        write_json(out / "estimate.json", budget.to_dict())
         if on_stage:
             on_stage(stage.name, "done")
     return out

@@ -1,0 +1,244 @@
+"""An honest time budget for `reproduce`: measure this machine, predict every stage, correct as we go.
+
+In its first seconds `reproduce` times one training step, one attack step (forward + backward to the
+input) and one forward pass of the profile's model at the profile's sizes, in the run's precision. Each
+stage's cost is then a count of images through the model times those per-image seconds:
+
+- training: epochs x (train images x the mode's cost per image + validation images x its attack steps);
+- evaluation: the attacks' budgets, each attacked image costing its full budget if it stays robust and
+  a few steps if it is fooled early (attacks stop per sample at the first success).
+
+The robust share is a guess before anything is measured, so the first estimate can be off by a factor of
+two either way. After each stage the ratio of measured to predicted seconds for that kind of stage
+(training or evaluation) rescales the stages still to come; the updated total is printed and stored in
+RUN_DIR/estimate.json beside the first one, so the estimate itself can be judged afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from fortify.runtime import Runtime
+
+# Guesses used until a stage has been measured: the share of test images a model classifies correctly,
+# the share of those that survive an attack's whole budget, and the steps an early-stopping attack
+# spends on an image it fools (measured on IQ-OTH/NCCD quick runs: most fall within 2-5 steps).
+CLEAN_SHARE = 0.8
+ROBUST_SHARE = 0.6
+STEPS_TO_FOOL = 5
+
+
+@dataclass
+class MachineSpeed:
+    """Seconds per image on this machine, for the profile's model, image size and precision."""
+
+    train_step: float  # forward + backward + optimizer step, train mode
+    gradient: float  # forward + backward to the input, eval mode (one attack step)
+    forward: float  # forward only, eval mode
+    precision: str
+    device: str
+    seconds: float  # what measuring cost
+
+
+def _per_image(fn, batch: int, repeats: int = 2) -> float:
+    fn()  # warm-up: first calls allocate and pick kernels
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t0) / (repeats * batch)
+
+
+def measure_machine(
+    model: torch.nn.Module, image_size: int, in_channels: int, runtime: Runtime, batch: int = 16
+) -> MachineSpeed:
+    """Time one training step, one attack step and one forward pass (per image) on random inputs.
+
+    `model` is used on a throwaway basis: its weights change (one SGD step), so pass a fresh one."""
+    started = time.perf_counter()
+    model = runtime.prepare_model(model)
+    num_classes = None
+    x = runtime.to_device(torch.rand(batch, in_channels, image_size, image_size))
+    with torch.no_grad(), runtime.autocast():
+        num_classes = model.eval()(x).shape[1]
+    y = torch.randint(0, num_classes, (batch,), device=runtime.device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6)
+
+    def train_step() -> None:
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        with runtime.autocast():
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        loss.backward()
+        opt.step()
+
+    def gradient_step() -> None:
+        model.eval()
+        xr = x.detach().clone().requires_grad_(True)
+        with runtime.autocast():
+            loss = torch.nn.functional.cross_entropy(model(xr).float(), y)
+        torch.autograd.grad(loss, xr)
+
+    def forward() -> None:
+        model.eval()
+        with torch.no_grad(), runtime.autocast():
+            model(x)
+
+    train_s = _per_image(train_step, batch)
+    for p in model.parameters():  # attacks never need parameter gradients
+        p.requires_grad_(False)
+    grad_s = _per_image(gradient_step, batch)
+    fwd_s = _per_image(forward, batch)
+    return MachineSpeed(
+        train_s, grad_s, fwd_s, runtime.precision, str(runtime.device), time.perf_counter() - started
+    )
+
+
+def _attacked(n: int, steps: float) -> float:
+    """Images through the model for an early-stopping attack of `steps` over n test images."""
+    correct = n * CLEAN_SHARE
+    return correct * (ROBUST_SHARE * steps + (1 - ROBUST_SHARE) * min(steps, STEPS_TO_FOOL))
+
+
+def attack_passes(spec: str, n: int) -> tuple[float, float]:
+    """(gradient evaluations, forward passes) an evaluation attack is expected to cost on n images."""
+    from fortify.attacks import parse_spec
+
+    s = parse_spec(spec)
+    p = s.params
+    steps = float(p.get("steps", 10))
+    restarts = float(p.get("restarts", 1))
+    if s.name == "fgsm":
+        return n, 2 * n
+    if s.name == "pgd":
+        return _attacked(n, steps * restarts), 2 * n
+    if s.name == "apgd":
+        return _attacked(n, steps * restarts * max(1, int(p.get("n_target_classes", 1)))), 2 * n
+    if s.name == "cw":
+        # CW runs unbounded: every correctly classified image takes every step of every binary round.
+        return n * CLEAN_SHARE * steps * float(p.get("binary_steps", 5)), 2 * n
+    if s.name == "square":
+        return 0, n * CLEAN_SHARE * ROBUST_SHARE * float(p.get("queries", 5000))
+    if s.name == "strong":
+        # APGD-CE, APGD-DLR, targeted APGD-DLR (2 other classes), PGD-CW with restarts, then Square on the
+        # survivors. Only the first sees every image; the others see the survivors.
+        steps = float(p.get("steps", 100))
+        later = steps * (1 + 2 + float(p.get("pgd_restarts", 2)))
+        survivors = n * CLEAN_SHARE * ROBUST_SHARE
+        grads = _attacked(n, steps) + survivors * later
+        return grads, survivors * float(p.get("square_queries", 5000)) + 6 * n
+    return _attacked(n, steps), 2 * n
+
+
+@dataclass
+class StageEstimate:
+    name: str
+    kind: str  # "train", "eval" or "other"
+    seconds: float  # predicted
+    measured: float | None = None
+
+
+@dataclass
+class Budget:
+    speed: MachineSpeed
+    stages: list[StageEstimate]
+    scale: dict[str, float] = field(default_factory=lambda: {"train": 1.0, "eval": 1.0, "other": 1.0})
+    first_total: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.first_total = self.first_total or self.remaining()
+
+    def remaining(self) -> float:
+        return sum(s.seconds * self.scale[s.kind] for s in self.stages if s.measured is None)
+
+    def total(self) -> float:
+        return sum(s.measured for s in self.stages if s.measured is not None) + self.remaining()
+
+    def skipped(self, name: str) -> None:
+        """A stage that was up to date costs nothing now (and says nothing about this machine)."""
+        for s in self.stages:
+            if s.name == name:
+                s.measured = 0.0
+                s.seconds = 0.0
+        self.first_total = 0.0
+        self.first_total = self.remaining()
+
+    def finished(self, name: str, seconds: float) -> None:
+        """Record a stage's measured time and rescale the same kind of stage still to come."""
+        done = [s for s in self.stages if s.name == name]
+        if not done:
+            return
+        stage = done[0]
+        stage.measured = seconds
+        measured = [s for s in self.stages if s.kind == stage.kind and s.measured is not None]
+        predicted = sum(s.seconds for s in measured)
+        if predicted > 0 and stage.kind != "other":
+            self.scale[stage.kind] = sum(s.measured for s in measured) / predicted
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "machine": asdict(self.speed),
+            "first_estimate_seconds": self.first_total,
+            "current_estimate_seconds": self.total(),
+            "scale": dict(self.scale),
+            "stages": [asdict(s) for s in self.stages],
+            "assumptions": {
+                "clean_share": CLEAN_SHARE,
+                "robust_share": ROBUST_SHARE,
+                "steps_to_fool": STEPS_TO_FOOL,
+            },
+        }
+
+
+def train_seconds(cfg: Any, n_train: int, n_val: int, speed: MachineSpeed) -> float:
+    """Predicted seconds of one training run (a fortify.training.TrainConfig)."""
+    k = float(cfg.attack_steps)
+    craft = {  # gradient evaluations per training image spent making its adversarial version
+        "standard": 0.0,
+        "noise": 0.0,
+        "fast": 1.0,
+        "pgd": k,
+        "trades": k,
+        "mixed": (1 + 2 * k) / 3,  # FGSM, PGD and the CW-loss PGD in rotation
+    }.get(cfg.mode, k)
+    trained = 2.0 if cfg.mode == "mixed" else 1.5 if cfg.mode == "trades" else 1.0  # clean + adversarial
+    per_epoch = n_train * (trained * speed.train_step + craft * speed.gradient)
+    val = n_val * speed.forward
+    if cfg.adversarial and cfg.robust_validation:
+        val += _attacked(n_val, float(cfg.val_attack_steps)) * speed.gradient
+    return cfg.epochs * (per_epoch + val)
+
+
+def eval_seconds(
+    specs: list[str],
+    curve: list[tuple[str, float]],
+    n: int,
+    sanity_factor: int,
+    sanity_restarts: int,
+    speed: MachineSpeed,
+) -> float:
+    """Predicted seconds of one evaluation: headline attacks, eps curves, sanity re-runs, scoring."""
+    from fortify.evaluation.specs import spec_at_eps
+
+    grads = forwards = 0.0
+    for spec in specs:
+        g, f = attack_passes(spec, n)
+        grads, forwards = grads + g, forwards + f
+    for template, eps in curve:
+        if eps > 0:
+            g, f = attack_passes(str(spec_at_eps(template, eps)), n)
+            grads, forwards = grads + g, forwards + f
+    pgd = next((s for s in specs if s.startswith("pgd")), None)
+    if pgd is not None:  # more steps and restarts (the large-eps run fools everything within a few steps)
+        from fortify.attacks import parse_spec
+
+        steps = float(parse_spec(pgd).params.get("steps", 10)) * sanity_factor * sanity_restarts
+        grads += _attacked(n, steps) + n * STEPS_TO_FOOL
+    return grads * speed.gradient + forwards * speed.forward
+
+
+def fmt_minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"

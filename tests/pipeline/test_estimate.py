@@ -1,0 +1,86 @@
+"""The time budget: what it predicts moves the right way, corrects itself, and is written beside the run."""
+
+from __future__ import annotations
+
+import pytest
+
+from fortify.models import build_model
+from fortify.pipeline.estimate import (
+    Budget,
+    MachineSpeed,
+    StageEstimate,
+    attack_passes,
+    eval_seconds,
+    measure_machine,
+    train_seconds,
+)
+from fortify.runtime import Runtime
+from fortify.training import TrainConfig
+
+SPEED = MachineSpeed(
+    train_step=0.01, gradient=0.004, forward=0.001, precision="fp32", device="cpu", seconds=0
+)
+
+
+def test_attack_cost_grows_with_budget_and_counts_square_as_forward_passes():
+    g10, _ = attack_passes("pgd:eps=2/255,steps=10", 100)
+    g20, _ = attack_passes("pgd:eps=2/255,steps=20", 100)
+    assert g20 > g10 > 0
+    g_sq, f_sq = attack_passes("square:eps=2/255,queries=1000", 100)
+    assert g_sq == 0 and f_sq > 1000
+    g_few, f_few = attack_passes("strong:eps=2/255,steps=10,square_queries=100", 100)
+    g_many, f_many = attack_passes("strong:eps=2/255,steps=100,square_queries=5000", 100)
+    assert g_many > 5 * g_few and f_many > 10 * f_few
+    assert (
+        attack_passes("cw:steps=20,binary_steps=3", 100)[0]
+        > attack_passes("cw:steps=20,binary_steps=1", 100)[0]
+    )
+
+
+def test_training_estimate_ranks_modes_by_cost():
+    def cfg(mode: str, **kw) -> TrainConfig:
+        return TrainConfig.from_dict({"data": "phantom", "mode": mode, "epochs": 2, "attack_steps": 5, **kw})
+
+    std = train_seconds(cfg("standard"), 100, 20, SPEED)
+    pgd = train_seconds(cfg("pgd"), 100, 20, SPEED)
+    assert pgd > std > 0
+    assert train_seconds(cfg("standard", epochs=4), 100, 20, SPEED) == pytest.approx(2 * std)
+
+
+def test_eval_estimate_counts_curves_and_sanity():
+    specs = ["fgsm:eps=2/255", "pgd:eps=2/255,steps=20"]
+    bare = eval_seconds(specs, [], 100, 2, 2, SPEED)
+    with_curve = eval_seconds(specs, [("pgd:steps=5", 0.0), ("pgd:steps=5", 4 / 255)], 100, 2, 2, SPEED)
+    assert with_curve > bare > 0
+
+
+def test_budget_rescales_the_stages_of_the_same_kind_still_to_come():
+    stages = [
+        StageEstimate("a", "train", 10),
+        StageEstimate("a/eval", "eval", 20),
+        StageEstimate("b", "train", 30),
+        StageEstimate("b/eval", "eval", 40),
+    ]
+    budget = Budget(SPEED, stages)
+    assert budget.first_total == pytest.approx(100)
+    budget.finished("a", 20.0)  # training took twice the prediction
+    assert budget.remaining() == pytest.approx(20 + 60 + 40)
+    budget.finished("a/eval", 10.0)  # evaluation half
+    assert budget.remaining() == pytest.approx(60 + 20)
+    assert budget.total() == pytest.approx(20 + 10 + 60 + 20)
+    assert budget.first_total == pytest.approx(100)  # the first estimate is kept for judging it
+
+
+def test_skipped_stages_cost_nothing():
+    budget = Budget(SPEED, [StageEstimate("a", "train", 10), StageEstimate("b", "eval", 5)])
+    budget.skipped("a")
+    assert budget.total() == pytest.approx(5) and budget.first_total == pytest.approx(5)
+
+
+def test_measure_machine_times_a_small_model_and_leaves_the_original_alone():
+    model = build_model("smallcnn", 3, in_channels=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    speed = measure_machine(build_model("smallcnn", 3, in_channels=1), 16, 1, Runtime.resolve("cpu", "fp32"))
+    assert speed.train_step > 0 and speed.gradient > 0 and speed.forward > 0
+    assert speed.forward < speed.train_step  # a forward pass is cheaper than a training step
+    assert all((model.state_dict()[k] == v).all() for k, v in before.items())

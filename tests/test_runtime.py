@@ -1,0 +1,61 @@
+"""Device and precision choice, including the CUDA and MPS paths on a machine that has neither."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from fortify.errors import ConfigError
+from fortify.runtime import Runtime
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    def install(bf16: bool) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+
+    return install
+
+
+@pytest.mark.parametrize("bf16, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_picks_cuda_and_its_bf16_support(fake_cuda, bf16, expected):
+    fake_cuda(bf16)
+    rt = Runtime.resolve("auto", "auto")
+    assert rt.device.type == "cuda" and rt.precision == expected
+    assert rt.amp_dtype == (torch.bfloat16 if bf16 else None)
+    if bf16:
+        with warnings.catch_warnings():  # a CPU-only torch warns that it will not autocast on CUDA
+            warnings.simplefilter("ignore")
+            ctx = rt.autocast()
+        assert isinstance(ctx, torch.autocast) and ctx.device == "cuda" and ctx.fast_dtype == torch.bfloat16
+
+
+def test_auto_picks_mps_in_fp32_when_there_is_no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    rt = Runtime.resolve("auto", "auto")
+    assert rt.device.type == "mps" and rt.precision == "fp32"
+
+
+def test_cpu_when_nothing_else(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert Runtime.resolve("auto", "fp32").device.type == "cpu"
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_asking_for_an_absent_accelerator_is_a_one_line_error(monkeypatch, device):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=f"'{device}' requested"):
+        Runtime.resolve(device, "auto")
+
+
+def test_cpu_batches_go_channels_last_and_stay_on_the_cpu():
+    rt = Runtime.resolve("cpu", "fp32")
+    x = rt.to_device(torch.rand(2, 1, 8, 8))
+    assert x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
+    assert Runtime.resolve("cpu", "bf16").autocast().fast_dtype == torch.bfloat16
