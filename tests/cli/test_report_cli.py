@@ -69,3 +69,20 @@ def test_reproduce_refuses_dir_holding_another_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "holds another run (data: '/data/iqothnccd' != 'phantom')" in err
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_profile_show_prints_a_loadable_profile(tmp_path, capsys):
+    from fortify.pipeline.profiles import load_profile
+
+    assert cli(["profile", "show", "quick"]) == 0
+    text = capsys.readouterr().out
+    (tmp_path / "copy.yaml").write_text(text)
+    assert load_profile(str(tmp_path / "copy.yaml")) == load_profile("quick")
+
+
+def test_reproduce_set_with_a_bad_key_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli(["reproduce", "--data", "phantom", "--out", str(out), "--set", "train.epoch=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown key 'train.epoch'" in err[0] and "epochs" in err[0]
+    assert not out.exists()

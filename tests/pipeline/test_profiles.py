@@ -31,7 +31,7 @@ def test_attack_specs_follow_profile():
 def test_overrides_and_their_errors():
     p = load_profile("smoke", {"train.epochs": 3, "evaluate.limit": 5, "eps": "4/255"})
     assert p.train["epochs"] == 3 and p.evaluate.limit == 5 and p.eps == pytest.approx(4 / 255)
-    with pytest.raises(ConfigError, match="unknown field"):
+    with pytest.raises(ConfigError, match="unknown key 'evaluate.pgd_stepz'"):
         load_profile("smoke", {"evaluate.pgd_stepz": 3})
     with pytest.raises(ConfigError, match="number"):
         load_profile("smoke", {"eps": "two"})
@@ -41,3 +41,52 @@ def test_unknown_profile_lists_valid_ones():
     with pytest.raises(ConfigError, match="smoke"):
         load_profile("fastest")
     assert DEFENSES == ("mixed", "pgd", "fast", "trades")
+
+
+def test_a_users_profile_file_and_dotted_overrides(tmp_path):
+    from fortify.pipeline.profiles import parse_assignments, profile_path
+
+    text = (
+        profile_path("smoke")
+        .read_text()
+        .replace("name: smoke", "name: mine")
+        .replace("epochs: 1", "epochs: 3")
+    )
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    mine = load_profile(str(path), parse_assignments(["evaluate.square_queries=77", "eps=4/255", "seed=5"]))
+    assert mine.name == "mine" and mine.train["epochs"] == 3
+    assert mine.evaluate.square_queries == 77 and mine.eps == pytest.approx(4 / 255) and mine.seed == 5
+    assert "square_queries=77" in attack_specs(mine)[3]
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"evaluate.squre_queries": 3}, "unknown key 'evaluate.squre_queries'; valid in section 'evaluate'"),
+        ({"train.epoch": 3}, "unknown key 'train.epoch'; valid in section 'train'"),
+        ({"modle": "resnet18"}, "unknown key 'modle'"),
+        ({"nothere.x": 1}, "unknown section 'nothere'"),
+    ],
+)
+def test_a_misspelt_override_is_an_error_naming_the_valid_keys(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_profile("smoke", overrides)
+
+
+def test_set_values_are_read_as_yaml_and_bad_assignments_refused():
+    from fortify.pipeline.profiles import parse_assignments
+
+    parsed = parse_assignments(
+        ["train.epochs=5", "evaluate.eps_curve=[0, 2/255]", "pretrained=true", "eps=2/255"]
+    )
+    assert parsed == {
+        "train.epochs": 5,
+        "evaluate.eps_curve": [0, "2/255"],
+        "pretrained": True,
+        "eps": "2/255",
+    }
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_assignments(["epochs"])
+    with pytest.raises(ConfigError, match="profile file not found"):
+        load_profile("missing/profile.yaml")

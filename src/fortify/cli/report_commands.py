@@ -58,11 +58,37 @@ def register(app: typer.Typer) -> None:
         console.print(f"report: {out['markdown']}")
         console.print(f"html:   {out['html']}")
 
+    profile_app = typer.Typer(help="Built-in profiles: list them, print one as a starting point.")
+    app.add_typer(profile_app, name="profile")
+
+    @profile_app.command("list")
+    def profile_list() -> None:
+        """Name and description of every built-in profile."""
+        from fortify.pipeline.profiles import list_profiles, load_profile
+
+        for name in list_profiles():
+            print(f"{name:8s} {load_profile(name).description}")
+
+    @profile_app.command("show")
+    def profile_show(
+        name: str = typer.Argument(..., help="A built-in profile (smoke, quick, paper) or a YAML file."),
+    ) -> None:
+        """Print a profile's YAML (with its comments): copy it, edit it, run it with --profile FILE."""
+        from fortify.pipeline.profiles import load_profile, profile_path
+
+        path = profile_path(name)
+        load_profile(name)  # a user's file is validated before it is shown as a starting point
+        print(path.read_text(), end="")
+
     @app.command("reproduce")
     def reproduce_command(
         data: str = typer.Option(..., "--data", help="Dataset folder (class subfolders) or 'phantom'."),
         out: Path = typer.Option(..., "--out", help="Run directory to create (or continue with --resume)."),
-        profile: str = typer.Option("quick", "--profile", help="smoke | quick | paper (configs/profiles)."),
+        profile: str = typer.Option(
+            "quick",
+            "--profile",
+            help="smoke | quick | paper (configs/profiles) or your own YAML file (`fortify profile show`).",
+        ),
         defense: str = typer.Option(
             "mixed", "--defense", help="mixed (the study's recipe) | pgd | fast | trades."
         ),
@@ -82,16 +108,33 @@ def register(app: typer.Typer) -> None:
             "--weights",
             help="Offline pretrained weights (torchvision state dict), e.g. for --profile paper.",
         ),
+        assign: list[str] = typer.Option(
+            [],
+            "--set",
+            help="Override any profile field, dotted and repeatable: --set train.epochs=5 "
+            "--set evaluate.square_queries=5000. Recorded in RUN_DIR/config.yaml.",
+        ),
+        eps: str | None = typer.Option(None, "--eps", help="Shortcut for --set eps=... (e.g. 4/255)."),
+        model: str | None = typer.Option(
+            None, "--model", help="Shortcut for --set model=... (e.g. resnet34)."
+        ),
     ) -> None:
         """Run the whole study: audit, split, normal + adversarial training, evaluation, transfer, report."""
         from fortify.pipeline import reproduce
+        from fortify.pipeline.profiles import parse_assignments
 
         console = Console()
-        overrides = {"weights": str(weights.expanduser().resolve())} if weights else None
-        if weights is not None and not weights.is_file():
-            from fortify.errors import ConfigError
+        overrides = parse_assignments(list(assign))
+        if eps is not None:
+            overrides["eps"] = eps
+        if model is not None:
+            overrides["model"] = model
+        if weights is not None:
+            if not weights.is_file():
+                from fortify.errors import ConfigError
 
-            raise ConfigError(f"--weights file not found: {weights}")
+                raise ConfigError(f"--weights file not found: {weights}")
+            overrides["weights"] = str(weights.expanduser().resolve())
         started = time.perf_counter()
         run_dir = reproduce(
             data,
@@ -101,7 +144,7 @@ def register(app: typer.Typer) -> None:
             resume=resume,
             force=force,
             progress=True,
-            overrides=overrides,
+            overrides=overrides or None,
             device=device,
             precision=precision,
             folds=folds,

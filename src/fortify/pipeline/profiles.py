@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass, field, fields
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from fortify.errors import ConfigError
@@ -108,16 +109,72 @@ def _build(cls, raw: dict[str, Any], where: str):
     return cls(**raw)
 
 
-def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
-    """Load configs/profiles/<name>.yaml (ConfigError naming the valid profiles if there is none)."""
+def profile_path(name: str) -> Path:
+    """A built-in profile's file (configs/profiles/<name>.yaml), or a user's YAML file given by path."""
+    if name.endswith((".yaml", ".yml")) or "/" in name or Path(name).is_file():
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"profile file not found: {name}")
+        return path.resolve()
     available = list_profiles()
     if name not in available:
-        raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(available)}")
-    path = configs_dir() / "profiles" / f"{name}.yaml"
+        raise ConfigError(
+            f"unknown profile {name!r}; choose one of {', '.join(available)} or give a YAML file's path"
+        )
+    return configs_dir() / "profiles" / f"{name}.yaml"
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs -> overrides. Values are read as YAML (numbers, true/false, [lists]);
+    '2/255'-style fractions stay text and are converted where the field is read."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value (dotted keys, e.g. train.epochs=5), got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def _check_override_keys(raw: dict[str, Any], overrides: dict[str, Any] | None, where: str) -> None:
+    """A misspelt key must not silently add a setting nobody reads: the top level and `evaluate` are
+    checked against the dataclasses; train/normal/adversarial keys against TrainConfig's fields."""
+    from fortify.training.config import TrainConfig
+
+    sections = {
+        "": {f.name for f in fields(Profile)},
+        "evaluate": {f.name for f in fields(EvalSettings)},
+        **{s: {f.name for f in fields(TrainConfig)} for s in ("train", "normal", "adversarial")},
+    }
+    for key in overrides or {}:
+        *parents, leaf = key.split(".")
+        section = ".".join(parents)
+        valid = sections.get(section)
+        if valid is None:
+            raise ConfigError(
+                f"{where}: unknown section {section!r} in {key!r}; sections: "
+                + ", ".join(s for s in sections if s)
+            )
+        if leaf not in valid:
+            label = f"section {section!r}" if section else "the profile's top level"
+            raise ConfigError(f"{where}: unknown key {key!r}; valid in {label}: {', '.join(sorted(valid))}")
+
+
+def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
+    """Load a built-in profile (configs/profiles/<name>.yaml) or a user's YAML file, then apply
+    dotted-key overrides; ConfigError (one line, naming the valid choices) for anything unknown."""
+    path = profile_path(name)
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} is not a profile (expected a mapping)")
+    _check_override_keys(raw, overrides, "--set")
     raw = _apply_overrides(raw, overrides)
+    raw.setdefault("name", path.stem)
     ev = raw.pop("evaluate", None) or {}
     if not isinstance(ev, dict):
         raise ConfigError(f"{path}: 'evaluate' must be a mapping")
