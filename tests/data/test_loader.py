@@ -196,3 +196,11 @@ def test_small_change_decodes_only_the_new_file(make_folder, tmp_path: Path, mon
     fresh = load_dataset(root, image_size=8, cache_dir=tmp_path / "fresh-cache")
     assert torch.equal(changed.images, fresh.images) and changed.infos == fresh.infos
     assert torch.equal(changed.fingerprints, fresh.fingerprints)
+
+
+def test_unreadable_reason_names_no_python_object() -> None:
+    from fortify.data.decode import UnreadableImage, decode_image
+
+    with pytest.raises(UnreadableImage) as info:
+        decode_image(b"garbage", 32)
+    assert "object at 0x" not in str(info.value) and "not an image format" in str(info.value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -95,6 +96,9 @@ def decode_image(data: bytes, image_size: int) -> DecodedImage:
         Image.DecompressionBombWarning,
     ) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # Pillow names the stream it read ("cannot identify image file <_io.BytesIO object at 0x...>"):
+        # an object repr means nothing to a user, so say what it was instead.
+        reason = re.sub(r"<_io\.\w+ object at 0x[0-9a-f]+>", "(not an image format Pillow reads)", reason)
         raise UnreadableImage(reason) from e
     if width < 1 or height < 1:
         raise UnreadableImage("image has no pixels")
