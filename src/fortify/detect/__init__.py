@@ -1,0 +1,38 @@
+"""fortify.detect: detecting adversarial inputs, judged against an attacker who knows the detector.
+
+The Mahalanobis detector of Lee et al. (2018) on intermediate features of the classifier, fitted on
+the training split with its threshold set on the validation split, evaluated on the test split
+against FGSM, PGD, CW and an adaptive attack (Carlini & Wagner 2017; Tramer et al. 2020).
+"""
+
+from fortify.detect.adaptive import AdaptiveResult, adaptive_pgd
+from fortify.detect.detector import Detector
+from fortify.detect.features import DEFAULT_LAYERS, resolve_layers
+from fortify.detect.fit import Fitted, fit_detector
+from fortify.detect.mahalanobis import LayerGaussian, MahalanobisScore, fit_gaussian, fit_head
+from fortify.detect.metrics import auroc, detection_metrics, threshold_at_fpr
+from fortify.detect.run import detect_checkpoint, detect_on_splits, run_detect
+from fortify.detect.settings import QUICK, SMOKE, DetectSettings
+
+__all__ = [
+    "DEFAULT_LAYERS",
+    "QUICK",
+    "SMOKE",
+    "AdaptiveResult",
+    "DetectSettings",
+    "Detector",
+    "Fitted",
+    "LayerGaussian",
+    "MahalanobisScore",
+    "adaptive_pgd",
+    "auroc",
+    "detect_checkpoint",
+    "detect_on_splits",
+    "detection_metrics",
+    "fit_detector",
+    "fit_gaussian",
+    "fit_head",
+    "resolve_layers",
+    "run_detect",
+    "threshold_at_fpr",
+]

@@ -1,0 +1,206 @@
+"""`run_detect`: the detection stage for the normal (and adversarially trained) checkpoint.
+
+Per model: fit on TRAIN (Gaussians, head), threshold on VAL, evaluate on TEST against FGSM, PGD,
+CW and the adaptive attack; write out_dir/detect.json and out_dir/figures/detect_*.png.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import torch
+
+from fortify import __version__
+from fortify.data import load_split, make_split
+from fortify.detect.evaluate import evaluate_detector
+from fortify.detect.fit import Start, fit_detector
+from fortify.detect.plots import draw_all
+from fortify.detect.settings import DetectSettings
+from fortify.errors import DataError
+from fortify.evaluation.batches import progress_bars
+from fortify.evaluation.inputs import check_checkpoint_path, open_checkpoint, open_test_set
+from fortify.fileio import write_json
+from fortify.runtime import Runtime, seed_everything
+
+DETECT_FORMAT = "fortify-detect/1"
+METHOD = {
+    "detector": "Mahalanobis (Lee et al. 2018): per-layer class-conditional Gaussians with a tied, shrunk "
+    "covariance on clean TRAIN features, score = min over classes of the Mahalanobis distance, "
+    "logistic regression on the per-layer distances fitted on TRAIN clean vs TRAIN adversarial "
+    "(out-of-fold distances)",
+    "threshold": "detector logit flagging the target FPR of clean VALIDATION images; no test image is used",
+    "counting": "adversarial examples count only where they fool the classifier (clean correct, adversarial "
+    "wrong); clean side: every clean test image",
+    "intervals": "AUROC: percentile bootstrap (clean, adversarial resampled separately); rates: Wilson 95%",
+    "adaptive": "L-inf PGD on the joint objective, attacker knows the detector and its threshold "
+    "(Carlini & Wagner 2017; Tramer et al. 2020); success = fooled and not flagged",
+    "precision": "predictions and detector scores in fp32; attacks in the runtime's precision",
+}
+
+
+def detect_on_splits(
+    model: torch.nn.Module,
+    model_name: str | None,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val_x: torch.Tensor,
+    test: tuple[torch.Tensor, torch.Tensor],
+    *,
+    num_classes: int,
+    image_size: int,
+    in_channels: int = 1,
+    settings: DetectSettings,
+    runtime: Runtime,
+    start: Start | None = None,
+) -> dict:
+    """Fit on train/val, evaluate on test. The test images reach only `evaluate_detector`."""
+    start = start or (lambda _d, _n: lambda _k: None)
+    seed_everything(settings.seed)
+    fitted = fit_detector(
+        model,
+        model_name,
+        train,
+        val_x,
+        num_classes=num_classes,
+        settings=settings,
+        runtime=runtime,
+        start=start,
+    )
+    result = evaluate_detector(
+        fitted.detector,
+        *test,
+        image_size=image_size,
+        in_channels=in_channels,
+        settings=settings,
+        runtime=runtime,
+        start=start,
+    )
+    return {"detector": fitted.info, **result}
+
+
+def detect_checkpoint(
+    checkpoint: str | Path,
+    *,
+    data: str | Path,
+    split: str | Path | None,
+    settings: DetectSettings,
+    runtime: Runtime,
+    start: Start | None = None,
+    progress: bool = False,
+    cache_dir: str | Path | None = None,
+) -> dict:
+    t0 = time.perf_counter()
+    model, info = open_checkpoint(checkpoint, device="cpu")
+    model = runtime.prepare_model(model).eval()
+    test = open_test_set(
+        data, info, checkpoint, split=split, limit=settings.test_limit, progress=progress, cache_dir=cache_dir
+    )
+    size = int(info["image_size"])
+    manifest = test.manifest or make_split(
+        data, seed=test.split_seed or 0, image_size=size, cache_dir=cache_dir
+    )
+    parts = load_split(manifest, data, image_size=size, progress=progress, cache_dir=cache_dir)
+    train, val = parts["train"], parts["val"]
+    if len(val) == 0:
+        raise DataError("the split has no validation images: the detector's threshold is set on them")
+    loading = time.perf_counter() - t0
+    entry = detect_on_splits(
+        model,
+        info.get("model"),
+        train.tensors(),
+        val.tensors()[0],
+        test.dataset.tensors(),
+        num_classes=int(info["num_classes"]),
+        image_size=size,
+        in_channels=int(info.get("in_channels", 1)),
+        settings=settings,
+        runtime=runtime,
+        start=start,
+    )
+    entry["detector"]["seconds"]["loading"] = loading
+    return {
+        "checkpoint": {
+            "path": str(checkpoint),
+            "sha256": info.get("weights_sha256"),
+            "model": info.get("model"),
+            "mode": info.get("mode"),
+            "train_eps": info.get("eps"),
+        },
+        "data": {
+            "root": test.dataset.root,
+            "manifest": test.manifest,
+            "split_seed": test.split_seed,
+            "n_train": len(train),
+            "n_val": len(val),
+            "n_test": len(test.dataset),
+            "test_limit": settings.test_limit,
+            "classes": list(test.dataset.classes),
+            "image_size": size,
+            "synthetic": bool(test.dataset.synthetic),
+        },
+        **entry,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def run_detect(
+    normal_checkpoint: str | Path,
+    adversarial_checkpoint: str | Path | None = None,
+    *,
+    data: str | Path,
+    split: str | Path | None = None,
+    out_dir: str | Path,
+    settings: DetectSettings | dict | None = None,
+    runtime: Runtime | None = None,
+    progress: bool = False,
+    cache_dir: str | Path | None = None,
+) -> dict:
+    """Detector for the normal model (and the adversarial one when settings.models == "both" and it
+    is given); writes out_dir/detect.json atomically at the end and the figures; returns the dict."""
+    started = time.perf_counter()
+    if not isinstance(settings, DetectSettings):
+        settings = DetectSettings.from_dict(settings)
+    settings.validate()
+    check_checkpoint_path(normal_checkpoint)
+    todo = [("normal", normal_checkpoint)]
+    skipped = None
+    if settings.models == "both":
+        if adversarial_checkpoint is None:
+            skipped = "no adversarial checkpoint given"
+        else:
+            check_checkpoint_path(adversarial_checkpoint)
+            todo.append(("adversarial", adversarial_checkpoint))
+    elif adversarial_checkpoint is not None:
+        skipped = "settings.models is 'normal'"
+    runtime = runtime or Runtime.resolve()
+    out = Path(out_dir)
+
+    models = {}
+    with progress_bars(progress) as start:
+        for name, ckpt in todo:
+            models[name] = detect_checkpoint(
+                ckpt,
+                data=data,
+                split=split,
+                settings=settings,
+                runtime=runtime,
+                start=start,
+                progress=progress,
+                cache_dir=cache_dir,
+            )
+    payload = {
+        "format": DETECT_FORMAT,
+        "fortify_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "settings": settings.to_dict(),
+        "seed": settings.seed,
+        "runtime": runtime.describe(),
+        "method": METHOD,
+        "adversarial_skipped": skipped,
+        "models": models,
+    }
+    payload["figures"] = draw_all(payload, out / "figures")
+    payload["seconds_total"] = time.perf_counter() - started
+    write_json(out / "detect.json", payload)
+    return payload
