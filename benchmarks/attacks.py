@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from fortify.attacks import cw_l2_detailed, fgsm, parse_spec, pgd, strong
 from fortify.data import load_dataset
 from fortify.fileio import write_json
+from fortify.models.fuse import fold_batchnorm
 from fortify.runtime import Runtime, seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +59,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-art", action="store_true")
     p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--no-fold-bn", action="store_true",
+                   help="attack the plain model with fortify too (default: fortify attacks the batch-norm-"
+                        "folded copy its evaluation uses; the peers attack the plain model; every x_adv is "
+                        "judged on the plain model)")
     return p.parse_args()
 
 
@@ -157,6 +162,9 @@ def main() -> None:
     model = get_model(args, x_train, y_train, num_classes, runtime)
     for p in model.parameters():
         p.requires_grad_(False)  # same for every library: no parameter gradients
+    # fortify's evaluation attacks a copy with batch norm folded into the convolutions (the same function
+    # in eval mode, fortify.models.fuse); the peers get the model as a user would hand it to them.
+    fmodel = model if args.no_fold_bn else fold_batchnorm(model)
     clean = (predict(model, x, args.batch_size) == y).float().mean().item()
     print(f"model: {'checkpoint ' + args.checkpoint if args.checkpoint else 'ResNet18 trained in-script'}; "
           f"{len(y)} held-out images at {args.image_size}px; clean accuracy {clean:.3f}")
@@ -179,7 +187,7 @@ def main() -> None:
     # FGSM
     x_group, y_group = x, y
     res = alternate({
-        "fortify fgsm": lambda a, b: fgsm(model, a, b, eps=eps),
+        "fortify fgsm": lambda a, b: fgsm(fmodel, a, b, eps=eps),
         "torchattacks FGSM": torchattacks.FGSM(model, eps=eps),
     }, x, y, args, runtime)
     report("fgsm", res)
@@ -187,7 +195,7 @@ def main() -> None:
     # PGD
     alpha = 2.5 * eps / args.pgd_steps
     cands = {
-        f"fortify pgd-{args.pgd_steps}": lambda a, b: pgd(model, a, b, eps=eps, steps=args.pgd_steps,
+        f"fortify pgd-{args.pgd_steps}": lambda a, b: pgd(fmodel, a, b, eps=eps, steps=args.pgd_steps,
                                                           early_stop=True),
         f"torchattacks PGD-{args.pgd_steps}": torchattacks.PGD(model, eps=eps, alpha=alpha,
                                                                steps=args.pgd_steps),
@@ -205,8 +213,8 @@ def main() -> None:
     # strong vs PGD-20 (the cost of fortify's headline attack)
     if not args.skip_strong:
         report("strong", alternate({
-            "fortify pgd-20": lambda a, b: pgd(model, a, b, eps=eps, steps=20, early_stop=True),
-            "fortify strong": lambda a, b: strong(model, a, b, eps=eps),
+            "fortify pgd-20": lambda a, b: pgd(fmodel, a, b, eps=eps, steps=20, early_stop=True),
+            "fortify strong": lambda a, b: strong(fmodel, a, b, eps=eps),
         }, x, y, args, runtime))
 
     # CW-L2 on a subsample
@@ -214,7 +222,7 @@ def main() -> None:
     x_group, y_group = x[:k], y[:k]
     cw_kw = dict(steps=args.cw_steps, binary_steps=args.cw_binary_steps, c=0.1, lr=0.01)
     cands = {
-        "fortify cw_l2": lambda a, b: cw_l2_detailed(model, a, b, **cw_kw).x_adv,
+        "fortify cw_l2": lambda a, b: cw_l2_detailed(fmodel, a, b, **cw_kw).x_adv,
         "torchattacks CW (c=1, no search)": torchattacks.CW(model, c=1, kappa=0, steps=args.cw_steps,
                                                             lr=0.01),
     }

@@ -27,6 +27,7 @@ TINY = {
     "evaluate.eps_curve": [0, "8/255"],
     "evaluate.curve_attacks": ["pgd:steps=2"],
     "evaluate.sanity_restarts": 1,
+    "extras": [],  # explain/detect/certify have their own pipeline test (test_extras.py)
 }
 DATA = "phantom:n=12"
 
@@ -189,7 +190,9 @@ def test_smoke_cross_validation_on_real_data(real_data_path, cache_dir, tmp_path
     """CI's end-to-end check on IQ-OTH/NCCD: `fortify reproduce --profile smoke --folds 3` as shipped
     (its accuracies mean nothing; the plumbing, the grouping and the bookkeeping are what is checked)."""
     monkeypatch.setenv("FORTIFY_CACHE", str(cache_dir))
-    out = reproduce(real_data_path, tmp_path / "run", profile="smoke", progress=False, folds=3)
+    out = reproduce(
+        real_data_path, tmp_path / "run", profile="smoke", progress=False, folds=3, overrides={"extras": []}
+    )
     audit = read_json(out / "audit.json")
     assert audit["counts"] == {"benign": 120, "malignant": 561, "normal": 416}
     assert audit["scans"]["applied"] == "scan"

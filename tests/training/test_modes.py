@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fortify.fileio import read_yaml
-from fortify.training import MODES, TrainConfig, load_model, train
+from fortify.training import ADVERSARIAL_MODES, MODES, TrainConfig, load_model, train
 from fortify.training import loop as loop_module
 
 
@@ -37,7 +37,7 @@ def test_mode_runs_one_epoch_and_writes_run_dir(tiny_config, mode):
     for key in ("loss", "train_acc", "val_clean_acc", "val_robust_acc", "epoch_seconds", "lr", "eps"):
         assert key in rec, key
     assert rec["loss"] > 0 and 0 <= rec["val_clean_acc"] <= 1
-    if mode == "standard":
+    if mode not in ADVERSARIAL_MODES:  # standard and noise: no attack, no robust validation
         assert rec["val_robust_acc"] is None and rec["eps"] == 0
         assert summary["selection"] == "val_clean_acc"
     else:

@@ -34,9 +34,27 @@ def _root(
 
 
 def _register_all() -> None:
-    from fortify.cli import attack_command, data_commands, evaluate_command, report_commands, train_command
+    from fortify.cli import (
+        attack_command,
+        certify_command,
+        data_commands,
+        detect_command,
+        evaluate_command,
+        explain_command,
+        report_commands,
+        train_command,
+    )
 
-    for module in (data_commands, train_command, attack_command, evaluate_command, report_commands):
+    for module in (
+        data_commands,
+        train_command,
+        attack_command,
+        evaluate_command,
+        explain_command,
+        detect_command,
+        certify_command,
+        report_commands,
+    ):
         module.register(app)
 
 

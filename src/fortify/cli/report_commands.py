@@ -118,6 +118,12 @@ def register(app: typer.Typer) -> None:
         model: str | None = typer.Option(
             None, "--model", help="Shortcut for --set model=... (e.g. resnet34)."
         ),
+        extras: str | None = typer.Option(
+            None,
+            "--extras",
+            help="Stages beyond the study, comma-separated: explain, detect, certify (budgets: the "
+            "profile's sections of the same names).",
+        ),
     ) -> None:
         """Run the whole study: audit, split, normal + adversarial training, evaluation, transfer, report."""
         from fortify.pipeline import reproduce
@@ -129,6 +135,8 @@ def register(app: typer.Typer) -> None:
             overrides["eps"] = eps
         if model is not None:
             overrides["model"] = model
+        if extras is not None:
+            overrides["extras"] = [e.strip() for e in extras.split(",") if e.strip()]
         if weights is not None:
             if not weights.is_file():
                 from fortify.errors import ConfigError

@@ -64,6 +64,9 @@ def register(app: typer.Typer) -> None:
         ),
         val_attack_steps: int = typer.Option(d.val_attack_steps, "--val-attack-steps"),
         trades_beta: float = typer.Option(d.trades_beta, "--trades-beta"),
+        noise_sigma: float = typer.Option(
+            d.noise_sigma, "--noise-sigma", help="noise mode: Gaussian noise std in [0,1] pixels."
+        ),
         eps_warmup_epochs: float = typer.Option(d.eps_warmup_epochs, "--eps-warmup-epochs"),
         class_balanced: bool = typer.Option(d.class_balanced, "--class-balanced/--no-class-balanced"),
         augment: bool = typer.Option(d.augment, "--augment/--no-augment", help="Random horizontal flips."),
@@ -104,6 +107,7 @@ def register(app: typer.Typer) -> None:
             craft_bn=craft_bn,
             val_attack_steps=val_attack_steps,
             trades_beta=trades_beta,
+            noise_sigma=noise_sigma,
             eps_warmup_epochs=eps_warmup_epochs,
             class_balanced=class_balanced,
             augment=augment,

@@ -136,7 +136,7 @@ def attack_passes(spec: str, n: int) -> tuple[float, float]:
 @dataclass
 class StageEstimate:
     name: str
-    kind: str  # "train", "eval" or "other"
+    kind: str  # "train", "eval", "other" or "extra" (explain/detect/certify: not estimated)
     seconds: float  # predicted
     measured: float | None = None
 
@@ -145,7 +145,9 @@ class StageEstimate:
 class Budget:
     speed: MachineSpeed
     stages: list[StageEstimate]
-    scale: dict[str, float] = field(default_factory=lambda: {"train": 1.0, "eval": 1.0, "other": 1.0})
+    scale: dict[str, float] = field(
+        default_factory=lambda: {"train": 1.0, "eval": 1.0, "other": 1.0, "extra": 1.0}
+    )
     first_total: float = 0.0
 
     def __post_init__(self) -> None:
@@ -175,7 +177,7 @@ class Budget:
         stage.measured = seconds
         measured = [s for s in self.stages if s.kind == stage.kind and s.measured is not None]
         predicted = sum(s.seconds for s in measured)
-        if predicted > 0 and stage.kind != "other":
+        if predicted > 0 and stage.kind in ("train", "eval"):
             self.scale[stage.kind] = sum(s.measured for s in measured) / predicted
 
     def to_dict(self) -> dict[str, Any]:

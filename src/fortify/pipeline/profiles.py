@@ -18,6 +18,7 @@ from fortify.fileio import read_yaml
 from fortify.report.study import configs_dir
 
 DEFENSES = ("mixed", "pgd", "fast", "trades")
+EXTRA_SECTIONS = ("explain", "detect", "certify")  # fortify.pipeline.extras.EXTRAS
 
 
 def parse_number(value: Any, what: str) -> float:
@@ -77,6 +78,10 @@ class Profile:
     normal: dict[str, Any] = field(default_factory=dict)  # ... for the normal model only
     adversarial: dict[str, Any] = field(default_factory=dict)  # ... for the adversarial model only
     evaluate: EvalSettings = field(default_factory=EvalSettings)
+    extras: list[str] = field(default_factory=list)  # stages beyond the study: explain, detect, certify
+    explain: dict[str, Any] = field(default_factory=dict)  # settings of each extra (pipeline.extras)
+    detect: dict[str, Any] = field(default_factory=dict)
+    certify: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -154,6 +159,10 @@ def _check_override_keys(raw: dict[str, Any], overrides: dict[str, Any] | None, 
     for key in overrides or {}:
         *parents, leaf = key.split(".")
         section = ".".join(parents)
+        if section in EXTRA_SECTIONS:
+            from fortify.pipeline.extras import EXTRAS, load
+
+            sections[section] = {f.name for f in fields(load(EXTRAS[section].settings))} | {"preset"}
         valid = sections.get(section)
         if valid is None:
             raise ConfigError(
@@ -185,7 +194,7 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
     profile = _build(Profile, {**raw, "evaluate": ev_settings}, str(path))
     profile.eps = parse_number(profile.eps, "eps")
     profile.fractions = [parse_number(f, "fractions") for f in profile.fractions]
-    for section in ("train", "normal", "adversarial"):
+    for section in ("train", "normal", "adversarial", *EXTRA_SECTIONS):
         if not isinstance(getattr(profile, section), dict):
-            raise ConfigError(f"{path}: {section!r} must be a mapping of training settings")
+            raise ConfigError(f"{path}: {section!r} must be a mapping of settings")
     return profile

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,7 @@ class _Run:
     transfer_attack: str
     data_id: dict[str, str]
     sizes: tuple[int, int, int] = (0, 0, 0)  # expected train / val / test images (for the time budget)
+    extras: dict[str, Any] = field(default_factory=dict)  # extra stage name -> its resolved settings
 
     def data_inputs(self) -> dict[str, str]:
         if "data" not in self.data_id:
@@ -327,6 +328,7 @@ def _study_stages(run: _Run, root: Path, prefix: str = "") -> list[Stage]:
             root / "comparison.json",
             configs_dir() / "study_table1.yaml",
         ]
+        files += [root / name / f"{name}.json" for name in run.extras]
         for name in ("normal", "adversarial"):
             files += [
                 root / name / "metrics.jsonl",
@@ -415,6 +417,7 @@ def _study_stages(run: _Run, root: Path, prefix: str = "") -> list[Stage]:
             lambda: results_of("normal", "adversarial"),
             run_compare,
         ),
+        *[_extra_stage(run, root, prefix, name, ckpt) for name in run.extras],
         Stage(
             prefix + "report",
             "build the report",
@@ -426,6 +429,30 @@ def _study_stages(run: _Run, root: Path, prefix: str = "") -> list[Stage]:
         ),
     ]
     return stages
+
+
+def _extra_stage(run: _Run, root: Path, prefix: str, name: str, ckpt: Callable[[str], dict]) -> Stage:
+    """One stage beyond the study (fortify.pipeline.extras), on this root's two models and split."""
+    from fortify.pipeline.extras import EXTRAS, run_extra
+
+    settings = run.extras[name]
+
+    def go() -> None:
+        run_extra(name, settings, root, data=run.data, runtime=run.runtime, progress=run.progress)
+
+    return Stage(
+        prefix + name,
+        EXTRAS[name].title,
+        root / name / "stage.json",
+        [root / name / f"{name}.json"],
+        settings.to_dict(),
+        lambda: {**ckpt("normal"), **ckpt("adversarial")},
+        go,
+        # a finished extra whose inputs changed starts over; an interrupted one keeps its partial files
+        clean=lambda: _rmtree(root / name),
+        kind="extra",
+        cost=lambda speed: 0.0,  # not estimated: the time is measured and printed when it finishes
+    )
 
 
 def _cv_stage(run: _Run, folds: int) -> Stage:
@@ -517,9 +544,11 @@ def _print_budget(console, budget: Budget, stages: list[Stage], first: bool) -> 
         for stage, est in zip(stages, budget.stages, strict=True):
             if est.measured is None and est.seconds >= 1:
                 console.print(f"  estimate {stage.title} ({stage.name}): {fmt_minutes(est.seconds)}")
+        extra = [s.name for s in stages if s.kind == "extra"]
         console.print(
             f"estimated time for the whole run: {fmt_minutes(budget.total())} "
             "(updated as stages finish; a first estimate can be off by 2x)"
+            + (f", not counting {', '.join(extra)}" if extra else "")
         )
     else:
         console.print(
@@ -564,6 +593,9 @@ def reproduce(
     pgd_spec = next((s for s in specs if s.startswith("pgd")), f"pgd:eps={prof.eps!r},steps={ev.pgd_steps}")
     transfer_attack = ev.transfer_attack or pgd_spec
     _check_specs(specs, ev.curve_attacks, transfer_attack)
+    from fortify.pipeline.extras import parse_extras, resolve_settings
+
+    extras = {name: resolve_settings(name, getattr(prof, name)) for name in parse_extras(prof.extras)}
     run = _Run(
         prof,
         data,
@@ -577,6 +609,7 @@ def reproduce(
         transfer_attack,
         {},
         _expected_sizes(data, prof, folds),
+        extras,
     )
     roots = [out] if folds is None else [out / f"fold-{i}" for i in range(folds)]
     stages = _data_stages(run, folds)

@@ -10,7 +10,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fortify.fileio import atomic_write_text
+from fortify.fileio import atomic_write_text, read_json
 from fortify.report import figures
 from fortify.report.caveats import add_alarms
 from fortify.report.doc import Document, Figure, Heading, Para, Table, render_html, render_markdown
@@ -136,7 +136,32 @@ def build_document(run: RunData, fig_dir: Path) -> Document:
     section_per_class(doc, run)
     section_figures(doc, run, fig_dir)
     section_transfer(doc, run)
+    section_extras(doc, run, fig_dir)
     return doc
+
+
+def section_extras(doc: Document, run: RunData, fig_dir: Path) -> None:
+    """The stages beyond the study (reproduce --extras), each from ROOT/<name>/<name>.json if present."""
+    from fortify.report.certify_section import section_certify
+    from fortify.report.detect_section import section_detect
+    from fortify.report.explain_section import section_explain
+
+    for name in ("explain", "detect", "certify"):
+        path = run.root / name / f"{name}.json"
+        if not path.is_file():
+            continue
+        try:
+            payload = read_json(path)
+        except Exception as e:  # a damaged file is reported, not fatal to the rest of the report
+            doc.add(Para(f"{run.rel(path)} unreadable ({type(e).__name__}); section left out", "warn"))
+            continue
+        source = run.rel(path)
+        if name == "explain":
+            section_explain(doc, payload, source, base_dir=path.parent, fig_dir=fig_dir)
+        elif name == "detect":
+            section_detect(doc, payload, source, fig_dir=fig_dir)
+        else:
+            section_certify(doc, payload, source, fig_dir=fig_dir)
 
 
 def build_report(run_dir: str | Path) -> dict[str, Path]:

@@ -12,6 +12,8 @@ Modes:
   metrics, warned about and (with co_action="stop") ends training; the best checkpoint, selected
   on PGD accuracy, is the model to use.
 - `trades`: Zhang et al. 2019, CE(clean) + beta * KL(f(x) || f(x_adv)), inner max on the KL.
+- `noise`: Gaussian data augmentation, CE on x + N(0, noise_sigma^2) (Cohen, Rosenfeld & Kolter 2019): the
+  base classifier of a randomized-smoothing model (fortify.certify). Not adversarial: no attack, no eps.
 
 Every adversarial mode crafts its training examples with `craft_bn` batch-norm statistics:
 "batch" (default; the attacked batch's own statistics, as in Madry's and Wong's reference code,
@@ -28,8 +30,8 @@ from fortify.errors import ConfigError
 from fortify.models import list_models
 from fortify.training.batchstats import CRAFT_BN
 
-MODES = ("standard", "mixed", "pgd", "fast", "trades")
-ADVERSARIAL_MODES = tuple(m for m in MODES if m != "standard")
+MODES = ("standard", "mixed", "pgd", "fast", "trades", "noise")
+ADVERSARIAL_MODES = tuple(m for m in MODES if m not in ("standard", "noise"))
 SCHEDULES = ("onecycle", "cosine", "constant")
 OPTIMIZERS = ("sgd", "adamw")
 MIXED_ATTACKS = ("fgsm", "pgd", "cw")
@@ -70,6 +72,7 @@ class TrainConfig:
     craft_bn: str = "batch"  # BN statistics training attacks craft against: "batch" | "running"
     mixed_clean_weight: float = 0.5  # mixed/trades-free: loss = w*CE(clean) + (1-w)*CE(adv)
     trades_beta: float = 6.0
+    noise_sigma: float = 0.25  # noise mode: std of the Gaussian noise in [0,1] pixel units
     val_attack_steps: int = 5  # PGD steps for robust validation accuracy (model selection, every epoch)
     val_robust: bool | None = None  # None -> on for adversarial modes, off for standard
     patience: int | None = None  # early stopping: epochs without a better selection score
@@ -108,6 +111,8 @@ class TrainConfig:
             raise ConfigError(f"co_action must be 'warn' or 'stop', got {self.co_action!r}")
         if not 0 <= self.mixed_clean_weight <= 1:
             raise ConfigError("mixed_clean_weight must be in [0, 1]")
+        if not (self.noise_sigma > 0):
+            raise ConfigError(f"noise-sigma must be > 0, got {self.noise_sigma}")
         if self.trades_beta < 0 or self.eps_warmup_epochs < 0 or self.weight_decay < 0:
             raise ConfigError("trades_beta, eps_warmup_epochs and weight_decay must be >= 0")
         if self.init is not None and (self.pretrained or self.weights is not None):

@@ -126,6 +126,15 @@ def training_step_loss(
     """Loss for one batch (model in train mode); the caller does backward/step."""
     mode = cfg.mode
     n = x.shape[0]
+    if mode == "noise":
+        # Unclipped, like Cohen et al.'s training: the smoothed classifier classifies x + noise with noise
+        # outside [0,1] too, so the base classifier must see the same distribution it is certified under.
+        noisy = x + cfg.noise_sigma * torch.randn_like(x)
+        with runtime.autocast():
+            logits = model(noisy).float()
+        loss = F.cross_entropy(logits, y, weight=class_weights)
+        # No clean forward: the accuracy on the noisy batch goes in the perturbed-input slot.
+        return StepOutput(loss, None, int((logits.argmax(1) == y).sum()), "gaussian")
     if mode == "standard" or eps == 0:
         with runtime.autocast():
             logits = model(x).float()

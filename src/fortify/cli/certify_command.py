@@ -1,0 +1,151 @@
+"""`fortify certify`: argument parsing and the summary; the logic is in fortify.certify."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fortify.errors import ConfigError
+
+
+def _radii(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise ConfigError(f"--radii {text!r} is not a comma-separated list of numbers") from e
+
+
+def _pct(block: dict | None) -> str:
+    if not block or block.get("accuracy") is None:
+        return "n/a"
+    ci = block.get("accuracy_ci")
+    return f"{100 * block['accuracy']:.1f}%" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+
+
+def print_summary(payload: dict, console: Console, out: Path) -> None:
+    data = payload["data"]
+    synthetic = "  [bold red](SYNTHETIC phantom data)[/]" if data["synthetic"] else ""
+    table = Table(
+        title=f"{payload['model']['label']}: sigma={payload['sigma']:g}, n0={payload['n0']}, "
+        f"n={payload['n']}, alpha={payload['alpha']:g}, {data['n']} test images{synthetic}",
+        title_justify="left",
+    )
+    for col in ("L2 radius", "certified", "empirical (smoothed PGD)", "broken"):
+        table.add_column(col, justify="right")
+    empirical = {round(e["radius"], 9): e for e in payload["empirical"]["at"]}
+    for c in payload["certified"]:
+        e = empirical.get(round(c["radius"], 9), {})
+        table.add_row(f"{c['radius']:.4g}", _pct(c), _pct(e), str(len(e.get("broken", []))))
+    console.print(table)
+    tm = payload["threat_model"]
+    console.print(
+        f"abstain rate {100 * payload['abstain']['rate']:.1f}%; L-inf eps {tm['eps'] * 255:.3g}/255 -> L2 "
+        f"eps*sqrt(d) = {tm['l2_equivalent']:.4g}, eps*sqrt(d)/2 = {tm['l2_ball']:.4g}; largest certifiable "
+        f"radius {payload['max_certifiable_radius']:.4g}"
+    )
+    for check in payload["sanity"]:
+        verdict = "[green]PASS[/]" if check["passed"] else "[bold red]FAIL[/]"
+        console.print(f"{verdict} {check['check']}: {check['detail']}")
+    cost = payload["cost"]
+    console.print(
+        f"per image: certify {cost['seconds_per_image']['certify']:.2f} s, attack "
+        f"{cost['seconds_per_image']['attack']:.2f} s; total {cost['seconds']['total_this_run']:.0f} s; "
+        f"results: {out / 'certify.json'}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add `fortify certify` to the app."""
+    from fortify.certify import CertifySettings
+
+    d = CertifySettings()
+
+    @app.command("certify")
+    def certify(
+        checkpoint: Path = typer.Option(
+            ..., "--checkpoint", help="Start checkpoint .safetensors (its .json beside)."
+        ),
+        data: str = typer.Option(..., "--data", help="Dataset root folder, or 'phantom[:n=K]'."),
+        split: Path | None = typer.Option(
+            None, "--split", help="Split manifest (default: the checkpoint's)."
+        ),
+        out: Path = typer.Option(
+            ..., "--out", help="Output folder for certify.json, figures/, noise-model/."
+        ),
+        sigma: float = typer.Option(d.sigma, "--sigma", help="Gaussian noise std in [0,1] pixel units."),
+        n: int = typer.Option(d.n, "--n", help="Votes that bound the top class's probability."),
+        n0: int = typer.Option(d.n0, "--n0", help="Votes that select the class."),
+        alpha: float = typer.Option(d.alpha, "--alpha", help="Failure probability of each certificate."),
+        finetune_epochs: int = typer.Option(
+            d.finetune_epochs,
+            "--finetune-epochs",
+            help="Fine-tune with Gaussian noise first (0: certify the checkpoint as is).",
+        ),
+        finetune_lr: float = typer.Option(d.finetune_lr, "--finetune-lr"),
+        limit: int | None = typer.Option(None, "--limit", help="Certify only N test images (stratified)."),
+        radii: str = typer.Option(
+            ",".join(f"{r:g}" for r in d.radii), "--radii", help="Reported L2 radii, comma-separated."
+        ),
+        eps: str = typer.Option("2/255", "--eps", help="L-inf threat model to express as L2 radii."),
+        attack_steps: int = typer.Option(d.attack_steps, "--attack-steps", help="Smoothed PGD steps."),
+        attack_samples: int = typer.Option(
+            d.attack_samples, "--attack-samples", help="Noise samples per PGD step (EOT)."
+        ),
+        attack_n: int | None = typer.Option(
+            None, "--attack-n", help="Votes judging an attacked image (default n)."
+        ),
+        batch_size: int = typer.Option(d.batch_size, "--batch-size", help="Noisy copies per forward pass."),
+        seed: int = typer.Option(d.seed, "--seed"),
+        device: str = typer.Option("auto", "--device"),
+        precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16"),
+        force: bool = typer.Option(False, "--force", help="Start over in an --out folder that holds files."),
+        resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    ) -> None:
+        """Certify a randomized-smoothing classifier (Cohen et al. 2019) and attack it (smoothed PGD)."""
+        from fortify.certify import run_certify
+        from fortify.cli.evaluate_command import parse_fraction, print_data_warnings
+        from fortify.evaluation import check_out_dir
+        from fortify.evaluation.inputs import check_checkpoint_path
+        from fortify.runtime import Runtime
+
+        if force and resume:
+            raise ConfigError("--force starts over and --resume continues: pass one of them")
+        settings = CertifySettings(
+            sigma=sigma,
+            finetune_epochs=finetune_epochs,
+            finetune_lr=finetune_lr,
+            n0=n0,
+            n=n,
+            alpha=alpha,
+            batch_size=batch_size,
+            limit=limit,
+            radii=_radii(radii),
+            eps=parse_fraction(eps, "--eps"),
+            attack_steps=attack_steps,
+            attack_samples=attack_samples,
+            attack_n=attack_n,
+            seed=seed,
+        ).validate()
+        check_checkpoint_path(checkpoint)
+        check_out_dir(out, force or resume)
+        runtime = Runtime.resolve(device, precision)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            payload = run_certify(
+                checkpoint,
+                None,
+                data=data,
+                split=split,
+                out_dir=out,
+                settings=settings,
+                runtime=runtime,
+                progress=True,
+                resume=not force,
+            )
+        print_data_warnings(caught)
+        console = Console()
+        print_summary(payload, Console(width=max(console.width, 120)), out)
