@@ -30,7 +30,13 @@ from fortify.certify.smoothing import (
 )
 from fortify.data import ImageDataset
 from fortify.errors import ConfigError
-from fortify.evaluation.inputs import TestSet, check_checkpoint_path, open_checkpoint, open_test_set
+from fortify.evaluation.inputs import (
+    TestSet,
+    check_checkpoint_path,
+    open_checkpoint,
+    open_test_set,
+    stratified_limit,
+)
 from fortify.fileio import read_json, sha256_file, write_json
 from fortify.runtime import Runtime
 
@@ -89,27 +95,8 @@ def threat_radii(eps: float, image_size: int, in_channels: int = 1) -> dict:
 
 
 def spread_subset(dataset: ImageDataset, limit: int | None) -> ImageDataset:
-    """`limit` images, class-stratified (round-robin quotas, as fortify.evaluation's --limit), but evenly
-    spaced through each class's images in file order instead of the first k: with scan-grouped splits
-    the first k of a class are consecutive slices of one or two scans, which says little about the rest
-    (on the quick split the first 16 normal test slices are two scans the normal model gets 2/16 right)."""
-    if limit is None or limit >= len(dataset):
-        return dataset
-    labels = dataset.labels.tolist()
-    by_class = {c: [i for i, lab in enumerate(labels) if lab == c] for c in sorted(set(labels))}
-    quota = dict.fromkeys(by_class, 0)
-    left = limit
-    while left > 0 and any(quota[c] < len(ix) for c, ix in by_class.items()):
-        for c, ix in by_class.items():
-            if left > 0 and quota[c] < len(ix):
-                quota[c] += 1
-                left -= 1
-    keep = []
-    for c, ix in by_class.items():
-        k = quota[c]
-        # floor(x + 0.5): strictly increasing picks when k <= len(ix) (Python's round() can repeat one)
-        keep += [ix[int(j * (len(ix) - 1) / (k - 1) + 0.5)] for j in range(k)] if k > 1 else ix[:k]
-    return dataset.subset(sorted(keep))
+    """The class-stratified, evenly spaced subset every fortify `--limit` takes (evaluation.inputs)."""
+    return stratified_limit(dataset, limit)
 
 
 def _batch_seed(seed: int, batch: int) -> int:
