@@ -31,6 +31,8 @@ def test_attack_cost_grows_with_budget_and_counts_square_as_forward_passes():
     g_few, f_few = attack_passes("strong:eps=2/255,steps=10,square_queries=100", 100)
     g_many, f_many = attack_passes("strong:eps=2/255,steps=100,square_queries=5000", 100)
     assert g_many > 5 * g_few and f_many > 10 * f_few
+    g_std, _ = attack_passes("strong:eps=2/255,steps=100,square_queries=5000,version=standard", 100)
+    assert g_std < g_many
     assert (
         attack_passes("cw:steps=20,binary_steps=3", 100)[0]
         > attack_passes("cw:steps=20,binary_steps=1", 100)[0]

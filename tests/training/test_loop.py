@@ -192,3 +192,12 @@ def test_augmentation_stays_in_range_and_is_seeded(max_shift):
 def test_max_shift_is_validated():
     with pytest.raises(ConfigError, match="max-shift"):
         TrainConfig(data="phantom", out="x", max_shift=0.7).validate()
+
+
+def test_a_log_gets_one_line_per_epoch_with_an_eta(tiny_config, capsys):
+    train(tiny_config(epochs=2), progress=True)  # captured output is not a terminal, as in a log file
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert all("loss" in line and "val clean" in line and "min left" in line for line in lines)
+    assert "━" not in err  # no progress-bar drawing in a log

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -27,14 +28,29 @@ def progress_bars(enabled: bool) -> Iterator[Callable[[str, int], Advance]]:
     if not enabled:
         yield lambda description, total: lambda n: None
         return
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        # A log file sees no live bar: one line as each piece of work starts, with the time since the last.
+        last = [time.perf_counter()]
+
+        def start_logged(description: str, total: int) -> Advance:
+            now = time.perf_counter()
+            console.print(f"  {description} ({total} images; previous step {now - last[0]:.0f} s)")
+            last[0] = now
+            return lambda n: None
+
+        yield start_logged
+        return
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         transient=False,
+        console=console,
     ) as progress:
 
         def start(description: str, total: int) -> Advance:

@@ -123,10 +123,12 @@ def attack_passes(spec: str, n: int) -> tuple[float, float]:
     if s.name == "square":
         return 0, n * CLEAN_SHARE * ROBUST_SHARE * float(p.get("queries", 5000))
     if s.name == "strong":
-        # APGD-CE, APGD-DLR, targeted APGD-DLR (2 other classes), PGD-CW with restarts, then Square on the
-        # survivors. Only the first sees every image; the others see the survivors.
+        # APGD-CE, (APGD-DLR,) targeted APGD-DLR (2 other classes), (PGD-CW with restarts,) then Square on
+        # the survivors. Only the first sees every image; the others see the survivors.
         steps = float(p.get("steps", 100))
-        later = steps * (1 + 2 + float(p.get("pgd_restarts", 2)))
+        targets = 2.0  # targeted APGD-DLR on both other classes (3-class data)
+        full = p.get("version", "full") == "full"  # + untargeted APGD-DLR and PGD-CW with restarts
+        later = steps * (targets + (1 + float(p.get("pgd_restarts", 2)) if full else 0))
         survivors = n * CLEAN_SHARE * ROBUST_SHARE
         grads = _attacked(n, steps) + survivors * later
         return grads, survivors * float(p.get("square_queries", 5000)) + 6 * n

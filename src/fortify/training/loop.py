@@ -245,8 +245,10 @@ def _oom_guard(cfg: TrainConfig, runtime: Runtime):
 def _progress_bar(enabled: bool):
     if not enabled:
         return nullcontext(None)
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = Console(stderr=True)
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -254,6 +256,8 @@ def _progress_bar(enabled: bool):
         TimeElapsedColumn(),
         TextColumn("{task.fields[stats]}"),
         transient=False,
+        console=console,
+        disable=not console.is_terminal,  # logs get one plain line per epoch instead (see the loop)
     )
 
 
@@ -380,6 +384,7 @@ def train(
     }
 
     t_run = time.perf_counter()
+    first_epoch = state["epoch"]  # a resumed run's ETA counts only the epochs it has run itself
     with _progress_bar(show) as bar:
         for epoch in range(state["epoch"], cfg.epochs):
             if state["stopped"] or (stop_after_epoch is not None and epoch >= stop_after_epoch):
@@ -499,6 +504,14 @@ def train(
             ddp.barrier(info)
             if bar:
                 bar.update(task, stats=_epoch_stats(record))
+                if not bar.console.is_terminal:
+                    # A log file sees no live bar (rich draws it only at the end): one line per epoch instead.
+                    spent = time.perf_counter() - t_run
+                    left = spent / (epoch + 1 - first_epoch) * (cfg.epochs - epoch - 1)
+                    bar.console.print(
+                        f"epoch {epoch + 1}/{cfg.epochs}: {_epoch_stats(record)}  "
+                        f"{record['epoch_seconds']:.0f} s, about {left / 60:.1f} min left"
+                    )
     if writer is not None:
         writer.close()
     in_sync = _params_in_sync(model, info, runtime.device)
