@@ -48,6 +48,8 @@ def test_smoke_profile_runs_every_extra_on_the_real_data(real_data_path, cache_d
     explain, detect, certify = (read_json(out / n / f"{n}.json") for n in ("explain", "detect", "certify"))
     assert set(explain["models"]) == {"normal", "adversarial"}
     assert detect["models"] and certify["certified"] is not None
+    # the certificate's consistency check on real data: smoothed PGD never beats a certified point
+    assert all(c["passed"] for c in certify["sanity"]), certify["sanity"]
     report = (out / "report" / "report.md").read_text()
     for heading in ("class-activation maps", "adaptive attacker", "Randomized smoothing"):
         assert heading in report

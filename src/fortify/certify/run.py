@@ -20,7 +20,6 @@ import torch
 from fortify import __version__
 from fortify.certify import metrics
 from fortify.certify.attack import smoothed_pgd
-from fortify.certify.plot import certified_curve_figure
 from fortify.certify.settings import CertifySettings
 from fortify.certify.smoothing import (
     certify,
@@ -38,6 +37,7 @@ from fortify.evaluation.inputs import (
     stratified_limit,
 )
 from fortify.fileio import read_json, sha256_file, write_json
+from fortify.report.certify_section import certified_accuracy_figure
 from fortify.runtime import Runtime
 
 CERTIFY_FORMAT = "fortify-certify/1"
@@ -430,7 +430,7 @@ def run_certify(
         "figures": {"certified_accuracy": FIGURE},
         "per_image": records,
     }
-    certified_curve_figure(payload, out / FIGURE)
+    certified_accuracy_figure(payload, out / FIGURE)
     write_json(out / "certify.json", payload)
     partial_path.unlink(missing_ok=True)
     return payload

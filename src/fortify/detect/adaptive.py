@@ -16,13 +16,13 @@ weaker than the attack it adapts.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from fortify.attacks._common import attack_mode
 from fortify.detect.detector import Detector
 
 
@@ -32,22 +32,6 @@ class AdaptiveResult:
     success: torch.Tensor  # bool: fooled and not flagged (d <= threshold), as judged during the attack
     fooled: torch.Tensor  # bool: misclassified
     logit: torch.Tensor  # detector logit of x_adv in the attack's precision; inf where nothing fooled
-
-
-@contextlib.contextmanager
-def _frozen(module: torch.nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter gradients (as fortify's attacks do); both restored on exit."""
-    was_training, params = module.training, list(module.parameters())
-    saved = [p.requires_grad for p in params]
-    module.eval()
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(params, saved, strict=True):
-            p.requires_grad_(flag)
-        module.train(was_training)
 
 
 def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -92,12 +76,12 @@ def adaptive_pgd(
             best[j], level[j], best_d[j] = xc[better].detach().to(best.dtype), lv[better], d[better]
 
     everyone = torch.arange(n, device=x.device)
-    with _frozen(detector), torch.no_grad():
+    with attack_mode(detector), torch.no_grad():
         for cand in candidates:
             logits, d = detector(cand)
             consider(everyone, cand, logits, d)
 
-    with _frozen(detector):
+    with attack_mode(detector):
         for lam in lambdas:
             idx = everyone[level < 2] if skip_succeeded else everyone
             if len(idx) == 0:
