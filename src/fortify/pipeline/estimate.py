@@ -53,18 +53,25 @@ def _per_image(fn, batch: int, repeats: int = 2) -> float:
 
 
 def measure_machine(
-    model: torch.nn.Module, image_size: int, in_channels: int, runtime: Runtime, batch: int = 16
+    model: torch.nn.Module,
+    image_size: int,
+    in_channels: int,
+    runtime: Runtime,
+    train_batch: int = 32,
+    eval_batch: int = 64,
 ) -> MachineSpeed:
-    """Time one training step, one attack step and one forward pass (per image) on random inputs.
+    """Time one training step (at the training batch size), one attack step and one forward pass (at the
+    evaluation batch size, with batch norm folded as evaluation does), per image, on random inputs.
 
     `model` is used on a throwaway basis: its weights change (one SGD step), so pass a fresh one."""
+    from fortify.models.fuse import fold_batchnorm
+
     started = time.perf_counter()
     model = runtime.prepare_model(model)
-    num_classes = None
-    x = runtime.to_device(torch.rand(batch, in_channels, image_size, image_size))
+    x = runtime.to_device(torch.rand(train_batch, in_channels, image_size, image_size))
     with torch.no_grad(), runtime.autocast():
         num_classes = model.eval()(x).shape[1]
-    y = torch.randint(0, num_classes, (batch,), device=runtime.device)
+    y = torch.randint(0, num_classes, (train_batch,), device=runtime.device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-6)
 
     def train_step() -> None:
@@ -87,11 +94,12 @@ def measure_machine(
         with torch.no_grad(), runtime.autocast():
             model(x)
 
-    train_s = _per_image(train_step, batch)
-    for p in model.parameters():  # attacks never need parameter gradients
-        p.requires_grad_(False)
-    grad_s = _per_image(gradient_step, batch)
-    fwd_s = _per_image(forward, batch)
+    train_s = _per_image(train_step, train_batch)
+    model = runtime.prepare_model(fold_batchnorm(model))  # a copy without parameter gradients
+    x = runtime.to_device(torch.rand(eval_batch, in_channels, image_size, image_size))
+    y = torch.randint(0, num_classes, (eval_batch,), device=runtime.device)
+    grad_s = _per_image(gradient_step, eval_batch)
+    fwd_s = _per_image(forward, eval_batch)
     return MachineSpeed(
         train_s, grad_s, fwd_s, runtime.precision, str(runtime.device), time.perf_counter() - started
     )

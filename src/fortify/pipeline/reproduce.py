@@ -530,7 +530,14 @@ def _measure(run: _Run, console) -> MachineSpeed:
 
     with torch.random.fork_rng(devices=[]):
         model = build_model(run.prof.model, 3, in_channels=1)
-        speed = measure_machine(model, run.prof.image_size, 1, run.runtime)
+        speed = measure_machine(
+            model,
+            run.prof.image_size,
+            1,
+            run.runtime,
+            train_batch=int({**run.prof.train, **run.prof.normal}.get("batch_size", 32)),
+            eval_batch=run.prof.evaluate.batch_size,
+        )
     console.print(
         f"this machine ({speed.device}, {speed.precision}), per image: training step "
         f"{1000 * speed.train_step:.1f} ms, attack step {1000 * speed.gradient:.1f} ms, forward "
