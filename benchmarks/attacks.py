@@ -8,6 +8,10 @@ rounds is kept for each, so a neighbour's burst of CPU load hits both sides alik
 --checkpoint a ResNet18 (1-channel stem) is trained briefly with a fixed seed on images disjoint
 from the benchmark images. ART's Carlini-Wagner is slow, so CW runs on a subsample (--cw-n).
 
+Measured 2026-11-29 on 2 idle cores of an AVX-512 BF16 CPU, fp32, same command with --skip-strong
+(fortify attacking its batch-norm-folded copy, as its evaluation does): PGD-10 2.91x torchattacks (3.23x
+ART) at the same robust accuracy (9.5%); CW-L2 22x ART's CarliniL2Method, success 100% vs 100%, median
+L2 0.103 vs 0.148 (16 images).
 Measured 2026-11-26 on 2 idle cores, fp32, the quick profile's normal ResNet18, 200 held-out images,
 `--split RUN/split.json --checkpoint RUN/normal/best.safetensors --n 200 --eps 4/255 --rounds 2`:
 PGD-10 2.52x torchattacks' throughput (2.73x ART's) at the same robust accuracy (7.5%); CW-L2 14.0x
