@@ -8,11 +8,9 @@ out_dir/figures/certified_accuracy.png, and removes the partial file.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -29,6 +27,7 @@ from fortify.certify.smoothing import (
 )
 from fortify.data import ImageDataset
 from fortify.errors import ConfigError
+from fortify.evaluation.batches import count_passes, progress_bars
 from fortify.evaluation.inputs import (
     TestSet,
     check_checkpoint_path,
@@ -43,37 +42,6 @@ from fortify.runtime import Runtime
 CERTIFY_FORMAT = "fortify-certify/1"
 PARTIAL = "certify.partial.json"
 FIGURE = "figures/certified_accuracy.png"
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-    ) as p:
-        task = p.add_task("certify", total=total)
-        yield lambda n: p.advance(task, n)
-
-
-@contextlib.contextmanager
-def _count_passes(model: torch.nn.Module) -> Iterator[dict[str, int]]:
-    """Images through the model inside the block: with an input gradient (attack steps) or forward only."""
-    count = {"forward_passes": 0, "gradient_evaluations": 0}
-
-    def hook(_module, args) -> None:
-        x = args[0]
-        key = "gradient_evaluations" if torch.is_grad_enabled() and x.requires_grad else "forward_passes"
-        count[key] += int(x.shape[0])
-
-    handle = model.register_forward_pre_hook(hook)
-    try:
-        yield count
-    finally:
-        handle.remove()
 
 
 def threat_radii(eps: float, image_size: int, in_channels: int = 1) -> dict:
@@ -182,7 +150,7 @@ def certify_batch(
     gen = torch.Generator().manual_seed(_batch_seed(s.seed, batch))
     xb = runtime.to_device(x)
     t0 = time.perf_counter()
-    with _count_passes(model) as cert_cost:
+    with count_passes(model) as cert_count:
         certs = certify(
             model,
             xb,
@@ -204,7 +172,7 @@ def certify_batch(
         alive = [i for i, e in enumerate(current) if e["majority"] == int(y[i])]
         if r > 0 and alive:
             idx = torch.tensor(alive)
-            with _count_passes(model) as cost, runtime.autocast():
+            with count_passes(model) as cost, runtime.autocast():
                 adv = smoothed_pgd(
                     model,
                     xb[idx.to(xb.device)],
@@ -225,8 +193,8 @@ def certify_batch(
                     runtime=runtime,
                     num_classes=len(certs[0].counts_estimate),
                 )
-            for k in cost:
-                x_adv_cost[k] += cost[k]
+            for k, v in cost.as_dict().items():
+                x_adv_cost[k] += v
             for j, i in enumerate(alive):
                 current[i] = _entry(r, votes[j], s.alpha, True)
         for i in range(len(certs)):
@@ -246,7 +214,7 @@ def certify_batch(
             # Cost of the batch shared equally by its images.
             "seconds": {"certify": (t1 - t0) / k, "attack": (t2 - t1) / k},
             "passes": {
-                "certify_forward": cert_cost["forward_passes"] / k,
+                "certify_forward": cert_count.forward_passes / k,
                 "attack_gradient": x_adv_cost["gradient_evaluations"] / k,
                 "attack_forward": x_adv_cost["forward_passes"] / k,
             },
@@ -335,7 +303,8 @@ def run_certify(
     t_cert = time.perf_counter()
     per = s.save_every
     batches = [list(range(i, min(i + per, len(ds)))) for i in range(0, len(ds), per)]
-    with _progress(progress, len(ds)) as advance:
+    with progress_bars(progress) as start:
+        advance = start("certify", len(ds))
         advance(resumed)
         for b, idx in enumerate(batches):
             if idx[0] < len(records):
