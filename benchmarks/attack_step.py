@@ -13,8 +13,6 @@ variant's throughput as a ratio to the baseline measured in the same run, and th
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 import time
 from collections.abc import Callable
 
@@ -24,15 +22,7 @@ import torch.nn.functional as F
 from fortify.fileio import write_json
 from fortify.models import build_model
 from fortify.models.fuse import fold_batchnorm
-
-
-def cpu_kind() -> str:
-    try:
-        flags = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        flags = ""
-    kind = "avx512_bf16" if "avx512_bf16" in flags else "avx2" if "avx2" in flags else platform.machine()
-    return kind
+from fortify.runtime import cpu_kind
 
 
 def step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str) -> Callable[[], None]:

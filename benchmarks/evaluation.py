@@ -14,7 +14,6 @@ evaluations do not depend on the machine; seconds do, so only their ratio within
 from __future__ import annotations
 
 import argparse
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -23,15 +22,10 @@ from fortify.evaluation import evaluate_checkpoint
 from fortify.fileio import write_json
 from fortify.pipeline.profiles import load_profile
 from fortify.pipeline.reproduce import attack_specs
-from fortify.runtime import Runtime
+from fortify.runtime import Runtime, cpu_kind
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "iqothnccd"
-
-
-def cpu_kind() -> str:
-    flags = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    return "avx512_bf16" if "avx512_bf16" in flags else "avx2" if "avx2" in flags else "other"
 
 
 def settings(text: str) -> dict[str, Any]:

@@ -59,3 +59,20 @@ def test_cpu_batches_go_channels_last_and_stay_on_the_cpu():
     x = rt.to_device(torch.rand(2, 1, 8, 8))
     assert x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
     assert Runtime.resolve("cpu", "bf16").autocast().fast_dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    "flags, kind",
+    [
+        ("fpu avx2 avx512f avx512_bf16", "avx512_bf16"),
+        ("fpu avx2 amx_bf16", "avx512_bf16"),
+        ("fpu sse4_2 avx2", "avx2"),
+        ("fpu neon", "other"),
+    ],
+)
+def test_cpu_kind_names_what_decides_bf16_speed(monkeypatch, flags, kind):
+    import fortify.runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module, "_cpu_flags", lambda: flags)
+    assert runtime_module.cpu_kind() == kind
+    assert runtime_module.cpu_has_native_bf16() == (kind == "avx512_bf16")

@@ -20,13 +20,26 @@ from fortify.errors import ConfigError
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def _cpu_flags() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_has_native_bf16() -> bool:
     """True when this CPU has AVX-512 BF16 or AMX-BF16 instructions (Linux /proc/cpuinfo)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = _cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_kind() -> str:
+    """The CPU kind a timing is reported against: "avx512_bf16" (or AMX: bf16 is native), "avx2"
+    (fp32 only; bf16 is emulated), else "other"."""
+    flags = _cpu_flags()
+    if cpu_has_native_bf16():
+        return "avx512_bf16"
+    return "avx2" if "avx2" in flags else "other"
 
 
 def _mps_available() -> bool:
