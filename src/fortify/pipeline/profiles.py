@@ -15,10 +15,10 @@ from typing import Any
 
 from fortify.errors import ConfigError
 from fortify.fileio import read_yaml
+from fortify.pipeline.extras import EXTRAS, load
 from fortify.report.study import configs_dir
 
 DEFENSES = ("mixed", "pgd", "fast", "trades")
-EXTRA_SECTIONS = ("explain", "detect", "certify")  # fortify.pipeline.extras.EXTRAS
 
 
 def parse_number(value: Any, what: str) -> float:
@@ -159,15 +159,13 @@ def _check_override_keys(raw: dict[str, Any], overrides: dict[str, Any] | None, 
     for key in overrides or {}:
         *parents, leaf = key.split(".")
         section = ".".join(parents)
-        if section in EXTRA_SECTIONS:
-            from fortify.pipeline.extras import EXTRAS, load
-
+        if section in EXTRAS:  # each extra's settings class, imported only when one is overridden
             sections[section] = {f.name for f in fields(load(EXTRAS[section].settings))} | {"preset"}
         valid = sections.get(section)
         if valid is None:
             raise ConfigError(
                 f"{where}: unknown section {section!r} in {key!r}; sections: "
-                + ", ".join(s for s in sections if s)
+                + ", ".join([*(s for s in sections if s), *EXTRAS])
             )
         if leaf not in valid:
             label = f"section {section!r}" if section else "the profile's top level"
@@ -194,7 +192,7 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
     profile = _build(Profile, {**raw, "evaluate": ev_settings}, str(path))
     profile.eps = parse_number(profile.eps, "eps")
     profile.fractions = [parse_number(f, "fractions") for f in profile.fractions]
-    for section in ("train", "normal", "adversarial", *EXTRA_SECTIONS):
+    for section in ("train", "normal", "adversarial", *EXTRAS):
         if not isinstance(getattr(profile, section), dict):
             raise ConfigError(f"{path}: {section!r} must be a mapping of settings")
     return profile
