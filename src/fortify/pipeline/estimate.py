@@ -131,12 +131,17 @@ def attack_passes(spec: str, n: int) -> tuple[float, float]:
     if s.name == "square":
         return 0, n * CLEAN_SHARE * ROBUST_SHARE * float(p.get("queries", 5000))
     if s.name == "strong":
-        # APGD-CE, (APGD-DLR,) targeted APGD-DLR (2 other classes), (PGD-CW with restarts,) then Square on
-        # the survivors. Only the first sees every image; the others see the survivors.
+        # The version's components (fortify.attacks.strong.VERSIONS), then Square on the survivors. Only
+        # APGD-CE, the first, sees every image; the others see the survivors.
+        from fortify.attacks.strong import VERSIONS
+
         steps = float(p.get("steps", 100))
-        targets = 2.0  # targeted APGD-DLR on both other classes (3-class data)
-        full = p.get("version", "full") == "full"  # + untargeted APGD-DLR and PGD-CW with restarts
-        later = steps * (targets + (1 + float(p.get("pgd_restarts", 2)) if full else 0))
+        after_first = {  # steps per surviving image of each gradient component after APGD-CE
+            "apgd-dlr": steps,
+            "apgd-t-dlr": steps * 2,  # targeted on both other classes (3-class data)
+            "pgd-cw": steps * float(p.get("pgd_restarts", 2)),
+        }
+        later = sum(after_first.get(c, 0.0) for c in VERSIONS[str(p.get("version", "full"))])
         survivors = n * CLEAN_SHARE * ROBUST_SHARE
         grads = _attacked(n, steps) + survivors * later
         return grads, survivors * float(p.get("square_queries", 5000)) + 6 * n
