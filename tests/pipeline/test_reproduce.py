@@ -96,9 +96,11 @@ def test_time_budget_is_written_with_first_and_measured_figures(tiny_run):
 
 def test_resume_skips_every_finished_stage(tiny_run):
     out, _ = tiny_run
+    estimate = (out / "estimate.json").read_text()
     statuses: list = []
     run(out, statuses, resume=True)
     assert statuses == [(n, "skipped (up to date)") for n in STAGES]
+    assert (out / "estimate.json").read_text() == estimate  # nothing to do: no machine measurement
 
 
 def test_resume_redoes_only_a_stage_whose_output_is_gone(tiny_run):

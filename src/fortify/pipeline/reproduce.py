@@ -634,22 +634,26 @@ def reproduce(
     from rich.console import Console
 
     console = Console(stderr=True, quiet=not progress)
-    speed = _measure(run, console)
-    budget = Budget(speed, [StageEstimate(s.name, s.kind, s.cost(speed)) for s in stages])
-    first_estimate = True
+    budget: Budget | None = None  # measured at the first stage with work to do, not for a finished run
+    skipped: list[str] = []
     for i, stage in enumerate(stages, 1):
         inputs = stage.inputs()
         fp = fingerprint(stage.name, stage.config, inputs)
         if is_up_to_date(stage.record, fp, stage.outputs):
             _print_stage(console, i, len(stages), stage, "skipped (up to date)")
-            budget.skipped(stage.name)
+            skipped.append(stage.name)
+            if budget is not None:
+                budget.skipped(stage.name)
             if on_stage:
                 on_stage(stage.name, "skipped (up to date)")
             continue
-        if first_estimate:  # after the skipped stages of a resumed run, before the first real work
+        if budget is None:
+            speed = _measure(run, console)
+            budget = Budget(speed, [StageEstimate(s.name, s.kind, s.cost(speed)) for s in stages])
+            for name in skipped:
+                budget.skipped(name)
             _print_budget(console, budget, stages, first=True)
             write_json(out / "estimate.json", budget.to_dict())
-            first_estimate = False
         if stage.record.is_file():  # finished earlier for other inputs: its outputs are stale
             stage.clean()
         _print_stage(console, i, len(stages), stage, "running")
