@@ -3,7 +3,10 @@
 Reports counts, original sizes and modes per class, unreadable files, exact duplicates (decoded
 pixels), near-duplicate groups (see groups.py) and shortcut warnings: cheap image properties
 that predict the label on their own (a size found in only one class; file size or intensity
-statistics that separate one class from the rest with AUC >= SHORTCUT_AUC).
+statistics that separate one class from the rest with AUC >= SHORTCUT_AUC). DICOM datasets also get
+their tags counted (patients, studies, series, modalities, slice thicknesses); predefined train/val/test
+folders get their cross-folder duplicates reported as leaks; and the dataset is identified when it is
+IQ-OTH/NCCD (the report shows the study's numbers only then).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 import torch
 
 from fortify.data.dataset import ImageDataset
+from fortify.data.dicom import DEFAULT_WINDOW, GROUP_TAGS, group_key, parse_window
 from fortify.data.groups import (
     NEAR_DUP_METHOD,
     NEAR_DUP_THRESHOLD,
@@ -25,7 +29,10 @@ from fortify.data.groups import (
     exact_duplicate_groups,
     leakage_groups,
     scan_run_calibration,
+    split_leak_warning,
+    split_leaks,
 )
+from fortify.data.identity import identify_dataset
 from fortify.data.loader import load_dataset
 
 AUDIT_FORMAT = "fortify-audit/1"
@@ -101,6 +108,40 @@ def _exclusive_values(values: list[str], labels: np.ndarray, classes: list[str],
     return out
 
 
+def _dicom_summary(ds: ImageDataset) -> dict[str, Any] | None:
+    """Counts of the DICOM tags (None without DICOM files). Identifiers are counted, never listed:
+    audit.json travels with reports, and a PatientID identifies a person."""
+    if ds.infos is None:
+        return None
+    dicom = [
+        (info.tags or {}, int(y))
+        for info, y in zip(ds.infos, ds.labels.tolist(), strict=True)
+        if info.mode.startswith("DICOM")
+    ]
+    if not dicom:
+        return None
+    out: dict[str, Any] = {"files": len(dicom), "window": ds.window}
+    if ds.window:
+        out["window_hu"] = parse_window(ds.window).describe()
+    for tag, name in zip(GROUP_TAGS, ("patients", "studies", "series"), strict=True):
+        values = {t[tag] for t, _ in dicom if tag in t}
+        out[name] = len(values)
+        out[f"files_without_{tag}"] = sum(tag not in t for t, _ in dicom)
+    out["modalities"] = dict(Counter(t.get("Modality", "unknown") for t, _ in dicom).most_common())
+    out["slice_thickness_mm"] = dict(
+        Counter(t.get("SliceThickness", "unknown") for t, _ in dicom).most_common()
+    )
+    classes_of: dict[str, set[int]] = {}
+    for t, y in dicom:
+        if "PatientID" in t:
+            classes_of.setdefault(t["PatientID"], set()).add(y)
+    out["patients_per_class"] = {
+        c: sum(k in ys for ys in classes_of.values()) for k, c in enumerate(ds.classes)
+    }
+    out["patients_in_several_classes"] = sum(len(ys) > 1 for ys in classes_of.values())
+    return out
+
+
 def audit_dataset(
     data: str | Path | ImageDataset,
     *,
@@ -108,12 +149,15 @@ def audit_dataset(
     progress: bool = False,
     cache_dir: str | Path | None = None,
     near_dup_threshold: float = NEAR_DUP_THRESHOLD,
+    window: str = DEFAULT_WINDOW,
 ) -> dict:
-    """JSON-ready audit report. Raises DataError only when the data cannot be used at all."""
+    """JSON-ready audit report. Raises DataError only when the data cannot be used at all.
+
+    `window`: the display window for DICOM files (fortify.data.dicom), ignored for other images."""
     ds = (
         data
         if isinstance(data, ImageDataset)
-        else load_dataset(data, image_size=image_size, cache_dir=cache_dir, progress=progress)
+        else load_dataset(data, image_size=image_size, cache_dir=cache_dir, progress=progress, window=window)
     )
     labels = ds.labels.numpy()
     classes = ds.classes
@@ -149,6 +193,7 @@ def audit_dataset(
             [ds.paths[i] for i in kept],
             list(classes),
             near_dup_threshold=near_dup_threshold,
+            group_keys=[group_key(ds.infos[i].tags) for i in kept] if infos is not None else None,
         )
     near = [[kept[k] for k in g] for g in scan.near_duplicates]
     near_groups = [
@@ -173,6 +218,21 @@ def audit_dataset(
         categorical += _exclusive_values([i.mode for i in infos], labels, classes, "image mode")
     continuous = _continuous_shortcuts(ds, labels)
 
+    dicom = _dicom_summary(ds)
+    given = None
+    if ds.given_splits is not None:
+        leaks = split_leaks(ds.given_splits, ds.paths, exact, near)
+        given = {
+            "counts": {
+                s: {
+                    c: sum(g == s and int(y) == k for g, y in zip(ds.given_splits, labels, strict=True))
+                    for k, c in enumerate(classes)
+                }
+                for s in ("train", "val", "test")
+            },
+            "leaks": leaks,
+        }
+
     warnings = list(ds.warnings)
     if ds.synthetic:
         warnings.insert(0, "synthetic phantom data: not real CT; results on it say nothing about patients")
@@ -186,8 +246,15 @@ def audit_dataset(
             f"{len(cross_exact)} exact-duplicate group(s) span classes (label noise): "
             f"{cross_exact[0]['paths']}"
         )
-    if scan.info["applied"] != "scan":
-        warnings.append(scan.info.get("fallback", "scans could not be reconstructed"))
+    if given is not None and split_leak_warning(given["leaks"]):
+        warnings.append(split_leak_warning(given["leaks"]))
+    if dicom and dicom["patients_in_several_classes"]:
+        warnings.append(
+            f"{dicom['patients_in_several_classes']} patient(s) have images in more than one class "
+            "(label noise, or labels per slice rather than per patient)"
+        )
+    if "fallback" in scan.info:  # scans requested but file names carry no order
+        warnings.append(scan.info["fallback"])
     if cross_near:
         warnings.append(
             f"{len(cross_near)} near-duplicate group(s) span classes (same patient under two labels?): "
@@ -214,8 +281,16 @@ def audit_dataset(
             "classes": classes,
             "n_files": len(ds) + len(ds.skipped),
             "n_images": len(ds),
+            "identity": identify_dataset(
+                ds.paths + [s["path"] for s in ds.skipped], len(ds) + len(ds.skipped), ds.synthetic
+            ),
         },
-        "preprocessing": {"image_size": ds.image_size, "grayscale": True, "crop": "center-square"},
+        "preprocessing": {
+            "image_size": ds.image_size,
+            "grayscale": True,
+            "crop": "center-square",
+            **({"window": ds.window} if ds.window else {}),
+        },
         "counts": counts,
         "sizes": sizes,
         "modes": modes,
@@ -238,6 +313,8 @@ def audit_dataset(
             "groups": near_groups,
         },
         "scans": scans,
+        **({"dicom": dicom} if dicom else {}),
+        **({"given_splits": given} if given else {}),
         "shortcuts": {
             "exclusive_values": categorical,
             "single_property_auc": continuous,

@@ -36,11 +36,13 @@ class CacheEntries:
 
     images: torch.Tensor  # uint8 (M, 1, S, S)
     fingerprints: torch.Tensor  # uint8 (M, F*F)
-    decoded: dict[str, dict]  # sha256 -> {"row", "pixel_sha256", "width", "height", "mode", "note"}
+    decoded: dict[str, dict]  # sha256 -> {"row", "pixel_sha256", "width", "height", "mode", "note", "tags"?}
     unreadable: dict[str, str]  # sha256 -> reason
 
 
-def cache_key(file_hashes: list[str], image_size: int) -> str:
+def cache_key(file_hashes: list[str], image_size: int, window_tag: str | None = None) -> str:
+    """`window_tag`: the DICOM display window (decoded pixels depend on it); None for datasets without
+    DICOM files, so their key (and cache file) is the same as before windows existed."""
     h = hashlib.sha256()
     params = {
         "format": CACHE_FORMAT,
@@ -50,14 +52,20 @@ def cache_key(file_hashes: list[str], image_size: int) -> str:
         "crop": "center-square",
         "resize": "bilinear",
     }
+    if window_tag is not None:
+        params["window"] = window_tag
     h.update(json.dumps(params, sort_keys=True).encode())
     for fh in sorted(set(file_hashes)):
         h.update(fh.encode())
     return h.hexdigest()
 
 
-def cache_path(cache_dir: Path, key: str, image_size: int) -> Path:
-    return cache_dir / "decoded" / f"{key[:32]}-s{image_size}.safetensors"
+def _suffix(image_size: int, window_tag: str | None) -> str:
+    return f"-s{image_size}" + (f"-{window_tag}" if window_tag else "") + ".safetensors"
+
+
+def cache_path(cache_dir: Path, key: str, image_size: int, window_tag: str | None = None) -> Path:
+    return cache_dir / "decoded" / f"{key[:32]}{_suffix(image_size, window_tag)}"
 
 
 def load_entries(path: Path) -> CacheEntries | None:
@@ -92,11 +100,13 @@ def save_entries(path: Path, entries: CacheEntries) -> bool:
     return True
 
 
-def recent_entries(cache_dir: Path, image_size: int, *, exclude: Path, limit: int = 3) -> list[CacheEntries]:
-    """The newest few caches at this image size: after a small change to a dataset (a file added or
-    replaced) most images are still in there, so only the new ones need decoding."""
+def recent_entries(
+    cache_dir: Path, image_size: int, *, exclude: Path, limit: int = 3, window_tag: str | None = None
+) -> list[CacheEntries]:
+    """The newest few caches at this image size (and DICOM window): after a small change to a dataset (a
+    file added or replaced) most images are still in there, so only the new ones need decoding."""
     files = sorted(
-        (p for p in (cache_dir / "decoded").glob(f"*-s{image_size}.safetensors") if p != exclude),
+        (p for p in (cache_dir / "decoded").glob(f"*{_suffix(image_size, window_tag)}") if p != exclude),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )

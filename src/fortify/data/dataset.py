@@ -19,8 +19,10 @@ class ImageInfo:
     pixel_sha256: str
     width: int
     height: int
-    mode: str  # PIL mode of the file before conversion ("L", "RGB", "I;16", ...)
+    mode: str  # PIL mode of the file before conversion ("L", "RGB", "I;16", ...; "DICOM MONOCHROME2 12-bit")
     file_bytes: int
+    # DICOM only: PatientID, StudyInstanceUID, SeriesInstanceUID, Modality, SliceThickness when present.
+    tags: dict[str, str] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -39,6 +41,9 @@ class ImageDataset:
     skipped: list[dict[str, str]] = field(default_factory=list, repr=False)  # unreadable files: path, reason
     warnings: list[str] = field(default_factory=list, repr=False)  # one line each, also sent to `warnings`
     source: str = ""  # what was passed to load_dataset ("phantom:n=40" or the absolute root)
+    # A root of train/, val/ (or validation/), test/ folders: each image's folder ("train", "val", "test").
+    given_splits: list[str] | None = field(default=None, repr=False)
+    window: str | None = None  # DICOM display window (fortify.data.dicom.parse_window spec) if any DICOM
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -50,6 +55,8 @@ class ImageDataset:
             raise ValueError("images, labels, paths and file_hashes must have the same length")
         if self.infos is not None and len(self.infos) != n:
             raise ValueError("infos must have one entry per image")
+        if self.given_splits is not None and len(self.given_splits) != n:
+            raise ValueError("given_splits must have one entry per image")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -73,6 +80,8 @@ class ImageDataset:
             skipped=list(self.skipped),
             warnings=list(self.warnings),
             source=self.source,
+            given_splits=[self.given_splits[i] for i in picks] if self.given_splits is not None else None,
+            window=self.window,
         )
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:

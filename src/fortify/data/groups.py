@@ -185,10 +185,15 @@ def leakage_groups(
     grouping: str = "scan",
     near_dup_threshold: float = NEAR_DUP_THRESHOLD,
     scan_threshold: float = SCAN_LINK_THRESHOLD,
+    group_keys: list[str | None] | None = None,
 ) -> Grouping:
     """Groups for a leakage-safe split: scan runs merged with near-duplicate groups ("scan"), or the
     near-duplicate groups alone ("near-duplicate", the old behaviour). File names without numbers
-    fall back to near-duplicate groups with a GroupingWarning."""
+    fall back to near-duplicate groups with a GroupingWarning.
+
+    `group_keys` (DICOM: "PatientID=..." else study, else series; None for a file without those tags):
+    where a file has one, its group is every file with the same key, overriding the image-similarity
+    grouping, which then only groups the files without a key."""
     if grouping not in GROUPINGS:
         from fortify.errors import ConfigError
 
@@ -202,7 +207,8 @@ def leakage_groups(
     }
     applied = grouping
     runs_per_class: dict[str, int] = {}
-    if grouping == "scan":
+    all_keyed = group_keys is not None and all(k is not None for k in group_keys)
+    if grouping == "scan" and not all_keyed:  # with a key on every file, scans are not needed
         seqs = ordered_by_class_folder(paths, labels)
         if seqs is None:
             applied = "near-duplicate"
@@ -225,6 +231,8 @@ def leakage_groups(
                 "threshold": scan_threshold,
                 "runs_per_class": runs_per_class,
             }
+    if group_keys is not None and any(k is not None for k in group_keys):
+        pairs, applied = _key_pairs(group_keys, pairs, applied, info)
     info["applied"] = applied
     multi = union_groups(n, pairs)
     grouped = {i for g in multi for i in g}
@@ -233,6 +241,30 @@ def leakage_groups(
     info["largest_group"] = max((len(g) for g in groups), default=0)
     info["images_in_multi_image_groups"] = len(grouped)
     return Grouping(groups=groups, info=info, near_duplicates=near)
+
+
+def _key_pairs(
+    keys: list[str | None], pairs: list[tuple[int, int, float]], applied: str, info: dict[str, Any]
+) -> tuple[list[tuple[int, int, float]], str]:
+    """Links for key-grouped files (each to the first file of its key) plus the similarity links
+    between files without a key; records which tags were used in `info["dicom"]`."""
+    first: dict[str, int] = {}
+    by_tag: dict[str, int] = defaultdict(int)
+    linked = [(a, b, d) for a, b, d in pairs if keys[a] is None and keys[b] is None]
+    for i, k in enumerate(keys):
+        if k is None:
+            continue
+        by_tag[k.split("=", 1)[0]] += 1
+        if first.setdefault(k, i) != i:
+            linked.append((first[k], i, 0.0))
+    untagged = sum(k is None for k in keys)
+    info["dicom"] = {
+        "files_by_tag": dict(by_tag),
+        "keys": len(first),
+        "files_without_tags": untagged,
+        "rest_grouped_by": applied if untagged else None,
+    }
+    return linked, "dicom " + "/".join(t for t in by_tag)
 
 
 def scan_run_calibration(
@@ -257,3 +289,40 @@ def scan_run_calibration(
     if sorted(classes) == sorted(IQOTHNCCD_CASES):
         out["documented_cases"] = dict(IQOTHNCCD_CASES)
     return out
+
+
+def split_leaks(
+    splits: list[str], paths: list[str], exact: list[list[int]], near: list[list[int]], limit: int = 20
+) -> dict[str, Any]:
+    """Exact- and near-duplicate groups (indices into `paths`) whose members sit in more than one of a
+    dataset's predefined split folders: the same image (or slice) in train and test. The first `limit`
+    groups of each kind are listed."""
+
+    def spanning(groups: list[list[int]]) -> list[list[int]]:
+        return [g for g in groups if len({splits[i] for i in g}) > 1]
+
+    def shown(groups: list[list[int]]) -> list[dict[str, Any]]:
+        return [{"paths": [paths[i] for i in g], "splits": sorted({splits[i] for i in g})} for g in groups]
+
+    ex, nd = spanning(exact), spanning(near)
+    return {
+        "exact": {"n_groups": len(ex), "images": sum(len(g) for g in ex), "groups": shown(ex[:limit])},
+        "near": {"n_groups": len(nd), "images": sum(len(g) for g in nd), "groups": shown(nd[:limit])},
+    }
+
+
+def split_leak_warning(leaks: dict[str, Any]) -> str | None:
+    """One line when the predefined splits share images; None when they do not."""
+    parts = []
+    for kind in ("exact", "near"):
+        info = leaks[kind]
+        if info["n_groups"]:
+            example = " <-> ".join(info["groups"][0]["paths"][:2])
+            parts.append(f"{info['n_groups']} {kind}-duplicate group(s) (e.g. {example})")
+    if not parts:
+        return None
+    return (
+        "the predefined split folders leak: "
+        + " and ".join(parts)
+        + " span train/val/test; a model is tested on images it trained on"
+    )

@@ -23,6 +23,14 @@ from fortify.data.cache import (
 )
 from fortify.data.dataset import ImageDataset, ImageInfo
 from fortify.data.decode import FINGERPRINT_SIZE, UnreadableImage, decode_image, preprocess_gray
+from fortify.data.dicom import (
+    DEFAULT_WINDOW,
+    DicomDecoderMissing,
+    Window,
+    decode_dicom,
+    is_dicom,
+    parse_window,
+)
 from fortify.data.discover import discover
 from fortify.data.phantom import PHANTOM_CLASSES, PHANTOM_SIZE, parse_phantom_spec, phantom_files
 from fortify.errors import DataError
@@ -74,19 +82,27 @@ def _emit(dataset: ImageDataset) -> ImageDataset:
 
 
 def load_dataset(
-    data: str | Path, *, image_size: int = 128, cache_dir: str | Path | None = None, progress: bool = False
+    data: str | Path,
+    *,
+    image_size: int = 128,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+    window: str | Window = DEFAULT_WINDOW,
 ) -> ImageDataset:
     """Load a class-folder dataset, or the synthetic phantom ("phantom" / "phantom:n=40").
 
-    Raises DataError (one line) when the data cannot be used. A few unreadable files are skipped:
-    they are listed in `dataset.skipped` and reported once as a DataWarning.
+    `window` (DICOM files only): the display window applied to Hounsfield units, "lung" (default),
+    "mediastinum" or "WIDTH,LEVEL" (fortify.data.dicom). Raises DataError (one line) when the data cannot
+    be used. A few unreadable files are skipped: they are listed in `dataset.skipped` and reported once
+    as a DataWarning.
     """
     _check_image_size(image_size)
+    win = parse_window(window)
     if isinstance(data, str):
         per_class = parse_phantom_spec(data)
         if per_class is not None:
             return _emit(_load_phantom(per_class, image_size, data.strip()))
-    return _emit(_load_folder(Path(data), image_size, cache_dir, progress))
+    return _emit(_load_folder(Path(data), image_size, cache_dir, progress, win))
 
 
 def _load_phantom(per_class: int, image_size: int, spec: str) -> ImageDataset:
@@ -114,12 +130,20 @@ def _load_phantom(per_class: int, image_size: int, spec: str) -> ImageDataset:
     )
 
 
-def _decode_all(root: Path, todo: dict[str, str], image_size: int, progress: bool) -> CacheEntries:
+def _decode_all(
+    root: Path, todo: dict[str, str], image_size: int, progress: bool, window: Window
+) -> CacheEntries:
     """Decode one file per distinct content hash (`todo`: sha256 -> relative path)."""
     imgs, fps, decoded, unreadable = [], [], {}, {}
     for sha, rel in _track(todo.items(), len(todo), "Decoding images", progress):
+        tags = None
         try:
-            d = decode_image((root / rel).read_bytes(), image_size)
+            if is_dicom(rel):
+                d, tags = decode_dicom((root / rel).read_bytes(), image_size, window)
+            else:
+                d = decode_image((root / rel).read_bytes(), image_size)
+        except DicomDecoderMissing as e:  # the installation, not the file: every such file would fail
+            raise DataError(f"{rel}: {e}") from e
         except UnreadableImage as e:
             unreadable[sha] = str(e)
             continue
@@ -134,6 +158,8 @@ def _decode_all(root: Path, todo: dict[str, str], image_size: int, progress: boo
             "mode": d.mode,
             "note": d.note,
         }
+        if tags is not None:
+            decoded[sha]["tags"] = tags
         imgs.append(d.pixels)
         fps.append(d.fingerprint)
     images = (
@@ -147,9 +173,13 @@ def _decode_all(root: Path, todo: dict[str, str], image_size: int, progress: boo
     return CacheEntries(images, fingerprints, decoded, unreadable)
 
 
-def _load_folder(path: Path, image_size: int, cache_dir: str | Path | None, progress: bool) -> ImageDataset:
+def _load_folder(
+    path: Path, image_size: int, cache_dir: str | Path | None, progress: bool, window: Window
+) -> ImageDataset:
     found = discover(path)
     root = found.root
+    # The window changes DICOM pixels only: it keys the cache only when there are DICOM files.
+    window_tag = window.tag if any(is_dicom(rel) for rel, _ in found.files) else None
 
     hashes, sizes = [], []
     read_errors: dict[str, str] = {}  # a file we cannot even open (permissions) is skipped like a corrupt one
@@ -164,7 +194,7 @@ def _load_folder(path: Path, image_size: int, cache_dir: str | Path | None, prog
     readable_hashes = [h for (rel, _), h in zip(found.files, hashes, strict=True) if rel not in read_errors]
 
     cdir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    cpath = cache_path(cdir, cache_key(readable_hashes, image_size), image_size)
+    cpath = cache_path(cdir, cache_key(readable_hashes, image_size, window_tag), image_size, window_tag)
     entries = load_entries(cpath)
     if entries is None or any(
         h not in entries.decoded and h not in entries.unreadable for h in readable_hashes
@@ -173,16 +203,18 @@ def _load_folder(path: Path, image_size: int, cache_dir: str | Path | None, prog
         for (rel, _), sha in zip(found.files, hashes, strict=True):
             if rel not in read_errors:
                 todo.setdefault(sha, rel)
-        known = merge_entries(recent_entries(cdir, image_size, exclude=cpath), set(todo), image_size)
+        recent = recent_entries(cdir, image_size, exclude=cpath, window_tag=window_tag)
+        known = merge_entries(recent, set(todo), image_size)
         todo = {
             sha: rel for sha, rel in todo.items() if sha not in known.decoded and sha not in known.unreadable
         }
-        fresh = _decode_all(root, todo, image_size, progress)
+        fresh = _decode_all(root, todo, image_size, progress, window)
         entries = merge_entries([known, fresh], set(readable_hashes), image_size)
         save_entries(cpath, entries)
 
-    rows, labels, paths, file_hashes, infos, skipped, notes = [], [], [], [], [], [], {}
-    for (rel, label), sha, nbytes in zip(found.files, hashes, sizes, strict=True):
+    rows, labels, paths, file_hashes, infos, skipped, notes, given = [], [], [], [], [], [], {}, []
+    splits = found.given_splits or [""] * len(found.files)
+    for (rel, label), sha, nbytes, split in zip(found.files, hashes, sizes, splits, strict=True):
         if rel in read_errors:
             skipped.append({"path": rel, "reason": read_errors[rel]})
             continue
@@ -194,7 +226,8 @@ def _load_folder(path: Path, image_size: int, cache_dir: str | Path | None, prog
         labels.append(label)
         paths.append(rel)
         file_hashes.append(sha)
-        infos.append(ImageInfo(e["pixel_sha256"], e["width"], e["height"], e["mode"], nbytes))
+        infos.append(ImageInfo(e["pixel_sha256"], e["width"], e["height"], e["mode"], nbytes, e.get("tags")))
+        given.append(split)
         if e["note"]:  # group "I;16 image rescaled to 8-bit (min-max 0..4095)" by its kind
             notes.setdefault(e["note"].split(" (")[0], []).append(rel)
 
@@ -223,6 +256,8 @@ def _load_folder(path: Path, image_size: int, cache_dir: str | Path | None, prog
         skipped=skipped,
         warnings=messages,
         source=str(root),
+        given_splits=given if found.given_splits is not None else None,
+        window=window.name if window_tag is not None else None,
     )
 
 

@@ -6,19 +6,27 @@ whole; per class, each split gets its target share
 (largest-remainder rounding of fraction x class size). Groups are placed largest first into the
 split with the biggest remaining deficit they fit in, then singletons fill the gaps exactly, so
 class counts hit the targets whenever the groups allow it. The seed shuffles the group order.
+
+DICOM files that carry PatientID (else StudyInstanceUID, else SeriesInstanceUID) are grouped by it
+instead of by image similarity. `grouping="given"` keeps a dataset's own train/val/test folders (see
+discover.py): exact duplicates are still dropped (the first copy, in train where there is one, is kept),
+duplicates and near-duplicates across the folders are recorded and warned about, and a missing val folder
+is carved out of train group by group.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fortify.data.dataset import ImageDataset
+from fortify.data.dicom import DEFAULT_WINDOW, group_key
 from fortify.data.groups import (
+    GROUPINGS,
     NEAR_DUP_METHOD,
     NEAR_DUP_THRESHOLD,
     SCAN_LINK_THRESHOLD,
@@ -27,6 +35,8 @@ from fortify.data.groups import (
     dataset_pixel_hashes,
     exact_duplicate_groups,
     leakage_groups,
+    split_leak_warning,
+    split_leaks,
 )
 from fortify.data.loader import DataWarning, load_dataset
 from fortify.data.sentinel import leakage_sentinel
@@ -35,6 +45,8 @@ from fortify.fileio import read_json, write_json
 
 MANIFEST_FORMAT = "fortify-split/1"
 SPLIT_NAMES = ("train", "val", "test")
+GIVEN = "given"  # grouping choice: the dataset's own train/val/test folders
+SPLIT_GROUPINGS = (*GROUPINGS, GIVEN)
 
 
 @dataclass
@@ -160,12 +172,22 @@ def _prepare(
     near_dup_threshold: float,
     grouping: str,
     scan_threshold: float,
+    window: str,
 ) -> _Prepared:
+    if grouping not in SPLIT_GROUPINGS:
+        raise ConfigError(f"unknown grouping {grouping!r}; choose one of {', '.join(SPLIT_GROUPINGS)}")
     ds = (
         dataset_or_path
         if isinstance(dataset_or_path, ImageDataset)
-        else load_dataset(dataset_or_path, image_size=image_size, cache_dir=cache_dir, progress=progress)
+        else load_dataset(
+            dataset_or_path, image_size=image_size, cache_dir=cache_dir, progress=progress, window=window
+        )
     )
+    if grouping == GIVEN and ds.given_splits is None:
+        raise ConfigError(
+            f"grouping {GIVEN!r} needs a dataset root of train/, val/ (optional) and test/ folders of class "
+            f"folders; {ds.source or ds.root} holds class folders"
+        )
     labels_all = ds.labels.numpy()
     dropped: list[dict[str, str]] = []
     drop: set[int] = set()
@@ -176,6 +198,10 @@ def _prepare(
             dropped.append({"path": ds.paths[i], "duplicate_of": ds.paths[keep]})
     kept = np.array([i for i in range(len(ds)) if i not in drop], dtype=np.int64)
     labels = labels_all[kept]
+    keys = [group_key(ds.infos[i].tags) for i in kept] if ds.infos is not None else None
+    if grouping == GIVEN:  # similarity groups only matter for carving val out of train
+        missing_val = "val" not in {ds.given_splits[i] for i in kept}
+        grouping = "scan" if missing_val else "near-duplicate"
     with warnings.catch_warnings():
         warnings.simplefilter("always", GroupingWarning)
         with warnings.catch_warnings(record=True) as caught:
@@ -187,10 +213,18 @@ def _prepare(
                 grouping=grouping,
                 near_dup_threshold=near_dup_threshold,
                 scan_threshold=scan_threshold,
+                group_keys=keys,
             )
     for w in caught:  # re-emit from here so the user sees one warning pointing at their call
         warnings.warn(str(w.message), DataWarning, stacklevel=3)
     return _Prepared(ds, kept, labels, g.groups, g.info, g.near_duplicates, dropped)
+
+
+def _preprocessing(ds: ImageDataset) -> dict[str, Any]:
+    out: dict[str, Any] = {"image_size": ds.image_size, "grayscale": True, "crop": "center-square"}
+    if ds.window is not None:  # only DICOM pixels depend on it
+        out["window"] = ds.window
+    return out
 
 
 def _manifest(
@@ -233,7 +267,7 @@ def _manifest(
             "n_files": len(ds) + len(ds.skipped),
             "synthetic": ds.synthetic,
         },
-        preprocessing={"image_size": ds.image_size, "grayscale": True, "crop": "center-square"},
+        preprocessing=_preprocessing(ds),
         seed=int(seed),
         fractions=list(fractions),
         splits=splits,
@@ -263,13 +297,17 @@ def make_split(
     near_dup_threshold: float = NEAR_DUP_THRESHOLD,
     grouping: str = "scan",
     scan_threshold: float = SCAN_LINK_THRESHOLD,
+    window: str = DEFAULT_WINDOW,
 ) -> SplitManifest:
     """Stratified, group-aware, seeded split. Exact duplicates are dropped (one kept).
 
     `grouping="scan"` (default) keeps every reconstructed scan (run of similar consecutive slices,
     see fortify.data.groups) on one side; `"near-duplicate"` groups near-identical images only (the
-    behaviour before scan grouping; it leaks neighbouring slices on IQ-OTH/NCCD). The manifest stores
-    the grouping and the leakage sentinel (fortify.data.sentinel)."""
+    behaviour before scan grouping; it leaks neighbouring slices on IQ-OTH/NCCD); `"given"` keeps a
+    dataset's own train/val/test folders (`fractions` then only size a val carved out of train when
+    there is no val folder). DICOM files with patient/study/series tags are grouped by them whatever the
+    choice. `window`: the DICOM display window (fortify.data.dicom), recorded in the manifest. The
+    manifest stores the grouping and the leakage sentinel (fortify.data.sentinel)."""
     fr = _check_fractions(fractions)
     prep = _prepare(
         dataset_or_path,
@@ -279,9 +317,55 @@ def make_split(
         near_dup_threshold=near_dup_threshold,
         grouping=grouping,
         scan_threshold=scan_threshold,
+        window=window,
     )
-    choice = _assign(prep.groups, prep.labels, len(prep.ds.classes), fr, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    if grouping == GIVEN:
+        prep, choice, fr = _given(prep, fr, rng)
+    else:
+        choice = _assign(prep.groups, prep.labels, len(prep.ds.classes), fr, rng)
     return _manifest(prep, choice, seed=seed, fractions=fr, near_dup_threshold=near_dup_threshold)
+
+
+def _given(
+    prep: _Prepared, fractions: tuple[float, ...], rng: np.random.Generator
+) -> tuple[_Prepared, list[int], tuple[float, ...]]:
+    """The dataset's own folders as the split (one group per folder), with val carved out of train
+    (similarity/patient groups kept whole) when there is no val folder; records the folders' leaks."""
+    ds = prep.ds
+    given = [ds.given_splits[int(i)] for i in prep.kept]
+    members = {s: [k for k, g in enumerate(given) if g == s] for s in SPLIT_NAMES}
+    groups, choice = [members["train"], members["val"], members["test"]], [0, 1, 2]
+    carved = not members["val"]
+    if carved:
+        in_train = set(members["train"])
+        train_groups = [kept for g in prep.groups if (kept := [k for k in g if k in in_train])]
+        v = fractions[1] / (fractions[0] + fractions[1])
+        tv = _assign(train_groups, prep.labels, len(ds.classes), (1 - v, v), rng) if v > 0 else None
+        if tv is not None:
+            groups, choice = [*train_groups, members["test"]], [*tv, 2]
+    position = {int(i): k for k, i in enumerate(prep.kept)}
+    near = [[int(prep.kept[k]) for k in g] for g in prep.near_duplicates]
+    exact = exact_duplicate_groups(dataset_pixel_hashes(ds))
+    leaks = split_leaks(ds.given_splits, ds.paths, exact, near)
+    line = split_leak_warning(leaks)
+    if line:
+        warnings.warn(line, DataWarning, stacklevel=3)
+    info = {
+        **prep.grouping,
+        "requested": GIVEN,
+        "applied": GIVEN,
+        "similarity_grouping": prep.grouping.get("applied"),
+        "val": "carved out of train, groups kept whole" if carved else "given",
+        "leaks": leaks,
+        "groups": len([g for g in groups if g]),
+        "largest_group": max((len(g) for g in groups), default=0),
+    }
+    sizes = np.zeros(3)
+    for g, s in zip(groups, choice, strict=True):
+        sizes[s] += len(g)
+    fr = tuple(round(float(x), 6) for x in sizes / max(1, len(position)))
+    return replace(prep, groups=groups, grouping=info), choice, fr
 
 
 def make_folds(
@@ -296,6 +380,7 @@ def make_folds(
     near_dup_threshold: float = NEAR_DUP_THRESHOLD,
     grouping: str = "scan",
     scan_threshold: float = SCAN_LINK_THRESHOLD,
+    window: str = DEFAULT_WINDOW,
 ) -> list[SplitManifest]:
     """Grouped, class-stratified K-fold cross-validation: one manifest per fold.
 
@@ -307,6 +392,11 @@ def make_folds(
         raise ConfigError(f"cross-validation needs at least 2 folds, got {k!r}")
     if not 0 <= val_fraction < 1:
         raise ConfigError(f"validation fraction must be in [0, 1), got {val_fraction}")
+    if grouping == GIVEN:
+        raise ConfigError(
+            "cross-validation re-splits the data, so it cannot keep the given train/val/test folders; "
+            "choose grouping scan or near-duplicate"
+        )
     prep = _prepare(
         dataset_or_path,
         image_size=image_size,
@@ -315,6 +405,7 @@ def make_folds(
         near_dup_threshold=near_dup_threshold,
         grouping=grouping,
         scan_threshold=scan_threshold,
+        window=window,
     )
     if len(prep.groups) < k:
         raise ConfigError(f"{k} folds need at least {k} groups; the dataset has {len(prep.groups)}")
@@ -377,8 +468,11 @@ def load_split(
     limit_per_class: int | None = None,
     progress: bool = False,
     cache_dir: str | Path | None = None,
+    window: str | None = None,
 ) -> dict[str, ImageDataset]:
     """Load the dataset and cut it into {"train", "val", "test"} as the manifest says.
+
+    DICOM files are windowed as the manifest records (or `window`, when given).
 
     Every manifest file must exist with the same sha256 and label; otherwise DataError naming the
     first mismatch (the data changed since the split was made, so earlier results do not carry over).
@@ -390,7 +484,8 @@ def load_split(
             f"the manifest's dataset folder {source} does not exist here; pass the dataset path (--data)"
         )
     size = int(image_size if image_size is not None else m.preprocessing.get("image_size", 128))
-    ds = load_dataset(source, image_size=size, cache_dir=cache_dir, progress=progress)
+    win = window or m.preprocessing.get("window") or DEFAULT_WINDOW
+    ds = load_dataset(source, image_size=size, cache_dir=cache_dir, progress=progress, window=win)
     if list(ds.classes) != list(m.dataset["classes"]):
         raise DataError(
             f"the split manifest is for classes {m.dataset['classes']} but the dataset at {source} "
