@@ -17,6 +17,9 @@ CLASSES = ["benign", "malignant", "normal"]
 ATTACKS = ["fgsm", "pgd", "cw", "strong"]
 EXTRA_ATTACK_FIELDS = ("gradient_evaluations", "verdict_mismatches", "reattacked_fp32")
 BUDGET_NOTE = "smoke profile: PGD 5 steps, strong 3 steps"
+# audit.json's dataset.identity as fortify.data.identity writes it
+IQOTHNCCD_IDENTITY = {"name": "IQ-OTH/NCCD", "reason": "IQ-OTH/NCCD's class folders and its 1,097 files"}
+SYNTHETIC_IDENTITY = {"name": None, "reason": "synthetic phantom data"}
 
 
 def metrics(acc: float, n: int = 30) -> dict:
@@ -227,6 +230,7 @@ def make_run(
     sentinel_warning: bool = False,
     full_strength: bool = True,
     comparison: bool = True,
+    identity: dict | None = None,
 ) -> Path:
     """A run directory; old_format writes results.json as before intervals/sentinel/budget/per-sample."""
     root.mkdir(parents=True, exist_ok=True)
@@ -250,6 +254,7 @@ def make_run(
                 "classes": CLASSES,
                 "n_files": 91,
                 "n_images": 90,
+                "identity": identity or (SYNTHETIC_IDENTITY if synthetic else IQOTHNCCD_IDENTITY),
             },
             "counts": {"benign": 30, "malignant": 30, "normal": 30},
             "sizes": {

@@ -14,7 +14,7 @@ from fortify.evaluation.stats import mean_std_interval, wilson_interval
 from fortify.fileio import write_json
 from fortify.report import build_cv_report, load_study_table
 
-from .conftest import STAGE_ACCS, results
+from .conftest import IQOTHNCCD_IDENTITY, STAGE_ACCS, SYNTHETIC_IDENTITY, results
 
 
 def fold(i: int, *, shift: float, warn: bool = False, full_strength: bool = True) -> dict:
@@ -34,9 +34,12 @@ def fold(i: int, *, shift: float, warn: bool = False, full_strength: bool = True
     }
 
 
-def write_cv(tmp_path, folds) -> object:
+def write_cv(tmp_path, folds, identity: dict | None = IQOTHNCCD_IDENTITY) -> object:
+    """RUN_DIR/cv/summary.json, and RUN_DIR/audit.json naming the dataset (none when identity is None)."""
     cv = tmp_path / "run" / "cv"
     write_json(cv / "summary.json", summarize_folds(folds))
+    if identity is not None:
+        write_json(cv.parent / "audit.json", {"format": "fortify-audit/1", "dataset": {"identity": identity}})
     return cv
 
 
@@ -113,3 +116,14 @@ def test_cv_report_needs_a_summary(tmp_path):
     write_json(tmp_path / "summary.json", {"format": "fortify-results/1"})
     with pytest.raises(ConfigError):
         build_cv_report(tmp_path)
+
+
+@pytest.mark.parametrize("identity", [SYNTHETIC_IDENTITY, None])
+def test_cv_study_column_only_for_iqothnccd(tmp_path, identity):
+    md = build_cv_report(write_cv(tmp_path, [fold(0, shift=0.0), fold(1, shift=0.1)], identity))[
+        0
+    ].read_text()
+    normal = rows_of(md, "| Metric (%) | Mean ± std |")
+    assert "Study" not in normal["Clean"] and "Study rows:" not in md
+    assert "The study's rows are left out" in md
+    assert (identity is None) == ("audit.json does not identify the dataset" in md)

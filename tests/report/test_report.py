@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from fortify.errors import ConfigError
-from fortify.report import build_report, load_study_table
+from fortify.fileio import read_json, write_json
+from fortify.report import build_report, load_study_table, table1_summary
 
-from .conftest import STAGE_ACCS
+from .conftest import STAGE_ACCS, SYNTHETIC_IDENTITY
 
 
 def cell(acc: float, n: int = 30) -> str:
@@ -185,3 +186,34 @@ def test_failed_rebuild_leaves_previous_report(run_factory, monkeypatch):
     assert (root / "report" / "report.md").read_text() == md_before
     assert sorted(p.name for p in (root / "report" / "figures").iterdir()) == figs_before
     assert [p.name for p in (root / "report").iterdir() if p.name.startswith(".")] == []  # no scratch left
+
+
+@pytest.mark.parametrize(
+    "identity, why",
+    [
+        (SYNTHETIC_IDENTITY, "synthetic phantom data"),
+        (
+            {"name": None, "reason": "class folders (cats, dogs) are not IQ-OTH/NCCD's"},
+            "class folders (cats, dogs)",
+        ),
+        ({}, "audit.json does not identify the dataset"),  # an audit written before identification
+    ],
+)
+def test_study_rows_only_beside_iqothnccd(run_factory, identity, why):
+    run = run_factory(identity=identity or {"name": None})
+    if not identity:
+        audit = read_json(run / "audit.json")
+        del audit["dataset"]["identity"]
+        write_json(run / "audit.json", audit)
+    md = build_report(run)["markdown"].read_text()
+    rows = table1_rows(md)
+    assert ("Normal training", "fortify") in rows and not any(k[1] == "study" for k in rows)
+    assert "fortify beside the study" not in md and "study_table1.yaml" not in md
+    assert "The study's rows are left out" in md and why in md
+    summary = table1_summary(run)
+    assert [r[1] for r in summary.rows] == ["fortify", "fortify"]
+
+
+def test_study_rows_beside_iqothnccd(run_factory):
+    md = build_report(run_factory())["markdown"].read_text()
+    assert ("Adversarial training", "study") in table1_rows(md) and "left out" not in md

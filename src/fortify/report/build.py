@@ -26,7 +26,7 @@ from fortify.report.sections import (
     section_threat_model,
     section_transfer,
 )
-from fortify.report.study import load_study_table
+from fortify.report.study import study_for
 
 
 def section_figures(doc: Document, run: RunData, fig_dir: Path) -> None:
@@ -122,12 +122,8 @@ def build_document(run: RunData, fig_dir: Path) -> Document:
         )
     for m in run.missing:
         doc.add(Para(f"missing: {m}", "warn"))
-    try:
-        study = load_study_table()
-    except Exception as e:  # the report must still build without the study table; say so
-        doc.add(Para(f"study table unavailable ({e}); study rows show '—'", "warn"))
-        study = None
-    section_table1(doc, run, study)
+    study, study_note = study_for(run.audit)
+    section_table1(doc, run, study, study_note)
     section_comparison(doc, run)
     section_sanity(doc, run)
     section_threat_model(doc, run)
@@ -200,11 +196,7 @@ def table1_summary(run_dir: str | Path, *, intervals: bool = True) -> Table:
     (for a narrow terminal) and keeps every mark: ≤ (upper bound), ⚠ FAIL[i], ⚠ LEAKAGE."""
     run = load_run(run_dir)
     doc = Document("")
-    try:
-        study = load_study_table()
-    except Exception:
-        study = None
-    section_table1(doc, run, study)
+    section_table1(doc, run, study_for(run.audit)[0])
     table = next(b for b in doc.blocks if isinstance(b, Table))
     if not intervals:
         table.rows = [[_INTERVAL.sub("", c) for c in row] for row in table.rows]

@@ -15,7 +15,7 @@ from fortify.report.caveats import UPPER_BOUND_MARK
 from fortify.report.doc import Document, Heading, Para, Table, render_html, render_markdown
 from fortify.report.fmt import DASH, STAGE_LABELS, TABLE1_COLUMNS, fmt_ci, fmt_diff, fmt_p, pct, pct_ci
 from fortify.report.paired import comparison_table
-from fortify.report.study import STUDY_COLUMNS, load_study_table
+from fortify.report.study import STUDY_COLUMNS, study_for
 
 CLEAN_ONLY = ("clean", "benign_recall", "balanced_accuracy")  # not attacked: never upper bounds
 LABELS = {
@@ -57,7 +57,7 @@ def _model_table(summary: dict[str, Any], model: str, study: dict[str, Any] | No
                 fmt_ci(s.get("ci")).strip() or DASH,
                 *[pct(v) for v in values[:k]],
                 pct_ci(pooled.get(key), bound=bool(mark)),
-                pct(srow[key] / 100) if key in STUDY_COLUMNS and key in srow else DASH,
+                *([pct(srow[key] / 100) if key in STUDY_COLUMNS and key in srow else DASH] if study else []),
             ]
         )
     return Table(
@@ -67,7 +67,7 @@ def _model_table(summary: dict[str, Any], model: str, study: dict[str, Any] | No
             "95% t-interval",
             *[f"Fold {i}" for i in range(k)],
             "Pooled [Wilson 95%]",
-            "Study",
+            *(["Study"] if study else []),
         ],
         rows,
         caption=f"{STAGE_LABELS.get(model, model)}: {k} folds",
@@ -125,7 +125,9 @@ def _fold_comparison_table(summary: dict[str, Any]) -> Table | None:
     )
 
 
-def cv_document(summary: dict[str, Any], title: str, study: dict[str, Any] | None) -> Document:
+def cv_document(
+    summary: dict[str, Any], title: str, study: dict[str, Any] | None, study_note: str | None = None
+) -> Document:
     doc = Document(title)
     if summary.get("synthetic"):
         doc.add(Para("SYNTHETIC DATA (phantom) — not real CT scans", "banner"))
@@ -155,6 +157,8 @@ def cv_document(summary: dict[str, Any], title: str, study: dict[str, Any] | Non
     for model in ("normal", "adversarial"):
         doc.add(Heading(f"{STAGE_LABELS[model]}: Table 1 numbers across folds"))
         doc.add(_model_table(summary, model, study))
+    if study_note:
+        doc.add(Para(study_note, "note"))
     if study:
         doc.add(
             Para(
@@ -188,11 +192,14 @@ def build_cv_report(cv_dir: str | Path) -> tuple[Path, Path]:
         raise ConfigError(f"{path} is not valid JSON: {e}") from e
     if not isinstance(summary, dict) or summary.get("format") != "fortify-cv/1":
         raise ConfigError(f"{path} is not a fortify-cv/1 summary")
+    audit_path = root.parent / "audit.json"  # RUN_DIR/cv -> RUN_DIR/audit.json
     try:
-        study = load_study_table()
-    except Exception:  # the report must build without the study table; its column then shows '—'
-        study = None
-    doc = cv_document(summary, f"fortify cross-validation report: {root.parent.name}/{root.name}", study)
+        audit = read_json(audit_path) if audit_path.is_file() else None
+    except ValueError:
+        audit = None
+    study, study_note = study_for(audit)
+    title = f"fortify cross-validation report: {root.parent.name}/{root.name}"
+    doc = cv_document(summary, title, study, study_note)
     md = atomic_write_text(root / "report.md", render_markdown(doc, root))
     html = atomic_write_text(root / "report.html", render_html(doc))
     return md, html

@@ -48,8 +48,12 @@ def _columns() -> list[tuple[str, str]]:
     return [TABLE1_COLUMNS[0], ("sentinel", SENTINEL_HEADER), *TABLE1_COLUMNS[1:]]
 
 
-def section_table1(doc: Document, run: RunData, study: dict[str, Any] | None) -> None:
-    doc.add(Heading("Table 1: test accuracy (%), fortify beside the study"))
+def section_table1(
+    doc: Document, run: RunData, study: dict[str, Any] | None, study_note: str | None = None
+) -> None:
+    """Table 1: fortify's rows, and the study's beside them when `study` is given (the run's data is the
+    study's dataset, see report.study.study_for); `study_note` says why they are absent otherwise."""
+    doc.add(Heading("Table 1: test accuracy (%)" + (", fortify beside the study" if study else "")))
     columns = _columns()
     footnotes: list[str] = []
     rows: list[list[str]] = []
@@ -79,7 +83,9 @@ def section_table1(doc: Document, run: RunData, study: dict[str, Any] | None) ->
                     cell += " ⚠ FAIL" + "".join(f"[{i}]" for i in marks[col])
                 cells.append(cell)
             rows.append([label, "fortify", *cells])
-        srow = ((study or {}).get("rows") or {}).get(name) or {}
+        if not study:
+            continue
+        srow = (study.get("rows") or {}).get(name) or {}
         rows.append(
             [
                 label,
@@ -101,6 +107,8 @@ def section_table1(doc: Document, run: RunData, study: dict[str, Any] | None) ->
             + (f" {UPPER_BOUND_MARK} = upper bound (attacks below full strength)." if any_cut else ""),
         )
     )
+    if study_note:
+        doc.add(Para(study_note, "note"))
     add_alarms(doc, run)
     doc.add(Para(interval_note(run), "note"))
     note = sentinel_note(run)
@@ -112,13 +120,14 @@ def section_table1(doc: Document, run: RunData, study: dict[str, Any] | None) ->
     if study:
         src += f". Study rows: {study.get('path')} ({' '.join(str(study.get('citation', '')).split())})"
     doc.add(Para(src, "source"))
-    doc.add(
-        Para(
-            "A '—' in a study row is a figure the study did not state; fortify does not fill it in. "
-            "The study did not state its threat model, so its numbers and ours may not be measured under the "
-            "same attack budget; see 'Threat model' for ours."
+    if study:
+        doc.add(
+            Para(
+                "A '—' in a study row is a figure the study did not state; fortify does not fill it in. "
+                "The study did not state its threat model, so its numbers and ours may not be measured under "
+                "the same attack budget; see 'Threat model' for ours."
+            )
         )
-    )
     doc.add(Para(_setting_note(run, study)))
     for i, note in enumerate(footnotes, 1):
         doc.add(Para(f"[{i}] {note}", "warn"))

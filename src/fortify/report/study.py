@@ -1,4 +1,5 @@
-"""The study's published Table 1 (configs/study_table1.yaml) and the locator for the configs folder."""
+"""The study's published Table 1 (configs/study_table1.yaml), whether it applies to a run, and the locator
+for the configs folder."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fortify.errors import ConfigError
 from fortify.fileio import read_yaml
 
 STUDY_COLUMNS = ("clean", "pgd", "fgsm", "cw", "combined")
+STUDY_DATASET = "IQ-OTH/NCCD"  # the name fortify.data.identity writes into audit.json's dataset.identity
 
 
 def configs_dir() -> Path:
@@ -34,3 +36,20 @@ def load_study_table(path: str | Path | None = None) -> dict[str, Any]:
         raise ConfigError(f"{path} is not a study table (needs 'rows')")
     table["path"] = str(path)
     return table
+
+
+def study_for(audit: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
+    """(study table, None) when the run's audit identified its data as IQ-OTH/NCCD, the dataset the study
+    measured; else (None, a sentence saying why the study's rows are left out). The identification is
+    read from audit.json (fortify.data.identity), never recomputed here."""
+    identity = ((audit or {}).get("dataset") or {}).get("identity") or {}
+    if identity.get("name") != STUDY_DATASET:
+        why = identity.get("reason") or "audit.json does not identify the dataset"
+        return None, (
+            f"The study's rows are left out: its numbers were measured on {STUDY_DATASET}, and this run's "
+            f"data is not that dataset ({why})."
+        )
+    try:
+        return load_study_table(), None
+    except Exception as e:  # the report must still build without the study table; say so
+        return None, f"Study table unavailable ({e}); the study's rows are left out."
