@@ -154,9 +154,10 @@ def test_split_without_slice_numbers_warns_once_and_groups_near_duplicates(tmp_p
     manifest = tmp_path / "split.json"
     code, out, err = run(["split", str(root), "--out", str(manifest)], capsys)
     assert code == 0 and manifest.exists()
-    assert err.strip().splitlines() == [
-        line for line in err.strip().splitlines() if "no slice numbers" in line
-    ] and len(err.strip().splitlines()) == 1
+    assert (
+        err.strip().splitlines() == [line for line in err.strip().splitlines() if "no slice numbers" in line]
+        and len(err.strip().splitlines()) == 1
+    )
     assert json.loads(manifest.read_text())["grouping"]["applied"] == "near-duplicate"
     assert "leakage sentinel" in out
 
@@ -209,3 +210,41 @@ def test_audit_json_on_real_data(real_data_path: Path, cache_dir: Path, monkeypa
         "511x404",
     }
     assert r["near_duplicates"]["n_groups"] > 0
+
+
+def test_predefined_splits_audit_flags_a_planted_leak_and_split_keeps_them(tmp_path: Path, capsys) -> None:
+    for k, part in enumerate(("train", "validation", "test")):
+        for c, name in enumerate(("Benign", "Normal")):
+            for i in range(3):
+                pixels = np.random.default_rng([k, c, i]).integers(0, 256, (24, 24), dtype=np.uint8)
+                _png(tmp_path / "ds" / part / name / f"{i}.png", pixels)
+    root = tmp_path / "ds"
+    code, out, err = run(["audit", str(root)], capsys)
+    assert code == 0 and "exact-duplicate groups across the folders: 0" in out and "leak" not in err
+    (root / "test" / "Normal" / "copy.png").write_bytes((root / "train" / "Normal" / "1.png").read_bytes())
+    code, out, err = run(["audit", str(root)], capsys)
+    assert code == 0 and "exact-duplicate groups across the folders: 1" in out
+    assert "train/Normal/1.png <-> test/Normal/copy.png" in out
+    assert (
+        "fortify: warning: the predefined split folders leak" in err or "predefined split folders leak" in out
+    )
+    manifest = tmp_path / "split.json"
+    code, out, err = run(["split", str(root), "--grouping", "given", "--out", str(manifest)], capsys)
+    assert code == 0 and "(given grouping)" in out and "predefined split folders leak" in err
+    m = json.loads(manifest.read_text())
+    assert {e["path"].split("/")[0] for e in m["splits"]["val"]} == {"validation"}
+
+
+@pytest.mark.parametrize("command", ["audit", "split"])
+def test_bad_window_is_a_one_line_error(command: str, tmp_path: Path, capsys) -> None:
+    root = _folder(tmp_path / "ds", {"a": 2, "b": 2})
+    code, _, err = run([command, str(root), "--window", "bone", "--out", str(tmp_path / "o.json")], capsys)
+    assert (
+        code == 2 and err.startswith("fortify: error: unknown window 'bone'") and len(err.splitlines()) == 1
+    )
+
+
+def test_split_given_needs_the_layout(tmp_path: Path, capsys) -> None:
+    root = _folder(tmp_path / "ds", {"a": 2, "b": 2})
+    code, _, err = run(["split", str(root), "--grouping", "given", "--out", str(tmp_path / "o.json")], capsys)
+    assert code == 2 and "needs a dataset root of train/" in err and len(err.splitlines()) == 1

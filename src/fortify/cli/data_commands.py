@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fortify.cli.data_options import grouping_option, window_option
 from fortify.data.groups import NEAR_DUP_THRESHOLD
 
 T = TypeVar("T")
@@ -38,6 +39,15 @@ def _with_warning_lines(fn: Callable[[], T]) -> tuple[T, list[str]]:
 def _scan_table(scans: dict[str, Any] | None, classes: list[str], console: Console) -> None:
     """Reconstructed scans per class, and the link threshold's calibration against documented cases."""
     if not scans:
+        return
+    if str(scans.get("applied", "")).startswith("dicom"):
+        d = scans.get("dicom") or {}
+        rest = (
+            f"; {d['files_without_tags']} file(s) without tags grouped by image"
+            if d.get("rest_grouped_by")
+            else ""
+        )
+        console.print(f"groups: by DICOM tag ({scans['applied'][6:]}), {d.get('keys', '?')} distinct{rest}")
         return
     if scans.get("applied") != "scan":
         console.print(f"[yellow]scans:[/] {scans.get('fallback', 'not reconstructed')}", highlight=False)
@@ -79,6 +89,10 @@ def _audit_tables(report: dict[str, Any], console: Console) -> None:
         t.add_row(c, str(report["counts"][c]), sizes, modes)
     t.add_row("total", str(ds["n_images"]), "", "", style="bold")
     console.print(t)
+    ident = ds.get("identity") or {}
+    if ident:
+        name = ident.get("name") or "not identified; reports show fortify's Table 1 rows without the study's"
+        console.print(f"dataset: {name} ({ident.get('reason', '')})", highlight=False)
 
     ex, nd = report["exact_duplicates"], report["near_duplicates"]
     s = Table(title="Integrity", title_justify="left", show_header=False)
@@ -97,6 +111,7 @@ def _audit_tables(report: dict[str, Any], console: Console) -> None:
     s.add_row("near-duplicate rule", f"{nd['method']}, threshold {nd['threshold']}")
     console.print(s)
     _scan_table(report.get("scans"), ds["classes"], console)
+    _dicom_and_given_tables(report, console)
 
     sc = Table(title="Shortcut check", title_justify="left")
     for col in ("property", "class", "evidence", "verdict"):
@@ -116,6 +131,43 @@ def _audit_tables(report: dict[str, Any], console: Console) -> None:
     console.print(sc)
 
 
+def _dicom_and_given_tables(report: dict[str, Any], console: Console) -> None:
+    """DICOM tag counts, and predefined train/val/test folders with their cross-folder duplicates."""
+    d = report.get("dicom")
+    if d:
+        t = Table(
+            title=f"DICOM ({d['files']} files, {d.get('window_hu') or 'no window'})", title_justify="left"
+        )
+        t.add_column("")
+        t.add_column("count", justify="right")
+        for key, tag in (
+            ("patients", "PatientID"),
+            ("studies", "StudyInstanceUID"),
+            ("series", "SeriesInstanceUID"),
+        ):
+            t.add_row(key, f"{d[key]} ({d[f'files_without_{tag}']} files without {tag})")
+        t.add_row("modalities", ", ".join(f"{k}: {v}" for k, v in d["modalities"].items()))
+        t.add_row("slice thickness (mm)", ", ".join(f"{k}: {v}" for k, v in d["slice_thickness_mm"].items()))
+        t.add_row("patients per class", ", ".join(f"{k}: {v}" for k, v in d["patients_per_class"].items()))
+        console.print(t)
+    g = report.get("given_splits")
+    if g:
+        classes = report["dataset"]["classes"]
+        t = Table(title="Predefined splits (folders)", title_justify="left")
+        t.add_column("split")
+        for c in classes:
+            t.add_column(c, justify="right")
+        for name, per_class in g["counts"].items():
+            t.add_row(name, *(str(per_class[c]) for c in classes))
+        console.print(t)
+        for kind in ("exact", "near"):
+            leak = g["leaks"][kind]
+            line = f"{kind}-duplicate groups across the folders: {leak['n_groups']}"
+            console.print(f"[red]{line}[/]" if leak["n_groups"] else line, highlight=False)
+            for group in leak["groups"][:5]:
+                console.print(f"  {' <-> '.join(group['paths'])}", highlight=False)
+
+
 def audit(
     data: str = typer.Argument(..., help="Dataset folder (one subfolder per class) or 'phantom[:n=N]'."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
@@ -126,13 +178,16 @@ def audit(
         "--near-dup-threshold",
         help="Max mean |grey-level difference| of 16x16 thumbnails.",
     ),
+    window: str = window_option(),
 ) -> None:
     """Report counts, sizes, unreadable files, duplicates, near-duplicates and shortcut warnings."""
     from fortify.data import audit_dataset
     from fortify.fileio import write_json
 
     report, printed = _with_warning_lines(
-        lambda: audit_dataset(data, image_size=image_size, progress=True, near_dup_threshold=near_dup)
+        lambda: audit_dataset(
+            data, image_size=image_size, progress=True, near_dup_threshold=near_dup, window=window
+        )
     )
     if out is not None:
         write_json(out, report)
@@ -161,12 +216,8 @@ def split(
         "--near-dup-threshold",
         help="Max mean |grey-level difference| of 16x16 thumbnails.",
     ),
-    grouping: str = typer.Option(
-        "scan",
-        "--grouping",
-        help="What stays on one side: 'scan' (runs of similar consecutive slices + near-duplicates; "
-        "default) or 'near-duplicate' (near-identical images only: leaks neighbouring slices).",
-    ),
+    grouping: str = grouping_option(),
+    window: str = window_option(),
 ) -> None:
     """Stratified, seeded train/val/test split that keeps every scan (and near-duplicate) on one side."""
     from fortify.data import make_split, save_manifest
@@ -180,6 +231,7 @@ def split(
             progress=True,
             near_dup_threshold=near_dup,
             grouping=grouping,
+            window=window,
         )
     )
     save_manifest(manifest, out)

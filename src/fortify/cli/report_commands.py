@@ -11,6 +11,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from fortify.cli.data_options import grouping_option, window_option
+
 
 def print_table1(run_dir: Path, console: Console) -> None:
     """Table 1 (fortify beside the study) as the closing summary. A number undermined by a failed sanity
@@ -124,6 +126,8 @@ def register(app: typer.Typer) -> None:
             help="Stages beyond the study, comma-separated: explain, detect, certify (budgets: the "
             "profile's sections of the same names).",
         ),
+        window: str | None = window_option(None),
+        grouping: str | None = grouping_option(None),
     ) -> None:
         """Run the whole study: audit, split, normal + adversarial training, evaluation, transfer, report."""
         from fortify.pipeline import reproduce
@@ -135,6 +139,10 @@ def register(app: typer.Typer) -> None:
             overrides["eps"] = eps
         if model is not None:
             overrides["model"] = model
+        if window is not None:
+            overrides["window"] = window
+        if grouping is not None:
+            overrides["grouping"] = grouping
         if extras is not None:
             overrides["extras"] = [e.strip() for e in extras.split(",") if e.strip()]
         if weights is not None:

@@ -34,7 +34,10 @@ def register(app: typer.Typer) -> None:
     def train_command(
         data: str = typer.Option(..., "--data", help="Dataset root (class folders) or 'phantom[:n=K]'."),
         split: Path | None = typer.Option(
-            None, "--split", help="Split manifest; default: make one in --out."
+            None,
+            "--split",
+            help="Split manifest, or 'given' (the dataset's own train/, val/, test/ folders); "
+            "default: make one in --out.",
         ),
         model: str = typer.Option(d.model, "--model", help="resnet18 | resnet34 | resnet50 | smallcnn."),
         mode: str = typer.Option(d.mode, "--mode", help=" | ".join(MODES)),

@@ -69,7 +69,10 @@ class Profile:
     image_size: int = 128
     seed: int = 0
     fractions: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
-    grouping: str = "scan"  # what a split keeps on one side: "scan" or "near-duplicate" (leaks slices)
+    # What a split keeps on one side: "scan", "near-duplicate" (leaks slices) or "given" (the dataset's
+    # own train/val/test folders); DICOM patient tags group whatever the choice.
+    grouping: str = "scan"
+    window: str = "lung"  # DICOM display window: lung | mediastinum | WIDTH,LEVEL (HU); ignored for others
     eps: float = 2 / 255  # headline L-inf budget (training and evaluation)
     limit_per_class: int | None = None
     pretrained: bool = False
@@ -192,6 +195,13 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
     profile = _build(Profile, {**raw, "evaluate": ev_settings}, str(path))
     profile.eps = parse_number(profile.eps, "eps")
     profile.fractions = [parse_number(f, "fractions") for f in profile.fractions]
+    from fortify.data import SPLIT_GROUPINGS, parse_window
+
+    profile.window = parse_window(profile.window).name
+    if profile.grouping not in SPLIT_GROUPINGS:
+        raise ConfigError(
+            f"{path}: unknown grouping {profile.grouping!r}; choose one of {', '.join(SPLIT_GROUPINGS)}"
+        )
     for section in ("train", "normal", "adversarial", *EXTRAS):
         if not isinstance(getattr(profile, section), dict):
             raise ConfigError(f"{path}: {section!r} must be a mapping of settings")

@@ -174,7 +174,12 @@ class _Run:
 
 
 def _split_kwargs(prof: Profile) -> dict[str, Any]:
-    return {"seed": prof.seed, "image_size": prof.image_size, "grouping": prof.grouping}
+    return {
+        "seed": prof.seed,
+        "image_size": prof.image_size,
+        "grouping": prof.grouping,
+        "window": prof.window,
+    }
 
 
 def _data_stages(run: _Run, folds: int | None) -> list[Stage]:
@@ -185,7 +190,8 @@ def _data_stages(run: _Run, folds: int | None) -> list[Stage]:
         from fortify.data import audit_dataset
 
         write_json(
-            out / "audit.json", audit_dataset(run.data, image_size=prof.image_size, progress=run.progress)
+            out / "audit.json",
+            audit_dataset(run.data, image_size=prof.image_size, progress=run.progress, window=prof.window),
         )
 
     def run_split() -> None:
@@ -211,7 +217,7 @@ def _data_stages(run: _Run, folds: int | None) -> list[Stage]:
             "audit the data",
             out / "audit.stage.json",
             [out / "audit.json"],
-            {"data": run.data, "image_size": prof.image_size},
+            {"data": run.data, "image_size": prof.image_size, "window": prof.window},
             run.data_inputs,
             run_audit,
         ),
@@ -590,6 +596,8 @@ def reproduce(
     if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
         raise ConfigError(f"--folds must be a whole number >= 2, got {folds!r}")
     prof = load_profile(profile, overrides)
+    if folds is not None and prof.grouping == "given":
+        raise ConfigError("--folds re-splits the data, so it cannot keep the given train/val/test folders")
     data = check_data(data)
     runtime = Runtime.resolve(device, precision)
     out = Path(out).expanduser().resolve()

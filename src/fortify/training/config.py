@@ -42,7 +42,9 @@ RUN_ONLY_FIELDS = ("out", "device", "data", "cache_dir")
 @dataclass
 class TrainConfig:
     data: str = "phantom"  # dataset root or "phantom[:n=K]"
-    split: str | None = None  # split manifest; None -> make one (data layer's default seed) in the run dir
+    # split manifest; None -> make one (data layer's default seed) in the run dir; "given" -> make one from
+    # the dataset's own train/val/test folders there
+    split: str | None = None
     model: str = "resnet18"
     mode: str = "standard"
     eps: float = 2 / 255  # L-inf radius in [0,1] pixel units (adversarial modes, robust validation)

@@ -61,7 +61,8 @@ class Splits:
 
 
 def _load_data(cfg: TrainConfig, run_dir: Path, info: ddp.DistInfo, progress: bool) -> Splits:
-    if cfg.split is not None:
+    given = cfg.split == "given"  # the dataset's own train/val/test folders, made into RUN_DIR/split.json
+    if cfg.split is not None and not given:
         manifest = Path(cfg.split)
         if not manifest.is_file():
             raise ConfigError(f"split manifest not found: {manifest}")
@@ -73,6 +74,7 @@ def _load_data(cfg: TrainConfig, run_dir: Path, info: ddp.DistInfo, progress: bo
                 image_size=cfg.image_size,
                 cache_dir=cfg.cache_dir,
                 progress=progress,
+                **({"grouping": "given"} if given else {}),
             )
             data_api.save_manifest(split, manifest)
         ddp.barrier(info)
@@ -326,7 +328,7 @@ def train(
     manifest_ref = {
         "manifest": str(splits.manifest.resolve()),
         "sha256": sha256_file(splits.manifest),
-        "in_run_dir": cfg.split is None,
+        "in_run_dir": cfg.split is None or cfg.split == "given",
     }
     state = {
         "epoch": 0,
