@@ -40,6 +40,11 @@ def test_counts_and_classes(real: ImageDataset, report: dict) -> None:
     assert all(m == {"L": n} for m, n in zip(report["modes"].values(), (120, 561, 416), strict=True))
 
 
+def test_identified_as_iqothnccd(report: dict) -> None:
+    assert report["dataset"]["identity"]["name"] == "IQ-OTH/NCCD"
+    assert "window" not in report["preprocessing"] and "dicom" not in report  # JPEGs: no DICOM window
+
+
 def test_sizes_malignant_only(report: dict) -> None:
     sizes = report["sizes"]
     assert sizes["benign"] == {"512x512": 120}
