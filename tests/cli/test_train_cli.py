@@ -109,3 +109,23 @@ def test_manifest_from_another_dataset_is_refused(tmp_path, capsys):
         ["train", *TINY, "--split", str(tmp_path / "other.json"), "--out", str(tmp_path / "r2")],
         "another dataset",
     )
+
+
+def test_split_given_trains_on_the_dataset_folders(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.setenv("FORTIFY_CACHE", str(tmp_path / "cache"))
+    for k, part in enumerate(("train", "val", "test")):
+        for c, name in enumerate(("a", "b", "c")):
+            for i in range(4 if part == "train" else 2):
+                path = tmp_path / "ds" / part / name / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pixels = np.random.default_rng([k, c, i]).integers(0, 256, (16, 16), dtype=np.uint8)
+                Image.fromarray(pixels).save(path)
+    tiny = [*TINY, "--image-size", "16"]
+    tiny[tiny.index("phantom:n=12")] = str(tmp_path / "ds")
+    _ok(["train", *tiny, "--split", "given", "--out", str(tmp_path / "run")])
+    manifest = read_json(tmp_path / "run" / "split.json")
+    assert manifest["grouping"]["applied"] == "given"
+    assert {e["path"].split("/")[0] for e in manifest["splits"]["test"]} == {"test"}
