@@ -271,3 +271,20 @@ def test_missing_pydicom_is_a_one_line_error(tmp_path: Path, monkeypatch) -> Non
     monkeypatch.setitem(sys.modules, "pydicom", None)  # import pydicom now raises ImportError
     with pytest.raises(DataError, match=r"need pydicom: pip install 'fortify\[dicom\]'"):
         load_dataset(tmp_path / "ds", image_size=16, cache_dir=tmp_path / "c")
+
+
+def test_a_patient_in_two_given_folders_is_a_leak(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    for k, part in enumerate(("train", "test")):
+        for c in ("a", "b"):
+            for i in range(2):
+                patient = "P-shared" if (c, i) == ("a", 0) else f"P{k}{c}{i}"
+                write_dicom(
+                    root / part / c / f"{i}.dcm", noise_slice(100 * k + 10 * ord(c) + i), patient=patient
+                )
+    report = audit_dataset(root, image_size=16, cache_dir=tmp_path / "c")
+    leak = report["given_splits"]["leaks"]["patient"]
+    assert leak["n_groups"] == 1 and leak["groups"][0]["example"] == ["train/a/0.dcm", "test/a/0.dcm"]
+    assert report["given_splits"]["leaks"]["exact"]["n_groups"] == 0
+    assert any("1 patient(s)" in w and "leak" in w for w in report["warnings"])
+    assert "P-shared" not in str(report)

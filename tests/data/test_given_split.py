@@ -75,7 +75,10 @@ def test_planted_cross_split_duplicates_are_flagged(given_root: Path, tmp_path: 
     assert leaks["exact"]["groups"][0] == {
         "paths": ["train/Benign/img (1).png", "test/Benign/copy.png"],
         "splits": ["test", "train"],
+        "example": ["train/Benign/img (1).png", "test/Benign/copy.png"],
+        "images": 2,
     }
+    assert "patient" not in leaks  # no DICOM tags
     assert leaks["near"]["n_groups"] == 1
     assert set(leaks["near"]["groups"][0]["paths"]) == {
         "train/Benign/img (4).png",

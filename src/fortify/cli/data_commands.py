@@ -160,12 +160,12 @@ def _dicom_and_given_tables(report: dict[str, Any], console: Console) -> None:
         for name, per_class in g["counts"].items():
             t.add_row(name, *(str(per_class[c]) for c in classes))
         console.print(t)
-        for kind in ("exact", "near"):
-            leak = g["leaks"][kind]
-            line = f"{kind}-duplicate groups across the folders: {leak['n_groups']}"
+        for kind, leak in g["leaks"].items():
+            what = "patients in" if kind == "patient" else f"{kind}-duplicate groups across"
+            line = f"{what} several folders: {leak['n_groups']}"
             console.print(f"[red]{line}[/]" if leak["n_groups"] else line, highlight=False)
             for group in leak["groups"][:5]:
-                console.print(f"  {' <-> '.join(group['paths'])}", highlight=False)
+                console.print(f"  {' <-> '.join(group['example'])}", highlight=False)
 
 
 def audit(

@@ -221,7 +221,8 @@ def audit_dataset(
     dicom = _dicom_summary(ds)
     given = None
     if ds.given_splits is not None:
-        leaks = split_leaks(ds.given_splits, ds.paths, exact, near)
+        keys = [group_key(i.tags) for i in infos] if infos is not None else None
+        leaks = split_leaks(ds.given_splits, ds.paths, exact, near, keys)
         given = {
             "counts": {
                 s: {

@@ -292,37 +292,73 @@ def scan_run_calibration(
 
 
 def split_leaks(
-    splits: list[str], paths: list[str], exact: list[list[int]], near: list[list[int]], limit: int = 20
+    splits: list[str],
+    paths: list[str],
+    exact: list[list[int]],
+    near: list[list[int]],
+    keys: list[str | None] | None = None,
+    limit: int = 20,
 ) -> dict[str, Any]:
-    """Exact- and near-duplicate groups (indices into `paths`) whose members sit in more than one of a
-    dataset's predefined split folders: the same image (or slice) in train and test. The first `limit`
-    groups of each kind are listed."""
+    """Groups (indices into `paths`) whose members sit in more than one of a dataset's predefined split
+    folders: exact duplicates, near-duplicates, and with DICOM `keys` (see dicom.group_key) patients (else
+    studies, series). The first `limit` groups of each kind are listed, each by its paths (patients: the
+    first path in each folder, never the ID) and `example`, one path from each of two folders."""
 
     def spanning(groups: list[list[int]]) -> list[list[int]]:
         return [g for g in groups if len({splits[i] for i in g}) > 1]
 
-    def shown(groups: list[list[int]]) -> list[dict[str, Any]]:
-        return [{"paths": [paths[i] for i in g], "splits": sorted({splits[i] for i in g})} for g in groups]
+    def shown(groups: list[list[int]], all_paths: bool) -> list[dict[str, Any]]:
+        out = []
+        for g in groups:
+            first: dict[str, str] = {}
+            for i in g:
+                first.setdefault(splits[i], paths[i])
+            out.append(
+                {
+                    "paths": [paths[i] for i in g] if all_paths else list(first.values()),
+                    "splits": sorted(first),
+                    "example": list(first.values())[:2],
+                    "images": len(g),
+                }
+            )
+        return out
 
-    ex, nd = spanning(exact), spanning(near)
-    return {
-        "exact": {"n_groups": len(ex), "images": sum(len(g) for g in ex), "groups": shown(ex[:limit])},
-        "near": {"n_groups": len(nd), "images": sum(len(g) for g in nd), "groups": shown(nd[:limit])},
-    }
+    kinds = {"exact": exact, "near": near}
+    if keys is not None and any(k is not None for k in keys):
+        by_key: dict[str, list[int]] = defaultdict(list)
+        for i, k in enumerate(keys):
+            if k is not None:
+                by_key[k].append(i)
+        kinds["patient"] = list(by_key.values())
+    out = {}
+    for kind, groups in kinds.items():
+        leaking = spanning(groups)
+        out[kind] = {
+            "n_groups": len(leaking),
+            "images": sum(len(g) for g in leaking),
+            "groups": shown(leaking[:limit], all_paths=kind != "patient"),
+        }
+    return out
+
+
+_LEAK_LABELS = {
+    "exact": "exact-duplicate group(s)",
+    "near": "near-duplicate group(s)",
+    "patient": "patient(s) (DICOM PatientID, else study/series UID)",
+}
 
 
 def split_leak_warning(leaks: dict[str, Any]) -> str | None:
-    """One line when the predefined splits share images; None when they do not."""
-    parts = []
-    for kind in ("exact", "near"):
-        info = leaks[kind]
-        if info["n_groups"]:
-            example = " <-> ".join(info["groups"][0]["paths"][:2])
-            parts.append(f"{info['n_groups']} {kind}-duplicate group(s) (e.g. {example})")
+    """One line when the predefined splits share images or patients; None when they do not."""
+    parts = [
+        f"{info['n_groups']} {_LEAK_LABELS[kind]} (e.g. {' <-> '.join(info['groups'][0]['example'])})"
+        for kind, info in leaks.items()
+        if info["n_groups"]
+    ]
     if not parts:
         return None
     return (
         "the predefined split folders leak: "
         + " and ".join(parts)
-        + " span train/val/test; a model is tested on images it trained on"
+        + " span train/val/test; a model is tested on images (or patients) it trained on"
     )

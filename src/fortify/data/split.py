@@ -347,7 +347,8 @@ def _given(
     position = {int(i): k for k, i in enumerate(prep.kept)}
     near = [[int(prep.kept[k]) for k in g] for g in prep.near_duplicates]
     exact = exact_duplicate_groups(dataset_pixel_hashes(ds))
-    leaks = split_leaks(ds.given_splits, ds.paths, exact, near)
+    keys = [group_key(i.tags) for i in ds.infos] if ds.infos is not None else None
+    leaks = split_leaks(ds.given_splits, ds.paths, exact, near, keys)
     line = split_leak_warning(leaks)
     if line:
         warnings.warn(line, DataWarning, stacklevel=3)
