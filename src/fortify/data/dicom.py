@@ -115,15 +115,18 @@ def _pixel_error(ds, error: Exception) -> Exception:
     first = message.splitlines()[0] if message else type(error).__name__
     if syntax is not None and syntax.is_compressed:
         name = getattr(syntax, "name", str(syntax))
-        if "missing dependencies" in message:
+        # pydicom 3: "... all plugins are missing dependencies: ... - requires X"; 2.x: "... missing
+        # required dependencies" or "there are no pixel data handlers available that support it".
+        if re.search(r"missing (required )?dependencies|no pixel data handlers available", message):
             return DicomDecoderMissing(
                 f"DICOM pixel data is compressed as {name!r} and no decoder for it is installed: "
                 f"pip install {_decoder_hint(message)}"
             )
-        if "does not support" in message or "no available" in message.lower():
+        if "does not support" in message:  # a plugin is installed but cannot do this variant
+            why = next(line.strip() for line in message.splitlines() if "does not support" in line)
             return DicomDecoderMissing(
                 f"DICOM pixel data compressed as {name!r} cannot be decoded by the installed plugins "
-                f"({first.rstrip(':')}); pip install {_FALLBACK_DECODERS}"
+                f"({why}); pip install {_FALLBACK_DECODERS}"
             )
     return UnreadableImage(f"cannot decode DICOM pixel data: {first}")
 
@@ -191,7 +194,7 @@ def decode_dicom(data: bytes, image_size: int, window: Window) -> tuple[DecodedI
         # pydicom returns RGB (YBR converted); same luminance weights as Pillow's "L" conversion.
         gray = np.rint(arr @ np.array([0.299, 0.587, 0.114])).clip(0, 255).astype(np.uint8)
         sha = pixel_hash(gray)
-        note = f"colour DICOM ({photometric}) converted to grayscale without a window"
+        note = f"colour DICOM converted to grayscale without a window ({photometric})"
     else:
         raise UnreadableImage(f"unsupported DICOM image: {photometric} with shape {tuple(arr.shape)}")
     height, width = gray.shape
