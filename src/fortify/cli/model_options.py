@@ -17,7 +17,7 @@ CHECKPOINT = typer.Option(
     "program (.pt2).",
 )
 ARCH = typer.Option(
-    None, "--arch", help="Architecture for --weights: tv:NAME (torchvision) or timm:NAME (fortify[timm])."
+    None, "--arch", help="Architecture for --weights: tv:NAME (torchvision) or timm:NAME (the timm extra)."
 )
 WEIGHTS = typer.Option(None, "--weights", help="State dict (.safetensors) for --arch.")
 NUM_CLASSES = typer.Option(

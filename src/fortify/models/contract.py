@@ -123,7 +123,9 @@ def first_conv_channels(model: nn.Module) -> int | None:
 
 
 def _forward(model: nn.Module, channels: int, size: int, batch: int | None) -> torch.Tensor:
-    x = torch.zeros(batch or 2, channels, size, size)
+    # On the model's own device: a notebook's model may already sit on the GPU.
+    tensor = next(iter([*model.parameters(), *model.buffers()]), None)
+    x = torch.zeros(batch or 2, channels, size, size, device=tensor.device if tensor is not None else "cpu")
     with torch.no_grad():
         return model(x)
 
@@ -136,12 +138,12 @@ def _first_line(e: Exception) -> str:
 def probe(model: nn.Module, contract: InputContract, *, declared_channels: int | None) -> InputContract:
     """One forward pass on zeros: settles the channel count (declared, else 1 then 3) and measures the
     output width. Every failure is a one-line ConfigError naming both sides."""
-    wrapped_eval = model if contract.source == "export" else model.eval()
+    subject = model if contract.source == "export" else model.eval()  # an exported program cannot switch
     candidates = [declared_channels] if declared_channels else [contract.channels, 4 - contract.channels]
     failures = []
     for channels in candidates:
         try:
-            out = _forward(wrapped_eval, channels, contract.image_size, contract.batch)
+            out = _forward(subject, channels, contract.image_size, contract.batch)
         except Exception as e:  # noqa: BLE001 - a model from elsewhere may raise anything on bad input
             failures.append((channels, e))
             continue
@@ -151,7 +153,7 @@ def probe(model: nn.Module, contract: InputContract, *, declared_channels: int |
         if declared_channels:
             other = 4 - declared_channels
             try:
-                _forward(wrapped_eval, other, contract.image_size, contract.batch)
+                _forward(subject, other, contract.image_size, contract.batch)
             except Exception:  # noqa: BLE001
                 pass
             else:
@@ -171,9 +173,11 @@ def probe(model: nn.Module, contract: InputContract, *, declared_channels: int |
     return replace(contract, channels=channels, num_classes=int(out.shape[1]))
 
 
-def check_num_classes(contract: InputContract, expected: int | None, what: str = "num_classes says") -> None:
+def check_num_classes(contract: InputContract, expected: int | None) -> None:
     if expected is not None and contract.num_classes != expected:
-        raise ConfigError(f"{contract.model} outputs {contract.num_classes} classes; {what} {expected}")
+        raise ConfigError(
+            f"{contract.model} outputs {contract.num_classes} classes; num_classes says {expected}"
+        )
 
 
 def wrap_module(

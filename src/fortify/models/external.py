@@ -5,8 +5,8 @@ Nothing is unpickled. A file's kind is read from its bytes, not trusted from its
 pickle (.pt/.pth/.bin) is refused with a hint instead of being loaded. What loading can execute:
 - TorchScript: the archive's TorchScript code runs (built from its `code/` folder by TorchScript's own
   compiler, its `data.pkl` read by TorchScript's C++ loader, which builds only tensors and TorchScript
-  types). That code can call any operator registered in this process, but no Python: no imports, no
-  Python functions, no subprocesses.
+  types). That code can call operators already registered in this process (ATen, loaded extensions),
+  but it cannot bring or import Python: no Python functions, no subprocesses.
 - Exported program: only after `pt2check.check_pt2` has refused every route to Python code or pickles;
   the program then runs ATen/prims operators only.
 - Architecture + safetensors: the architecture's code is torchvision's or timm's; the file holds tensors.
