@@ -9,11 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fortify.cli import model_options
+
 
 def attack(
-    checkpoint: Path = typer.Option(
-        ..., "--checkpoint", help="Checkpoint .safetensors (its .json beside it)."
-    ),
+    checkpoint: Path | None = model_options.CHECKPOINT,
     data: str = typer.Option(..., "--data", help="Dataset root folder, or 'phantom[:n=K]'."),
     split: Path | None = typer.Option(None, "--split", help="Split manifest (default: the checkpoint's)."),
     attack_spec: str = typer.Option(..., "--attack", help="Attack spec, e.g. pgd:eps=2/255,steps=20."),
@@ -24,22 +24,30 @@ def attack(
     device: str = typer.Option("auto", "--device"),
     precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16"),
     force: bool = typer.Option(False, "--force", help="Overwrite an output folder that holds another run."),
+    arch: str | None = model_options.ARCH,
+    weights: Path | None = model_options.WEIGHTS,
+    num_classes: int | None = model_options.NUM_CLASSES,
+    channels: int | None = model_options.CHANNELS,
+    image_size: int | None = model_options.IMAGE_SIZE,
+    mean: str | None = model_options.MEAN,
+    std: str | None = model_options.STD,
 ) -> None:
     """Attack the test split of a checkpoint; write 8-bit PNGs at the model's input size and attacks.json."""
     from fortify.attacks import parse_spec
     from fortify.cli.evaluate_command import print_data_warnings
     from fortify.evaluation import attack_checkpoint, check_out_dir
-    from fortify.evaluation.inputs import check_checkpoint_path
     from fortify.runtime import Runtime
 
-    check_checkpoint_path(checkpoint)
+    model = model_options.open_model_options(
+        checkpoint, arch, weights, num_classes, channels, image_size, mean, std
+    )
     spec = parse_spec(attack_spec)
     check_out_dir(out, force)
     runtime = Runtime.resolve(device, precision)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         summary = attack_checkpoint(
-            checkpoint,
+            model,
             data=data,
             attack=str(spec),
             out_dir=out,

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fortify.cli import model_options
 from fortify.errors import ConfigError
 
 
@@ -133,9 +134,7 @@ def print_summary(results: dict, console: Console, out: Path | None = None) -> N
 
 
 def evaluate(
-    checkpoint: Path = typer.Option(
-        ..., "--checkpoint", help="Checkpoint .safetensors (its .json beside it)."
-    ),
+    checkpoint: Path | None = model_options.CHECKPOINT,
     data: str = typer.Option(..., "--data", help="Dataset root folder, or 'phantom[:n=K]'."),
     split: Path | None = typer.Option(None, "--split", help="Split manifest (default: the checkpoint's)."),
     attacks: list[str] | None = typer.Option(
@@ -170,6 +169,13 @@ def evaluate(
     transfer_attack: str | None = typer.Option(
         None, "--transfer-attack", help="Spec for --transfer-from (default: pgd:eps=<--eps>,steps=20)."
     ),
+    arch: str | None = model_options.ARCH,
+    weights: Path | None = model_options.WEIGHTS,
+    num_classes: int | None = model_options.NUM_CLASSES,
+    channels: int | None = model_options.CHANNELS,
+    image_size: int | None = model_options.IMAGE_SIZE,
+    mean: str | None = model_options.MEAN,
+    std: str | None = model_options.STD,
 ) -> None:
     """Evaluate a checkpoint: clean, per-attack, combined and worst-case accuracy, curves, sanity checks."""
     from fortify.attacks import parse_spec
@@ -179,7 +185,9 @@ def evaluate(
     from fortify.runtime import Runtime
 
     # Every check that can fail on user input runs before any work, so a mistake costs nothing.
-    check_checkpoint_path(checkpoint)
+    model = model_options.open_model_options(
+        checkpoint, arch, weights, num_classes, channels, image_size, mean, std
+    )
     headline = parse_fraction(eps, "--eps")
     curve_eps = [parse_fraction(v, "--eps-curve") for v in eps_curve.split(",") if v.strip()]
     if attacks:
@@ -188,6 +196,8 @@ def evaluate(
     curve_specs(curve_templates)
     transfer_spec = transfer_attack or f"pgd:eps={fraction_text(headline)},steps=20"
     if transfer_from is not None:
+        if not isinstance(model, Path):
+            raise ConfigError("--transfer-from needs a fortify checkpoint as --checkpoint")
         check_checkpoint_path(transfer_from)
         parse_spec(transfer_spec)
     check_out_dir(out, force)
@@ -211,7 +221,7 @@ def evaluate(
             )
             transfer = [pair]
         results = evaluate_checkpoint(
-            checkpoint,
+            model,
             data=data,
             split=split,
             attacks=attacks or None,

@@ -39,7 +39,9 @@ def register(app: typer.Typer) -> None:
             help="Split manifest, or 'given' (the dataset's own train/, val/, test/ folders); "
             "default: make one in --out.",
         ),
-        model: str = typer.Option(d.model, "--model", help="resnet18 | resnet34 | resnet50 | smallcnn."),
+        model: str = typer.Option(
+            d.model, "--model", help="resnet18 | resnet34 | resnet50 | smallcnn | timm:NAME."
+        ),
         mode: str = typer.Option(d.mode, "--mode", help=" | ".join(MODES)),
         eps: str = typer.Option("2/255", "--eps", help="L-inf radius in [0,1] pixels, e.g. 2/255."),
         epochs: int = typer.Option(d.epochs, "--epochs"),

@@ -1,5 +1,6 @@
 """fortify.evaluation: robustness of a checkpoint on its test split, measured honestly.
 
+- `evaluate_model` (= `fortify.evaluate`): the same for any nn.Module or a model file from elsewhere
 - `evaluate_checkpoint` -> results.json (+ examples.safetensors); layout in docs/results-schema.md
 - `evaluate_transfer` -> one transfer.json pair (crafted on one checkpoint, evaluated on another);
   `add_transfer_checks(results_json, pairs)` attaches its sanity check to the target's results.json
@@ -8,6 +9,7 @@
 - `metrics`, `sanity`: pure functions, usable on their own
 """
 
+from fortify.evaluation.any_model import evaluate_model
 from fortify.evaluation.attack_images import attack_checkpoint
 from fortify.evaluation.evaluate import DEFAULT_EPS_CURVE, add_transfer_checks, evaluate_checkpoint
 from fortify.evaluation.inputs import check_out_dir
@@ -24,5 +26,6 @@ __all__ = [
     "cw_l2_budget",
     "default_attack_specs",
     "evaluate_checkpoint",
+    "evaluate_model",
     "evaluate_transfer",
 ]

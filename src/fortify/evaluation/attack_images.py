@@ -20,10 +20,11 @@ from PIL import Image
 from fortify import __version__
 from fortify.attacks import parse_spec
 from fortify.evaluation.batches import attack_dataset, predict, progress_bars
-from fortify.evaluation.inputs import check_checkpoint_path, open_checkpoint, open_test_set
+from fortify.evaluation.inputs import check_checkpoint_path, checkpoint_record, open_model, open_test_set
 from fortify.evaluation.metrics import perturbation_norms
 from fortify.evaluation.specs import for_evaluation, threat_model_dict
 from fortify.fileio import atomic_write_bytes, write_json
+from fortify.models.contract import ContractModel
 from fortify.runtime import Runtime, seed_everything
 
 
@@ -41,7 +42,7 @@ def _png_name(i: int, cls: str, path: str) -> str:
 
 
 def attack_checkpoint(
-    checkpoint: str | Path,
+    checkpoint: str | Path | ContractModel,
     *,
     data: str | Path,
     attack: str,
@@ -54,15 +55,15 @@ def attack_checkpoint(
     seed: int = 0,
     cache_dir: str | Path | None = None,
 ) -> dict:
-    """Attack the test split; write out_dir/images/*.png and out_dir/attacks.json (last)."""
-    check_checkpoint_path(checkpoint)
+    """Attack the test split; write out_dir/images/*.png and out_dir/attacks.json (last). `checkpoint`
+    may also be a model from elsewhere behind its input contract (`fortify.models.load_external_model`)."""
+    if not isinstance(checkpoint, ContractModel):
+        check_checkpoint_path(checkpoint)
     spec = for_evaluation(parse_spec(attack))
     runtime = runtime or Runtime.resolve()
-    model, info = open_checkpoint(checkpoint)
+    model, info, ref = open_model(checkpoint)
     model = runtime.prepare_model(model).eval()
-    test = open_test_set(
-        data, info, checkpoint, split=split, limit=limit, progress=progress, cache_dir=cache_dir
-    )
+    test = open_test_set(data, info, ref, split=split, limit=limit, progress=progress, cache_dir=cache_dir)
     ds = test.dataset
     x, y = ds.tensors()
 
@@ -105,7 +106,8 @@ def attack_checkpoint(
     summary = {
         "format": "fortify-attack/1",
         "fortify_version": __version__,
-        "checkpoint": str(checkpoint),
+        "checkpoint": checkpoint.contract.path if isinstance(checkpoint, ContractModel) else str(checkpoint),
+        "input_contract": checkpoint_record(checkpoint, info)["input_contract"],
         "data": {
             "root": ds.root,
             "manifest": test.manifest,

@@ -33,7 +33,8 @@ from fortify.evaluation.batches import (
 from fortify.evaluation.examples import example_indices, write_examples
 from fortify.evaluation.inputs import (
     check_checkpoint_path,
-    open_checkpoint,
+    checkpoint_record,
+    open_model,
     open_test_set,
 )
 from fortify.evaluation.metrics import (
@@ -62,6 +63,7 @@ from fortify.evaluation.specs import (
     curve_specs as parse_curve_specs,
 )
 from fortify.fileio import read_json, write_json
+from fortify.models.contract import ContractModel
 from fortify.models.fuse import fold_batchnorm
 from fortify.runtime import Runtime, seed_everything
 
@@ -89,7 +91,7 @@ def _accuracy(labels: torch.Tensor, preds: torch.Tensor) -> float:
 
 
 def evaluate_checkpoint(
-    checkpoint: str | Path,
+    checkpoint: str | Path | ContractModel,
     *,
     data: str | Path,
     split: str | Path | None = None,
@@ -120,24 +122,28 @@ def evaluate_checkpoint(
     to add the "white-box no weaker than transfer" check. `score_precision` ("fp32", "bf16" or
     "attack" = the runtime's) is the precision every reported prediction is made in. `fold_bn` attacks
     and scores a copy of the model with batch norm folded into its convolutions (the same function in
-    eval mode, cheaper per step; `fortify.models.fuse`).
+    eval mode, cheaper per step; `fortify.models.fuse`). `checkpoint` may also be a model from
+    elsewhere behind its input contract (`fortify.models.load_external_model`, `wrap_module`): it is
+    evaluated on a fresh default split (or `split`) and its contract is recorded with the results.
     """
     if score_precision not in ("fp32", "bf16", "attack"):
         raise ConfigError(f"score precision must be fp32, bf16 or attack, got {score_precision!r}")
     started = time.perf_counter()
-    check_checkpoint_path(checkpoint)
+    external = isinstance(checkpoint, ContractModel)
+    if not external:
+        check_checkpoint_path(checkpoint)
+    # TorchScript and exported programs cannot be traced by torch.fx: they are attacked as they are.
+    fold_bn = fold_bn and not (external and checkpoint.contract.source in ("torchscript", "export"))
     # Parse every spec before loading anything: a typo must cost nothing.
     user_specs = keyed_specs(attacks) if attacks else None
     curve_specs = parse_curve_specs(curve_attacks)
     runtime = runtime or Runtime.resolve()
 
-    model, info = open_checkpoint(checkpoint, device="cpu")
+    model, info, ref = open_model(checkpoint, device="cpu")
     if fold_bn:
         model = fold_batchnorm(model)
     model = runtime.prepare_model(model).eval()
-    test = open_test_set(
-        data, info, checkpoint, split=split, limit=limit, progress=progress, cache_dir=cache_dir
-    )
+    test = open_test_set(data, info, ref, split=split, limit=limit, progress=progress, cache_dir=cache_dir)
     ds = test.dataset
     classes = list(ds.classes)
     x, y = ds.tensors()
@@ -226,14 +232,7 @@ def evaluate_checkpoint(
         "fortify_version": __version__,
         "created": _now(),
         "seed": seed,
-        "checkpoint": {
-            "path": str(checkpoint),
-            "sha256": info.get("weights_sha256"),
-            "model": info.get("model"),
-            "mode": info.get("mode"),
-            "train_eps": info.get("eps"),
-            "epoch": info.get("epoch"),
-        },
+        "checkpoint": checkpoint_record(checkpoint, info),
         "data": {
             "root": ds.root,
             "manifest": test.manifest,

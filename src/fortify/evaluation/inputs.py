@@ -1,4 +1,5 @@
-"""Opening what an evaluation needs: the checkpoint, the matching test split, the output folder.
+"""Opening what an evaluation needs: the checkpoint (or a model from elsewhere behind its input
+contract), the matching test split, the output folder.
 
 All user mistakes here (wrong file type, classes or image size that do not match the data, an
 output folder holding another run) become one-line `FortifyError`s before any work starts.
@@ -15,6 +16,7 @@ import torch
 from fortify.data import DataWarning, ImageDataset, load_manifest, load_split, make_split
 from fortify.errors import CheckpointError, ConfigError, DataError
 from fortify.fileio import sha256_file
+from fortify.models.contract import ContractModel, InputContract
 from fortify.training.checkpoints import load_model
 
 
@@ -55,6 +57,55 @@ def open_checkpoint(
     return model, info
 
 
+def external_info(model: ContractModel) -> dict:
+    """What an evaluation reads from a checkpoint's JSON, for a model from elsewhere: no class names
+    (only the output width is checked against the data), gray input (the wrapper adapts it)."""
+    c = model.contract
+    return {
+        "model": c.model,
+        "mode": "external",
+        "num_classes": c.num_classes,
+        "in_channels": 1,  # the pixel space attacks perturb: the gray image, before the wrapper
+        "image_size": c.image_size,
+        "classes": None,
+        "weights_sha256": c.sha256,
+        "input_contract": c.as_dict(),
+    }
+
+
+def open_model(
+    checkpoint: str | Path | ContractModel, device: torch.device | str = "cpu"
+) -> tuple[torch.nn.Module, dict, Path]:
+    """(model, info, reference path) for a fortify checkpoint or a `ContractModel`."""
+    if isinstance(checkpoint, ContractModel):
+        return checkpoint.to(device), external_info(checkpoint), Path(checkpoint.contract.path or "model")
+    model, info = open_checkpoint(checkpoint, device=device)
+    return model, info, Path(checkpoint)
+
+
+def checkpoint_record(checkpoint: str | Path | ContractModel, info: dict) -> dict:
+    """results.json's "checkpoint" block, with the input contract the model was evaluated under."""
+    contract = info.get("input_contract")
+    if contract is None:  # fortify's own checkpoint: normalization is its first layer
+        contract = InputContract(
+            source="fortify",
+            model=str(info.get("model")),
+            channels=int(info.get("in_channels", 1)),
+            image_size=int(info["image_size"]),
+            num_classes=int(info["num_classes"]),
+        ).as_dict()
+    external = isinstance(checkpoint, ContractModel)
+    return {
+        "path": checkpoint.contract.path if external else str(checkpoint),
+        "sha256": info.get("weights_sha256"),
+        "model": info.get("model"),
+        "mode": info.get("mode"),
+        "train_eps": info.get("eps"),
+        "epoch": info.get("epoch"),
+        "input_contract": contract,
+    }
+
+
 def _referenced_manifest(info: dict) -> tuple[str | None, str | None]:
     """(manifest path, sha256) the checkpoint was trained on, as recorded in its JSON (if any)."""
     config = info.get("config") or {}
@@ -86,6 +137,13 @@ def _find_manifest(ref: str, checkpoint: Path, sha256: str | None) -> Path:
 
 
 def _same_classes(info: dict, dataset: ImageDataset, checkpoint: Path) -> None:
+    if info.get("classes") is None:  # a model from elsewhere: only its output width is known
+        if int(info["num_classes"]) != len(dataset.classes):
+            raise ConfigError(
+                f"{info['model']} outputs {info['num_classes']} classes; the dataset has "
+                f"{len(dataset.classes)} ({', '.join(dataset.classes)})"
+            )
+        return
     classes = list(info.get("classes") or [])
     if classes != list(dataset.classes):
         raise CheckpointError(

@@ -1,4 +1,4 @@
-"""Model registry: torchvision ResNets with a grayscale stem, and a compact CNN.
+"""Model registry: torchvision ResNets with a grayscale stem, a compact CNN, and any timm model.
 
 Every model is `nn.Sequential(normalize=Normalize, net=<backbone>)` and maps float pixels in
 [0,1], shape (N, in_channels, H, W), to logits (N, num_classes).
@@ -9,6 +9,8 @@ statistics (mean 0.449, std 0.226); the constant offset that the averaged mean i
 absorbed into bn1's running mean. For a gray image replicated to RGB this reproduces the RGB
 network's stem activations up to the std averaging (per-channel stds differ by < 2%) and the
 zero-padded border.
+`timm:NAME` builds timm's model with `in_chans` channels from scratch (the optional extra
+`pip install fortify[timm]`), with the same normalization layer in front.
 Without pretrained weights a 1-channel model normalizes with mean 0.5 / std 0.25 (CT slices in
 [0,1] centre on mid-gray with a wide spread), so BN sees roughly unit-scale inputs from step one.
 """
@@ -40,8 +42,33 @@ _PRETRAINED = {
 }
 
 
+TIMM_PREFIX = "timm:"
+
+
 def list_models() -> list[str]:
+    """The built-in names; besides them, `timm:NAME` builds any timm model."""
     return [*_RESNETS, "smallcnn"]
+
+
+def is_model_name(name: str) -> bool:
+    """A built-in name, or `timm:NAME` (whether timm has NAME is checked when the model is built)."""
+    return name in list_models() or (name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX))
+
+
+def require_timm():
+    """The timm module, or a one-line ConfigError saying how to install it."""
+    try:
+        import timm
+    except ImportError as e:
+        raise ConfigError("timm is not installed: pip install fortify[timm]") from e
+    return timm
+
+
+def _timm_net(name: str, num_classes: int, in_channels: int) -> nn.Module:
+    timm = require_timm()
+    if not timm.is_model(name):
+        raise ConfigError(f"unknown timm model {name!r}")
+    return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
 
 
 def _normalize_for(in_channels: int, imagenet: bool) -> Normalize:
@@ -148,17 +175,21 @@ def build_model(
     weights_file: str | Path | None = None,
 ) -> nn.Module:
     """Build a classifier whose first layer is its own normalization (input: pixels in [0,1])."""
-    if name not in list_models():
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
+    if not is_model_name(name):
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(list_models())} or timm:NAME")
     if num_classes < 2:
         raise ConfigError(f"num_classes must be >= 2, got {num_classes}")
     if in_channels < 1:
         raise ConfigError(f"in_channels must be >= 1, got {in_channels}")
     imagenet = pretrained or weights_file is not None
-    if name == "smallcnn":
+    if name.startswith(TIMM_PREFIX):
+        if imagenet:
+            raise ConfigError(f"{name} trains from scratch here; --pretrained/--weights are for the resnets")
+        net: nn.Module = _timm_net(name.removeprefix(TIMM_PREFIX), num_classes, in_channels)
+    elif name == "smallcnn":
         if imagenet:
             raise ConfigError("smallcnn has no ImageNet weights; use a resnet for --pretrained/--weights")
-        net: nn.Module = SmallCNN(num_classes, in_channels)
+        net = SmallCNN(num_classes, in_channels)
     else:
         net = _RESNETS[name](weights=None, num_classes=num_classes)
         if in_channels != 3:

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from fortify.errors import ConfigError
-from fortify.models import list_models
+from fortify.models import is_model_name, list_models
 from fortify.training.batchstats import CRAFT_BN
 
 MODES = ("standard", "mixed", "pgd", "fast", "trades", "noise")
@@ -86,8 +86,10 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         if self.mode not in MODES:
             raise ConfigError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        if self.model not in list_models():
-            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(list_models())}")
+        if not is_model_name(self.model):
+            raise ConfigError(
+                f"unknown model {self.model!r}; choose one of {', '.join(list_models())} or timm:NAME"
+            )
         if not (self.eps >= 0):
             raise ConfigError(f"eps must be >= 0, got {self.eps}")
         if self.eps > 1:
