@@ -18,6 +18,7 @@ import torch
 
 from fortify.attacks._common import attack_mode, fooled, logits_f32
 from fortify.errors import SpecError
+from fortify.numbers import parse_number
 
 # Filled by fortify.attacks.__init__ (spec.py must not import the attack modules: no cycles).
 ATTACKS: dict[str, Callable] = {}
@@ -99,19 +100,6 @@ def _kind(p: inspect.Parameter) -> str:
     return "str"
 
 
-_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
-
-
-def _number(text: str, key: str) -> float:
-    if "/" in text:
-        num, _, den = text.partition("/")
-        if _NUMBER.match(num.strip()) and _NUMBER.match(den.strip()) and float(den) != 0:
-            return float(num) / float(den)
-    elif _NUMBER.match(text) or text.lower() in ("inf", "+inf"):
-        return float(text)
-    raise SpecError(f"{key}={text!r} is not a number (fractions like 4/255 are fine)")
-
-
 def _convert(text: str, key: str, kind: str) -> float | int | str | bool:
     if kind == "bool":
         low = text.lower()
@@ -121,12 +109,12 @@ def _convert(text: str, key: str, kind: str) -> float | int | str | bool:
             return False
         raise SpecError(f"{key}={text!r} is not a boolean (true/false)")
     if kind == "int":
-        value = _number(text, key)
+        value = parse_number(text, key, error=SpecError)
         if not value.is_integer():
             raise SpecError(f"{key}={text!r} must be a whole number")
         return int(value)
     if kind == "float":
-        return _number(text, key)
+        return parse_number(text, key, error=SpecError)
     return text
 
 

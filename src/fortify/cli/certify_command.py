@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fortify.errors import ConfigError
+from fortify.numbers import parse_number
 
 
 def _radii(text: str) -> list[float]:
@@ -107,7 +108,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Certify a randomized-smoothing classifier (Cohen et al. 2019) and attack it (smoothed PGD)."""
         from fortify.certify import run_certify
-        from fortify.cli.evaluate_command import parse_fraction, print_data_warnings
+        from fortify.cli.evaluate_command import print_data_warnings
         from fortify.evaluation import check_out_dir
         from fortify.evaluation.inputs import check_checkpoint_path
         from fortify.runtime import Runtime
@@ -124,7 +125,7 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size,
             limit=limit,
             radii=_radii(radii),
-            eps=parse_fraction(eps, "--eps"),
+            eps=parse_number(eps, "--eps", lo=0, hi=1),
             attack_steps=attack_steps,
             attack_samples=attack_samples,
             attack_n=attack_n,

@@ -9,8 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fortify.cli.evaluate_command import parse_fraction, print_data_warnings
+from fortify.cli.evaluate_command import print_data_warnings
 from fortify.errors import ConfigError
+from fortify.numbers import parse_number
 
 PRESETS = ("default", "quick", "smoke")
 
@@ -90,7 +91,7 @@ def detect(
     if _positive(limit, "--limit") is not None:
         changes["test_limit"] = limit
     if eps is not None:
-        changes["eps"] = parse_fraction(eps, "--eps")
+        changes["eps"] = parse_number(eps, "--eps", lo=0, hi=1)
     if lambdas is not None:
         try:
             changes["adaptive_lambdas"] = [float(v) for v in lambdas.split(",") if v.strip()]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -11,18 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fortify.errors import ConfigError
-
-
-def parse_fraction(text: str, option: str) -> float:
-    """'2/255' or '0.0078' -> float; ConfigError (one line) otherwise."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*(?:/\s*([0-9]*\.?[0-9]+)\s*)?", text)
-    if not m or (m.group(2) is not None and float(m.group(2)) == 0):
-        raise ConfigError(f"{option} {text!r} is not a number (fractions like 2/255 are fine)")
-    value = float(m.group(1)) / (float(m.group(2)) if m.group(2) else 1.0)
-    if not 0 <= value <= 1:
-        raise ConfigError(f"{option} {text!r} is outside the [0, 1] pixel range")
-    return value
+from fortify.numbers import parse_number
 
 
 def print_data_warnings(caught: list[warnings.WarningMessage]) -> None:
@@ -180,8 +168,8 @@ def evaluate(
 
     # Every check that can fail on user input runs before any work, so a mistake costs nothing.
     check_checkpoint_path(checkpoint)
-    headline = parse_fraction(eps, "--eps")
-    curve_eps = [parse_fraction(v, "--eps-curve") for v in eps_curve.split(",") if v.strip()]
+    headline = parse_number(eps, "--eps", lo=0, hi=1)
+    curve_eps = [parse_number(v, "--eps-curve", lo=0, hi=1) for v in eps_curve.split(",") if v.strip()]
     if attacks:
         keyed_specs(attacks)
     curve_templates = curve_attacks or list(DEFAULT_CURVE_ATTACKS)

@@ -5,23 +5,11 @@ from __future__ import annotations
 import json
 import sys
 import warnings
-from fractions import Fraction
 from pathlib import Path
 
 import typer
 
-from fortify.errors import ConfigError
-
-
-def parse_eps(text: str) -> float:
-    """'2/255' or '0.0078' -> float; ConfigError for anything else or a negative value."""
-    try:
-        value = float(Fraction(text.strip())) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError) as e:
-        raise ConfigError(f"eps {text!r} is not a number or fraction like 2/255") from e
-    if not value >= 0:
-        raise ConfigError(f"eps must be >= 0, got {text}")
-    return value
+from fortify.numbers import parse_number
 
 
 def register(app: typer.Typer) -> None:
@@ -89,7 +77,7 @@ def register(app: typer.Typer) -> None:
             split=str(split) if split else None,
             model=model,
             mode=mode,
-            eps=parse_eps(eps),
+            eps=parse_number(eps, "eps", lo=0),
             epochs=epochs,
             image_size=image_size,
             batch_size=batch_size,

@@ -9,28 +9,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field, fields
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from fortify.errors import ConfigError
 from fortify.fileio import read_yaml
+from fortify.numbers import parse_number
 from fortify.pipeline.extras import EXTRAS, load
 from fortify.report.study import configs_dir
 
 DEFENSES = ("mixed", "pgd", "fast", "trades")
-
-
-def parse_number(value: Any, what: str) -> float:
-    """Numbers as YAML gives them, plus fractions like '2/255' (how eps is written everywhere)."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{what} must be a number, got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return float(Fraction(str(value).strip()))
-    except (ValueError, ZeroDivisionError) as e:
-        raise ConfigError(f"{what} must be a number like 0.5 or 2/255, got {value!r}") from e
 
 
 @dataclass
