@@ -91,6 +91,12 @@ def _default(name: str, param: str):
     return _params(name)[param].default
 
 
+def attack_defaults(name: str) -> dict[str, float | int | str | bool | None]:
+    """An attack's own settable defaults, read from its signature (eps and other required ones left out):
+    what a spec that does not name a parameter runs with."""
+    return {k: p.default for k, p in _params(name).items() if p.default is not inspect.Parameter.empty}
+
+
 def _kind(p: inspect.Parameter) -> str:
     """bool/int/float/str from the annotation (a string under postponed annotations)."""
     ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fortify.evaluation.settings import DEFAULTS
+from fortify.evaluation.specs import fraction_text
 from fortify.numbers import parse_number
 
 
@@ -133,18 +135,20 @@ def evaluate(
     ),
     eps: str = typer.Option("2/255", "--eps", help="Headline L-inf budget for the default attacks."),
     eps_curve: str = typer.Option(
-        "0,1/255,2/255,4/255,8/255,16/255", "--eps-curve", help="Comma-separated eps values for the curves."
+        ",".join(fraction_text(e) for e in DEFAULTS.eps_curve),
+        "--eps-curve",
+        help="Comma-separated eps values for the curves.",
     ),
     curve_attacks: list[str] | None = typer.Option(
         None,
         "--curve-attack",
-        help="Curve attack template without eps, repeatable (default: pgd:steps=10, strong:steps=10).",
+        help=f"Curve attack template without eps, repeatable (default: {', '.join(DEFAULTS.curve_attacks)}).",
     ),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    batch_size: int = typer.Option(DEFAULTS.batch_size, "--batch-size", min=1),
     limit: int | None = typer.Option(
         None, "--limit", min=1, help="Evaluate only N test images (stratified)."
     ),
-    examples_per_class: int = typer.Option(2, "--examples-per-class", min=0),
+    examples_per_class: int = typer.Option(DEFAULTS.examples_per_class, "--examples-per-class", min=0),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device"),
     precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16"),
@@ -156,14 +160,16 @@ def evaluate(
         help="Craft --transfer-attack on this other checkpoint and test it on --checkpoint.",
     ),
     transfer_attack: str | None = typer.Option(
-        None, "--transfer-attack", help="Spec for --transfer-from (default: pgd:eps=<--eps>,steps=20)."
+        None,
+        "--transfer-attack",
+        help=f"Spec for --transfer-from (default: pgd:eps=<--eps>,steps={DEFAULTS.pgd_steps}).",
     ),
 ) -> None:
     """Evaluate a checkpoint: clean, per-attack, combined and worst-case accuracy, curves, sanity checks."""
     from fortify.attacks import parse_spec
     from fortify.evaluation import check_out_dir, evaluate_checkpoint, evaluate_transfer
     from fortify.evaluation.inputs import check_checkpoint_path
-    from fortify.evaluation.specs import DEFAULT_CURVE_ATTACKS, curve_specs, fraction_text, keyed_specs
+    from fortify.evaluation.specs import DEFAULT_CURVE_ATTACKS, curve_specs, default_pgd_spec, keyed_specs
     from fortify.runtime import Runtime
 
     # Every check that can fail on user input runs before any work, so a mistake costs nothing.
@@ -174,7 +180,7 @@ def evaluate(
         keyed_specs(attacks)
     curve_templates = curve_attacks or list(DEFAULT_CURVE_ATTACKS)
     curve_specs(curve_templates)
-    transfer_spec = transfer_attack or f"pgd:eps={fraction_text(headline)},steps=20"
+    transfer_spec = transfer_attack or default_pgd_spec(headline)
     if transfer_from is not None:
         check_checkpoint_path(transfer_from)
         parse_spec(transfer_spec)

@@ -45,6 +45,7 @@ from fortify.evaluation.metrics import (
     success_rate,
     worst_case_predictions,
 )
+from fortify.evaluation.settings import DEFAULTS
 from fortify.evaluation.specs import (
     COMBINED_ATTACKS,
     DEFAULT_CURVE_ATTACKS,
@@ -52,6 +53,7 @@ from fortify.evaluation.specs import (
     FULL_STRENGTH,
     STRONG_DEFAULTS,
     default_attack_specs,
+    default_pgd_spec,
     for_evaluation,
     is_cw,
     keyed_specs,
@@ -65,7 +67,7 @@ from fortify.fileio import read_json, write_json
 from fortify.models.fuse import fold_batchnorm
 from fortify.runtime import Runtime, seed_everything
 
-DEFAULT_EPS_CURVE = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
+DEFAULT_EPS_CURVE = tuple(float(e) for e in DEFAULTS.eps_curve)
 RESULTS_FORMAT = "fortify-results/1"
 
 
@@ -99,18 +101,18 @@ def evaluate_checkpoint(
     eps_curve: Sequence[float] = DEFAULT_EPS_CURVE,
     curve_attacks: Sequence[str] = DEFAULT_CURVE_ATTACKS,
     runtime: Runtime | None = None,
-    batch_size: int = 64,
+    batch_size: int = DEFAULTS.batch_size,
     progress: bool = True,
-    limit: int | None = None,
-    examples_per_class: int = 2,
+    limit: int | None = DEFAULTS.limit,
+    examples_per_class: int = DEFAULTS.examples_per_class,
     seed: int = 0,
     cache_dir: str | Path | None = None,
     large_eps: float = 1.0,
-    sanity_steps_factor: int = 2,
-    sanity_restarts: int = 2,
+    sanity_steps_factor: int = DEFAULTS.sanity_steps_factor,
+    sanity_restarts: int = DEFAULTS.sanity_restarts,
     transfer: Sequence[dict] | None = None,
-    score_precision: str = "fp32",
-    fold_bn: bool = True,
+    score_precision: str = DEFAULTS.score_precision,
+    fold_bn: bool = DEFAULTS.fold_bn,
 ) -> dict:
     """Evaluate `checkpoint` on the test split; return results.json's dict (and write it to out_dir).
 
@@ -530,7 +532,7 @@ def _sanity(
         checks.append(sanity.non_increasing_in_eps(key, curve["points"], undermined))
 
     pgd_key = by_name.get("pgd")
-    pgd_spec = specs[pgd_key] if pgd_key else for_evaluation(parse_spec("pgd:eps=2/255,steps=20"))
+    pgd_spec = specs[pgd_key] if pgd_key else for_evaluation(parse_spec(default_pgd_spec()))
     # Drop a fixed step size: alpha tuned for 2/255 would never reach the large ball's far side.
     base = {k: v for k, v in pgd_spec.params.items() if k != "alpha"}
     # Start from the clean image: a random start in a ball this large is uniform noise over the whole

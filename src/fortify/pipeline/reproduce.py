@@ -86,19 +86,7 @@ def attack_specs(profile: Profile) -> list[str]:
     ev = profile.evaluate
     if ev.attacks:
         return list(ev.attacks)
-    return default_attack_specs(
-        profile.eps,
-        image_size=profile.image_size,
-        pgd_steps=ev.pgd_steps,
-        pgd_restarts=ev.pgd_restarts,
-        cw_steps=ev.cw_steps,
-        cw_binary_steps=ev.cw_binary_steps,
-        cw_budget=ev.cw_budget,
-        strong_steps=ev.strong_steps,
-        square_queries=ev.square_queries,
-        l2_steps=ev.l2_steps,
-        strong_version=ev.strong_version,
-    )
+    return default_attack_specs(profile.eps, image_size=profile.image_size, **ev.attack_budgets())
 
 
 def _check_specs(specs: list[str], curve: list[str], transfer: str) -> None:
