@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fortify.cli import options
 from fortify.evaluation.settings import DEFAULTS
 from fortify.evaluation.specs import fraction_text
 from fortify.numbers import parse_number
@@ -126,8 +127,8 @@ def evaluate(
     checkpoint: Path = typer.Option(
         ..., "--checkpoint", help="Checkpoint .safetensors (its .json beside it)."
     ),
-    data: str = typer.Option(..., "--data", help="Dataset root folder, or 'phantom[:n=K]'."),
-    split: Path | None = typer.Option(None, "--split", help="Split manifest (default: the checkpoint's)."),
+    data: str = options.data(),
+    split: Path | None = options.split(),
     attacks: list[str] | None = typer.Option(
         None,
         "--attacks",
@@ -144,16 +145,14 @@ def evaluate(
         "--curve-attack",
         help=f"Curve attack template without eps, repeatable (default: {', '.join(DEFAULTS.curve_attacks)}).",
     ),
-    batch_size: int = typer.Option(DEFAULTS.batch_size, "--batch-size", min=1),
-    limit: int | None = typer.Option(
-        None, "--limit", min=1, help="Evaluate only N test images (stratified)."
-    ),
+    batch_size: int = options.batch_size(DEFAULTS.batch_size),
+    limit: int | None = options.limit("Evaluate only N test images (stratified)."),
     examples_per_class: int = typer.Option(DEFAULTS.examples_per_class, "--examples-per-class", min=0),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device"),
-    precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16"),
-    out: Path = typer.Option(..., "--out", help="Output folder for results.json and examples.safetensors."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an output folder that holds another run."),
+    seed: int = options.seed(),
+    device: str = options.device(),
+    precision: str = options.precision(),
+    out: Path = options.out("Output folder for results.json and examples.safetensors."),
+    force: bool = options.force(),
     transfer_from: Path | None = typer.Option(
         None,
         "--transfer-from",
