@@ -22,6 +22,7 @@ from fortify.attacks.spec import (
 )
 from fortify.attacks.square import square
 from fortify.attacks.strong import StrongResult, strong, strong_detailed
+from fortify.attacks.trades import trades_kl
 
 ATTACKS = _spec.ATTACKS
 ATTACKS.update({"fgsm": fgsm, "pgd": pgd, "cw": cw_l2, "apgd": apgd, "square": square, "strong": strong})
@@ -46,4 +47,5 @@ __all__ = [
     "square",
     "strong",
     "strong_detailed",
+    "trades_kl",
 ]
