@@ -525,9 +525,9 @@ class _SanityInputs:
     transfer: Sequence[dict]  # evaluate_transfer pairs targeting this model
 
 
-def _sanity(s: _SanityInputs) -> tuple[list[dict], dict[str, dict]]:
+def _sanity(inputs: _SanityInputs) -> tuple[list[dict], dict[str, dict]]:
     """Run the extra attacks the checks need and return (checks, what was run with its numbers)."""
-    ctx, specs, attack_results = s.ctx, s.specs, s.attack_results
+    ctx, specs, attack_results = inputs.ctx, inputs.specs, inputs.attack_results
     checks: list[dict] = []
     runs: dict[str, dict] = {}
     by_name = {s.name: k for k, s in reversed(list(specs.items()))}  # first key per attack name
@@ -535,7 +535,7 @@ def _sanity(s: _SanityInputs) -> tuple[list[dict], dict[str, dict]]:
     clean_acc = _accuracy(ctx.y, ctx.clean_pred)
     linf_keys = [k for k, s in specs.items() if (threat_model_dict(s) or {}).get("norm") == "linf"]
 
-    for key, curve in s.curves.items():
+    for key, curve in inputs.curves.items():
         undermined = [k for k, s in specs.items() if s.name == curve["attack"]]
         checks.append(sanity.non_increasing_in_eps(key, curve["points"], undermined))
 
@@ -547,7 +547,7 @@ def _sanity(s: _SanityInputs) -> tuple[list[dict], dict[str, dict]]:
     # [0,1] cube, where the CT models' gradients carry no signal (measured on IQ-OTH/NCCD: 51.9% "robust"
     # from noise starts, 0.0% from the clean image at eps=1.0, same model and steps).
     base["random_start"] = False
-    big = spec_at_eps(replace(pgd_spec, params={**base, "norm": "linf"}), float(s.large_eps))
+    big = spec_at_eps(replace(pgd_spec, params={**base, "norm": "linf"}), float(inputs.large_eps))
     big_acc, big_s = ctx.accuracy(big, f"sanity {big}")
     runs["large_eps"] = {"spec": str(big), "accuracy": big_acc, "seconds": big_s}
     checks.append(sanity.near_zero_at_large_eps(str(big), big_acc, list(specs)))
@@ -562,8 +562,8 @@ def _sanity(s: _SanityInputs) -> tuple[list[dict], dict[str, dict]]:
 
     if pgd_key:
         params = {**attack_defaults("pgd"), **pgd_spec.params}
-        steps, restarts = int(params["steps"]) * s.steps_factor, max(s.restarts, int(params["restarts"]))
-        more = pgd_spec.replace(steps=steps, restarts=restarts)
+        steps = int(params["steps"]) * inputs.steps_factor
+        more = pgd_spec.replace(steps=steps, restarts=max(inputs.restarts, int(params["restarts"])))
         more_acc, more_s = ctx.accuracy(more, f"sanity {more}", seed=ctx.seed + 1)
         runs["more_steps"] = {"spec": str(more), "accuracy": more_acc, "seconds": more_s}
         checks.extend(
@@ -582,7 +582,7 @@ def _sanity(s: _SanityInputs) -> tuple[list[dict], dict[str, dict]]:
             sanity.noise_much_weaker(ref_key, clean_acc, acc[ref_key], noise_acc, ref_tm["eps"], [ref_key])
         )
 
-    gradient_free = _gradient_free_check(ctx, specs, s.adv_preds, s.strong_runs)
+    gradient_free = _gradient_free_check(ctx, specs, inputs.adv_preds, inputs.strong_runs)
     if gradient_free is not None:
         checks.append(gradient_free)
     cw_key = by_name.get("cw")
@@ -591,7 +591,7 @@ def _sanity(s: _SanityInputs) -> tuple[list[dict], dict[str, dict]]:
             sanity.unbounded_cw_succeeds(attack_results[cw_key].get("cw_unbounded_success_rate"), [cw_key])
         )
 
-    checks.extend(transfer_checks(specs, s.transfer))
+    checks.extend(transfer_checks(specs, inputs.transfer))
     return checks, runs
 
 
