@@ -7,8 +7,6 @@ import json
 import pytest
 
 from fortify.cli import main
-from fortify.cli.train_command import parse_eps
-from fortify.errors import ConfigError
 from fortify.fileio import read_json, read_yaml, write_json
 
 TINY = [
@@ -47,14 +45,6 @@ def _fails(capsys, argv: list[str], match: str) -> str:
     assert err.startswith("fortify: error: ") and "\n" not in err and "Traceback" not in err, err
     assert match in err, err
     return err
-
-
-def test_parse_eps_fractions_and_errors():
-    assert parse_eps("2/255") == pytest.approx(2 / 255)
-    assert parse_eps("0.5") == 0.5 and parse_eps("0") == 0.0
-    for bad in ("-1/255", "abc", "1/0", "nan"):
-        with pytest.raises(ConfigError):
-            parse_eps(bad)
 
 
 def test_tiny_run_prints_json_summary(tmp_path, capsys):

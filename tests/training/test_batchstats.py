@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fortify.attacks import fgsm, pgd
+from fortify.attacks import fgsm, pgd, trades_kl
 from fortify.cli import main
 from fortify.errors import ConfigError
 from fortify.fileio import read_yaml, write_yaml
@@ -17,7 +17,7 @@ from fortify.models import build_model
 from fortify.runtime import Runtime
 from fortify.training import ADVERSARIAL_MODES, TrainConfig, train
 from fortify.training.batchstats import BatchStatsModel, batchnorm_layers, crafting_model
-from fortify.training.recipes import make_adversarial, trades_attack, training_step_loss
+from fortify.training.recipes import make_adversarial, training_step_loss
 
 RUNTIME = Runtime.resolve("cpu", "fp32")
 EPS = 8 / 255
@@ -59,7 +59,7 @@ def test_attacks_through_the_wrapper_leave_every_bn_buffer_bit_identical():
     wrapper = BatchStatsModel(model)
     pgd(wrapper, x, y, eps=EPS, steps=3)
     fgsm(wrapper, x, y, eps=EPS, random_start=True)
-    trades_attack(wrapper, x, eps=EPS, steps=2, alpha=EPS / 2)
+    trades_kl(wrapper, x, eps=EPS, steps=2, alpha=EPS / 2)
     after = _buffers(model)
     assert before.keys() == after.keys()
     for k in before:

@@ -153,14 +153,14 @@ def test_bad_config_values(tiny_config, overrides, match):
 
 def test_catastrophic_overfitting_detection():
     cfg = TrainConfig(mode="fast")
-    state = {"best_pgd_batch_acc": 0.0, "co_detected": False, "co_epochs": []}
+    state = loop_module.LoopState()
     healthy = {"epoch": 1, "val_robust_acc": 0.6, "val_fgsm_acc": 0.7}
     loop_module._check_catastrophic_overfitting(cfg, healthy, state)
     assert healthy["catastrophic_overfitting"] is False
     collapsed = {"epoch": 2, "val_robust_acc": 0.05, "val_fgsm_acc": 0.8}
     with pytest.warns(loop_module.CatastrophicOverfittingWarning, match="epoch 2"):
         loop_module._check_catastrophic_overfitting(cfg, collapsed, state)
-    assert collapsed["catastrophic_overfitting"] is True and state["co_epochs"] == [2]
+    assert collapsed["catastrophic_overfitting"] is True and state.co_epochs == [2]
     both_low = {"epoch": 3, "val_robust_acc": 0.1, "val_fgsm_acc": 0.15}  # just a weak model, not CO
     loop_module._check_catastrophic_overfitting(cfg, both_low, state)
     assert both_low["catastrophic_overfitting"] is False

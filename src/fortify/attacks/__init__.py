@@ -15,12 +15,14 @@ from fortify.attacks.spec import (
     AttackResult,
     AttackSpec,
     ThreatModel,
+    attack_defaults,
     parse_spec,
     run_attack,
     run_attack_detailed,
 )
 from fortify.attacks.square import square
 from fortify.attacks.strong import StrongResult, strong, strong_detailed
+from fortify.attacks.trades import trades_kl
 
 ATTACKS = _spec.ATTACKS
 ATTACKS.update({"fgsm": fgsm, "pgd": pgd, "cw": cw_l2, "apgd": apgd, "square": square, "strong": strong})
@@ -34,6 +36,7 @@ __all__ = [
     "StrongResult",
     "ThreatModel",
     "apgd",
+    "attack_defaults",
     "cw_l2",
     "cw_l2_detailed",
     "fgsm",
@@ -44,4 +47,5 @@ __all__ = [
     "square",
     "strong",
     "strong_detailed",
+    "trades_kl",
 ]

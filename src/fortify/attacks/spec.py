@@ -18,6 +18,7 @@ import torch
 
 from fortify.attacks._common import attack_mode, fooled, logits_f32
 from fortify.errors import SpecError
+from fortify.numbers import parse_number
 
 # Filled by fortify.attacks.__init__ (spec.py must not import the attack modules: no cycles).
 ATTACKS: dict[str, Callable] = {}
@@ -90,6 +91,12 @@ def _default(name: str, param: str):
     return _params(name)[param].default
 
 
+def attack_defaults(name: str) -> dict[str, float | int | str | bool | None]:
+    """An attack's own settable defaults, read from its signature (eps and other required ones left out):
+    what a spec that does not name a parameter runs with."""
+    return {k: p.default for k, p in _params(name).items() if p.default is not inspect.Parameter.empty}
+
+
 def _kind(p: inspect.Parameter) -> str:
     """bool/int/float/str from the annotation (a string under postponed annotations)."""
     ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
@@ -97,19 +104,6 @@ def _kind(p: inspect.Parameter) -> str:
         if re.search(rf"\b{kind}\b", ann):
             return kind
     return "str"
-
-
-_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
-
-
-def _number(text: str, key: str) -> float:
-    if "/" in text:
-        num, _, den = text.partition("/")
-        if _NUMBER.match(num.strip()) and _NUMBER.match(den.strip()) and float(den) != 0:
-            return float(num) / float(den)
-    elif _NUMBER.match(text) or text.lower() in ("inf", "+inf"):
-        return float(text)
-    raise SpecError(f"{key}={text!r} is not a number (fractions like 4/255 are fine)")
 
 
 def _convert(text: str, key: str, kind: str) -> float | int | str | bool:
@@ -121,12 +115,12 @@ def _convert(text: str, key: str, kind: str) -> float | int | str | bool:
             return False
         raise SpecError(f"{key}={text!r} is not a boolean (true/false)")
     if kind == "int":
-        value = _number(text, key)
+        value = parse_number(text, key, error=SpecError)
         if not value.is_integer():
             raise SpecError(f"{key}={text!r} must be a whole number")
         return int(value)
     if kind == "float":
-        return _number(text, key)
+        return parse_number(text, key, error=SpecError)
     return text
 
 

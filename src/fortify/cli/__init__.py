@@ -6,9 +6,11 @@ people building data, training and evaluation each own one file here.
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import typer
+import typer.main
 
 from fortify.errors import FortifyError
 
@@ -65,11 +67,32 @@ def error_exit(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+def continue_hint(argv: list[str]) -> str:
+    """What Ctrl-C prints: the exact command that continues the work (the same one with --resume and
+    without --force, which would wipe what was done) for a command that can resume; else that it cannot."""
+    name = argv[0] if argv else ""
+    command = typer.main.get_command(app)
+    sub = getattr(command, "commands", {}).get(name)
+    if sub is None:
+        return "interrupted"
+    if not any("--resume" in p.opts for p in sub.params):
+        return f"interrupted; fortify {name} cannot resume: rerun it to start again"
+    args = [a for a in argv if a != "--force"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return f"interrupted; to continue, run: {shlex.join(['fortify', *args])}"
+
+
 def main(argv: list[str] | None = None) -> None:
     _register_all()
     try:
         app(args=argv, standalone_mode=True)
     except FortifyError as e:
         error_exit(str(e), e.exit_code)
+    except SystemExit as e:
+        if e.code != 130:
+            raise
+        # typer turns Ctrl-C inside a command into a silent exit 130: say how to continue
+        error_exit(continue_hint(sys.argv[1:] if argv is None else argv), 130)
     except KeyboardInterrupt:
-        error_exit("interrupted; rerun with --resume to continue", 130)
+        error_exit(continue_hint(sys.argv[1:] if argv is None else argv), 130)

@@ -9,21 +9,22 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fortify.cli import model_options
+from fortify.cli import model_options, options
+from fortify.evaluation.settings import DEFAULTS
 
 
 def attack(
     checkpoint: Path | None = model_options.CHECKPOINT,
-    data: str = typer.Option(..., "--data", help="Dataset root folder, or 'phantom[:n=K]'."),
-    split: Path | None = typer.Option(None, "--split", help="Split manifest (default: the checkpoint's)."),
+    data: str = options.data(),
+    split: Path | None = options.split(),
     attack_spec: str = typer.Option(..., "--attack", help="Attack spec, e.g. pgd:eps=2/255,steps=20."),
-    out: Path = typer.Option(..., "--out", help="Output folder: images/*.png and attacks.json."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Attack only N test images (stratified)."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device"),
-    precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16"),
-    force: bool = typer.Option(False, "--force", help="Overwrite an output folder that holds another run."),
+    out: Path = options.out("Output folder: images/*.png and attacks.json."),
+    limit: int | None = options.limit("Attack only N test images (stratified)."),
+    batch_size: int = options.batch_size(DEFAULTS.batch_size),
+    seed: int = options.seed(),
+    device: str = options.device(),
+    precision: str = options.precision(),
+    force: bool = options.force(),
     arch: str | None = model_options.ARCH,
     weights: Path | None = model_options.WEIGHTS,
     num_classes: int | None = model_options.NUM_CLASSES,

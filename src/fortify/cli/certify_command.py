@@ -9,7 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fortify.cli import options
 from fortify.errors import ConfigError
+from fortify.numbers import parse_number
 
 
 def _radii(text: str) -> list[float]:
@@ -69,13 +71,9 @@ def register(app: typer.Typer) -> None:
         checkpoint: Path = typer.Option(
             ..., "--checkpoint", help="Start checkpoint .safetensors (its .json beside)."
         ),
-        data: str = typer.Option(..., "--data", help="Dataset root folder, or 'phantom[:n=K]'."),
-        split: Path | None = typer.Option(
-            None, "--split", help="Split manifest (default: the checkpoint's)."
-        ),
-        out: Path = typer.Option(
-            ..., "--out", help="Output folder for certify.json, figures/, noise-model/."
-        ),
+        data: str = options.data(),
+        split: Path | None = options.split(),
+        out: Path = options.out("Output folder for certify.json, figures/, noise-model/."),
         sigma: float = typer.Option(d.sigma, "--sigma", help="Gaussian noise std in [0,1] pixel units."),
         n: int = typer.Option(d.n, "--n", help="Votes that bound the top class's probability."),
         n0: int = typer.Option(d.n0, "--n0", help="Votes that select the class."),
@@ -86,7 +84,7 @@ def register(app: typer.Typer) -> None:
             help="Fine-tune with Gaussian noise first (0: certify the checkpoint as is).",
         ),
         finetune_lr: float = typer.Option(d.finetune_lr, "--finetune-lr"),
-        limit: int | None = typer.Option(None, "--limit", help="Certify only N test images (stratified)."),
+        limit: int | None = options.limit("Certify only N test images (stratified).", min=None),
         radii: str = typer.Option(
             ",".join(f"{r:g}" for r in d.radii), "--radii", help="Reported L2 radii, comma-separated."
         ),
@@ -98,16 +96,16 @@ def register(app: typer.Typer) -> None:
         attack_n: int | None = typer.Option(
             None, "--attack-n", help="Votes judging an attacked image (default n)."
         ),
-        batch_size: int = typer.Option(d.batch_size, "--batch-size", help="Noisy copies per forward pass."),
-        seed: int = typer.Option(d.seed, "--seed"),
-        device: str = typer.Option("auto", "--device"),
-        precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16"),
-        force: bool = typer.Option(False, "--force", help="Start over in an --out folder that holds files."),
-        resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+        batch_size: int = options.batch_size(d.batch_size, "Noisy copies per forward pass."),
+        seed: int = options.seed(d.seed),
+        device: str = options.device(),
+        precision: str = options.precision(),
+        force: bool = options.force(),
+        resume: bool = options.resume(),
     ) -> None:
         """Certify a randomized-smoothing classifier (Cohen et al. 2019) and attack it (smoothed PGD)."""
         from fortify.certify import run_certify
-        from fortify.cli.evaluate_command import parse_fraction, print_data_warnings
+        from fortify.cli.evaluate_command import print_data_warnings
         from fortify.evaluation import check_out_dir
         from fortify.evaluation.inputs import check_checkpoint_path
         from fortify.runtime import Runtime
@@ -124,7 +122,7 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size,
             limit=limit,
             radii=_radii(radii),
-            eps=parse_fraction(eps, "--eps"),
+            eps=parse_number(eps, "--eps", lo=0, hi=1),
             attack_steps=attack_steps,
             attack_samples=attack_samples,
             attack_n=attack_n,

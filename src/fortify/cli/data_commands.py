@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fortify.cli import options
 from fortify.cli.data_options import grouping_option, window_option
 from fortify.data.groups import NEAR_DUP_THRESHOLD
 
@@ -170,8 +171,8 @@ def _dicom_and_given_tables(report: dict[str, Any], console: Console) -> None:
 
 def audit(
     data: str = typer.Argument(..., help="Dataset folder (one subfolder per class) or 'phantom[:n=N]'."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
-    out: Path | None = typer.Option(None, "--out", help="Also write the JSON report to this file."),
+    as_json: bool = options.as_json("Print the report as JSON on stdout."),
+    out: Path | None = options.out("Also write the JSON report to this file.", required=False),
     image_size: int = typer.Option(128, "--image-size", help="Preprocessing size (for the decode cache)."),
     near_dup: float = typer.Option(
         NEAR_DUP_THRESHOLD,
@@ -206,8 +207,8 @@ def audit(
 
 def split(
     data: str = typer.Argument(..., help="Dataset folder (one subfolder per class) or 'phantom[:n=N]'."),
-    out: Path = typer.Option(..., "--out", help="Where to write the split manifest (JSON)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the group shuffle."),
+    out: Path = options.out("Where to write the split manifest (JSON)."),
+    seed: int = options.seed(help="Seed for the group shuffle."),
     val: float = typer.Option(0.15, "--val", help="Validation fraction."),
     test: float = typer.Option(0.15, "--test", help="Test fraction."),
     image_size: int = typer.Option(128, "--image-size", help="Preprocessing size recorded in the manifest."),

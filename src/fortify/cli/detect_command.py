@@ -9,8 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fortify.cli.evaluate_command import parse_fraction, print_data_warnings
+from fortify.cli import options
+from fortify.cli.evaluate_command import print_data_warnings
 from fortify.errors import ConfigError
+from fortify.numbers import parse_number
 
 PRESETS = ("default", "quick", "smoke")
 
@@ -61,18 +63,18 @@ def detect(
     adversarial: Path | None = typer.Option(
         None, "--adversarial", help="Also study this (adversarially trained) checkpoint."
     ),
-    data: str = typer.Option(..., "--data", help="Dataset root folder, or 'phantom[:n=K]'."),
-    split: Path | None = typer.Option(None, "--split", help="Split manifest (default: the checkpoint's)."),
-    out: Path = typer.Option(..., "--out", help="Output folder for detect.json and figures/."),
+    data: str = options.data(),
+    split: Path | None = options.split(),
+    out: Path = options.out("Output folder for detect.json and figures/."),
     preset: str = typer.Option("default", "--preset", help="Budgets: default | quick | smoke."),
     steps: int | None = typer.Option(None, "--steps", help="Adaptive attack steps per lambda."),
-    limit: int | None = typer.Option(None, "--limit", help="Use only N test images (class-stratified)."),
+    limit: int | None = options.limit("Use only N test images (class-stratified).", min=None),
     eps: str | None = typer.Option(None, "--eps", help="L-inf budget (default 2/255)."),
     lambdas: str | None = typer.Option(None, "--lambdas", help="Adaptive lambdas, comma-separated."),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device"),
-    precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16"),
-    force: bool = typer.Option(False, "--force", help="Write into a folder that holds other files."),
+    seed: int = options.seed(),
+    device: str = options.device(),
+    precision: str = options.precision(),
+    force: bool = options.force(),
 ) -> None:
     """Mahalanobis detector of adversarial inputs, scored against FGSM, PGD, CW and an adaptive attack."""
     from fortify.detect import QUICK, SMOKE, DetectSettings, run_detect
@@ -90,7 +92,7 @@ def detect(
     if _positive(limit, "--limit") is not None:
         changes["test_limit"] = limit
     if eps is not None:
-        changes["eps"] = parse_fraction(eps, "--eps")
+        changes["eps"] = parse_number(eps, "--eps", lo=0, hi=1)
     if lambdas is not None:
         try:
             changes["adaptive_lambdas"] = [float(v) for v in lambdas.split(",") if v.strip()]

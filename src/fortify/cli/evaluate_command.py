@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -11,19 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fortify.cli import model_options
+from fortify.cli import model_options, options
 from fortify.errors import ConfigError
-
-
-def parse_fraction(text: str, option: str) -> float:
-    """'2/255' or '0.0078' -> float; ConfigError (one line) otherwise."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*(?:/\s*([0-9]*\.?[0-9]+)\s*)?", text)
-    if not m or (m.group(2) is not None and float(m.group(2)) == 0):
-        raise ConfigError(f"{option} {text!r} is not a number (fractions like 2/255 are fine)")
-    value = float(m.group(1)) / (float(m.group(2)) if m.group(2) else 1.0)
-    if not 0 <= value <= 1:
-        raise ConfigError(f"{option} {text!r} is outside the [0, 1] pixel range")
-    return value
+from fortify.evaluation.settings import DEFAULTS
+from fortify.evaluation.specs import fraction_text
+from fortify.numbers import parse_number
 
 
 def print_data_warnings(caught: list[warnings.WarningMessage]) -> None:
@@ -135,8 +126,8 @@ def print_summary(results: dict, console: Console, out: Path | None = None) -> N
 
 def evaluate(
     checkpoint: Path | None = model_options.CHECKPOINT,
-    data: str = typer.Option(..., "--data", help="Dataset root folder, or 'phantom[:n=K]'."),
-    split: Path | None = typer.Option(None, "--split", help="Split manifest (default: the checkpoint's)."),
+    data: str = options.data(),
+    split: Path | None = options.split(),
     attacks: list[str] | None = typer.Option(
         None,
         "--attacks",
@@ -144,30 +135,32 @@ def evaluate(
     ),
     eps: str = typer.Option("2/255", "--eps", help="Headline L-inf budget for the default attacks."),
     eps_curve: str = typer.Option(
-        "0,1/255,2/255,4/255,8/255,16/255", "--eps-curve", help="Comma-separated eps values for the curves."
+        ",".join(fraction_text(e) for e in DEFAULTS.eps_curve),
+        "--eps-curve",
+        help="Comma-separated eps values for the curves.",
     ),
     curve_attacks: list[str] | None = typer.Option(
         None,
         "--curve-attack",
-        help="Curve attack template without eps, repeatable (default: pgd:steps=10, strong:steps=10).",
+        help=f"Curve attack template without eps, repeatable (default: {', '.join(DEFAULTS.curve_attacks)}).",
     ),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
-    limit: int | None = typer.Option(
-        None, "--limit", min=1, help="Evaluate only N test images (stratified)."
-    ),
-    examples_per_class: int = typer.Option(2, "--examples-per-class", min=0),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device"),
-    precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16"),
-    out: Path = typer.Option(..., "--out", help="Output folder for results.json and examples.safetensors."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an output folder that holds another run."),
+    batch_size: int = options.batch_size(DEFAULTS.batch_size),
+    limit: int | None = options.limit("Evaluate only N test images (stratified)."),
+    examples_per_class: int = typer.Option(DEFAULTS.examples_per_class, "--examples-per-class", min=0),
+    seed: int = options.seed(),
+    device: str = options.device(),
+    precision: str = options.precision(),
+    out: Path = options.out("Output folder for results.json and examples.safetensors."),
+    force: bool = options.force(),
     transfer_from: Path | None = typer.Option(
         None,
         "--transfer-from",
         help="Craft --transfer-attack on this other checkpoint and test it on --checkpoint.",
     ),
     transfer_attack: str | None = typer.Option(
-        None, "--transfer-attack", help="Spec for --transfer-from (default: pgd:eps=<--eps>,steps=20)."
+        None,
+        "--transfer-attack",
+        help=f"Spec for --transfer-from (default: pgd:eps=<--eps>,steps={DEFAULTS.pgd_steps}).",
     ),
     arch: str | None = model_options.ARCH,
     weights: Path | None = model_options.WEIGHTS,
@@ -181,20 +174,20 @@ def evaluate(
     from fortify.attacks import parse_spec
     from fortify.evaluation import check_out_dir, evaluate_checkpoint, evaluate_transfer
     from fortify.evaluation.inputs import check_checkpoint_path
-    from fortify.evaluation.specs import DEFAULT_CURVE_ATTACKS, curve_specs, fraction_text, keyed_specs
+    from fortify.evaluation.specs import DEFAULT_CURVE_ATTACKS, curve_specs, default_pgd_spec, keyed_specs
     from fortify.runtime import Runtime
 
     # Every check that can fail on user input runs before any work, so a mistake costs nothing.
     model = model_options.open_model_options(
         checkpoint, arch, weights, num_classes, channels, image_size, mean, std
     )
-    headline = parse_fraction(eps, "--eps")
-    curve_eps = [parse_fraction(v, "--eps-curve") for v in eps_curve.split(",") if v.strip()]
+    headline = parse_number(eps, "--eps", lo=0, hi=1)
+    curve_eps = [parse_number(v, "--eps-curve", lo=0, hi=1) for v in eps_curve.split(",") if v.strip()]
     if attacks:
         keyed_specs(attacks)
     curve_templates = curve_attacks or list(DEFAULT_CURVE_ATTACKS)
     curve_specs(curve_templates)
-    transfer_spec = transfer_attack or f"pgd:eps={fraction_text(headline)},steps=20"
+    transfer_spec = transfer_attack or default_pgd_spec(headline)
     if transfer_from is not None:
         if not isinstance(model, Path):
             raise ConfigError("--transfer-from needs a fortify checkpoint as --checkpoint")

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from fortify.cli import options
 from fortify.errors import ConfigError
 
 
@@ -53,9 +54,9 @@ def explain(
     checkpoint: Path | None = typer.Option(
         None, "--checkpoint", help="One checkpoint alone (no paired numbers)."
     ),
-    data: str = typer.Option(..., "--data", help="Dataset root folder, or 'phantom[:n=K]'."),
-    split: Path | None = typer.Option(None, "--split", help="Split manifest (default: the checkpoint's)."),
-    out: Path = typer.Option(..., "--out", help="Output folder for explain.json and figures/."),
+    data: str = options.data(),
+    split: Path | None = options.split(),
+    out: Path = options.out("Output folder for explain.json and figures/."),
     method: str = typer.Option(
         "gradcam", "--method", help="gradcam | gradcam++ | xgradcam | eigencam | layercam"
     ),
@@ -63,20 +64,16 @@ def explain(
     attack: str = typer.Option(
         "pgd:eps=2/255,steps=10", "--attack", help="White-box attack spec (also crafted on the surrogate)."
     ),
-    limit: int | None = typer.Option(
-        None, "--limit", min=2, help="Use only N test images (class-stratified)."
-    ),
+    limit: int | None = options.limit("Use only N test images (class-stratified).", min=2),
     surrogate: str = typer.Option(
         "smallcnn", "--surrogate", help="Surrogate architecture for transfer, or 'none'."
     ),
     surrogate_epochs: int = typer.Option(3, "--surrogate-epochs", min=1),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device"),
-    precision: str = typer.Option(
-        "auto", "--precision", help="auto | fp32 | bf16 (attacks; CAMs are always fp32)"
-    ),
-    force: bool = typer.Option(False, "--force", help="Write into an output folder that is not empty."),
+    batch_size: int = options.batch_size(32),
+    seed: int = options.seed(),
+    device: str = options.device(),
+    precision: str = options.precision(help="auto | fp32 | bf16 (attacks; CAMs are always fp32)"),
+    force: bool = options.force(),
 ) -> None:
     """Class-activation maps on clean and attacked scans, the attention shift in numbers, cross-architecture
     transfer."""

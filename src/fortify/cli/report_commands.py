@@ -11,6 +11,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from fortify.cli import options
 from fortify.cli.data_options import grouping_option, window_option
 
 
@@ -84,8 +85,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("reproduce")
     def reproduce_command(
-        data: str = typer.Option(..., "--data", help="Dataset folder (class subfolders) or 'phantom'."),
-        out: Path = typer.Option(..., "--out", help="Run directory to create (or continue with --resume)."),
+        data: str = options.data(),
+        out: Path = options.out("Run directory to create (or continue with --resume)."),
         profile: str = typer.Option(
             "quick",
             "--profile",
@@ -94,12 +95,10 @@ def register(app: typer.Typer) -> None:
         defense: str = typer.Option(
             "mixed", "--defense", help="mixed (the study's recipe) | pgd | fast | trades."
         ),
-        resume: bool = typer.Option(
-            False, "--resume", help="Continue this run; finished stages are skipped."
-        ),
-        force: bool = typer.Option(False, "--force", help="Wipe --out and start over."),
-        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
-        precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16"),
+        resume: bool = options.resume("Continue this run; finished stages are skipped."),
+        force: bool = options.force("Wipe --out and start over."),
+        device: str = options.device(),
+        precision: str = options.precision(),
         folds: int | None = typer.Option(
             None,
             "--folds",

@@ -22,7 +22,8 @@ MODELS = ("normal", "adversarial")
 SENTINEL_KEYS = ("accuracy", "neighbour_share")
 
 
-def _number(x: Any) -> float | None:
+def _float_or_none(x: Any) -> float | None:
+    """A number read from results.json, or None where it is missing (not a parser: see fortify.numbers)."""
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
 
 
@@ -32,16 +33,16 @@ def table_numbers(results: dict[str, Any] | None) -> dict[str, float | None]:
     if not results:
         return {}
     clean = results.get("clean") or {}
-    out: dict[str, float | None] = {"clean": _number(clean.get("accuracy"))}
+    out: dict[str, float | None] = {"clean": _float_or_none(clean.get("accuracy"))}
     for key, a in (results.get("attacks") or {}).items():
-        out[key] = _number((a or {}).get("accuracy"))
+        out[key] = _float_or_none((a or {}).get("accuracy"))
     for key in ("combined", "worst_case"):
         if results.get(key):
-            out[key] = _number(results[key].get("accuracy"))
+            out[key] = _float_or_none(results[key].get("accuracy"))
     benign = (clean.get("per_class") or {}).get("benign")
     if benign is not None:
-        out["benign_recall"] = _number(benign.get("sensitivity"))
-    out["balanced_accuracy"] = _number(clean.get("balanced_accuracy"))
+        out["benign_recall"] = _float_or_none(benign.get("sensitivity"))
+    out["balanced_accuracy"] = _float_or_none(clean.get("balanced_accuracy"))
     return out
 
 
@@ -131,7 +132,9 @@ def summarize_folds(fold_results: list[dict[str, Any]]) -> dict[str, Any]:
 
     summary: dict[str, Any] = {model: _summarize([f[model] for f in folds]) for model in MODELS}
     sentinel_rows = [f["sentinel"] or {} for f in folds]
-    summary["sentinel"] = _summarize([{k: _number(r.get(k)) for k in SENTINEL_KEYS} for r in sentinel_rows])
+    summary["sentinel"] = _summarize(
+        [{k: _float_or_none(r.get(k)) for k in SENTINEL_KEYS} for r in sentinel_rows]
+    )
 
     pooled: dict[str, Any] = {}
     concatenated: dict[str, dict[str, Any]] = {}

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from fortify import __version__
-from fortify.attacks import AttackSpec, parse_spec
+from fortify.attacks import AttackSpec, attack_defaults, parse_spec
 from fortify.data.sentinel import sentinel_warning
 from fortify.errors import ConfigError
 from fortify.evaluation import sanity
@@ -46,6 +46,7 @@ from fortify.evaluation.metrics import (
     success_rate,
     worst_case_predictions,
 )
+from fortify.evaluation.settings import DEFAULTS
 from fortify.evaluation.specs import (
     COMBINED_ATTACKS,
     DEFAULT_CURVE_ATTACKS,
@@ -53,6 +54,7 @@ from fortify.evaluation.specs import (
     FULL_STRENGTH,
     STRONG_DEFAULTS,
     default_attack_specs,
+    default_pgd_spec,
     for_evaluation,
     is_cw,
     keyed_specs,
@@ -67,7 +69,7 @@ from fortify.models.contract import ContractModel
 from fortify.models.fuse import fold_batchnorm
 from fortify.runtime import Runtime, seed_everything
 
-DEFAULT_EPS_CURVE = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
+DEFAULT_EPS_CURVE = tuple(float(e) for e in DEFAULTS.eps_curve)
 RESULTS_FORMAT = "fortify-results/1"
 
 
@@ -101,18 +103,18 @@ def evaluate_checkpoint(
     eps_curve: Sequence[float] = DEFAULT_EPS_CURVE,
     curve_attacks: Sequence[str] = DEFAULT_CURVE_ATTACKS,
     runtime: Runtime | None = None,
-    batch_size: int = 64,
+    batch_size: int = DEFAULTS.batch_size,
     progress: bool = True,
-    limit: int | None = None,
-    examples_per_class: int = 2,
+    limit: int | None = DEFAULTS.limit,
+    examples_per_class: int = DEFAULTS.examples_per_class,
     seed: int = 0,
     cache_dir: str | Path | None = None,
     large_eps: float = 1.0,
-    sanity_steps_factor: int = 2,
-    sanity_restarts: int = 2,
+    sanity_steps_factor: int = DEFAULTS.sanity_steps_factor,
+    sanity_restarts: int = DEFAULTS.sanity_restarts,
     transfer: Sequence[dict] | None = None,
-    score_precision: str = "fp32",
-    fold_bn: bool = True,
+    score_precision: str = DEFAULTS.score_precision,
+    fold_bn: bool = DEFAULTS.fold_bn,
 ) -> dict:
     """Evaluate `checkpoint` on the test split; return results.json's dict (and write it to out_dir).
 
@@ -214,16 +216,18 @@ def evaluate_checkpoint(
             curves, curve_seconds = _curves(ctx, curve_specs, eps_curve)
         with count_passes(model) as sanity_count:
             checks, sanity_runs = _sanity(
-                ctx,
-                specs,
-                attack_results,
-                adv_preds,
-                strong_runs,
-                curves,
-                large_eps,
-                sanity_steps_factor,
-                sanity_restarts,
-                transfer,
+                _SanityInputs(
+                    ctx=ctx,
+                    specs=specs,
+                    attack_results=attack_results,
+                    adv_preds=adv_preds,
+                    strong_runs=strong_runs,
+                    curves=curves,
+                    large_eps=large_eps,
+                    steps_factor=sanity_steps_factor,
+                    restarts=sanity_restarts,
+                    transfer=transfer or [],
+                )
             )
 
     combined_keys = [k for k, s in specs.items() if s.name in COMBINED_ATTACKS]
@@ -504,19 +508,25 @@ def _gradient_free_check(ctx: _Context, specs, adv_preds, strong_runs) -> dict |
     return None
 
 
-def _sanity(
-    ctx: _Context,
-    specs,
-    attack_results,
-    adv_preds,
-    strong_runs,
-    curves,
-    large_eps,
-    steps_factor,
-    restarts,
-    transfer,
-):
+@dataclass
+class _SanityInputs:
+    """What the sanity checks (Carlini et al. 2019) judge, and the budgets of the attacks they add."""
+
+    ctx: _Context  # runs the extra attacks
+    specs: dict[str, AttackSpec]  # the headline attacks, keyed
+    attack_results: dict[str, dict]  # their results.json entries
+    adv_preds: dict[str, torch.Tensor]  # their predictions on their adversarial images
+    strong_runs: dict[str, AttackRun]  # runs that record which component fooled each image
+    curves: dict[str, dict]
+    large_eps: float  # PGD at this eps must leave (almost) nothing robust
+    steps_factor: int  # PGD with this many times the steps must not gain much
+    restarts: int  # ... and at least this many restarts
+    transfer: Sequence[dict]  # evaluate_transfer pairs targeting this model
+
+
+def _sanity(inputs: _SanityInputs) -> tuple[list[dict], dict[str, dict]]:
     """Run the extra attacks the checks need and return (checks, what was run with its numbers)."""
+    ctx, specs, attack_results = inputs.ctx, inputs.specs, inputs.attack_results
     checks: list[dict] = []
     runs: dict[str, dict] = {}
     by_name = {s.name: k for k, s in reversed(list(specs.items()))}  # first key per attack name
@@ -524,19 +534,19 @@ def _sanity(
     clean_acc = _accuracy(ctx.y, ctx.clean_pred)
     linf_keys = [k for k, s in specs.items() if (threat_model_dict(s) or {}).get("norm") == "linf"]
 
-    for key, curve in curves.items():
+    for key, curve in inputs.curves.items():
         undermined = [k for k, s in specs.items() if s.name == curve["attack"]]
         checks.append(sanity.non_increasing_in_eps(key, curve["points"], undermined))
 
     pgd_key = by_name.get("pgd")
-    pgd_spec = specs[pgd_key] if pgd_key else for_evaluation(parse_spec("pgd:eps=2/255,steps=20"))
+    pgd_spec = specs[pgd_key] if pgd_key else for_evaluation(parse_spec(default_pgd_spec()))
     # Drop a fixed step size: alpha tuned for 2/255 would never reach the large ball's far side.
     base = {k: v for k, v in pgd_spec.params.items() if k != "alpha"}
     # Start from the clean image: a random start in a ball this large is uniform noise over the whole
     # [0,1] cube, where the CT models' gradients carry no signal (measured on IQ-OTH/NCCD: 51.9% "robust"
     # from noise starts, 0.0% from the clean image at eps=1.0, same model and steps).
     base["random_start"] = False
-    big = spec_at_eps(replace(pgd_spec, params={**base, "norm": "linf"}), float(large_eps))
+    big = spec_at_eps(replace(pgd_spec, params={**base, "norm": "linf"}), float(inputs.large_eps))
     big_acc, big_s = ctx.accuracy(big, f"sanity {big}")
     runs["large_eps"] = {"spec": str(big), "accuracy": big_acc, "seconds": big_s}
     checks.append(sanity.near_zero_at_large_eps(str(big), big_acc, list(specs)))
@@ -550,8 +560,9 @@ def _sanity(
         checks.append(sanity.no_weaker_than(sk, acc[sk], pgd_key, acc[pgd_key], [sk]))
 
     if pgd_key:
-        steps = int(pgd_spec.params.get("steps", 10)) * steps_factor
-        more = pgd_spec.replace(steps=steps, restarts=max(restarts, int(pgd_spec.params.get("restarts", 1))))
+        params = {**attack_defaults("pgd"), **pgd_spec.params}
+        steps = int(params["steps"]) * inputs.steps_factor
+        more = pgd_spec.replace(steps=steps, restarts=max(inputs.restarts, int(params["restarts"])))
         more_acc, more_s = ctx.accuracy(more, f"sanity {more}", seed=ctx.seed + 1)
         runs["more_steps"] = {"spec": str(more), "accuracy": more_acc, "seconds": more_s}
         checks.extend(
@@ -570,7 +581,7 @@ def _sanity(
             sanity.noise_much_weaker(ref_key, clean_acc, acc[ref_key], noise_acc, ref_tm["eps"], [ref_key])
         )
 
-    gradient_free = _gradient_free_check(ctx, specs, adv_preds, strong_runs)
+    gradient_free = _gradient_free_check(ctx, specs, inputs.adv_preds, inputs.strong_runs)
     if gradient_free is not None:
         checks.append(gradient_free)
     cw_key = by_name.get("cw")
@@ -579,7 +590,7 @@ def _sanity(
             sanity.unbounded_cw_succeeds(attack_results[cw_key].get("cw_unbounded_success_rate"), [cw_key])
         )
 
-    checks.extend(transfer_checks(specs, transfer or []))
+    checks.extend(transfer_checks(specs, inputs.transfer))
     return checks, runs
 
 

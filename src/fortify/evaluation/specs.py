@@ -22,11 +22,11 @@ import math
 import re
 from collections.abc import Sequence
 
-from fortify.attacks import ATTACKS, AttackSpec, parse_spec
+from fortify.attacks import ATTACKS, AttackSpec, attack_defaults, parse_spec
+from fortify.evaluation.settings import DEFAULTS
 
 DEFAULT_EPS = 2 / 255
-# Curves attack every eps independently, so they get their own (smaller) step budgets.
-DEFAULT_CURVE_ATTACKS = ("pgd:steps=10", "strong:steps=10,square_queries=100")
+DEFAULT_CURVE_ATTACKS = tuple(DEFAULTS.curve_attacks)
 # The study's pooled adversarial set ("combined") is made of these attacks' outputs.
 COMBINED_ATTACKS = ("fgsm", "pgd", "cw")
 
@@ -47,11 +47,12 @@ def fraction_text(value: float) -> str:
 # less reports its robust accuracies as upper bounds.
 FULL_STRENGTH = {"steps": 100, "square_queries": 5000, "n_target_classes": 2}
 # `strong`'s own defaults, read from its signature so there is one source for them.
-STRONG_DEFAULTS = {
-    name: p.default
-    for name, p in inspect.signature(ATTACKS["strong"]).parameters.items()
-    if p.kind == inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty
-}
+STRONG_DEFAULTS = attack_defaults("strong")
+
+
+def default_pgd_spec(eps: float = DEFAULT_EPS) -> str:
+    """PGD at the default evaluation budget: transfer's default attack and the large-eps check's base."""
+    return f"pgd:eps={fraction_text(eps)},steps={DEFAULTS.pgd_steps}"
 
 
 def default_attack_specs(
@@ -59,21 +60,22 @@ def default_attack_specs(
     *,
     image_size: int = 128,
     in_channels: int = 1,
-    pgd_steps: int = 20,
-    pgd_restarts: int = 1,
-    cw_steps: int = 50,
-    cw_binary_steps: int = 4,
-    cw_budget: float | None = None,
-    strong_steps: int | None = None,
-    square_queries: int | None = None,
-    l2_steps: int | None = None,
-    strong_version: str | None = None,
+    pgd_steps: int = DEFAULTS.pgd_steps,
+    pgd_restarts: int = DEFAULTS.pgd_restarts,
+    cw_steps: int = DEFAULTS.cw_steps,
+    cw_binary_steps: int = DEFAULTS.cw_binary_steps,
+    cw_budget: float | None = DEFAULTS.cw_budget,
+    strong_steps: int | None = DEFAULTS.strong_steps,
+    square_queries: int | None = DEFAULTS.square_queries,
+    l2_steps: int | None = DEFAULTS.l2_steps,
+    strong_version: str | None = DEFAULTS.strong_version,
 ) -> list[str]:
     """FGSM, PGD, CW-L2 (minimum norm, scored against the L2 budget), the strong ensemble at one
     L-inf eps, and APGD-L2 at the CW budget's radius (a stronger, cheaper bound for that ball).
 
-    `strong_steps` / `square_queries` default to `strong`'s own (AutoAttack-standard) budgets,
-    `strong_version` to its own component set ("full"); `l2_steps` defaults to the strong steps.
+    The budgets default to EvalSettings' (pass `**settings.attack_budgets()` for a profile's): there
+    `strong_steps` / `square_queries` are None, i.e. `strong`'s own (AutoAttack-standard) budgets,
+    `strong_version` None its own component set ("full"); `l2_steps` None means the strong steps.
     """
     e = fraction_text(eps)
     budget = cw_budget if cw_budget is not None else cw_l2_budget(eps, image_size, in_channels)

@@ -16,7 +16,8 @@ from fortify.errors import CheckpointError
 from fortify.evaluation import sanity
 from fortify.evaluation.batches import attack_dataset, predict, progress_bars
 from fortify.evaluation.inputs import check_checkpoint_path, open_checkpoint, open_test_set
-from fortify.evaluation.specs import for_evaluation
+from fortify.evaluation.settings import DEFAULTS
+from fortify.evaluation.specs import default_pgd_spec, for_evaluation
 from fortify.runtime import Runtime, seed_everything
 
 
@@ -30,9 +31,9 @@ def evaluate_transfer(
     *,
     data: str | Path,
     split: str | Path | None = None,
-    attack: str = "pgd:eps=2/255,steps=20",
+    attack: str = default_pgd_spec(),
     runtime: Runtime | None = None,
-    batch_size: int = 64,
+    batch_size: int = DEFAULTS.batch_size,
     progress: bool = False,
     limit: int | None = None,
     seed: int = 0,

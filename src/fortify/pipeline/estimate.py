@@ -113,38 +113,37 @@ def _attacked(n: int, steps: float) -> float:
 
 def attack_passes(spec: str, n: int) -> tuple[float, float]:
     """(gradient evaluations, forward passes) an evaluation attack is expected to cost on n images."""
-    from fortify.attacks import parse_spec
+    from fortify.attacks import attack_defaults, parse_spec
 
     s = parse_spec(spec)
-    p = s.params
-    steps = float(p.get("steps", 10))
+    p = {**attack_defaults(s.name), **s.params}  # what the attack runs with, not a restated default
+    steps = float(p.get("steps", 1))
     restarts = float(p.get("restarts", 1))
     if s.name == "fgsm":
         return n, 2 * n
     if s.name == "pgd":
         return _attacked(n, steps * restarts), 2 * n
     if s.name == "apgd":
-        return _attacked(n, steps * restarts * max(1, int(p.get("n_target_classes", 1)))), 2 * n
+        return _attacked(n, steps * restarts * max(1, int(p["n_target_classes"]))), 2 * n
     if s.name == "cw":
         # CW runs unbounded: every correctly classified image takes every step of every binary round.
-        return n * CLEAN_SHARE * steps * float(p.get("binary_steps", 5)), 2 * n
+        return n * CLEAN_SHARE * steps * float(p["binary_steps"]), 2 * n
     if s.name == "square":
-        return 0, n * CLEAN_SHARE * ROBUST_SHARE * float(p.get("queries", 5000))
+        return 0, n * CLEAN_SHARE * ROBUST_SHARE * float(p["queries"])
     if s.name == "strong":
         # The version's components (fortify.attacks.strong.VERSIONS), then Square on the survivors. Only
         # APGD-CE, the first, sees every image; the others see the survivors.
         from fortify.attacks.strong import VERSIONS
 
-        steps = float(p.get("steps", 100))
         after_first = {  # steps per surviving image of each gradient component after APGD-CE
             "apgd-dlr": steps,
             "apgd-t-dlr": steps * 2,  # targeted on both other classes (3-class data)
-            "pgd-cw": steps * float(p.get("pgd_restarts", 2)),
+            "pgd-cw": steps * float(p["pgd_restarts"]),
         }
-        later = sum(after_first.get(c, 0.0) for c in VERSIONS[str(p.get("version", "full"))])
+        later = sum(after_first.get(c, 0.0) for c in VERSIONS[str(p["version"])])
         survivors = n * CLEAN_SHARE * ROBUST_SHARE
         grads = _attacked(n, steps) + survivors * later
-        return grads, survivors * float(p.get("square_queries", 5000)) + 6 * n
+        return grads, survivors * float(p["square_queries"]) + 6 * n
     return _attacked(n, steps), 2 * n
 
 

@@ -9,56 +9,17 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field, fields
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from fortify.errors import ConfigError
+from fortify.evaluation.settings import EvalSettings
 from fortify.fileio import read_yaml
+from fortify.numbers import parse_number
 from fortify.pipeline.extras import EXTRAS, load
 from fortify.report.study import configs_dir
 
 DEFENSES = ("mixed", "pgd", "fast", "trades")
-
-
-def parse_number(value: Any, what: str) -> float:
-    """Numbers as YAML gives them, plus fractions like '2/255' (how eps is written everywhere)."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{what} must be a number, got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return float(Fraction(str(value).strip()))
-    except (ValueError, ZeroDivisionError) as e:
-        raise ConfigError(f"{what} must be a number like 0.5 or 2/255, got {value!r}") from e
-
-
-@dataclass
-class EvalSettings:
-    """Budgets for `fortify.evaluation.evaluate_checkpoint` (attacks at the profile's headline eps)."""
-
-    attacks: list[str] | None = (
-        None  # explicit specs; None -> FGSM, PGD, budgeted CW, strong from the fields below
-    )
-    pgd_steps: int = 20
-    pgd_restarts: int = 1
-    cw_steps: int = 100
-    cw_binary_steps: int = 5
-    cw_budget: float | None = None  # L2 budget for "accuracy under CW"; None -> evaluation's eps*sqrt(d)/2
-    strong_steps: int | None = None  # None -> strong's own AutoAttack-standard budget (APGD 100 steps)
-    square_queries: int | None = None  # None -> strong's own (5000 queries); fewer = upper bounds
-    l2_steps: int | None = None  # APGD-L2 at the CW budget; None -> strong's steps
-    strong_version: str | None = None  # strong's components: "full" or "standard"; None -> strong's own
-    score_precision: str = "fp32"  # every reported prediction is scored in this precision
-    fold_bn: bool = True  # attack a copy with batch norm folded into the convolutions (same function)
-    eps_curve: list[float] = field(default_factory=lambda: [0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255])
-    curve_attacks: list[str] = field(default_factory=lambda: ["pgd:steps=10", "strong"])
-    batch_size: int = 64
-    limit: int | None = None  # first k test images (class-stratified); None = the whole test split
-    examples_per_class: int = 2
-    sanity_steps_factor: int = 2
-    sanity_restarts: int = 2
-    transfer_attack: str | None = None  # None -> the PGD spec of `attacks`
 
 
 @dataclass

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -37,22 +37,55 @@ from fortify.pipeline.rundir import check_data, prepare_out, run_config
 from fortify.report.study import configs_dir
 from fortify.runtime import Runtime
 
+if TYPE_CHECKING:
+    from fortify.training import TrainConfig
+
+
+def _keep_outputs(at: At) -> None:
+    return None
+
+
+def _one_second(at: At, speed: MachineSpeed) -> float:
+    return 1.0
+
 
 @dataclass
 class Stage:
+    """One resumable step of the run: what it writes, what it depends on, and the top-level functions
+    that do its work, each called with `at` (where it works)."""
+
     name: str  # "normal/eval"
     title: str
     record: Path
     outputs: list[Path]
     config: dict[str, Any]
-    inputs: Callable[[], dict[str, str]]  # evaluated when the stage is reached (earlier stages made them)
-    run: Callable[[], None]
-    clean: Callable[[], None] = lambda: None  # remove stale outputs before a rerun
+    at: At
+    action: Callable[[At], None]
+    find_inputs: Callable[
+        [At], dict[str, str]
+    ]  # evaluated when the stage is reached (earlier stages made them)
+    remove: Callable[[At], None] = _keep_outputs  # remove stale outputs before a rerun
     kind: str = "other"  # "train" | "eval" | "other": stages of one kind share the estimate's correction
-    cost: Callable[[MachineSpeed], float] = lambda speed: 1.0  # predicted seconds on a measured machine
+    estimate: Callable[[At, MachineSpeed], float] = _one_second  # predicted seconds on a measured machine
+
+    def inputs(self) -> dict[str, str]:
+        return self.find_inputs(self.at)
+
+    def run(self) -> None:
+        self.action(self.at)
+
+    def clean(self) -> None:
+        self.remove(self.at)
+
+    def cost(self, speed: MachineSpeed) -> float:
+        return self.estimate(self.at, speed)
 
 
-def _train_config(profile: Profile, stage: str, mode: str, data: str, out: Path, device: str, precision: str):
+def train_config(
+    profile: Profile, stage: str, mode: str, data: str, out: Path, device: str, precision: str
+) -> TrainConfig:
+    """The TrainConfig of one model of the study (`stage` normal | adversarial) in study root `out`:
+    the profile's train section, then its stage section (benchmarks/recipes.py builds runs the same way)."""
     from fortify.training import TrainConfig
 
     base = {
@@ -86,19 +119,7 @@ def attack_specs(profile: Profile) -> list[str]:
     ev = profile.evaluate
     if ev.attacks:
         return list(ev.attacks)
-    return default_attack_specs(
-        profile.eps,
-        image_size=profile.image_size,
-        pgd_steps=ev.pgd_steps,
-        pgd_restarts=ev.pgd_restarts,
-        cw_steps=ev.cw_steps,
-        cw_binary_steps=ev.cw_binary_steps,
-        cw_budget=ev.cw_budget,
-        strong_steps=ev.strong_steps,
-        square_queries=ev.square_queries,
-        l2_steps=ev.l2_steps,
-        strong_version=ev.strong_version,
-    )
+    return default_attack_specs(profile.eps, image_size=profile.image_size, **ev.attack_budgets())
 
 
 def _check_specs(specs: list[str], curve: list[str], transfer: str) -> None:
@@ -173,6 +194,22 @@ class _Run:
         }
 
 
+@dataclass(frozen=True)
+class At:
+    """Where a stage works: the run, its study root (RUN_DIR, or RUN_DIR/fold-<i> with --folds) and, for
+    per-model and extra stages, the model or extra it concerns."""
+
+    run: _Run
+    root: Path
+    name: str = ""  # "normal" | "adversarial" | an extra's name
+    train_cfg: TrainConfig | None = None  # training stages: the resolved, validated config
+    folds: int = 0  # the folds and cv stages
+
+    @property
+    def split(self) -> Path:
+        return self.root / "split.json"
+
+
 def _split_kwargs(prof: Profile) -> dict[str, Any]:
     return {
         "seed": prof.seed,
@@ -185,32 +222,7 @@ def _split_kwargs(prof: Profile) -> dict[str, Any]:
 def _data_stages(run: _Run, folds: int | None) -> list[Stage]:
     """audit, then the split (one manifest) or the folds (one manifest per fold directory)."""
     out, prof = run.out, run.prof
-
-    def run_audit() -> None:
-        from fortify.data import audit_dataset
-
-        write_json(
-            out / "audit.json",
-            audit_dataset(run.data, image_size=prof.image_size, progress=run.progress, window=prof.window),
-        )
-
-    def run_split() -> None:
-        from fortify.data import make_split, save_manifest
-
-        m = make_split(
-            run.data, fractions=tuple(prof.fractions), progress=run.progress, **_split_kwargs(prof)
-        )
-        save_manifest(m, out / "split.json")
-
-    def run_folds() -> None:
-        from fortify.data import make_folds, save_manifest
-
-        manifests = make_folds(
-            run.data, folds, val_fraction=_val_fraction(prof), progress=run.progress, **_split_kwargs(prof)
-        )
-        for i, m in enumerate(manifests):
-            save_manifest(m, out / f"fold-{i}" / "split.json")
-
+    at = At(run, out, folds=folds or 0)
     stages = [
         Stage(
             "audit",
@@ -218,8 +230,9 @@ def _data_stages(run: _Run, folds: int | None) -> list[Stage]:
             out / "audit.stage.json",
             [out / "audit.json"],
             {"data": run.data, "image_size": prof.image_size, "window": prof.window},
-            run.data_inputs,
-            run_audit,
+            at,
+            _run_audit,
+            _data_inputs,
         ),
     ]
     split_cfg = {"data": run.data, "fractions": prof.fractions, **_split_kwargs(prof)}
@@ -231,8 +244,9 @@ def _data_stages(run: _Run, folds: int | None) -> list[Stage]:
                 out / "split.stage.json",
                 [out / "split.json"],
                 split_cfg,
-                run.data_inputs,
-                run_split,
+                at,
+                _run_split,
+                _data_inputs,
             )
         )
     else:
@@ -243,11 +257,45 @@ def _data_stages(run: _Run, folds: int | None) -> list[Stage]:
                 out / "folds.stage.json",
                 [out / f"fold-{i}" / "split.json" for i in range(folds)],
                 {**split_cfg, "folds": folds, "val_fraction": _val_fraction(prof)},
-                run.data_inputs,
-                run_folds,
+                at,
+                _run_folds,
+                _data_inputs,
             )
         )
     return stages
+
+
+def _data_inputs(at: At) -> dict[str, str]:
+    return at.run.data_inputs()
+
+
+def _run_audit(at: At) -> None:
+    from fortify.data import audit_dataset
+
+    run = at.run
+    report = audit_dataset(
+        run.data, image_size=run.prof.image_size, progress=run.progress, window=run.prof.window
+    )
+    write_json(run.out / "audit.json", report)
+
+
+def _run_split(at: At) -> None:
+    from fortify.data import make_split, save_manifest
+
+    run, prof = at.run, at.run.prof
+    m = make_split(run.data, fractions=tuple(prof.fractions), progress=run.progress, **_split_kwargs(prof))
+    save_manifest(m, run.out / "split.json")
+
+
+def _run_folds(at: At) -> None:
+    from fortify.data import make_folds, save_manifest
+
+    run, prof = at.run, at.run.prof
+    manifests = make_folds(
+        run.data, at.folds, val_fraction=_val_fraction(prof), progress=run.progress, **_split_kwargs(prof)
+    )
+    for i, m in enumerate(manifests):
+        save_manifest(m, run.out / f"fold-{i}" / "split.json")
 
 
 def _val_fraction(prof: Profile) -> float:
@@ -258,135 +306,33 @@ def _val_fraction(prof: Profile) -> float:
 
 def _study_stages(run: _Run, root: Path, prefix: str = "") -> list[Stage]:
     """The study on the split at root/split.json: train, evaluate, transfer, compare, report."""
-    prof, out = run.prof, run.out
+    prof = run.prof
+    modes = {"normal": "standard", "adversarial": run.defense}
+    # Built up front: every training config is validated before the run directory is touched.
     train_cfgs = {
-        "normal": _train_config(prof, "normal", "standard", run.data, root, run.device, run.precision),
-        "adversarial": _train_config(
-            prof, "adversarial", run.defense, run.data, root, run.device, run.precision
-        ),
+        name: train_config(prof, name, mode, run.data, root, run.device, run.precision)
+        for name, mode in modes.items()
     }
-    split = root / "split.json"
-    eval_kwargs, transfer_kwargs = run.eval_kwargs(), run.transfer_kwargs()
-
-    def run_train(name: str) -> Callable[[], None]:
-        def go() -> None:
-            from fortify.training import train
-
-            train(train_cfgs[name], resume=True, progress=run.progress)  # resume=True continues from last.*
-
-        return go
-
-    def run_eval(name: str) -> Callable[[], None]:
-        def go() -> None:
-            from fortify.evaluation import evaluate_checkpoint
-
-            evaluate_checkpoint(
-                root / name / "best.safetensors",
-                data=run.data,
-                split=split,
-                out_dir=root / name / "eval",
-                runtime=run.runtime,
-                progress=run.progress,
-                **eval_kwargs,
-            )
-
-        return go
-
-    def run_transfer() -> None:
-        from fortify.evaluation import evaluate_transfer
-
-        pairs = [
-            evaluate_transfer(
-                root / src / "best.safetensors",
-                root / dst / "best.safetensors",
-                data=run.data,
-                split=split,
-                runtime=run.runtime,
-                progress=run.progress,
-                source_name=src,
-                target_name=dst,
-                **transfer_kwargs,
-            )
-            for src, dst in (("normal", "adversarial"), ("adversarial", "normal"))
-        ]
-        write_json(root / "transfer.json", {"pairs": pairs, "config": transfer_kwargs})
-
-    def run_compare() -> None:
-        from fortify.evaluation.compare import compare_results
-
-        a, b = (read_json(root / n / "eval" / "results.json") for n in ("normal", "adversarial"))
-        write_json(root / "comparison.json", compare_results(a, b, "normal", "adversarial"))
-
-    def run_report() -> None:
-        from fortify.report import build_report
-
-        build_report(root)
-
-    def results_of(*names: str) -> dict[str, str]:
-        return {f"{n}/eval/results.json": _sha(root / n / "eval" / "results.json") for n in names}
-
-    def report_inputs() -> dict[str, str]:
-        files = [
-            out / "config.yaml",
-            out / "audit.json",
-            split,
-            root / "transfer.json",
-            root / "comparison.json",
-            configs_dir() / "study_table1.yaml",
-        ]
-        files += [root / name / f"{name}.json" for name in run.extras]
-        for name in ("normal", "adversarial"):
-            files += [
-                root / name / "metrics.jsonl",
-                root / name / "config.yaml",
-                root / name / "eval" / "results.json",
-                root / name / "eval" / "examples.safetensors",
-            ]
-        return {str(f.relative_to(out) if f.is_relative_to(out) else f.name): _sha(f) for f in files}
-
-    def ckpt(name: str) -> dict[str, str]:
-        return {f"{name}/best.safetensors": _sha(root / name / "best.safetensors"), "split": _sha(split)}
-
-    def train_fp_config(name: str) -> dict[str, Any]:
-        d = train_cfgs[name].to_dict()
-        return {k: v for k, v in d.items() if k not in ("out", "device", "data", "cache_dir")}
-
-    n_train, n_val, n_test = run.sizes
-    ev = prof.evaluate
-    n_eval = min(n_test, ev.limit) if ev.limit else n_test
-
-    def eval_cost(speed: MachineSpeed) -> float:
-        curve = [(t, float(e)) for t in ev.curve_attacks for e in ev.eps_curve]
-        return eval_seconds(run.specs, curve, n_eval, ev.sanity_steps_factor, ev.sanity_restarts, speed)
-
-    def transfer_cost(speed: MachineSpeed) -> float:
-        from fortify.pipeline.estimate import attack_passes
-
-        grads, forwards = attack_passes(run.transfer_attack, n_eval)
-        return 2 * (grads * speed.gradient + (forwards + 2 * n_eval) * speed.forward)
-
+    here = At(run, root)
     stages: list[Stage] = []
     for name, title in (
         ("normal", "normal training"),
         ("adversarial", f"adversarial training ({run.defense})"),
     ):
+        cfg = train_cfgs[name]
         stages.append(
             Stage(
                 prefix + name,
                 title,
                 root / name / "stage.json",
                 [root / name / "best.safetensors", root / name / "best.json"],
-                train_fp_config(name),
-                lambda n=name: {
-                    "split": _sha(split),
-                    **run.data_inputs(),
-                    # fine-tuning from the normal model: a new normal model makes this stage stale
-                    **({"init": _sha(Path(train_cfgs[n].init))} if train_cfgs[n].init else {}),
-                },
-                run_train(name),
-                clean=lambda n=name: _rmtree(root / n),
+                {k: v for k, v in cfg.to_dict().items() if k not in ("out", "device", "data", "cache_dir")},
+                At(run, root, name, cfg),
+                _run_train,
+                _train_inputs,
+                remove=_remove_model_dir,
                 kind="train",
-                cost=lambda speed, n=name: train_seconds(train_cfgs[n], n_train, n_val, speed),
+                estimate=_train_cost,
             )
         )
         stages.append(
@@ -395,12 +341,13 @@ def _study_stages(run: _Run, root: Path, prefix: str = "") -> list[Stage]:
                 f"evaluate the {name} model",
                 root / name / "eval" / "stage.json",
                 [root / name / "eval" / "results.json"],
-                eval_kwargs,
-                lambda n=name: ckpt(n),
-                run_eval(name),
-                clean=lambda n=name: _rmtree(root / n / "eval"),
+                run.eval_kwargs(),
+                At(run, root, name),
+                _run_eval,
+                _checkpoint_inputs,
+                remove=_remove_eval_dir,
                 kind="eval",
-                cost=eval_cost,
+                estimate=_eval_cost,
             )
         )
     stages += [
@@ -409,10 +356,11 @@ def _study_stages(run: _Run, root: Path, prefix: str = "") -> list[Stage]:
             "transfer between the two models",
             root / "transfer.stage.json",
             [root / "transfer.json"],
-            transfer_kwargs,
-            lambda: {**ckpt("normal"), **ckpt("adversarial")},
-            run_transfer,
-            cost=transfer_cost,
+            run.transfer_kwargs(),
+            here,
+            _run_transfer,
+            _both_checkpoints,
+            estimate=_transfer_cost,
         ),
         Stage(
             prefix + "compare",
@@ -420,91 +368,240 @@ def _study_stages(run: _Run, root: Path, prefix: str = "") -> list[Stage]:
             root / "comparison.stage.json",
             [root / "comparison.json"],
             {"method": "exact McNemar, Newcombe paired interval"},
-            lambda: results_of("normal", "adversarial"),
-            run_compare,
+            here,
+            _run_compare,
+            _both_results,
         ),
-        *[_extra_stage(run, root, prefix, name, ckpt) for name in run.extras],
+        *[_extra_stage(At(run, root, name), prefix) for name in run.extras],
         Stage(
             prefix + "report",
             "build the report",
             root / "report" / "stage.json",
             [root / "report" / "report.md", root / "report" / "report.html"],
             {"fortify_version": __version__},
-            report_inputs,
-            run_report,
+            here,
+            _run_report,
+            _report_inputs,
         ),
     ]
     return stages
 
 
-def _extra_stage(run: _Run, root: Path, prefix: str, name: str, ckpt: Callable[[str], dict]) -> Stage:
+def _checkpoint(at: At, name: str) -> dict[str, str]:
+    return {f"{name}/best.safetensors": _sha(at.root / name / "best.safetensors"), "split": _sha(at.split)}
+
+
+def _checkpoint_inputs(at: At) -> dict[str, str]:
+    return _checkpoint(at, at.name)
+
+
+def _both_checkpoints(at: At) -> dict[str, str]:
+    return {**_checkpoint(at, "normal"), **_checkpoint(at, "adversarial")}
+
+
+def _remove_model_dir(at: At) -> None:
+    _rmtree(at.root / at.name)
+
+
+def _remove_eval_dir(at: At) -> None:
+    _rmtree(at.root / at.name / "eval")
+
+
+def _train_inputs(at: At) -> dict[str, str]:
+    init = at.train_cfg.init
+    return {
+        "split": _sha(at.split),
+        **at.run.data_inputs(),
+        # fine-tuning from the normal model: a new normal model makes this stage stale
+        **({"init": _sha(Path(init))} if init else {}),
+    }
+
+
+def _run_train(at: At) -> None:
+    from fortify.training import train
+
+    train(at.train_cfg, resume=True, progress=at.run.progress)  # resume=True continues from last.*
+
+
+def _train_cost(at: At, speed: MachineSpeed) -> float:
+    n_train, n_val, _ = at.run.sizes
+    return train_seconds(at.train_cfg, n_train, n_val, speed)
+
+
+def _eval_images(run: _Run) -> int:
+    n_test, limit = run.sizes[2], run.prof.evaluate.limit
+    return min(n_test, limit) if limit else n_test
+
+
+def _run_eval(at: At) -> None:
+    from fortify.evaluation import evaluate_checkpoint
+
+    run = at.run
+    evaluate_checkpoint(
+        at.root / at.name / "best.safetensors",
+        data=run.data,
+        split=at.split,
+        out_dir=at.root / at.name / "eval",
+        runtime=run.runtime,
+        progress=run.progress,
+        **run.eval_kwargs(),
+    )
+
+
+def _eval_cost(at: At, speed: MachineSpeed) -> float:
+    ev = at.run.prof.evaluate
+    curve = [(t, float(e)) for t in ev.curve_attacks for e in ev.eps_curve]
+    n_eval = _eval_images(at.run)
+    return eval_seconds(at.run.specs, curve, n_eval, ev.sanity_steps_factor, ev.sanity_restarts, speed)
+
+
+def _run_transfer(at: At) -> None:
+    from fortify.evaluation import evaluate_transfer
+
+    run, root = at.run, at.root
+    transfer_kwargs = run.transfer_kwargs()
+    pairs = [
+        evaluate_transfer(
+            root / src / "best.safetensors",
+            root / dst / "best.safetensors",
+            data=run.data,
+            split=at.split,
+            runtime=run.runtime,
+            progress=run.progress,
+            source_name=src,
+            target_name=dst,
+            **transfer_kwargs,
+        )
+        for src, dst in (("normal", "adversarial"), ("adversarial", "normal"))
+    ]
+    write_json(root / "transfer.json", {"pairs": pairs, "config": transfer_kwargs})
+
+
+def _transfer_cost(at: At, speed: MachineSpeed) -> float:
+    from fortify.pipeline.estimate import attack_passes
+
+    n_eval = _eval_images(at.run)
+    grads, forwards = attack_passes(at.run.transfer_attack, n_eval)
+    return 2 * (grads * speed.gradient + (forwards + 2 * n_eval) * speed.forward)
+
+
+def _both_results(at: At) -> dict[str, str]:
+    return {
+        f"{n}/eval/results.json": _sha(at.root / n / "eval" / "results.json")
+        for n in ("normal", "adversarial")
+    }
+
+
+def _run_compare(at: At) -> None:
+    from fortify.evaluation.compare import compare_results
+
+    a, b = (read_json(at.root / n / "eval" / "results.json") for n in ("normal", "adversarial"))
+    write_json(at.root / "comparison.json", compare_results(a, b, "normal", "adversarial"))
+
+
+def _report_inputs(at: At) -> dict[str, str]:
+    out, root = at.run.out, at.root
+    files = [
+        out / "config.yaml",
+        out / "audit.json",
+        at.split,
+        root / "transfer.json",
+        root / "comparison.json",
+        configs_dir() / "study_table1.yaml",
+    ]
+    files += [root / name / f"{name}.json" for name in at.run.extras]
+    for name in ("normal", "adversarial"):
+        files += [
+            root / name / "metrics.jsonl",
+            root / name / "config.yaml",
+            root / name / "eval" / "results.json",
+            root / name / "eval" / "examples.safetensors",
+        ]
+    return {str(f.relative_to(out) if f.is_relative_to(out) else f.name): _sha(f) for f in files}
+
+
+def _run_report(at: At) -> None:
+    from fortify.report import build_report
+
+    build_report(at.root)
+
+
+def _extra_stage(at: At, prefix: str) -> Stage:
     """One stage beyond the study (fortify.pipeline.extras), on this root's two models and split."""
-    from fortify.pipeline.extras import EXTRAS, run_extra
+    from fortify.pipeline.extras import EXTRAS
 
-    settings = run.extras[name]
-
-    def go() -> None:
-        run_extra(name, settings, root, data=run.data, runtime=run.runtime, progress=run.progress)
-
+    name = at.name
     return Stage(
         prefix + name,
         EXTRAS[name].title,
-        root / name / "stage.json",
-        [root / name / f"{name}.json"],
-        settings.to_dict(),
-        lambda: {**ckpt("normal"), **ckpt("adversarial")},
-        go,
+        at.root / name / "stage.json",
+        [at.root / name / f"{name}.json"],
+        at.run.extras[name].to_dict(),
+        at,
+        _run_extra,
+        _both_checkpoints,
         # a finished extra whose inputs changed starts over; an interrupted one keeps its partial files
-        clean=lambda: _rmtree(root / name),
+        remove=_remove_model_dir,
         kind="extra",
-        cost=lambda speed: 0.0,  # not estimated: the time is measured and printed when it finishes
+        estimate=_not_estimated,  # the time is measured and printed when it finishes
     )
+
+
+def _run_extra(at: At) -> None:
+    from fortify.pipeline.extras import run_extra
+
+    run = at.run
+    run_extra(
+        at.name, run.extras[at.name], at.root, data=run.data, runtime=run.runtime, progress=run.progress
+    )
+
+
+def _not_estimated(at: At, speed: MachineSpeed) -> float:
+    return 0.0
 
 
 def _cv_stage(run: _Run, folds: int) -> Stage:
     out = run.out
-    fold_dirs = [out / f"fold-{i}" for i in range(folds)]
-
-    def inputs() -> dict[str, str]:
-        files = [
-            d / n
-            for d in fold_dirs
-            for n in (
-                "split.json",
-                "comparison.json",
-                "normal/eval/results.json",
-                "adversarial/eval/results.json",
-            )
-        ]
-        return {str(f.relative_to(out)): _sha(f) for f in files}
-
-    def go() -> None:
-        from fortify.data import load_manifest
-        from fortify.evaluation.cv import summarize_folds
-        from fortify.report import build_cv_report
-
-        per_fold = [
-            {
-                "fold": i,
-                "normal": read_json(d / "normal" / "eval" / "results.json"),
-                "adversarial": read_json(d / "adversarial" / "eval" / "results.json"),
-                "sentinel": load_manifest(d / "split.json").sentinel or None,
-                "comparison": read_json(d / "comparison.json"),
-            }
-            for i, d in enumerate(fold_dirs)
-        ]
-        write_json(out / "cv" / "summary.json", summarize_folds(per_fold))
-        build_cv_report(out / "cv")
-
     return Stage(
         "cv",
         f"summarise {folds} folds",
         out / "cv" / "stage.json",
         [out / "cv" / "summary.json", out / "cv" / "report.md", out / "cv" / "report.html"],
         {"folds": folds, "fortify_version": __version__},
-        inputs,
-        go,
+        At(run, out, folds=folds),
+        _run_cv,
+        _cv_inputs,
     )
+
+
+def _fold_dirs(at: At) -> list[Path]:
+    return [at.run.out / f"fold-{i}" for i in range(at.folds)]
+
+
+def _cv_inputs(at: At) -> dict[str, str]:
+    names = ("split.json", "comparison.json", "normal/eval/results.json", "adversarial/eval/results.json")
+    files = [d / n for d in _fold_dirs(at) for n in names]
+    return {str(f.relative_to(at.run.out)): _sha(f) for f in files}
+
+
+def _run_cv(at: At) -> None:
+    from fortify.data import load_manifest
+    from fortify.evaluation.cv import summarize_folds
+    from fortify.report import build_cv_report
+
+    per_fold = [
+        {
+            "fold": i,
+            "normal": read_json(d / "normal" / "eval" / "results.json"),
+            "adversarial": read_json(d / "adversarial" / "eval" / "results.json"),
+            "sentinel": load_manifest(d / "split.json").sentinel or None,
+            "comparison": read_json(d / "comparison.json"),
+        }
+        for i, d in enumerate(_fold_dirs(at))
+    ]
+    out = at.run.out
+    write_json(out / "cv" / "summary.json", summarize_folds(per_fold))
+    build_cv_report(out / "cv")
 
 
 def _expected_sizes(data: str, prof: Profile, folds: int | None) -> tuple[int, int, int]:
@@ -590,7 +687,26 @@ def reproduce(
     `folds=K` runs scan-grouped K-fold cross-validation instead of one train/val/test split.
     `on_stage(name, status)` is called with status "running", "done" or "skipped (up to date)" per stage
     (the CLI shows the same through the progress display)."""
-    # ---- validate everything before writing anything
+    run, stages, cfg = _plan(data, out, profile, defense, progress, overrides, device, precision, folds)
+    prepare_out(run.out, cfg, resume=resume, force=force)
+    run.out.mkdir(parents=True, exist_ok=True)
+    write_yaml(run.out / "config.yaml", cfg)
+    _run_stages(run, stages, on_stage)
+    return run.out
+
+
+def _plan(
+    data: str | Path,
+    out: str | Path,
+    profile: str,
+    defense: str,
+    progress: bool,
+    overrides: dict[str, Any] | None,
+    device: str,
+    precision: str,
+    folds: int | None,
+) -> tuple[_Run, list[Stage], dict[str, Any]]:
+    """Validate everything before anything is written: the run's settings, its stages and config.yaml."""
     if defense not in DEFENSES:
         raise ConfigError(f"unknown defense {defense!r}; choose one of {', '.join(DEFENSES)}")
     if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
@@ -634,15 +750,17 @@ def reproduce(
         stages.append(_cv_stage(run, folds))
     # the resolved attack specs, so config.yaml alone says exactly what was run
     cfg["resolved"] = {"attacks": specs, "transfer_attack": transfer_attack}
-    prepare_out(out, cfg, resume=resume, force=force)
+    return run, stages, cfg
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_yaml(out / "config.yaml", cfg)
 
+def _run_stages(run: _Run, stages: list[Stage], on_stage: Callable[[str, str], None] | None) -> None:
+    """Each stage in order: skipped when up to date, else run and recorded; the time budget is measured at
+    the first stage with work to do (a finished run resumed costs no calibration) and updated after each."""
     from rich.console import Console
 
-    console = Console(stderr=True, quiet=not progress)
-    budget: Budget | None = None  # measured at the first stage with work to do, not for a finished run
+    console = Console(stderr=True, quiet=not run.progress)
+    notify = on_stage or _ignore
+    budget: Budget | None = None
     skipped: list[str] = []
     for i, stage in enumerate(stages, 1):
         inputs = stage.inputs()
@@ -652,21 +770,14 @@ def reproduce(
             skipped.append(stage.name)
             if budget is not None:
                 budget.skipped(stage.name)
-            if on_stage:
-                on_stage(stage.name, "skipped (up to date)")
+            notify(stage.name, "skipped (up to date)")
             continue
         if budget is None:
-            speed = _measure(run, console)
-            budget = Budget(speed, [StageEstimate(s.name, s.kind, s.cost(speed)) for s in stages])
-            for name in skipped:
-                budget.skipped(name)
-            _print_budget(console, budget, stages, first=True)
-            write_json(out / "estimate.json", budget.to_dict())
+            budget = _first_budget(run, stages, skipped, console)
         if stage.record.is_file():  # finished earlier for other inputs: its outputs are stale
             stage.clean()
         _print_stage(console, i, len(stages), stage, "running")
-        if on_stage:
-            on_stage(stage.name, "running")
+        notify(stage.name, "running")
         started, cpu_started = time.perf_counter(), time.process_time()
         stage.run()
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
@@ -675,7 +786,20 @@ def reproduce(
         budget.finished(stage.name, seconds)
         if i < len(stages):
             _print_budget(console, budget, stages, first=False)
-        write_json(out / "estimate.json", budget.to_dict())
-        if on_stage:
-            on_stage(stage.name, "done")
-    return out
+        write_json(run.out / "estimate.json", budget.to_dict())
+        notify(stage.name, "done")
+
+
+def _ignore(name: str, status: str) -> None:
+    return None
+
+
+def _first_budget(run: _Run, stages: list[Stage], skipped: list[str], console) -> Budget:
+    """Measure this machine, predict every stage (those already skipped cost nothing), print, save."""
+    speed = _measure(run, console)
+    budget = Budget(speed, [StageEstimate(s.name, s.kind, s.cost(speed)) for s in stages])
+    for name in skipped:
+        budget.skipped(name)
+    _print_budget(console, budget, stages, first=True)
+    write_json(run.out / "estimate.json", budget.to_dict())
+    return budget

@@ -45,25 +45,25 @@ class TrainConfig:
     # split manifest; None -> make one (data layer's default seed) in the run dir; "given" -> make one from
     # the dataset's own train/val/test folders there
     split: str | None = None
-    model: str = "resnet18"
-    mode: str = "standard"
+    model: str = "resnet18"  # a fortify.models registry name
+    mode: str = "standard"  # standard | mixed | pgd | fast | trades | noise (see the module docstring)
     eps: float = 2 / 255  # L-inf radius in [0,1] pixel units (adversarial modes, robust validation)
-    epochs: int = 10
-    image_size: int = 128
+    epochs: int = 10  # passes over the training split
+    image_size: int = 128  # images are resized to image_size x image_size
     batch_size: int = 64  # global batch; with N processes each takes batch_size // N
     lr: float = 0.05  # peak LR (OneCycle max_lr, cosine start)
-    seed: int = 0
-    out: str = "runs/train"
-    device: str = "auto"
+    seed: int = 0  # model init, data order, augmentation and training attacks
+    out: str = "runs/train"  # run directory (config.yaml, metrics.jsonl, checkpoints)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto -> bf16 autocast where the hardware runs it natively
-    pretrained: bool = False
+    pretrained: bool = False  # ImageNet weights from torchvision (needs internet; offline: weights)
     weights: str | None = None  # local torchvision state dict (offline ImageNet weights)
     init: str | None = (
         None  # fortify checkpoint to start from (e.g. adversarial fine-tuning of a standard run)
     )
     optimizer: str = "sgd"  # sgd (momentum 0.9, nesterov) | adamw
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"
+    weight_decay: float = 5e-4  # decoupled for adamw, L2 for sgd
+    schedule: str = "onecycle"  # onecycle | cosine | constant
     class_balanced: bool = False  # weight the loss by inverse class frequency (benign is ~11%)
     bn_recalibrate: bool = True  # re-estimate batch-norm statistics on clean train images before validation
     augment: bool = True  # random horizontal flip (+ whole-pixel shifts if max_shift > 0), stays in [0,1]
@@ -73,7 +73,7 @@ class TrainConfig:
     attack_alpha: float | None = None  # step size; None -> 2.5*eps/steps (fast: 1.25*eps)
     craft_bn: str = "batch"  # BN statistics training attacks craft against: "batch" | "running"
     mixed_clean_weight: float = 0.5  # mixed/trades-free: loss = w*CE(clean) + (1-w)*CE(adv)
-    trades_beta: float = 6.0
+    trades_beta: float = 6.0  # trades mode: weight of the KL (robustness) term
     noise_sigma: float = 0.25  # noise mode: std of the Gaussian noise in [0,1] pixel units
     val_attack_steps: int = 5  # PGD steps for robust validation accuracy (model selection, every epoch)
     val_robust: bool | None = None  # None -> on for adversarial modes, off for standard

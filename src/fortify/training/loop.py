@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -34,7 +35,7 @@ from fortify.training.checkpoints import (
     set_rng_state,
 )
 from fortify.training.config import TrainConfig
-from fortify.training.recipes import training_step_loss
+from fortify.training.recipes import StepOutput, training_step_loss
 from fortify.training.rundir import prepare_run_dir, read_metrics, truncate_metrics
 
 EVAL_BATCH = 128
@@ -174,31 +175,33 @@ def evaluate(
     fgsm_too: bool,
     seed: int,
 ) -> dict[str, float | None]:
-    """Clean loss/accuracy and (optionally) PGD / FGSM accuracy on this rank's shard, summed over ranks."""
+    """Clean loss/accuracy and (optionally) PGD / FGSM accuracy on this rank's shard, summed over ranks.
+
+    Returns metrics.jsonl's validation fields (val_loss, val_clean_acc, val_robust_acc, val_fgsm_acc)."""
     was_training = model.training
     model.eval()
     idx = torch.arange(x.shape[0])[info.rank :: info.world_size]
     gen = torch.Generator().manual_seed(seed)  # same PGD starts every epoch: comparable val numbers
-    sums = [0.0, 0.0, 0.0, 0.0, 0.0]  # loss, clean correct, pgd correct, fgsm correct, n
+    loss = clean = rob = fg = n = 0.0  # sums over this rank's images
     for b in idx.split(EVAL_BATCH):
         xb, yb = runtime.to_device(x[b]), y[b].to(runtime.device)
         with torch.no_grad(), runtime.autocast():
             logits = model(xb).float()
-        sums[0] += float(F.cross_entropy(logits, yb, reduction="sum"))
-        sums[1] += float((logits.argmax(1) == yb).sum())
-        sums[4] += b.numel()
+        loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+        clean += float((logits.argmax(1) == yb).sum())
+        n += b.numel()
         if robust:
             with runtime.autocast():
                 x_adv = pgd(model, xb, yb, eps=eps, steps=steps, early_stop=True, generator=gen)
             with torch.no_grad(), runtime.autocast():
-                sums[2] += float((model(x_adv).argmax(1) == yb).sum())
+                rob += float((model(x_adv).argmax(1) == yb).sum())
         if fgsm_too:
             with runtime.autocast():
                 x_adv = fgsm(model, xb, yb, eps=eps)
             with torch.no_grad(), runtime.autocast():
-                sums[3] += float((model(x_adv).argmax(1) == yb).sum())
+                fg += float((model(x_adv).argmax(1) == yb).sum())
     model.train(was_training)
-    loss, clean, rob, fg, n = ddp.all_reduce_sum(sums, info, runtime.device)
+    loss, clean, rob, fg, n = ddp.all_reduce_sum([loss, clean, rob, fg, n], info, runtime.device)
     n = max(n, 1.0)
     return {
         "val_loss": loss / n,
@@ -273,6 +276,89 @@ def _tensorboard(cfg: TrainConfig, run_dir: Path):
     return SummaryWriter(str(run_dir / "tb"))
 
 
+@dataclass
+class LoopState:
+    """The epoch loop's own state: saved in last.state.pt (as a plain dict) and restored by --resume."""
+
+    epoch: int = 0  # epochs completed
+    best_score: list[float] | None = None  # `_selection_score` of the best epoch so far
+    best_epoch: int = 0
+    since_best: int = 0  # epochs without a better score (early stopping)
+    co_detected: bool = False  # fast mode: catastrophic overfitting seen
+    co_epochs: list[int] = field(default_factory=list)
+    best_pgd_batch_acc: float = 0.0  # best validation PGD accuracy so far (the CO guard's reference)
+    stopped: str | None = None  # why the run ended before cfg.epochs, once it has
+
+
+@dataclass
+class EpochStats:
+    """One epoch of training: sums over its batches (over every rank after `all_reduced`), its last eps."""
+
+    loss: float = 0.0  # sum of batch loss x batch size
+    clean_correct: float = 0.0
+    clean_n: float = 0.0  # images in batches with a clean forward
+    adv_correct: float = 0.0
+    adv_n: float = 0.0  # images in batches with an adversarial forward
+    n: float = 0.0
+    eps: float = 0.0  # the (warmed-up) eps of the epoch's last batch
+    seconds: float = 0.0
+
+    SUMS = ("loss", "clean_correct", "clean_n", "adv_correct", "adv_n", "n")
+
+    def add(self, out: StepOutput, n: int) -> None:
+        self.loss += float(out.loss.detach()) * n
+        self.n += n
+        if out.clean_correct is not None:
+            self.clean_correct += out.clean_correct
+            self.clean_n += n
+        if out.adv_correct is not None:
+            self.adv_correct += out.adv_correct
+            self.adv_n += n
+
+    def all_reduced(self, info: ddp.DistInfo, device: torch.device) -> EpochStats:
+        sums = ddp.all_reduce_sum([getattr(self, k) for k in self.SUMS], info, device)
+        return replace(self, **dict(zip(self.SUMS, sums, strict=True)))
+
+    def text(self) -> str:
+        text = f"loss {self.loss / max(self.n, 1.0):.3f}"
+        if self.clean_n:
+            text += f"  clean {self.clean_correct / self.clean_n:.3f}"
+        if self.adv_n:
+            text += f"  adv {self.adv_correct / self.adv_n:.3f}"
+        return text
+
+
+@dataclass
+class ValidationResult:
+    metrics: dict[str, float | None]  # val_loss, val_clean_acc, val_robust_acc, val_fgsm_acc (metrics.jsonl)
+    seconds: float
+
+
+@dataclass
+class TrainingRun:
+    """Everything a run carries from epoch to epoch, built once by `_setup`."""
+
+    cfg: TrainConfig
+    info: ddp.DistInfo
+    runtime: Runtime
+    run_dir: Path
+    splits: Splits
+    model: nn.Module
+    net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    data_gen: torch.Generator  # data order and augmentation (saved with every `last` checkpoint)
+    class_weights: torch.Tensor | None
+    per_rank_batch: int
+    steps_per_epoch: int
+    checkpoint_info: dict  # what every checkpoint's JSON says about the run
+    state: LoopState = field(default_factory=LoopState)
+
+    @property
+    def selection(self) -> str:
+        return self.checkpoint_info["selection"]
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -286,6 +372,48 @@ def train(
     `stop_after_epoch=k` ends the run after epoch k as if it had been killed there (used to test
     that --resume reproduces an uninterrupted run).
     """
+    run = _setup(cfg, resume=resume, force=force, progress=progress)
+    writer = _tensorboard(cfg, run.run_dir) if run.info.is_main else None
+    t_run = time.perf_counter()
+    first_epoch = run.state.epoch  # a resumed run's ETA counts only the epochs it has run itself
+    with _progress_bar(progress and run.info.is_main) as bar:
+        for epoch in range(run.state.epoch, cfg.epochs):
+            if run.state.stopped or (stop_after_epoch is not None and epoch >= stop_after_epoch):
+                break
+            t0 = time.perf_counter()
+            batches = _epoch_batches(run)
+            task = (
+                bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(batches), stats="") if bar else None
+            )
+            stats = train_one_epoch(run, epoch, batches, on_batch=_bar_advance(bar, task))
+            val = validate(run)
+            record = _epoch_record(run, epoch, stats, val, time.perf_counter() - t0)
+            improved = _update_selection(run, record)
+            _save_epoch(run, record, improved, writer)
+            if bar:
+                bar.update(task, stats=_epoch_stats(record))
+                if not bar.console.is_terminal:
+                    # A log file sees no live bar (rich draws it only at the end): one line per epoch instead.
+                    spent = time.perf_counter() - t_run
+                    left = spent / (epoch + 1 - first_epoch) * (cfg.epochs - epoch - 1)
+                    bar.console.print(
+                        f"epoch {epoch + 1}/{cfg.epochs}: {_epoch_stats(record)}  "
+                        f"{record['epoch_seconds']:.0f} s, about {left / 60:.1f} min left"
+                    )
+    if writer is not None:
+        writer.close()
+    return _summary(run, time.perf_counter() - t_run)
+
+
+def _bar_advance(bar, task) -> Callable[[EpochStats], None] | None:
+    if bar is None:
+        return None
+    return lambda stats: bar.update(task, advance=1, stats=stats.text())
+
+
+def _setup(cfg: TrainConfig, *, resume: bool, force: bool, progress: bool) -> TrainingRun:
+    """Validate, join the process group, claim the run dir, load data and build model, optimizer and
+    schedule; restore all of them from last.* when resuming."""
     cfg.validate()
     info = ddp.init_distributed(cfg.device)
     device = cfg.device
@@ -324,214 +452,240 @@ def train(
     class_weights = (
         _class_weights(splits.train_y, num_classes).to(runtime.device) if cfg.class_balanced else None
     )
-
-    manifest_ref = {
-        "manifest": str(splits.manifest.resolve()),
-        "sha256": sha256_file(splits.manifest),
-        "in_run_dir": cfg.split is None or cfg.split == "given",
-    }
-    state = {
-        "epoch": 0,
-        "best_score": None,
-        "best_epoch": 0,
-        "since_best": 0,
-        "co_detected": False,
-        "co_epochs": [],
-        "best_pgd_batch_acc": 0.0,
-        "stopped": None,
-    }
+    run = TrainingRun(
+        cfg=cfg,
+        info=info,
+        runtime=runtime,
+        run_dir=run_dir,
+        splits=splits,
+        model=model,
+        net=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        data_gen=data_gen,
+        class_weights=class_weights,
+        per_rank_batch=per_rank_batch,
+        steps_per_epoch=steps_per_epoch,
+        checkpoint_info=_checkpoint_info(cfg, splits, runtime, info),
+    )
     if resuming:
-        last = read_checkpoint_info(run_dir / "last.safetensors")
-        if last["model"] != cfg.model or list(last["classes"]) != splits.classes:
-            raise CheckpointError(
-                f"{run_dir}/last.json is for {last['model']} on classes {last['classes']}, "
-                f"not {cfg.model} on {splits.classes}"
-            )
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(str(run_dir / "last.safetensors")))
-        saved = load_training_state(run_dir / "last.state.pt")
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        extra = saved["extra"]
-        data_gen.set_state(extra["data_generator"])
-        rank_rng = extra.get("rank_rng")
-        same_world = rank_rng is not None and len(rank_rng) == info.world_size
-        set_rng_state(rank_rng[info.rank] if same_world else saved["rng"])  # other world size: not bit-exact
-        state.update(extra["loop"])
-        if info.is_main:
-            truncate_metrics(run_dir / "metrics.jsonl", state["epoch"])
-
-    net = model
+        run.state = _restore(run)
     if info.enabled:
-        net = nn.parallel.DistributedDataParallel(
+        run.net = nn.parallel.DistributedDataParallel(
             model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None
         )
-    writer = _tensorboard(cfg, run_dir) if info.is_main else None
-    show = progress and info.is_main
-    base_info = {
+    return run
+
+
+def _checkpoint_info(cfg: TrainConfig, splits: Splits, runtime: Runtime, info: ddp.DistInfo) -> dict:
+    return {
         "model": cfg.model,
-        "num_classes": num_classes,
+        "num_classes": len(splits.classes),
         "in_channels": 1,
         "image_size": cfg.image_size,
         "classes": splits.classes,
         "mode": cfg.mode,
         "eps": cfg.eps,
         "config": cfg.to_dict(),
-        "split": manifest_ref,
+        "split": {
+            "manifest": str(splits.manifest.resolve()),
+            "sha256": sha256_file(splits.manifest),
+            "in_run_dir": cfg.split is None or cfg.split == "given",
+        },
         "dataset": {"root": splits.root, "synthetic": splits.synthetic},
         "runtime": runtime.describe(),
         "world_size": info.world_size,
         "selection": "val_robust_acc" if cfg.robust_validation and cfg.adversarial else "val_clean_acc",
     }
 
-    t_run = time.perf_counter()
-    first_epoch = state["epoch"]  # a resumed run's ETA counts only the epochs it has run itself
-    with _progress_bar(show) as bar:
-        for epoch in range(state["epoch"], cfg.epochs):
-            if state["stopped"] or (stop_after_epoch is not None and epoch >= stop_after_epoch):
-                break
-            t0 = time.perf_counter()
-            perm = torch.randperm(splits.train_x.shape[0], generator=data_gen)
-            batches = _batches(ddp.shard_indices(perm, info), per_rank_batch)
-            task = (
-                bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(batches), stats="") if bar else None
+
+def _restore(run: TrainingRun) -> LoopState:
+    """--resume: weights, optimizer, schedule, data order and RNGs from last.*; metrics.jsonl cut back to
+    the last saved epoch. Returns the loop's state at that epoch."""
+    cfg, info, run_dir = run.cfg, run.info, run.run_dir
+    last = read_checkpoint_info(run_dir / "last.safetensors")
+    if last["model"] != cfg.model or list(last["classes"]) != run.splits.classes:
+        raise CheckpointError(
+            f"{run_dir}/last.json is for {last['model']} on classes {last['classes']}, "
+            f"not {cfg.model} on {run.splits.classes}"
+        )
+    from safetensors.torch import load_file
+
+    run.model.load_state_dict(load_file(str(run_dir / "last.safetensors")))
+    saved = load_training_state(run_dir / "last.state.pt")
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    extra = saved["extra"]
+    run.data_gen.set_state(extra["data_generator"])
+    rank_rng = extra.get("rank_rng")
+    same_world = rank_rng is not None and len(rank_rng) == info.world_size
+    set_rng_state(rank_rng[info.rank] if same_world else saved["rng"])  # other world size: not bit-exact
+    known = {f.name for f in fields(LoopState)}
+    state = LoopState(**{k: v for k, v in extra["loop"].items() if k in known})
+    if info.is_main:
+        truncate_metrics(run_dir / "metrics.jsonl", state.epoch)
+    return state
+
+
+def _epoch_batches(run: TrainingRun) -> list[torch.Tensor]:
+    """This rank's batches of a fresh permutation (drawn from the run's data generator)."""
+    perm = torch.randperm(run.splits.train_x.shape[0], generator=run.data_gen)
+    return _batches(ddp.shard_indices(perm, run.info), run.per_rank_batch)
+
+
+def train_one_epoch(
+    run: TrainingRun,
+    epoch: int,
+    batches: list[torch.Tensor],
+    *,
+    on_batch: Callable[[EpochStats], None] | None = None,
+) -> EpochStats:
+    """One pass over `batches` (augment, the mode's loss, optimizer and schedule step per batch)."""
+    cfg, runtime, splits = run.cfg, run.runtime, run.splits
+    t0 = time.perf_counter()
+    stats = EpochStats()
+    run.model.train()
+    try:
+        for b, idx in enumerate(batches):
+            xb = splits.train_x[idx]
+            if cfg.augment:
+                xb = augment_batch(xb, run.data_gen, max_shift=cfg.max_shift)
+            xb, yb = runtime.to_device(xb), splits.train_y[idx].to(runtime.device)
+            stats.eps = _eps_at(cfg, epoch * run.steps_per_epoch + b, run.steps_per_epoch)
+            out = training_step_loss(
+                run.net,
+                run.model,
+                xb,
+                yb,
+                cfg=cfg,
+                eps=stats.eps,
+                class_weights=run.class_weights,
+                batch_index=b,
+                epoch=epoch,
+                runtime=runtime,
             )
-            sums = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # loss*n, clean correct, clean n, adv correct, adv n, n
-            eps_now = 0.0
-            model.train()
-            try:
-                for b, idx in enumerate(batches):
-                    xb = splits.train_x[idx]
-                    if cfg.augment:
-                        xb = augment_batch(xb, data_gen, max_shift=cfg.max_shift)
-                    xb, yb = runtime.to_device(xb), splits.train_y[idx].to(runtime.device)
-                    eps_now = _eps_at(cfg, epoch * steps_per_epoch + b, steps_per_epoch)
-                    out = training_step_loss(
-                        net,
-                        model,
-                        xb,
-                        yb,
-                        cfg=cfg,
-                        eps=eps_now,
-                        class_weights=class_weights,
-                        batch_index=b,
-                        epoch=epoch,
-                        runtime=runtime,
-                    )
-                    optimizer.zero_grad(set_to_none=True)
-                    out.loss.backward()
-                    optimizer.step()
-                    scheduler.step()
-                    n = yb.numel()
-                    sums[0] += float(out.loss.detach()) * n
-                    sums[5] += n
-                    if out.clean_correct is not None:
-                        sums[1] += out.clean_correct
-                        sums[2] += n
-                    if out.adv_correct is not None:
-                        sums[3] += out.adv_correct
-                        sums[4] += n
-                    if bar:
-                        bar.update(task, advance=1, stats=_batch_stats(sums))
-            except RuntimeError as e:
-                _raise_if_oom(e, cfg, runtime)
-                raise
-            train_seconds = time.perf_counter() - t0
-            loss_sum, c_ok, c_n, a_ok, a_n, seen = ddp.all_reduce_sum(sums, info, runtime.device)
-            t1 = time.perf_counter()
-            with _oom_guard(cfg, runtime):
-                if cfg.bn_recalibrate:
-                    recalibrate_batchnorm(model, splits.train_x, runtime=runtime, info=info)
-                val = evaluate(
-                    model,
-                    splits.val_x,
-                    splits.val_y,
-                    runtime=runtime,
-                    info=info,
-                    eps=cfg.eps,
-                    steps=cfg.val_attack_steps,
-                    robust=cfg.robust_validation,
-                    fgsm_too=cfg.mode == "fast",
-                    seed=cfg.seed + 1,
-                )
-            val_seconds = time.perf_counter() - t1
-            record = {
-                "epoch": epoch + 1,
-                "loss": loss_sum / max(seen, 1.0),
-                "train_clean_acc": c_ok / c_n if c_n else None,
-                "train_adv_acc": a_ok / a_n if a_n else None,
-                **val,
-                "lr": scheduler.get_last_lr()[0],
-                "eps": eps_now,
-                "train_seconds": train_seconds,
-                "val_seconds": val_seconds,
-                "epoch_seconds": time.perf_counter() - t0,
-            }
-            record["train_acc"] = record["train_clean_acc"] if c_n else record["train_adv_acc"]
-            _check_catastrophic_overfitting(cfg, record, state)
-            score = _selection_score(cfg, record)
-            improved = state["best_score"] is None or score > state["best_score"]
-            if improved:
-                state.update(best_score=score, best_epoch=epoch + 1, since_best=0)
-            else:
-                state["since_best"] += 1
-            record["best"] = improved
-            state["epoch"] = epoch + 1
-            if cfg.patience is not None and state["since_best"] >= cfg.patience:
-                state["stopped"] = f"early stop: no better {base_info['selection']} for {cfg.patience} epochs"
-            if record.get("catastrophic_overfitting") and cfg.co_action == "stop":
-                state["stopped"] = "catastrophic overfitting (fast mode); best checkpoint kept"
-            rank_rng = _gather_rng(info)
-            if info.is_main:
-                append_jsonl(run_dir / "metrics.jsonl", record)
-                ckpt_info = {**base_info, "epoch": epoch + 1, "metrics": record}
-                if improved:
-                    save_checkpoint(run_dir / "best", model, ckpt_info, rng=False)
-                extra = {"data_generator": data_gen.get_state(), "loop": dict(state)}
-                if rank_rng is not None:
-                    extra["rank_rng"] = rank_rng
-                save_checkpoint(
-                    run_dir / "last",
-                    model,
-                    {**ckpt_info, "best_epoch": state["best_epoch"]},
-                    optimizer=optimizer,
-                    scheduler=scheduler,
-                    extra_state=extra,
-                )
-                if writer is not None:
-                    for k, v in record.items():
-                        if isinstance(v, float):
-                            writer.add_scalar(k, v, epoch + 1)
-            ddp.barrier(info)
-            if bar:
-                bar.update(task, stats=_epoch_stats(record))
-                if not bar.console.is_terminal:
-                    # A log file sees no live bar (rich draws it only at the end): one line per epoch instead.
-                    spent = time.perf_counter() - t_run
-                    left = spent / (epoch + 1 - first_epoch) * (cfg.epochs - epoch - 1)
-                    bar.console.print(
-                        f"epoch {epoch + 1}/{cfg.epochs}: {_epoch_stats(record)}  "
-                        f"{record['epoch_seconds']:.0f} s, about {left / 60:.1f} min left"
-                    )
-    if writer is not None:
-        writer.close()
-    in_sync = _params_in_sync(model, info, runtime.device)
+            run.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            run.optimizer.step()
+            run.scheduler.step()
+            stats.add(out, yb.numel())
+            if on_batch is not None:
+                on_batch(stats)
+    except RuntimeError as e:
+        _raise_if_oom(e, cfg, runtime)
+        raise
+    stats.seconds = time.perf_counter() - t0
+    return stats.all_reduced(run.info, runtime.device)
+
+
+def validate(run: TrainingRun) -> ValidationResult:
+    """Fresh batch-norm statistics (when configured), then clean and robust accuracy on the val split."""
+    cfg = run.cfg
+    t0 = time.perf_counter()
+    with _oom_guard(cfg, run.runtime):
+        if cfg.bn_recalibrate:
+            recalibrate_batchnorm(run.model, run.splits.train_x, runtime=run.runtime, info=run.info)
+        metrics = evaluate(
+            run.model,
+            run.splits.val_x,
+            run.splits.val_y,
+            runtime=run.runtime,
+            info=run.info,
+            eps=cfg.eps,
+            steps=cfg.val_attack_steps,
+            robust=cfg.robust_validation,
+            fgsm_too=cfg.mode == "fast",
+            seed=cfg.seed + 1,
+        )
+    return ValidationResult(metrics, time.perf_counter() - t0)
+
+
+def _epoch_record(
+    run: TrainingRun, epoch: int, stats: EpochStats, val: ValidationResult, seconds: float
+) -> dict:
+    """The epoch's metrics.jsonl line (also the checkpoints' "metrics")."""
+    record = {
+        "epoch": epoch + 1,
+        "loss": stats.loss / max(stats.n, 1.0),
+        "train_clean_acc": stats.clean_correct / stats.clean_n if stats.clean_n else None,
+        "train_adv_acc": stats.adv_correct / stats.adv_n if stats.adv_n else None,
+        **val.metrics,
+        "lr": run.scheduler.get_last_lr()[0],
+        "eps": stats.eps,
+        "train_seconds": stats.seconds,
+        "val_seconds": val.seconds,
+        "epoch_seconds": seconds,
+    }
+    record["train_acc"] = record["train_clean_acc"] if stats.clean_n else record["train_adv_acc"]
+    return record
+
+
+def _update_selection(run: TrainingRun, record: dict) -> bool:
+    """Overfitting guard, best epoch, early stopping: updates run.state and marks record["best"];
+    returns whether this epoch is the best so far."""
+    cfg, state = run.cfg, run.state
+    _check_catastrophic_overfitting(cfg, record, state)
+    score = _selection_score(cfg, record)
+    improved = state.best_score is None or score > state.best_score
+    if improved:
+        state.best_score, state.best_epoch, state.since_best = score, record["epoch"], 0
+    else:
+        state.since_best += 1
+    record["best"] = improved
+    state.epoch = record["epoch"]
+    if cfg.patience is not None and state.since_best >= cfg.patience:
+        state.stopped = f"early stop: no better {run.selection} for {cfg.patience} epochs"
+    if record.get("catastrophic_overfitting") and cfg.co_action == "stop":
+        state.stopped = "catastrophic overfitting (fast mode); best checkpoint kept"
+    return improved
+
+
+def _save_epoch(run: TrainingRun, record: dict, improved: bool, writer) -> None:
+    """metrics.jsonl, best.* (when improved) and last.* with everything --resume needs; rank 0 writes."""
+    rank_rng = _gather_rng(run.info)
+    if run.info.is_main:
+        epoch = record["epoch"]
+        append_jsonl(run.run_dir / "metrics.jsonl", record)
+        ckpt_info = {**run.checkpoint_info, "epoch": epoch, "metrics": record}
+        if improved:
+            save_checkpoint(run.run_dir / "best", run.model, ckpt_info, rng=False)
+        extra = {"data_generator": run.data_gen.get_state(), "loop": asdict(run.state)}
+        if rank_rng is not None:
+            extra["rank_rng"] = rank_rng
+        save_checkpoint(
+            run.run_dir / "last",
+            run.model,
+            {**ckpt_info, "best_epoch": run.state.best_epoch},
+            optimizer=run.optimizer,
+            scheduler=run.scheduler,
+            extra_state=extra,
+        )
+        if writer is not None:
+            for k, v in record.items():
+                if isinstance(v, float):
+                    writer.add_scalar(k, v, epoch)
+    ddp.barrier(run.info)
+
+
+def _summary(run: TrainingRun, seconds: float) -> dict:
+    """The run's summary (`fortify train --json`), after checking DDP ranks ended in sync."""
+    info, state = run.info, run.state
+    in_sync = _params_in_sync(run.model, info, run.runtime.device)
     ddp.shutdown(info)
-    metrics = read_metrics(run_dir / "metrics.jsonl") if info.is_main else []
-    best = next((m for m in metrics if m["epoch"] == state["best_epoch"]), None)
+    metrics = read_metrics(run.run_dir / "metrics.jsonl") if info.is_main else []
+    best = next((m for m in metrics if m["epoch"] == state.best_epoch), None)
     return {
-        "run_dir": str(run_dir),
-        "epochs_completed": state["epoch"],
-        "best_epoch": state["best_epoch"],
+        "run_dir": str(run.run_dir),
+        "epochs_completed": state.epoch,
+        "best_epoch": state.best_epoch,
         "best": best,
         "last": metrics[-1] if metrics else None,
-        "selection": base_info["selection"],
-        "stopped": state["stopped"],
-        "catastrophic_overfitting": state["co_detected"],
-        "co_epochs": state["co_epochs"],
-        "seconds_this_run": time.perf_counter() - t_run,
-        "runtime": runtime.describe(),
+        "selection": run.selection,
+        "stopped": state.stopped,
+        "catastrophic_overfitting": state.co_detected,
+        "co_epochs": state.co_epochs,
+        "seconds_this_run": seconds,
+        "runtime": run.runtime.describe(),
         "world_size": info.world_size,
         "rank": info.rank,
         "ddp_params_in_sync": in_sync,
@@ -554,15 +708,6 @@ def _load_init(model: nn.Module, cfg: TrainConfig, classes: list[str]) -> None:
     path = Path(cfg.init)
     path = path / "best.safetensors" if path.is_dir() else path.with_suffix(".safetensors")
     model.load_state_dict(load_file(str(path)))
-
-
-def _batch_stats(sums: list[float]) -> str:
-    text = f"loss {sums[0] / max(sums[5], 1.0):.3f}"
-    if sums[2]:
-        text += f"  clean {sums[1] / sums[2]:.3f}"
-    if sums[4]:
-        text += f"  adv {sums[3] / sums[4]:.3f}"
-    return text
 
 
 def _epoch_stats(record: dict) -> str:
@@ -599,18 +744,18 @@ def _gather_rng(info: ddp.DistInfo):
     return gathered
 
 
-def _check_catastrophic_overfitting(cfg: TrainConfig, record: dict, state: dict) -> None:
+def _check_catastrophic_overfitting(cfg: TrainConfig, record: dict, state: LoopState) -> None:
     """Fast mode: PGD val accuracy collapsing while FGSM val accuracy stays high is the CO signature."""
     if cfg.mode != "fast" or record.get("val_robust_acc") is None:
         return
     pgd_acc, fgsm_acc = record["val_robust_acc"], record["val_fgsm_acc"]
-    best = state["best_pgd_batch_acc"]
+    best = state.best_pgd_batch_acc
     detected = best - pgd_acc >= CO_PGD_DROP and fgsm_acc - pgd_acc >= CO_FGSM_GAP
     record["catastrophic_overfitting"] = detected
-    state["best_pgd_batch_acc"] = max(best, pgd_acc)
+    state.best_pgd_batch_acc = max(best, pgd_acc)
     if detected:
-        state["co_detected"] = True
-        state["co_epochs"] = [*state["co_epochs"], record["epoch"]]
+        state.co_detected = True
+        state.co_epochs = [*state.co_epochs, record["epoch"]]
         warnings.warn(
             f"catastrophic overfitting at epoch {record['epoch']}: val PGD acc {pgd_acc:.3f} "
             f"(best {best:.3f}) while FGSM acc {fgsm_acc:.3f}; the best checkpoint predates it",

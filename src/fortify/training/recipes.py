@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fortify.attacks import fgsm, pgd
+from fortify.attacks import fgsm, pgd, trades_kl
 from fortify.runtime import Runtime
 from fortify.training.batchstats import crafting_model
 from fortify.training.config import MIXED_ATTACKS, TrainConfig
@@ -36,45 +36,6 @@ def _alpha(cfg: TrainConfig, eps: float, steps: int) -> float:
     if cfg.attack_alpha is not None:
         return cfg.attack_alpha * (eps / cfg.eps if cfg.eps > 0 else 1.0)  # scales with eps warm-up
     return 2.5 * eps / steps
-
-
-def trades_attack(
-    model: nn.Module,
-    x: torch.Tensor,
-    *,
-    eps: float,
-    steps: int,
-    alpha: float,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """TRADES inner maximization: L-inf PGD on KL(f(x) || f(x')) from x + 0.001*N(0,1).
-
-    Same rules as fortify.attacks: eval mode, parameter gradients untouched, output in [0,1]
-    and in the eps-ball. The caller provides autocast (and, for batch statistics, a
-    `BatchStatsModel`).
-    """
-    was_training = model.training
-    flags = [p.requires_grad for p in model.parameters()]
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        x0 = x.detach()
-        with torch.no_grad():
-            p_clean = F.softmax(model(x0).float(), dim=1)
-        noise = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device)
-        x_adv = (x0 + 0.001 * noise).clamp(0, 1)
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            kl = F.kl_div(F.log_softmax(model(x_adv).float(), dim=1), p_clean, reduction="sum")
-            (grad,) = torch.autograd.grad(kl, x_adv)
-            x_adv = x_adv.detach() + alpha * grad.sign()
-            x_adv = torch.min(torch.max(x_adv, x0 - eps), x0 + eps).clamp(0, 1)
-    finally:
-        for p, f in zip(model.parameters(), flags, strict=True):
-            p.requires_grad_(f)
-        model.train(was_training)
-    return x_adv.detach()
 
 
 def make_adversarial(
@@ -99,7 +60,7 @@ def make_adversarial(
             alpha = 1.25 * eps if cfg.attack_alpha is None else _alpha(cfg, eps, 1)
             return fgsm(crafter, x, y, eps=eps, random_start=True, alpha=alpha), "fgsm-rs"
         if mode == "trades":
-            return trades_attack(crafter, x, eps=eps, steps=steps, alpha=_alpha(cfg, eps, steps)), "trades-kl"
+            return trades_kl(crafter, x, eps=eps, steps=steps, alpha=_alpha(cfg, eps, steps)), "trades-kl"
         if mode == "mixed":
             # Rotate per batch (offset by epoch) so each epoch with >= 3 batches sees all three attacks.
             name = MIXED_ATTACKS[(batch_index + epoch) % len(MIXED_ATTACKS)]

@@ -1,0 +1,213 @@
+"""Training recipes compared on scan-grouped K folds, measured on each fold's VALIDATION split only.
+
+Every recipe is a set of profile overrides (the dotted keys `fortify reproduce --set` takes) on a base
+profile (quick by default). A normal recipe trains from scratch; an adversarial recipe fine-tunes the
+normal model of the recipe it names in `from` (as the quick profile's adversarial stage does). Each
+(recipe, fold) trains into OUT/<recipe>/fold-<i>/ and is skipped when its row exists, so an interrupted
+comparison resumes. The test fold of each manifest is never loaded: recipes are chosen on validation,
+and the winner is then measured once with `fortify reproduce --folds K` (the test folds).
+
+    .venv/bin/python benchmarks/recipes.py --out /tmp/recipes --folds 5 --use-folds 0,1,2 \\
+        --recipe quick --recipe epochs30 --recipe px160
+
+Per row: clean validation accuracy of the LAST checkpoint (no selection on the split it is scored
+on), balanced accuracy, benign recall, PGD-10 (L-inf) robust accuracy at each --eps, the raw-pixel
+1-NN sentinel train -> val, and the seconds the fold took (with the load average, since the machine
+is shared). The summary prints mean and standard deviation over the folds measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fortify.attacks import pgd
+from fortify.data import load_split, make_folds, save_manifest
+from fortify.data.sentinel import leakage_sentinel
+from fortify.evaluation.batches import predict
+from fortify.fileio import read_json, write_json
+from fortify.numbers import parse_number
+from fortify.pipeline.profiles import load_profile
+from fortify.pipeline.reproduce import train_config
+from fortify.runtime import Runtime, cpu_kind, seed_everything
+from fortify.training import load_model, train
+
+DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared/datasets/iqothnccd")
+
+# name -> {"from": normal recipe (adversarial recipes only), "mode": defense, "set": profile overrides}
+RECIPES: dict[str, dict[str, Any]] = {
+    # normal training (quick profile: ResNet18 128 px, AdamW OneCycle lr 2e-3, 20 epochs, flips)
+    "quick": {"set": {}},
+    "epochs30": {"set": {"normal.epochs": 30}},
+    "epochs40": {"set": {"normal.epochs": 40}},
+    "px160": {"set": {"image_size": 160}},
+    "px192": {"set": {"image_size": 192}},
+    "shift3": {"set": {"train.max_shift": 0.03}},
+    "balanced": {"set": {"train.class_balanced": True}},
+    "noaug": {"set": {"train.augment": False}},
+    "lr1e-3": {"set": {"normal.lr": 0.001}},
+    "lr4e-3": {"set": {"normal.lr": 0.004}},
+    "resnet34": {"set": {"model": "resnet34"}},
+    "smallcnn": {"set": {"model": "smallcnn"}},
+    # adversarial fine-tuning of the quick normal model (5 epochs, 3 attack steps, eps 2/255)
+    "mixed": {"from": "quick", "mode": "mixed", "set": {}},
+    "pgd-at": {"from": "quick", "mode": "pgd", "set": {}},
+    "trades": {"from": "quick", "mode": "trades", "set": {}},
+    "pgd-at-eps4": {"from": "quick", "mode": "pgd", "set": {"adversarial.eps": 4 / 255}},
+    "pgd-at-10ep": {"from": "quick", "mode": "pgd", "set": {"adversarial.epochs": 10}},
+    "mixed-10ep": {"from": "quick", "mode": "mixed", "set": {"adversarial.epochs": 10}},
+}
+
+
+def fold_manifests(data: str, out: Path, k: int, prof, cache_dir: str | None) -> list[Path]:
+    """The K scan-grouped fold manifests (made once, with the profile's seed and validation share)."""
+    paths = [out / "folds" / f"fold-{i}.json" for i in range(k)]
+    if all(p.exists() for p in paths):
+        return paths
+    val_fraction = prof.fractions[1] / (prof.fractions[0] + prof.fractions[1])
+    manifests = make_folds(
+        data, k, seed=prof.seed, val_fraction=val_fraction, image_size=prof.image_size, cache_dir=cache_dir
+    )
+    for p, m in zip(paths, manifests, strict=True):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        save_manifest(m, p)
+    return paths
+
+
+def run_recipe_fold(
+    name: str, fold: int, manifest: Path, args: argparse.Namespace, runtime: Runtime
+) -> dict[str, Any]:
+    recipe = RECIPES[name]
+    stage = "adversarial" if "from" in recipe else "normal"
+    prof = load_profile(args.profile, recipe["set"])
+    root = args.out / name / f"fold-{fold}"
+    cfg = train_config(
+        prof, stage, recipe.get("mode", "standard"), args.data, root, args.device, args.precision
+    )
+    cfg.split, cfg.cache_dir = str(manifest), args.cache_dir
+    if stage == "adversarial":  # fine-tune the named normal recipe's model of the same fold
+        cfg.init = str(args.out / recipe["from"] / f"fold-{fold}" / "normal" / "best.safetensors")
+        if not Path(cfg.init).exists():
+            raise SystemExit(f"recipe {name}: run the normal recipe {recipe['from']!r} on fold {fold} first")
+    t0 = time.perf_counter()
+    train(cfg, resume=True, progress=False)
+    train_s = time.perf_counter() - t0
+    model, info = load_model(Path(cfg.out) / "last.safetensors")
+    model = runtime.prepare_model(model)
+    parts = load_split(
+        manifest,
+        args.data,
+        image_size=prof.image_size,
+        limit_per_class=prof.limit_per_class,
+        cache_dir=args.cache_dir,
+    )
+    val = parts["val"]
+    x, y = val.tensors()
+    pred, _ = predict(model, x, runtime, batch_size=64)
+    classes = val.classes
+    benign = next(i for i, c in enumerate(classes) if c.lower().startswith(("benign", "bengin")))
+    recalls = [
+        float(((pred == y) & (y == k)).sum()) / max(1, int((y == k).sum())) for k in range(len(classes))
+    ]
+    row: dict[str, Any] = {
+        "recipe": name,
+        "fold": fold,
+        "stage": stage,
+        "mode": cfg.mode,
+        "epoch": info.get("epoch"),
+        "n_val": len(val),
+        "clean": float((pred == y).float().mean()),
+        "balanced": statistics.mean(recalls),
+        "benign_recall": recalls[benign],
+        "benign_n": int((y == benign).sum()),
+        "sentinel": leakage_sentinel(parts["train"], val)["accuracy"],
+    }
+    t1 = time.perf_counter()
+    for eps in args.eps:
+        seed_everything(0)
+        correct = 0
+        for b in torch.arange(len(val)).split(64):
+            xb, yb = runtime.to_device(x[b]), y[b].to(runtime.device)
+            with runtime.autocast():
+                adv = pgd(model, xb, yb, eps=eps, steps=args.pgd_steps)
+            with torch.no_grad(), runtime.autocast():
+                correct += int((model(adv).argmax(1) == yb).sum())
+        row[f"pgd{args.pgd_steps}@{round(eps * 255)}/255"] = correct / len(val)
+    row.update(
+        train_seconds=round(train_s, 1),
+        eval_seconds=round(time.perf_counter() - t1, 1),
+        load_average=round(os.getloadavg()[0], 2),
+        config=str(Path(cfg.out) / "config.yaml"),
+    )
+    return row
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for name in dict.fromkeys(r["recipe"] for r in rows):
+        mine = [r for r in rows if r["recipe"] == name]
+        s: dict[str, Any] = {"recipe": name, "folds": [r["fold"] for r in mine]}
+        for key in mine[0]:
+            vals = [r[key] for r in mine]
+            if key in ("fold", "epoch", "n_val", "benign_n") or not all(isinstance(v, float) for v in vals):
+                continue
+            s[key] = (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0)
+        s["minutes_per_fold"] = statistics.mean(r["train_seconds"] + r["eval_seconds"] for r in mine) / 60
+        out.append(s)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=DEFAULT_DATA)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--profile", default="quick", help="base profile (name or YAML file)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--use-folds", default=None, help="comma list of fold indices (default: all)")
+    p.add_argument("--recipe", action="append", choices=sorted(RECIPES), help="repeatable")
+    p.add_argument("--eps", action="append", help="PGD budget, repeatable (default 2/255 and 4/255)")
+    p.add_argument("--pgd-steps", type=int, default=10)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--summary-only", action="store_true", help="print the table of rows already measured")
+    args = p.parse_args()
+    args.eps = [parse_number(e, "--eps", lo=0, hi=1) for e in (args.eps or ["2/255", "4/255"])]
+    recipes = args.recipe or ["quick"]
+    runtime = Runtime.resolve(args.device, args.precision)
+    rows_path = args.out / "rows.json"
+    rows: list[dict[str, Any]] = read_json(rows_path) if rows_path.exists() else []
+    if not args.summary_only:
+        prof = load_profile(args.profile)
+        manifests = fold_manifests(args.data, args.out, args.folds, prof, args.cache_dir)
+        use = range(args.folds) if args.use_folds is None else [int(i) for i in args.use_folds.split(",")]
+        print(f"CPU: {cpu_kind()} ({platform.processor() or platform.machine()}), {runtime.describe()}")
+        for name in recipes:
+            for fold in use:
+                if any(r["recipe"] == name and r["fold"] == fold for r in rows):
+                    continue
+                row = run_recipe_fold(name, fold, manifests[fold], args, runtime)
+                rows.append(row)
+                write_json(rows_path, rows)
+                print(json.dumps(row), flush=True)
+    measured = [r for r in rows if r["recipe"] in recipes] if args.recipe else rows
+    table = summarize(measured)
+    write_json(args.out / "summary.json", {"cpu": cpu_kind(), "recipes": table})
+    keys = [k for k in (table[0] if table else {}) if isinstance(table[0][k], tuple)]
+    print("recipe        folds  " + "  ".join(f"{k:>16s}" for k in keys) + "  min/fold")
+    for s in table:
+        scale = {k: 1 if "seconds" in k or k == "load_average" else 100 for k in keys}
+        cells = "  ".join(f"{scale[k] * s[k][0]:7.1f} ± {scale[k] * s[k][1]:5.1f}" for k in keys)
+        print(f"{s['recipe']:13s} {len(s['folds']):5d}  {cells}  {s['minutes_per_fold']:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
