@@ -86,3 +86,18 @@ def test_measure_machine_times_a_small_model_and_leaves_the_original_alone():
     assert speed.train_step > 0 and speed.gradient > 0 and speed.forward > 0
     assert speed.forward < speed.train_step  # a forward pass is cheaper than a training step
     assert all((model.state_dict()[k] == v).all() for k, v in before.items())
+
+
+def test_first_epoch_rescales_training_until_a_training_stage_is_measured():
+    stages = [
+        StageEstimate("a", "train", 100),
+        StageEstimate("a/eval", "eval", 50),
+        StageEstimate("b", "train", 40),
+    ]
+    budget = Budget(SPEED, stages)
+    assert budget.epoch_measured("a", 20.0, 10)  # 10 epochs of 20 s: twice the prediction
+    assert budget.remaining() == pytest.approx(200 + 50 + 80)
+    assert not budget.epoch_measured("a/eval", 1.0, 1)  # only training stages have epochs
+    budget.finished("a", 150.0)
+    assert not budget.epoch_measured("b", 1.0, 1)  # a whole measured stage beats one epoch
+    assert budget.remaining() == pytest.approx(50 + 40 * 1.5)

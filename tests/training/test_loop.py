@@ -201,3 +201,13 @@ def test_a_log_gets_one_line_per_epoch_with_an_eta(tiny_config, capsys):
     assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
     assert all("loss" in line and "val clean" in line and "min left" in line for line in lines)
     assert "━" not in err  # no progress-bar drawing in a log
+
+
+def test_on_epoch_reports_each_finished_epoch_and_a_resumed_run_continues_the_count(tiny_config):
+    seen: list[tuple[int, float]] = []
+    cfg = tiny_config(epochs=3)
+    train(cfg, progress=False, stop_after_epoch=2, on_epoch=lambda e, s: seen.append((e, s)))
+    train(cfg, resume=True, progress=False, on_epoch=lambda e, s: seen.append((e, s)))
+    assert [e for e, _ in seen] == [1, 2, 3]
+    records = _records(cfg.out)
+    assert [s for _, s in seen] == [r["epoch_seconds"] for r in records]

@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.table import Table
 
 from fortify.cli import options
-from fortify.cli.data_options import grouping_option, window_option
 from fortify.data.groups import NEAR_DUP_THRESHOLD
 
 T = TypeVar("T")
@@ -179,7 +178,7 @@ def audit(
         "--near-dup-threshold",
         help="Max mean |grey-level difference| of 16x16 thumbnails.",
     ),
-    window: str = window_option(),
+    window: str = options.window_option(),
 ) -> None:
     """Report counts, sizes, unreadable files, duplicates, near-duplicates and shortcut warnings."""
     from fortify.data import audit_dataset
@@ -217,8 +216,8 @@ def split(
         "--near-dup-threshold",
         help="Max mean |grey-level difference| of 16x16 thumbnails.",
     ),
-    grouping: str = grouping_option(),
-    window: str = window_option(),
+    grouping: str = options.grouping_option(),
+    window: str = options.window_option(),
 ) -> None:
     """Stratified, seeded train/val/test split that keeps every scan (and near-duplicate) on one side."""
     from fortify.data import make_split, save_manifest

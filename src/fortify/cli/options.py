@@ -21,6 +21,8 @@ from typing import Any
 
 import typer
 
+from fortify.data.dicom import DEFAULT_WINDOW
+
 KEYWORD = inspect.Parameter.KEYWORD_ONLY
 DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps"
 DATA_HELP = "Dataset root folder (one subfolder per class), or 'phantom[:n=K]'."
@@ -134,3 +136,25 @@ def with_signature(fn: Callable[..., Any], params: list[inspect.Parameter]) -> C
     """Give a `**kwargs` command function the signature typer builds its options from."""
     fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     return fn
+
+
+# Commands that load data: the DICOM display window and the split grouping.
+WINDOW_HELP = (
+    "DICOM display window on Hounsfield units: lung (W1500 L-600), mediastinum (W350 L50) or WIDTH,LEVEL "
+    "(e.g. 400,40). Ignored for PNG/JPEG; recorded in the split manifest, which later commands follow."
+)
+GROUPING_HELP = (
+    "What stays on one side: 'scan' (runs of similar consecutive slices + near-duplicates; default), "
+    "'near-duplicate' (near-identical images only: leaks neighbouring slices) or 'given' (the dataset's "
+    "own train/, val/, test/ folders). DICOM files with PatientID (else study/series UID) are grouped by it."
+)
+
+
+def window_option(default: str | None = DEFAULT_WINDOW) -> Any:
+    """`--window`; default None where the profile or manifest decides unless it is given."""
+    return typer.Option(default, "--window", help=WINDOW_HELP)
+
+
+def grouping_option(default: str | None = "scan") -> Any:
+    """`--grouping`; default None where the profile decides unless it is given."""
+    return typer.Option(default, "--grouping", help=GROUPING_HELP)

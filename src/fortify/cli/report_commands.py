@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.table import Table
 
 from fortify.cli import options
-from fortify.cli.data_options import grouping_option, window_option
 
 
 def print_table1(run_dir: Path, console: Console) -> None:
@@ -125,8 +124,8 @@ def register(app: typer.Typer) -> None:
             help="Stages beyond the study, comma-separated: explain, detect, certify (budgets: the "
             "profile's sections of the same names).",
         ),
-        window: str | None = window_option(None),
-        grouping: str | None = grouping_option(None),
+        window: str | None = options.window_option(None),
+        grouping: str | None = options.grouping_option(None),
     ) -> None:
         """Run the whole study: audit, split, normal + adversarial training, evaluation, transfer, report."""
         from fortify.pipeline import reproduce

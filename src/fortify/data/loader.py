@@ -56,7 +56,7 @@ def _track(items: Iterable[T], total: int, description: str, progress: bool) -> 
 
     # stderr, so `fortify audit --json` keeps stdout pure JSON; only on a terminal, so logs and
     # captured output do not fill with blank lines from a bar nobody sees.
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # a log file gets whole lines, not 80 columns
     if not console.is_terminal:
         yield from items
         return

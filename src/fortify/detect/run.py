@@ -144,6 +144,11 @@ def detect_checkpoint(
     }
 
 
+def _labelled(start: Start, model: str) -> Start:
+    """Progress lines name the model they are about (reproduce detects on two)."""
+    return lambda description, total: start(f"{model}: {description}", total)
+
+
 def run_detect(
     normal_checkpoint: str | Path,
     adversarial_checkpoint: str | Path | None = None,
@@ -185,7 +190,7 @@ def run_detect(
                 split=split,
                 settings=settings,
                 runtime=runtime,
-                start=start,
+                start=_labelled(start, name),
                 progress=progress,
                 cache_dir=cache_dir,
             )

@@ -31,7 +31,7 @@ def progress_bars(enabled: bool) -> Iterator[Callable[[str, int], Advance]]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # a log file gets whole lines, not 80 columns
     if not console.is_terminal:
         # A log file sees no live bar: one line as each piece of work starts, with the time since the last.
         last = [time.perf_counter()]

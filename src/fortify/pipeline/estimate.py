@@ -194,6 +194,18 @@ class Budget:
         if predicted > 0 and stage.kind in ("train", "eval"):
             self.scale[stage.kind] = sum(s.measured for s in measured) / predicted
 
+    def epoch_measured(self, name: str, seconds: float, epochs: int) -> bool:
+        """A training stage's first epoch took `seconds`: predict it (and the training stages to come) as
+        `epochs` such epochs. True when this changed the estimate (only the first stage's first epoch does:
+        later stages are rescaled by whole measured stages in `finished`)."""
+        stage = next((s for s in self.stages if s.name == name), None)
+        if stage is None or stage.kind != "train" or stage.seconds <= 0:
+            return False
+        if any(s.kind == "train" and s.measured is not None and s.measured > 0 for s in self.stages):
+            return False
+        self.scale["train"] = seconds * epochs / stage.seconds
+        return True
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "machine": asdict(self.speed),

@@ -14,6 +14,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -161,6 +162,8 @@ class _Run:
     data_id: dict[str, str]
     sizes: tuple[int, int, int] = (0, 0, 0)  # expected train / val / test images (for the time budget)
     extras: dict[str, Any] = field(default_factory=dict)  # extra stage name -> its resolved settings
+    # set by _run_stages while a training stage runs: (epoch, seconds, epochs) after each epoch
+    on_epoch: Callable[[int, float, int], None] | None = None
 
     def data_inputs(self) -> dict[str, str]:
         if "data" not in self.data_id:
@@ -420,7 +423,9 @@ def _train_inputs(at: At) -> dict[str, str]:
 def _run_train(at: At) -> None:
     from fortify.training import train
 
-    train(at.train_cfg, resume=True, progress=at.run.progress)  # resume=True continues from last.*
+    cfg, report = at.train_cfg, at.run.on_epoch
+    on_epoch = None if report is None else (lambda epoch, seconds: report(epoch, seconds, cfg.epochs))
+    train(cfg, resume=True, progress=at.run.progress, on_epoch=on_epoch)  # resume=True continues from last.*
 
 
 def _train_cost(at: At, speed: MachineSpeed) -> float:
@@ -758,7 +763,7 @@ def _run_stages(run: _Run, stages: list[Stage], on_stage: Callable[[str, str], N
     the first stage with work to do (a finished run resumed costs no calibration) and updated after each."""
     from rich.console import Console
 
-    console = Console(stderr=True, quiet=not run.progress)
+    console = Console(stderr=True, quiet=not run.progress, soft_wrap=True)
     notify = on_stage or _ignore
     budget: Budget | None = None
     skipped: list[str] = []
@@ -779,7 +784,9 @@ def _run_stages(run: _Run, stages: list[Stage], on_stage: Callable[[str, str], N
         _print_stage(console, i, len(stages), stage, "running")
         notify(stage.name, "running")
         started, cpu_started = time.perf_counter(), time.process_time()
+        run.on_epoch = partial(_first_epoch_estimate, console, budget, stage.name)
         stage.run()
+        run.on_epoch = None
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         write_record(stage.record, stage.name, fp, stage.config, inputs, seconds, cpu)
         _print_stage(console, i, len(stages), stage, f"done in {seconds:.1f} s (CPU {cpu:.1f} s)")
@@ -788,6 +795,18 @@ def _run_stages(run: _Run, stages: list[Stage], on_stage: Callable[[str, str], N
             _print_budget(console, budget, stages, first=False)
         write_json(run.out / "estimate.json", budget.to_dict())
         notify(stage.name, "done")
+
+
+def _first_epoch_estimate(
+    console, budget: Budget, name: str, epoch: int, seconds: float, epochs: int
+) -> None:
+    """After the first training epoch of the run, the whole-run estimate with training rescaled by it."""
+    if epoch == 1 and budget.epoch_measured(name, seconds, epochs):
+        console.print(
+            f"  first epoch took {seconds:.0f} s: training about {fmt_minutes(seconds * epochs)} for this "
+            f"model; whole run about {fmt_minutes(budget.total())} (first estimate "
+            f"{fmt_minutes(budget.first_total)})"
+        )
 
 
 def _ignore(name: str, status: str) -> None:

@@ -253,7 +253,7 @@ def _progress_bar(enabled: bool):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # a log file gets whole lines, not 80 columns
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -366,8 +366,12 @@ def train(
     force: bool = False,
     progress: bool = True,
     stop_after_epoch: int | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> dict:
     """Train per `cfg` into cfg.out; returns the final summary (best epoch and its val metrics).
+
+    `on_epoch(epoch, seconds)` is called on the main process after each finished epoch (1-based epoch
+    number, that epoch's wall seconds including validation): `reproduce` rescales its time budget by it.
 
     `stop_after_epoch=k` ends the run after epoch k as if it had been killed there (used to test
     that --resume reproduces an uninterrupted run).
@@ -390,6 +394,8 @@ def train(
             record = _epoch_record(run, epoch, stats, val, time.perf_counter() - t0)
             improved = _update_selection(run, record)
             _save_epoch(run, record, improved, writer)
+            if on_epoch is not None and run.info.is_main:
+                on_epoch(epoch + 1, record["epoch_seconds"])
             if bar:
                 bar.update(task, stats=_epoch_stats(record))
                 if not bar.console.is_terminal:
