@@ -57,6 +57,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "lr4e-3": {"set": {"normal.lr": 0.004}},
     "resnet34": {"set": {"model": "resnet34"}},
     "smallcnn": {"set": {"model": "smallcnn"}},
+    "ema": {"set": {"train.ema_decay": 0.98}},  # per step: an average over the last ~50 steps (~2 epochs)
+    "label-smooth": {"set": {"train.label_smoothing": 0.1}},
+    "ema-balanced": {"set": {"train.ema_decay": 0.98, "train.class_balanced": True}},
     # adversarial fine-tuning of the quick normal model (5 epochs, 3 attack steps, eps 2/255)
     "mixed": {"from": "quick", "mode": "mixed", "set": {}},
     "pgd-at": {"from": "quick", "mode": "pgd", "set": {}},
@@ -64,6 +67,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "pgd-at-eps4": {"from": "quick", "mode": "pgd", "set": {"adversarial.eps": 4 / 255}},
     "pgd-at-10ep": {"from": "quick", "mode": "pgd", "set": {"adversarial.epochs": 10}},
     "mixed-10ep": {"from": "quick", "mode": "mixed", "set": {"adversarial.epochs": 10}},
+    "mixed-ema": {"from": "quick", "mode": "mixed", "set": {"adversarial.ema_decay": 0.98}},
 }
 
 

@@ -78,6 +78,8 @@ class TrainConfig:
     val_attack_steps: int = 5  # PGD steps for robust validation accuracy (model selection, every epoch)
     val_robust: bool | None = None  # None -> on for adversarial modes, off for standard
     patience: int | None = None  # early stopping: epochs without a better selection score
+    label_smoothing: float = 0.0  # cross-entropy targets: 1 - s on the label, s spread over all classes
+    ema_decay: float | None = None  # weight averaging: validate and save an EMA of the weights (per step)
     co_action: str = "warn"  # fast mode, catastrophic overfitting: "warn" or "stop"
     limit_per_class: int | None = None  # smoke runs: first k images per class per split
     cache_dir: str | None = None  # decode cache for the real dataset
@@ -121,6 +123,10 @@ class TrainConfig:
             raise ConfigError("trades_beta, eps_warmup_epochs and weight_decay must be >= 0")
         if self.init is not None and (self.pretrained or self.weights is not None):
             raise ConfigError("init (a fortify checkpoint) excludes pretrained/weights")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"ema-decay must be in (0, 1), got {self.ema_decay}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError("patience must be >= 1")
         return self

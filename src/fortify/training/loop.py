@@ -8,6 +8,7 @@ have done (bit-exact in fp32 on the same machine and thread count).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
@@ -353,6 +354,12 @@ class TrainingRun:
     steps_per_epoch: int
     checkpoint_info: dict  # what every checkpoint's JSON says about the run
     state: LoopState = field(default_factory=LoopState)
+    ema: nn.Module | None = None  # cfg.ema_decay: the weight average that is validated and saved
+
+    @property
+    def kept(self) -> nn.Module:
+        """The model that is validated and written to best.*/last.*: the EMA when there is one."""
+        return self.ema if self.ema is not None else self.model
 
     @property
     def selection(self) -> str:
@@ -473,6 +480,7 @@ def _setup(cfg: TrainConfig, *, resume: bool, force: bool, progress: bool) -> Tr
         per_rank_batch=per_rank_batch,
         steps_per_epoch=steps_per_epoch,
         checkpoint_info=_checkpoint_info(cfg, splits, runtime, info),
+        ema=copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay is not None else None,
     )
     if resuming:
         run.state = _restore(run)
@@ -505,6 +513,16 @@ def _checkpoint_info(cfg: TrainConfig, splits: Splits, runtime: Runtime, info: d
     }
 
 
+@torch.no_grad()
+def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model for parameters; buffers (batch-norm statistics, counters)
+    are copied, and validation re-estimates the statistics for the averaged weights anyway."""
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p.detach(), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+        e.copy_(b)
+
+
 def _restore(run: TrainingRun) -> LoopState:
     """--resume: weights, optimizer, schedule, data order and RNGs from last.*; metrics.jsonl cut back to
     the last saved epoch. Returns the loop's state at that epoch."""
@@ -517,8 +535,10 @@ def _restore(run: TrainingRun) -> LoopState:
         )
     from safetensors.torch import load_file
 
-    run.model.load_state_dict(load_file(str(run_dir / "last.safetensors")))
     saved = load_training_state(run_dir / "last.state.pt")
+    run.kept.load_state_dict(load_file(str(run_dir / "last.safetensors")))
+    if run.ema is not None:  # last.safetensors holds the average; the trained weights ride in the state
+        run.model.load_state_dict(saved["extra"]["trained_weights"])
     run.optimizer.load_state_dict(saved["optimizer"])
     run.scheduler.load_state_dict(saved["scheduler"])
     extra = saved["extra"]
@@ -574,6 +594,8 @@ def train_one_epoch(
             out.loss.backward()
             run.optimizer.step()
             run.scheduler.step()
+            if run.ema is not None:
+                _update_ema(run.ema, run.model, cfg.ema_decay)
             stats.add(out, yb.numel())
             if on_batch is not None:
                 on_batch(stats)
@@ -590,9 +612,9 @@ def validate(run: TrainingRun) -> ValidationResult:
     t0 = time.perf_counter()
     with _oom_guard(cfg, run.runtime):
         if cfg.bn_recalibrate:
-            recalibrate_batchnorm(run.model, run.splits.train_x, runtime=run.runtime, info=run.info)
+            recalibrate_batchnorm(run.kept, run.splits.train_x, runtime=run.runtime, info=run.info)
         metrics = evaluate(
-            run.model,
+            run.kept,
             run.splits.val_x,
             run.splits.val_y,
             runtime=run.runtime,
@@ -654,13 +676,15 @@ def _save_epoch(run: TrainingRun, record: dict, improved: bool, writer) -> None:
         append_jsonl(run.run_dir / "metrics.jsonl", record)
         ckpt_info = {**run.checkpoint_info, "epoch": epoch, "metrics": record}
         if improved:
-            save_checkpoint(run.run_dir / "best", run.model, ckpt_info, rng=False)
+            save_checkpoint(run.run_dir / "best", run.kept, ckpt_info, rng=False)
         extra = {"data_generator": run.data_gen.get_state(), "loop": asdict(run.state)}
+        if run.ema is not None:
+            extra["trained_weights"] = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
         if rank_rng is not None:
             extra["rank_rng"] = rank_rng
         save_checkpoint(
             run.run_dir / "last",
-            run.model,
+            run.kept,
             {**ckpt_info, "best_epoch": run.state.best_epoch},
             optimizer=run.optimizer,
             scheduler=run.scheduler,

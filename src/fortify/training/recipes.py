@@ -71,6 +71,11 @@ def make_adversarial(
     raise ValueError(f"mode {mode!r} has no adversarial examples")
 
 
+def _ce(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, cfg: TrainConfig) -> torch.Tensor:
+    """Cross-entropy with the run's class weights and label smoothing (0: plain one-hot targets)."""
+    return F.cross_entropy(logits, y, weight=weight, label_smoothing=cfg.label_smoothing)
+
+
 def training_step_loss(
     model: nn.Module,
     attack_model: nn.Module,
@@ -93,13 +98,13 @@ def training_step_loss(
         noisy = x + cfg.noise_sigma * torch.randn_like(x)
         with runtime.autocast():
             logits = model(noisy).float()
-        loss = F.cross_entropy(logits, y, weight=class_weights)
+        loss = _ce(logits, y, class_weights, cfg)
         # No clean forward: the accuracy on the noisy batch goes in the perturbed-input slot.
         return StepOutput(loss, None, int((logits.argmax(1) == y).sum()), "gaussian")
     if mode == "standard" or eps == 0:
         with runtime.autocast():
             logits = model(x).float()
-        loss = F.cross_entropy(logits, y, weight=class_weights)
+        loss = _ce(logits, y, class_weights, cfg)
         correct = int((logits.argmax(1) == y).sum())
         return StepOutput(loss, correct, None if mode == "standard" else correct, None)
 
@@ -109,7 +114,7 @@ def training_step_loss(
     if mode in ("pgd", "fast"):
         with runtime.autocast():
             logits = model(x_adv).float()
-        loss = F.cross_entropy(logits, y, weight=class_weights)
+        loss = _ce(logits, y, class_weights, cfg)
         return StepOutput(loss, None, int((logits.argmax(1) == y).sum()), attack)
 
     with runtime.autocast():
@@ -117,11 +122,9 @@ def training_step_loss(
     clean, adv = logits[:n], logits[n:]
     if mode == "mixed":
         w = cfg.mixed_clean_weight
-        loss = w * F.cross_entropy(clean, y, weight=class_weights) + (1 - w) * F.cross_entropy(
-            adv, y, weight=class_weights
-        )
+        loss = w * _ce(clean, y, class_weights, cfg) + (1 - w) * _ce(adv, y, class_weights, cfg)
     else:  # trades
-        natural = F.cross_entropy(clean, y, weight=class_weights)
+        natural = _ce(clean, y, class_weights, cfg)
         robust = F.kl_div(F.log_softmax(adv, dim=1), F.softmax(clean, dim=1), reduction="batchmean")
         loss = natural + cfg.trades_beta * robust
     return StepOutput(loss, int((clean.argmax(1) == y).sum()), int((adv.argmax(1) == y).sum()), attack)
