@@ -32,6 +32,7 @@ from fortify.evaluation.batches import (
 )
 from fortify.evaluation.examples import example_indices, write_examples
 from fortify.evaluation.inputs import (
+    TestSet,
     check_checkpoint_path,
     checkpoint_record,
     open_model,
@@ -128,9 +129,113 @@ def evaluate_checkpoint(
     elsewhere behind its input contract (`fortify.models.load_external_model`, `wrap_module`): it is
     evaluated on a fresh default split (or `split`) and its contract is recorded with the results.
     """
+    started = time.perf_counter()
+    ev = _open(
+        checkpoint,
+        data,
+        split=split,
+        attacks=attacks,
+        curve_attacks=curve_attacks,
+        eps=eps,
+        runtime=runtime,
+        score_precision=score_precision,
+        fold_bn=fold_bn,
+        limit=limit,
+        progress=progress,
+        cache_dir=cache_dir,
+    )
+    # Scores are computed at `score_precision` (fp32 by default) whatever precision the attacks ran in:
+    # a bf16 verdict near the decision boundary can differ from the fp32 one (see `_settle`).
+    clean_pred, clean_prob = predict(ev.model, ev.x, ev.score_rt, batch_size)
+    with progress_bars(progress) as start:
+        ctx = _Context(ev.model, ev.x, ev.y, clean_pred, ev.runtime, ev.score_rt, batch_size, seed, start)
+        outcomes = {key: _attack(ctx, key, spec, ev.classes) for key, spec in ev.specs.items()}
+        with count_passes(ev.model) as curve_count:
+            curves, curve_seconds = _curves(ctx, ev.curve_specs, eps_curve)
+        with count_passes(ev.model) as sanity_count:
+            checks, sanity_runs = _sanity(
+                _SanityInputs(
+                    ctx=ctx,
+                    specs=ev.specs,
+                    outcomes=outcomes,
+                    curves=curves,
+                    large_eps=large_eps,
+                    steps_factor=sanity_steps_factor,
+                    restarts=sanity_restarts,
+                    transfer=transfer or [],
+                )
+            )
+
+    results = _record(ev, checkpoint, eps, seed, clean_pred, outcomes)
+    worst_blocks, worst = _worst_case(ev, clean_pred, outcomes)
+    results.update(worst_blocks)
+    results["passes"] = _passes(outcomes, curve_count.as_dict(), sanity_count.as_dict())
+    results["per_sample"] = _per_sample(ev, clean_pred, outcomes, worst)
+    results["curves"] = curves
+    results["sanity"] = checks
+    results["sanity_runs"] = sanity_runs
+    if transfer:
+        results["transfer"] = [dict(pair) for pair in transfer]
+    indices = example_indices(ev.y, examples_per_class)
+    results["examples"] = {"file": "examples.safetensors", "indices": indices, "attacks": list(ev.specs)}
+    results["config"] = {
+        "data": str(data),
+        "split": None if split is None else str(split),
+        "attacks": [str(s) for s in ev.specs.values()],
+        "eps": eps,
+        "eps_curve": [float(e) for e in eps_curve],
+        "curve_attacks": [str(s) for s in ev.curve_specs.values()],
+        "batch_size": batch_size,
+        "limit": limit,
+        "examples_per_class": examples_per_class,
+        "large_eps": large_eps,
+        "sanity_steps_factor": sanity_steps_factor,
+        "sanity_restarts": sanity_restarts,
+        "score_precision": score_precision,
+        "fold_bn": ev.fold_bn,
+        "curve_seconds": curve_seconds,
+    }
+    results["seconds_total"] = time.perf_counter() - started
+    if out_dir is not None:
+        _write(Path(out_dir), results, ev, indices, clean_pred, clean_prob, outcomes)
+    return results
+
+
+@dataclass
+class _Evaluation:
+    """A loaded evaluation: the model to attack, its test set and the parsed attacks."""
+
+    model: torch.nn.Module  # prepared for the runtime, in eval mode (batch norm folded if asked)
+    info: dict  # the checkpoint's record (classes, image size, ...)
+    test: TestSet
+    classes: list[str]
+    x: torch.Tensor
+    y: torch.Tensor
+    specs: dict[str, AttackSpec]  # the headline attacks, keyed
+    curve_specs: dict[str, AttackSpec]  # templates whose eps each point of a curve replaces
+    runtime: Runtime  # attacks run here (autocast as configured)
+    score_rt: Runtime  # predictions are scored here (fp32 by default)
+    fold_bn: bool  # whether batch norm was folded (never for TorchScript or exported programs)
+
+
+def _open(
+    checkpoint: str | Path | ContractModel,
+    data: str | Path,
+    *,
+    split: str | Path | None,
+    attacks: Sequence[str] | None,
+    curve_attacks: Sequence[str],
+    eps: float,
+    runtime: Runtime | None,
+    score_precision: str,
+    fold_bn: bool,
+    limit: int | None,
+    progress: bool,
+    cache_dir: str | Path | None,
+) -> _Evaluation:
+    """Check the arguments and parse every spec, then load the model and its test split."""
     if score_precision not in ("fp32", "bf16", "attack"):
         raise ConfigError(f"score precision must be fp32, bf16 or attack, got {score_precision!r}")
-    started = time.perf_counter()
     external = isinstance(checkpoint, ContractModel)
     if not external:
         check_checkpoint_path(checkpoint)
@@ -146,113 +251,119 @@ def evaluate_checkpoint(
         model = fold_batchnorm(model)
     model = runtime.prepare_model(model).eval()
     test = open_test_set(data, info, ref, split=split, limit=limit, progress=progress, cache_dir=cache_dir)
-    ds = test.dataset
-    classes = list(ds.classes)
-    x, y = ds.tensors()
+    x, y = test.dataset.tensors()
     specs = user_specs or keyed_specs(
         default_attack_specs(eps, image_size=int(info["image_size"]), in_channels=int(info["in_channels"]))
     )
-    harmful = _harmful_pair(classes)
-
-    # Scores are computed at `score_precision` (fp32 by default) whatever precision the attacks ran in:
-    # a bf16 verdict near the decision boundary can differ from the fp32 one (see `_settle`).
     score_rt = runtime if score_precision == "attack" else replace(runtime, precision=score_precision)
-    clean_pred, clean_prob = predict(model, x, score_rt, batch_size)
-    clean_correct = clean_pred == y
-    attack_results: dict[str, dict] = {}
-    adv_preds: dict[str, torch.Tensor] = {}
-    adv_probs: dict[str, torch.Tensor] = {}
-    adv_images: dict[str, torch.Tensor] = {}
-    strong_runs: dict[str, AttackRun] = {}
+    return _Evaluation(
+        model, info, test, list(test.dataset.classes), x, y, specs, curve_specs, runtime, score_rt, fold_bn
+    )
 
-    with progress_bars(progress) as start:
-        for key, spec in specs.items():
-            seed_everything(seed)
-            advance = start(f"attack {key}", len(x))
-            t0 = time.perf_counter()
-            extra: dict = {}
-            with count_passes(model) as count:  # every model call the attack makes, per image
-                if is_cw(spec):
-                    run, book = _settle_cw(spec, model, x, y, runtime, score_rt, batch_size, seed, advance)
-                    budget = spec.params.get("max_l2")
-                    within = run.success & (run.l2 <= float(budget)) if budget is not None else run.success
-                    x_adv = torch.where(within.view(-1, 1, 1, 1), run.x_adv, x)
-                    unbounded_ok = run.success & clean_correct
-                    extra = {
-                        "cw_median_l2": median(run.l2[unbounded_ok]),
-                        "cw_unbounded_success_rate": (
-                            float(unbounded_ok.sum()) / float(clean_correct.sum())
-                            if clean_correct.any()
-                            else None
-                        ),
-                        "l2_budget": None if budget is None else float(budget),
-                    }
-                else:
-                    run = attack_dataset_detailed(spec, model, x, y, runtime, batch_size, advance)
-                    x_adv, book = _settle(spec, model, x, y, run, runtime, score_rt, batch_size, seed)
-                    if run.fooled_by is not None:
-                        strong_runs[key] = run
-            seconds = time.perf_counter() - t0
-            pred, prob = predict(model, x_adv, score_rt, batch_size)
-            fooled = clean_correct & (pred != y)
-            l2, linf = perturbation_norms(x, x_adv)
-            attack_results[key] = {
-                "spec": str(spec),
-                "params": dict(spec.params),
-                "threat_model": threat_model_dict(spec),
-                **classification_metrics(y, pred, classes),
-                "success_rate": success_rate(y, clean_pred, pred),
-                "perturbation": perturbation_stats(l2, linf, fooled),
-                **extra,
-                **book,
-                **count.as_dict(),
-                "seconds": seconds,
-            }
-            adv_preds[key], adv_probs[key] = pred, prob
-            adv_images[key] = x_adv
 
-        ctx = _Context(model, x, y, clean_pred, runtime, score_rt, batch_size, seed, start)
-        with count_passes(model) as curve_count:
-            curves, curve_seconds = _curves(ctx, curve_specs, eps_curve)
-        with count_passes(model) as sanity_count:
-            checks, sanity_runs = _sanity(
-                _SanityInputs(
-                    ctx=ctx,
-                    specs=specs,
-                    attack_results=attack_results,
-                    adv_preds=adv_preds,
-                    strong_runs=strong_runs,
-                    curves=curves,
-                    large_eps=large_eps,
-                    steps_factor=sanity_steps_factor,
-                    restarts=sanity_restarts,
-                    transfer=transfer or [],
-                )
+@dataclass
+class AttackOutcome:
+    """One headline attack over the test set: its results.json entry and what the later steps read."""
+
+    entry: dict  # results["attacks"][key]
+    pred: torch.Tensor  # the scorer's predictions on x_adv
+    prob: torch.Tensor
+    x_adv: torch.Tensor
+    run: AttackRun | None  # kept when it records which component fooled each image (`strong`)
+
+
+def _attack(ctx: _Context, key: str, spec: AttackSpec, classes: list[str]) -> AttackOutcome:
+    """Run one headline attack, settle its verdicts at the scoring precision and score it."""
+    seed_everything(ctx.seed)
+    advance = ctx.start(f"attack {key}", len(ctx.x))
+    t0 = time.perf_counter()
+    extra: dict = {}
+    kept: AttackRun | None = None
+    with count_passes(ctx.model) as count:  # every model call the attack makes, per image
+        if is_cw(spec):
+            x_adv, book, extra = _cw_attack(ctx, spec, advance)
+        else:
+            run = attack_dataset_detailed(spec, ctx.model, ctx.x, ctx.y, ctx.runtime, ctx.batch_size, advance)
+            x_adv, book = _settle(
+                spec, ctx.model, ctx.x, ctx.y, run, ctx.runtime, ctx.score_rt, ctx.batch_size, ctx.seed
             )
+            if run.fooled_by is not None:
+                kept = run
+    seconds = time.perf_counter() - t0
+    pred, prob = predict(ctx.model, x_adv, ctx.score_rt, ctx.batch_size)
+    fooled = (ctx.clean_pred == ctx.y) & (pred != ctx.y)
+    l2, linf = perturbation_norms(ctx.x, x_adv)
+    entry = {
+        "spec": str(spec),
+        "params": dict(spec.params),
+        "threat_model": threat_model_dict(spec),
+        **classification_metrics(ctx.y, pred, classes),
+        "success_rate": success_rate(ctx.y, ctx.clean_pred, pred),
+        "perturbation": perturbation_stats(l2, linf, fooled),
+        **extra,
+        **book,
+        **count.as_dict(),
+        "seconds": seconds,
+    }
+    return AttackOutcome(entry, pred, prob, x_adv, kept)
 
-    combined_keys = [k for k, s in specs.items() if s.name in COMBINED_ATTACKS]
+
+def _cw_attack(ctx: _Context, spec: AttackSpec, advance: Callable) -> tuple[torch.Tensor, dict, dict]:
+    """CW-L2 settled at the scoring precision: (x_adv within the L2 budget, bookkeeping, CW's own numbers)."""
+    clean_correct = ctx.clean_pred == ctx.y
+    run, book = _settle_cw(
+        spec, ctx.model, ctx.x, ctx.y, ctx.runtime, ctx.score_rt, ctx.batch_size, ctx.seed, advance
+    )
+    budget = spec.params.get("max_l2")
+    within = run.success & (run.l2 <= float(budget)) if budget is not None else run.success
+    x_adv = torch.where(within.view(-1, 1, 1, 1), run.x_adv, ctx.x)
+    unbounded_ok = run.success & clean_correct
+    extra = {
+        "cw_median_l2": median(run.l2[unbounded_ok]),
+        "cw_unbounded_success_rate": (
+            float(unbounded_ok.sum()) / float(clean_correct.sum()) if clean_correct.any() else None
+        ),
+        "l2_budget": None if budget is None else float(budget),
+    }
+    return x_adv, book, extra
+
+
+def _record(
+    ev: _Evaluation,
+    checkpoint: str | Path | ContractModel,
+    eps: float,
+    seed: int,
+    clean_pred: torch.Tensor,
+    outcomes: dict[str, AttackOutcome],
+) -> dict:
+    """results.json's opening blocks: what was evaluated and how, the clean and attacked numbers."""
+    ds, test = ev.test.dataset, ev.test
     results: dict = {
         "format": RESULTS_FORMAT,
         "fortify_version": __version__,
         "created": _now(),
         "seed": seed,
-        "checkpoint": checkpoint_record(checkpoint, info),
+        "checkpoint": checkpoint_record(checkpoint, ev.info),
         "data": {
             "root": ds.root,
             "manifest": test.manifest,
             "split_seed": test.split_seed,
             "split": "test",
             "n": len(ds),
-            "classes": classes,
+            "classes": ev.classes,
             "image_size": ds.image_size,
             "synthetic": bool(ds.synthetic),
         },
-        "runtime": {**runtime.describe(), "score_precision": score_rt.precision, "batchnorm_folded": fold_bn},
-        "threat_model": _headline_threat_model(specs, eps),
+        "runtime": {
+            **ev.runtime.describe(),
+            "score_precision": ev.score_rt.precision,
+            "batchnorm_folded": ev.fold_bn,
+        },
+        "threat_model": _headline_threat_model(ev.specs, eps),
         "interval": dict(INTERVAL),
-        "budget": headline_budget(specs),
-        "clean": classification_metrics(y, clean_pred, classes),
-        "attacks": attack_results,
+        "budget": headline_budget(ev.specs),
+        "clean": classification_metrics(ev.y, clean_pred, ev.classes),
+        "attacks": {key: outcome.entry for key, outcome in outcomes.items()},
     }
     sentinel = test.sentinel
     if sentinel:
@@ -263,81 +374,84 @@ def evaluate_checkpoint(
             "evaluated_n": len(ds),
             "warning": sentinel_warning(sentinel, clean_acc),
         }
+    return results
+
+
+def _worst_case(
+    ev: _Evaluation, clean_pred: torch.Tensor, outcomes: dict[str, AttackOutcome]
+) -> tuple[dict, torch.Tensor]:
+    """The combined, worst_case and malignant_to_normal blocks, and the worst-case predictions."""
+    y, classes = ev.y, ev.classes
+    adv_preds = {key: outcome.pred for key, outcome in outcomes.items()}
+    blocks: dict = {}
+    combined_keys = [k for k, s in ev.specs.items() if s.name in COMBINED_ATTACKS]
     if combined_keys:
         pooled_y = y.repeat(len(combined_keys))
         pooled_pred = torch.cat([adv_preds[k] for k in combined_keys])
-        results["combined"] = {
+        blocks["combined"] = {
             "attacks": combined_keys,
             **classification_metrics(pooled_y, pooled_pred, classes),
         }
-    worst = worst_case_predictions(y, clean_pred, [adv_preds[k] for k in specs], harmful)
-    results["worst_case"] = {"attacks": list(specs), **classification_metrics(y, worst, classes)}
+    harmful = _harmful_pair(classes)
+    worst = worst_case_predictions(y, clean_pred, [adv_preds[k] for k in ev.specs], harmful)
+    blocks["worst_case"] = {"attacks": list(ev.specs), **classification_metrics(y, worst, classes)}
     if harmful is not None:
-        results["malignant_to_normal"] = {
+        blocks["malignant_to_normal"] = {
             "clean": _count_pair(y, clean_pred, harmful),
-            **{k: _count_pair(y, adv_preds[k], harmful) for k in specs},
+            **{k: _count_pair(y, adv_preds[k], harmful) for k in ev.specs},
             "worst_case": _count_pair(y, worst, harmful),
         }
+    return blocks, worst
+
+
+def _passes(outcomes: dict[str, AttackOutcome], curve_passes: dict, sanity_passes: dict) -> dict:
+    """Images through the model per stage (the headline attacks, the curves, the sanity checks) and in all."""
     attack_passes = {
-        k: sum(r[k] for r in attack_results.values()) for k in ("gradient_evaluations", "forward_passes")
+        k: sum(o.entry[k] for o in outcomes.values()) for k in ("gradient_evaluations", "forward_passes")
     }
-    stage_passes = {
-        "attacks": attack_passes,
-        "curves": curve_count.as_dict(),
-        "sanity": sanity_count.as_dict(),
-    }
-    results["passes"] = {
+    stage_passes = {"attacks": attack_passes, "curves": curve_passes, "sanity": sanity_passes}
+    return {
         **stage_passes,
         "total": {k: sum(v[k] for v in stage_passes.values()) for k in attack_passes},
         "unit": "images through the model (a batch of 64 counts 64)",
     }
-    results["per_sample"] = {
-        "paths": list(ds.paths),
+
+
+def _per_sample(
+    ev: _Evaluation, clean_pred: torch.Tensor, outcomes: dict[str, AttackOutcome], worst: torch.Tensor
+) -> dict:
+    """Each test image's path and whether it was classified correctly, clean and under each attack."""
+    y = ev.y
+    return {
+        "paths": list(ev.test.dataset.paths),
         "correct": {
-            "clean": clean_correct.int().tolist(),
-            **{k: (adv_preds[k] == y).int().tolist() for k in specs},
+            "clean": (clean_pred == y).int().tolist(),
+            **{k: (outcomes[k].pred == y).int().tolist() for k in ev.specs},
             "worst_case": (worst == y).int().tolist(),
         },
     }
-    results["curves"] = curves
-    results["sanity"] = checks
-    results["sanity_runs"] = sanity_runs
-    if transfer:
-        results["transfer"] = [dict(pair) for pair in transfer]
 
-    indices = example_indices(y, examples_per_class)
-    results["examples"] = {"file": "examples.safetensors", "indices": indices, "attacks": list(specs)}
-    results["config"] = {
-        "data": str(data),
-        "split": None if split is None else str(split),
-        "attacks": [str(s) for s in specs.values()],
-        "eps": eps,
-        "eps_curve": [float(e) for e in eps_curve],
-        "curve_attacks": [str(s) for s in curve_specs.values()],
-        "batch_size": batch_size,
-        "limit": limit,
-        "examples_per_class": examples_per_class,
-        "large_eps": large_eps,
-        "sanity_steps_factor": sanity_steps_factor,
-        "sanity_restarts": sanity_restarts,
-        "score_precision": score_precision,
-        "fold_bn": fold_bn,
-        "curve_seconds": curve_seconds,
-    }
-    results["seconds_total"] = time.perf_counter() - started
-    if out_dir is not None:
-        out = Path(out_dir)
-        write_examples(
-            out / "examples.safetensors",
-            indices,
-            x,
-            y,
-            clean_pred,
-            clean_prob,
-            {k: (adv_images[k], adv_preds[k], adv_probs[k]) for k in specs},
-        )
-        write_json(out / "results.json", results)  # last: its presence marks a complete evaluation
-    return results
+
+def _write(
+    out: Path,
+    results: dict,
+    ev: _Evaluation,
+    indices: list,
+    clean_pred: torch.Tensor,
+    clean_prob: torch.Tensor,
+    outcomes: dict[str, AttackOutcome],
+) -> None:
+    """Write examples.safetensors, then results.json (last: its presence marks a complete evaluation)."""
+    write_examples(
+        out / "examples.safetensors",
+        indices,
+        ev.x,
+        ev.y,
+        clean_pred,
+        clean_prob,
+        {k: (outcomes[k].x_adv, outcomes[k].pred, outcomes[k].prob) for k in ev.specs},
+    )
+    write_json(out / "results.json", results)
 
 
 def _headline_threat_model(specs: dict[str, AttackSpec], eps: float) -> dict:
@@ -352,7 +466,7 @@ def _headline_threat_model(specs: dict[str, AttackSpec], eps: float) -> dict:
 
 @dataclass
 class _Context:
-    """What every extra attack run of an evaluation needs (curves, sanity checks)."""
+    """What every attack run of an evaluation needs (headline attacks, curves, sanity checks)."""
 
     model: torch.nn.Module
     x: torch.Tensor
@@ -489,10 +603,11 @@ def _curves(ctx: _Context, curve_specs, eps_curve):
     return curves, seconds
 
 
-def _gradient_free_check(ctx: _Context, specs, adv_preds, strong_runs) -> dict | None:
+def _gradient_free_check(ctx: _Context, specs, outcomes: dict[str, AttackOutcome]) -> dict | None:
     """Samples only Square (inside `strong`) fooled, that every L-inf gradient attack left robust."""
-    for key, run in strong_runs.items():
-        if "square" not in run.components or run.fooled_by is None:
+    for key, outcome in outcomes.items():
+        run = outcome.run
+        if run is None or "square" not in run.components or run.fooled_by is None:
             continue
         sq = run.components.index("square")
         eps = specs[key].params["eps"]
@@ -501,9 +616,9 @@ def _gradient_free_check(ctx: _Context, specs, adv_preds, strong_runs) -> dict |
             for k, s in specs.items()
             if k != key and not is_cw(s) and (threat_model_dict(s) or {}) == {"norm": "linf", "eps": eps}
         ]
-        only_square = (run.fooled_by == sq) & (adv_preds[key] != ctx.y)
+        only_square = (run.fooled_by == sq) & (outcomes[key].pred != ctx.y)
         for k in gradient_keys:
-            only_square &= adv_preds[k] == ctx.y
+            only_square &= outcomes[k].pred == ctx.y
         return sanity.gradient_free_not_stronger(len(ctx.y), int(only_square.sum()), [key, *gradient_keys])
     return None
 
@@ -514,9 +629,7 @@ class _SanityInputs:
 
     ctx: _Context  # runs the extra attacks
     specs: dict[str, AttackSpec]  # the headline attacks, keyed
-    attack_results: dict[str, dict]  # their results.json entries
-    adv_preds: dict[str, torch.Tensor]  # their predictions on their adversarial images
-    strong_runs: dict[str, AttackRun]  # runs that record which component fooled each image
+    outcomes: dict[str, AttackOutcome]  # their results.json entries, predictions and runs
     curves: dict[str, dict]
     large_eps: float  # PGD at this eps must leave (almost) nothing robust
     steps_factor: int  # PGD with this many times the steps must not gain much
@@ -526,11 +639,11 @@ class _SanityInputs:
 
 def _sanity(inputs: _SanityInputs) -> tuple[list[dict], dict[str, dict]]:
     """Run the extra attacks the checks need and return (checks, what was run with its numbers)."""
-    ctx, specs, attack_results = inputs.ctx, inputs.specs, inputs.attack_results
+    ctx, specs, outcomes = inputs.ctx, inputs.specs, inputs.outcomes
     checks: list[dict] = []
     runs: dict[str, dict] = {}
     by_name = {s.name: k for k, s in reversed(list(specs.items()))}  # first key per attack name
-    acc = {k: r["accuracy"] for k, r in attack_results.items()}
+    acc = {k: o.entry["accuracy"] for k, o in outcomes.items()}
     clean_acc = _accuracy(ctx.y, ctx.clean_pred)
     linf_keys = [k for k, s in specs.items() if (threat_model_dict(s) or {}).get("norm") == "linf"]
 
@@ -581,13 +694,13 @@ def _sanity(inputs: _SanityInputs) -> tuple[list[dict], dict[str, dict]]:
             sanity.noise_much_weaker(ref_key, clean_acc, acc[ref_key], noise_acc, ref_tm["eps"], [ref_key])
         )
 
-    gradient_free = _gradient_free_check(ctx, specs, inputs.adv_preds, inputs.strong_runs)
+    gradient_free = _gradient_free_check(ctx, specs, outcomes)
     if gradient_free is not None:
         checks.append(gradient_free)
     cw_key = by_name.get("cw")
     if cw_key:
         checks.append(
-            sanity.unbounded_cw_succeeds(attack_results[cw_key].get("cw_unbounded_success_rate"), [cw_key])
+            sanity.unbounded_cw_succeeds(outcomes[cw_key].entry.get("cw_unbounded_success_rate"), [cw_key])
         )
 
     checks.extend(transfer_checks(specs, inputs.transfer))
