@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from fortify.attacks import parse_spec
+from fortify.attacks import AttackSpec, parse_spec
 from fortify.errors import CheckpointError, ConfigError
 from fortify.evaluation.batches import attack_dataset, predict, progress_bars
-from fortify.evaluation.inputs import check_checkpoint_path, open_checkpoint, open_test_set
-from fortify.explain.cam import METHODS, check_method, class_activation_maps, target_layer
+from fortify.evaluation.inputs import TestSet, check_checkpoint_path, open_checkpoint, open_test_set
+from fortify.explain.cam import METHODS, TargetLayer, check_method, class_activation_maps, target_layer
 from fortify.explain.crossarch import train_surrogate, transfer_to_targets
 from fortify.explain.figures import explain_figure
 from fortify.explain.shift import bootstrap_mean, paired_difference, shift_metrics
@@ -258,11 +258,88 @@ def explain_checkpoints(
         check_checkpoint_path(path)
     spec = parse_spec(settings.attack)
     runtime = runtime or Runtime.resolve()
-    fp32 = replace(runtime, precision="fp32")  # predictions and CAMs in fp32 whatever the attacks ran in
     out = Path(out_dir)
-    seconds: dict[str, float] = {}
-
     t = time.perf_counter()
+    inputs = _load(checkpoints, data, split, settings, spec, runtime, progress)
+    seconds: dict[str, float] = {"load": time.perf_counter() - t}
+
+    per_model: dict[str, dict] = {}
+    held: dict[str, _Explained] = {}  # tensors for figures and transfer, never written
+    with progress_bars(progress) as start:
+        for label, model in inputs.models.items():
+            per_model[label], held[label] = _explain_model(inputs, label, model, start)
+
+        paired = None
+        if "normal" in held and "adversarial" in held:
+            # _paired reads rho, ovl and outcome by key (its tests hand it plain dicts).
+            normal, adversarial = vars(held["normal"]), vars(held["adversarial"])
+            paired = _paired(normal, adversarial, inputs.labels, inputs.classes, settings)
+
+        t = time.perf_counter()
+        figures, rows = _figures(inputs, per_model, held, out)
+        seconds["figures"] = time.perf_counter() - t
+
+        transfer = None
+        if settings.surrogate != "none":
+            transfer, timings = _transfer(inputs, held, data=data, out=out, progress=progress, start=start)
+            seconds.update(timings)
+
+    for label in per_model:
+        for part, s in per_model[label]["seconds"].items():
+            seconds[f"{label}_{part}"] = s
+    total = time.perf_counter() - started
+    ds = inputs.test.dataset
+    payload = {
+        "format": FORMAT,
+        "created": _now(),
+        "checkpoints": {label: str(p) for label, p in checkpoints.items()},
+        "data": _data_record(inputs, data),
+        "settings": settings.to_dict(),
+        "attack": _attack_record(inputs),
+        "cam": _cam_record(settings, per_model),
+        "models": per_model,
+        "paired": paired,
+        "verdict": verdict(per_model, paired, settings.top_fraction),
+        "figures": figures,
+        "figure_images": [ds.paths[i] for i in rows],
+        "transfer": transfer,
+        "runtime": runtime.describe(),
+        "seconds": {**seconds, "total": total},
+        "seconds_per_image": total / len(ds),
+    }
+    write_json(out / "explain.json", payload)
+    return payload
+
+
+@dataclass
+class _Inputs:
+    """The labelled models and their common test set, loaded once for every step of an explanation."""
+
+    checkpoints: dict[str, str | Path]
+    models: dict[str, torch.nn.Module]  # prepared for the runtime, in eval mode
+    infos: dict[str, dict]  # each checkpoint's record
+    test: TestSet
+    x: torch.Tensor
+    y: torch.Tensor
+    labels: np.ndarray  # y as numpy
+    classes: list[str]
+    size: int  # image size, the same for every checkpoint
+    spec: AttackSpec
+    settings: ExplainSettings
+    runtime: Runtime  # attacks run here
+    fp32: Runtime  # predictions and CAMs in fp32 whatever the attacks ran in
+
+
+def _load(
+    checkpoints: dict[str, str | Path],
+    data: str | Path,
+    split: str | Path | None,
+    settings: ExplainSettings,
+    spec: AttackSpec,
+    runtime: Runtime,
+    progress: bool,
+) -> _Inputs:
+    """Open every checkpoint, check they agree on classes and image size, and load the test split."""
     models, infos = {}, {}
     for label, path in checkpoints.items():
         model, info = open_checkpoint(path)
@@ -278,201 +355,240 @@ def explain_checkpoints(
     test = open_test_set(
         data, infos[first], checkpoints[first], split=split, limit=settings.limit, progress=progress
     )
-    ds = test.dataset
-    classes, size = list(ds.classes), int(infos[first]["image_size"])
-    x, y = ds.tensors()
-    labels = y.numpy()
-    seconds["load"] = time.perf_counter() - t
+    x, y = test.dataset.tensors()
+    return _Inputs(
+        checkpoints=checkpoints,
+        models=models,
+        infos=infos,
+        test=test,
+        x=x,
+        y=y,
+        labels=y.numpy(),
+        classes=list(test.dataset.classes),
+        size=int(infos[first]["image_size"]),
+        spec=spec,
+        settings=settings,
+        runtime=runtime,
+        fp32=replace(runtime, precision="fp32"),
+    )
 
-    per_model: dict[str, dict] = {}
-    held: dict[str, dict] = {}  # tensors for figures and transfer, never written
-    with progress_bars(progress) as start:
-        for label, model in models.items():
-            arch = infos[label]["model"]
-            layer = target_layer(model, arch, size)
-            t = time.perf_counter()
-            clean_pred, clean_prob = predict(model, x, fp32, settings.batch_size)
-            seed_everything(settings.seed)
-            x_adv = attack_dataset(
-                spec, model, x, y, runtime, settings.batch_size, start(f"explain: {label} {spec}", len(x))
-            )
-            adv_pred, adv_prob = predict(model, x_adv, fp32, settings.batch_size)
-            t_attack = time.perf_counter() - t
-            t = time.perf_counter()
-            if settings.target == "predicted":
-                target_clean, target_adv = clean_pred, adv_pred
-            else:
-                target_clean = target_adv = y
-            kw = dict(layer=layer, method=settings.method, batch_size=settings.batch_size)
-            cam_clean = class_activation_maps(model, x, target_clean, **kw)
-            cam_adv = class_activation_maps(model, x_adv, target_adv, **kw)
-            t_cam = time.perf_counter() - t
-            t = time.perf_counter()
-            rho, ovl = shift_metrics(cam_clean, cam_adv, grid=settings.grid, fraction=settings.top_fraction)
-            outcome = _outcomes(y, clean_pred, adv_pred)
-            stats = dict(classes=classes, seed=settings.seed, n_boot=settings.n_boot)
-            clean_conf = clean_prob.gather(1, clean_pred[:, None])[:, 0]
-            adv_conf = adv_prob.gather(1, adv_pred[:, None])[:, 0]
-            per_model[label] = {
-                "checkpoint": str(checkpoints[label]),
-                "model": arch,
-                "mode": infos[label].get("mode"),
-                "target_layer": layer.name,
-                "cam_grid": list(layer.grid),
-                "clean": _acc(clean_pred, y),
-                "adversarial": _acc(adv_pred, y),
-                "outcome_counts": {o: int((outcome == o).sum()) for o in OUTCOMES},
-                "degenerate_maps": {
-                    "clean": int(sum(np.ptp(m) == 0 for m in cam_clean)),
-                    "adversarial": int(sum(np.ptp(m) == 0 for m in cam_adv)),
-                },
-                "rank_correlation": _summaries(rho, labels, outcome, **stats),
-                "top_overlap": _summaries(ovl, labels, outcome, **stats),
-                "per_image": {
-                    "clean_pred": clean_pred.tolist(),
-                    "clean_confidence": [round(float(v), 5) for v in clean_conf],
-                    "adv_pred": adv_pred.tolist(),
-                    "adv_confidence": [round(float(v), 5) for v in adv_conf],
-                    "outcome": outcome.tolist(),
-                    "rank_correlation": [None if math.isnan(v) else round(float(v), 5) for v in rho],
-                    "top_overlap": [None if math.isnan(v) else round(float(v), 5) for v in ovl],
-                },
-                "seconds": {"attack": t_attack, "cam": t_cam, "metrics": time.perf_counter() - t},
-            }
-            held[label] = dict(
-                x_adv=x_adv, cam_clean=cam_clean, cam_adv=cam_adv, rho=rho, ovl=ovl,
-                clean_pred=clean_pred, adv_pred=adv_pred, clean_conf=clean_conf, adv_conf=adv_conf,
-                outcome=outcome,
-            )  # fmt: skip
 
-        paired = None
-        if "normal" in held and "adversarial" in held:
-            paired = _paired(held["normal"], held["adversarial"], labels, classes, settings)
+@dataclass
+class _Explained:
+    """One model under the attack, per test image: what the figures, the pairing and transfer read."""
 
-        t = time.perf_counter()
-        figures = {}
-        clean_ok = np.all([(h["clean_pred"] == y).numpy() for h in held.values()], axis=0)
-        rows = _figure_indices(labels, clean_ok, len(classes), settings.figure_per_class)
-        if rows:
-            gray = x[rows, 0].numpy()
-            for label, h in held.items():
-                path = out / "figures" / f"explain-{label}.png"
-                explain_figure(
-                    path,
-                    title=(
-                        f"{label} model ({per_model[label]['model']}, {per_model[label]['mode']}): "
-                        f"{spec}, {settings.method} at {per_model[label]['target_layer']}, "
-                        f"target = {settings.target} class"
-                    ),
-                    clean=gray,
-                    adv=h["x_adv"][rows, 0].numpy(),
-                    cam_clean=h["cam_clean"][rows],
-                    cam_adv=h["cam_adv"][rows],
-                    labels=[classes[labels[i]] for i in rows],
-                    clean_pred=[classes[int(h["clean_pred"][i])] for i in rows],
-                    clean_conf=[float(h["clean_conf"][i]) for i in rows],
-                    adv_pred=[classes[int(h["adv_pred"][i])] for i in rows],
-                    adv_conf=[float(h["adv_conf"][i]) for i in rows],
-                    amplify=settings.amplify,
-                )
-                figures[label] = str(path.relative_to(out))
-        seconds["figures"] = time.perf_counter() - t
+    x_adv: torch.Tensor
+    cam_clean: np.ndarray  # N x H x W maps of the clean images
+    cam_adv: np.ndarray  # ... and of the adversarial ones
+    rho: np.ndarray  # rank correlation of the two maps
+    ovl: np.ndarray  # top overlap of the two maps
+    clean_pred: torch.Tensor
+    adv_pred: torch.Tensor
+    clean_conf: torch.Tensor  # the probability of the predicted class
+    adv_conf: torch.Tensor
+    outcome: np.ndarray  # fooled | resisted | clean_error
 
-        transfer = None
-        if settings.surrogate != "none":
-            t = time.perf_counter()
-            sur_path, sur_info = train_surrogate(
-                settings.surrogate,
-                data=data,
-                manifest=test.manifest,
-                image_size=size,
-                run_dir=out / f"surrogate-{settings.surrogate}",
-                epochs=settings.surrogate_epochs,
-                lr=settings.surrogate_lr,
-                batch_size=settings.surrogate_batch_size,
-                limit_per_class=settings.surrogate_limit_per_class,
-                seed=settings.seed,
-                runtime=runtime,
-                progress=progress,
-            )
-            seconds["surrogate_training"] = time.perf_counter() - t
-            surrogate, _ = open_checkpoint(sur_path)
-            surrogate = runtime.prepare_model(surrogate).eval()
-            transfer = transfer_to_targets(
-                surrogate,
-                x,
-                y,
-                spec=spec,
-                targets={label: (models[label], held[label]["x_adv"]) for label in models},
-                runtime=runtime,
-                batch_size=settings.batch_size,
-                seed=settings.seed,
-                advance=start(f"explain: craft {spec} on surrogate {settings.surrogate}", len(x)),
-            )
-            transfer.pop("x_src")
-            transfer["surrogate"] = sur_info
-            seconds["transfer"] = time.perf_counter() - t - seconds["surrogate_training"]
 
-    for label in per_model:
-        for part, s in per_model[label]["seconds"].items():
-            seconds[f"{label}_{part}"] = s
-    total = time.perf_counter() - started
-    tm = spec.threat_model()
-    payload = {
-        "format": FORMAT,
-        "created": _now(),
-        "checkpoints": {label: str(p) for label, p in checkpoints.items()},
-        "data": {
-            "data": str(data),
-            "manifest": test.manifest,
-            "n": len(ds),
-            "limit": settings.limit,
-            "image_size": size,
-            "classes": classes,
-            "synthetic": bool(ds.synthetic),
-            "paths": list(ds.paths),
-            "labels": labels.tolist(),
+def _explain_model(inputs: _Inputs, label: str, model: torch.nn.Module, start) -> tuple[dict, _Explained]:
+    """Attack one model, map its attention on the clean and adversarial images, measure the shift."""
+    settings, x, y = inputs.settings, inputs.x, inputs.y
+    layer = target_layer(model, inputs.infos[label]["model"], inputs.size)
+    t = time.perf_counter()
+    clean_pred, clean_prob = predict(model, x, inputs.fp32, settings.batch_size)
+    seed_everything(settings.seed)
+    advance = start(f"explain: {label} {inputs.spec}", len(x))
+    x_adv = attack_dataset(inputs.spec, model, x, y, inputs.runtime, settings.batch_size, advance)
+    adv_pred, adv_prob = predict(model, x_adv, inputs.fp32, settings.batch_size)
+    t_attack = time.perf_counter() - t
+    t = time.perf_counter()
+    if settings.target == "predicted":
+        target_clean, target_adv = clean_pred, adv_pred
+    else:
+        target_clean = target_adv = y
+    kw = dict(layer=layer, method=settings.method, batch_size=settings.batch_size)
+    cam_clean = class_activation_maps(model, x, target_clean, **kw)
+    cam_adv = class_activation_maps(model, x_adv, target_adv, **kw)
+    t_cam = time.perf_counter() - t
+    t = time.perf_counter()
+    rho, ovl = shift_metrics(cam_clean, cam_adv, grid=settings.grid, fraction=settings.top_fraction)
+    held = _Explained(
+        x_adv=x_adv,
+        cam_clean=cam_clean,
+        cam_adv=cam_adv,
+        rho=rho,
+        ovl=ovl,
+        clean_pred=clean_pred,
+        adv_pred=adv_pred,
+        clean_conf=clean_prob.gather(1, clean_pred[:, None])[:, 0],
+        adv_conf=adv_prob.gather(1, adv_pred[:, None])[:, 0],
+        outcome=_outcomes(y, clean_pred, adv_pred),
+    )
+    entry = _model_entry(inputs, label, layer, held)
+    entry["seconds"] = {"attack": t_attack, "cam": t_cam, "metrics": time.perf_counter() - t}
+    return entry, held
+
+
+def _model_entry(inputs: _Inputs, label: str, layer: TargetLayer, held: _Explained) -> dict:
+    """explain.json's entry for one model: accuracies, outcomes, shift summaries and per-image values."""
+    settings, y, outcome = inputs.settings, inputs.y, held.outcome
+    stats = dict(classes=inputs.classes, seed=settings.seed, n_boot=settings.n_boot)
+    return {
+        "checkpoint": str(inputs.checkpoints[label]),
+        "model": inputs.infos[label]["model"],
+        "mode": inputs.infos[label].get("mode"),
+        "target_layer": layer.name,
+        "cam_grid": list(layer.grid),
+        "clean": _acc(held.clean_pred, y),
+        "adversarial": _acc(held.adv_pred, y),
+        "outcome_counts": {o: int((outcome == o).sum()) for o in OUTCOMES},
+        "degenerate_maps": {
+            "clean": int(sum(np.ptp(m) == 0 for m in held.cam_clean)),
+            "adversarial": int(sum(np.ptp(m) == 0 for m in held.cam_adv)),
         },
-        "settings": settings.to_dict(),
-        "attack": {
-            "spec": str(spec),
-            "threat_model": {"norm": tm.norm, "eps": tm.eps},
-            "precision": runtime.precision,
-            "seed": settings.seed,
-            "run_on": "each model itself (white-box), every step (no early stop unless the spec says so)",
+        "rank_correlation": _summaries(held.rho, inputs.labels, outcome, **stats),
+        "top_overlap": _summaries(held.ovl, inputs.labels, outcome, **stats),
+        "per_image": {
+            "clean_pred": held.clean_pred.tolist(),
+            "clean_confidence": [round(float(v), 5) for v in held.clean_conf],
+            "adv_pred": held.adv_pred.tolist(),
+            "adv_confidence": [round(float(v), 5) for v in held.adv_conf],
+            "outcome": outcome.tolist(),
+            "rank_correlation": [None if math.isnan(v) else round(float(v), 5) for v in held.rho],
+            "top_overlap": [None if math.isnan(v) else round(float(v), 5) for v in held.ovl],
         },
-        "cam": {
-            "method": settings.method,
-            "package": "grad-cam (pytorch_grad_cam) " + METHODS[settings.method].__name__,
-            "target": settings.target,
-            "target_meaning": (
-                "each map explains the class the model predicts for that very image (clean or adversarial)"
-                if settings.target == "predicted"
-                else "both maps explain the true class"
-            ),
-            "precision": "fp32 (autocast off): bf16 gradients quantize the channel weights coarsely",
-            "layers": {label: per_model[label]["target_layer"] for label in per_model},
-            "grid": settings.grid,
-            "top_fraction": settings.top_fraction,
-            "rank_correlation": "Spearman rho (scipy.stats.spearmanr) over the cells of both maps, "
-            f"area-averaged to at most {settings.grid}x{settings.grid}",
-            "top_overlap": f"share of the clean map's top {100 * settings.top_fraction:g}% cells (ties at "
-            "the threshold included) that are also top cells of the adversarial map; IoU = o / (2 - o)",
-            "interval": f"95% percentile bootstrap over images, {settings.n_boot} resamples, "
-            f"seed {settings.seed}",
-            "outcomes": "fooled: right on clean, wrong under attack; resisted: right on both; "
-            "clean_error: wrong on the clean image",
-            "paired_difference": "adversarial model minus normal model per test image, bootstrap over images",
-        },
-        "models": per_model,
-        "paired": paired,
-        "verdict": verdict(per_model, paired, settings.top_fraction),
-        "figures": figures,
-        "figure_images": [ds.paths[i] for i in rows],
-        "transfer": transfer,
-        "runtime": runtime.describe(),
-        "seconds": {**seconds, "total": total},
-        "seconds_per_image": total / len(ds),
     }
-    write_json(out / "explain.json", payload)
-    return payload
+
+
+def _figures(
+    inputs: _Inputs, per_model: dict[str, dict], held: dict[str, _Explained], out: Path
+) -> tuple[dict[str, str], list[int]]:
+    """Draw each model's figure on the same test images: ({label: path under out}, the images' indices)."""
+    settings, x, y, labels, classes = inputs.settings, inputs.x, inputs.y, inputs.labels, inputs.classes
+    figures = {}
+    clean_ok = np.all([(h.clean_pred == y).numpy() for h in held.values()], axis=0)
+    rows = _figure_indices(labels, clean_ok, len(classes), settings.figure_per_class)
+    if not rows:
+        return figures, rows
+    gray = x[rows, 0].numpy()
+    for label, h in held.items():
+        path = out / "figures" / f"explain-{label}.png"
+        explain_figure(
+            path,
+            title=(
+                f"{label} model ({per_model[label]['model']}, {per_model[label]['mode']}): "
+                f"{inputs.spec}, {settings.method} at {per_model[label]['target_layer']}, "
+                f"target = {settings.target} class"
+            ),
+            clean=gray,
+            adv=h.x_adv[rows, 0].numpy(),
+            cam_clean=h.cam_clean[rows],
+            cam_adv=h.cam_adv[rows],
+            labels=[classes[labels[i]] for i in rows],
+            clean_pred=[classes[int(h.clean_pred[i])] for i in rows],
+            clean_conf=[float(h.clean_conf[i]) for i in rows],
+            adv_pred=[classes[int(h.adv_pred[i])] for i in rows],
+            adv_conf=[float(h.adv_conf[i]) for i in rows],
+            amplify=settings.amplify,
+        )
+        figures[label] = str(path.relative_to(out))
+    return figures, rows
+
+
+def _transfer(
+    inputs: _Inputs,
+    held: dict[str, _Explained],
+    *,
+    data: str | Path,
+    out: Path,
+    progress: bool,
+    start,
+) -> tuple[dict, dict[str, float]]:
+    """Train the surrogate and transfer the attack crafted on it to every model: (results, seconds)."""
+    settings, spec, runtime = inputs.settings, inputs.spec, inputs.runtime
+    t = time.perf_counter()
+    sur_path, sur_info = train_surrogate(
+        settings.surrogate,
+        data=data,
+        manifest=inputs.test.manifest,
+        image_size=inputs.size,
+        run_dir=out / f"surrogate-{settings.surrogate}",
+        epochs=settings.surrogate_epochs,
+        lr=settings.surrogate_lr,
+        batch_size=settings.surrogate_batch_size,
+        limit_per_class=settings.surrogate_limit_per_class,
+        seed=settings.seed,
+        runtime=runtime,
+        progress=progress,
+    )
+    training = time.perf_counter() - t
+    surrogate, _ = open_checkpoint(sur_path)
+    surrogate = runtime.prepare_model(surrogate).eval()
+    transfer = transfer_to_targets(
+        surrogate,
+        inputs.x,
+        inputs.y,
+        spec=spec,
+        targets={label: (model, held[label].x_adv) for label, model in inputs.models.items()},
+        runtime=runtime,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+        advance=start(f"explain: craft {spec} on surrogate {settings.surrogate}", len(inputs.x)),
+    )
+    transfer.pop("x_src")
+    transfer["surrogate"] = sur_info
+    return transfer, {"surrogate_training": training, "transfer": time.perf_counter() - t - training}
+
+
+def _data_record(inputs: _Inputs, data: str | Path) -> dict:
+    """explain.json's "data" block: the test images explained, in order, with their labels."""
+    ds = inputs.test.dataset
+    return {
+        "data": str(data),
+        "manifest": inputs.test.manifest,
+        "n": len(ds),
+        "limit": inputs.settings.limit,
+        "image_size": inputs.size,
+        "classes": inputs.classes,
+        "synthetic": bool(ds.synthetic),
+        "paths": list(ds.paths),
+        "labels": inputs.labels.tolist(),
+    }
+
+
+def _attack_record(inputs: _Inputs) -> dict:
+    """explain.json's "attack" block: the white-box attack run on each model."""
+    tm = inputs.spec.threat_model()
+    return {
+        "spec": str(inputs.spec),
+        "threat_model": {"norm": tm.norm, "eps": tm.eps},
+        "precision": inputs.runtime.precision,
+        "seed": inputs.settings.seed,
+        "run_on": "each model itself (white-box), every step (no early stop unless the spec says so)",
+    }
+
+
+def _cam_record(settings: ExplainSettings, per_model: dict[str, dict]) -> dict:
+    """explain.json's "cam" block: how the maps were made and what each number means."""
+    return {
+        "method": settings.method,
+        "package": "grad-cam (pytorch_grad_cam) " + METHODS[settings.method].__name__,
+        "target": settings.target,
+        "target_meaning": (
+            "each map explains the class the model predicts for that very image (clean or adversarial)"
+            if settings.target == "predicted"
+            else "both maps explain the true class"
+        ),
+        "precision": "fp32 (autocast off): bf16 gradients quantize the channel weights coarsely",
+        "layers": {label: per_model[label]["target_layer"] for label in per_model},
+        "grid": settings.grid,
+        "top_fraction": settings.top_fraction,
+        "rank_correlation": "Spearman rho (scipy.stats.spearmanr) over the cells of both maps, "
+        f"area-averaged to at most {settings.grid}x{settings.grid}",
+        "top_overlap": f"share of the clean map's top {100 * settings.top_fraction:g}% cells (ties at "
+        "the threshold included) that are also top cells of the adversarial map; IoU = o / (2 - o)",
+        "interval": f"95% percentile bootstrap over images, {settings.n_boot} resamples, "
+        f"seed {settings.seed}",
+        "outcomes": "fooled: right on clean, wrong under attack; resisted: right on both; "
+        "clean_error: wrong on the clean image",
+        "paired_difference": "adversarial model minus normal model per test image, bootstrap over images",
+    }
