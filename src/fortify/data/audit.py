@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings as warnings_module
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,43 +161,86 @@ def audit_dataset(
         else load_dataset(data, image_size=image_size, cache_dir=cache_dir, progress=progress, window=window)
     )
     labels = ds.labels.numpy()
+    counts, sizes, modes = _class_tables(ds, labels)
+    exact = _exact_duplicates(ds, labels)
+    near, scans = _near_duplicates(ds, labels, exact.groups, near_dup_threshold)
+    categorical, continuous = _shortcuts(ds, labels)
+    dicom = _dicom_summary(ds)
+    given = _given_splits(ds, labels, exact.groups, near.groups)
+    found = _Findings(
+        ds=ds,
+        counts=counts,
+        sizes=sizes,
+        modes=modes,
+        exact=exact,
+        near=near,
+        near_dup_threshold=near_dup_threshold,
+        scans=scans,
+        categorical=categorical,
+        continuous=continuous,
+        dicom=dicom,
+        given=given,
+    )
+    return _report(found, _warnings(found))
+
+
+def _class_tables(ds: ImageDataset, labels: np.ndarray) -> tuple[dict, dict, dict]:
+    """Per class: the image count, and the original sizes (most frequent first) and modes counted."""
     classes = ds.classes
     counts = {c: int((labels == i).sum()) for i, c in enumerate(classes)}
-    infos = ds.infos
-    sizes = {c: {} for c in classes}
-    modes = {c: {} for c in classes}
-    if infos is not None:
-        for info, y in zip(infos, labels.tolist(), strict=True):
+    sizes: dict[str, dict] = {c: {} for c in classes}
+    modes: dict[str, dict] = {c: {} for c in classes}
+    if ds.infos is not None:
+        for info, y in zip(ds.infos, labels.tolist(), strict=True):
             key = f"{info.width}x{info.height}"
             sizes[classes[y]][key] = sizes[classes[y]].get(key, 0) + 1
             modes[classes[y]][info.mode] = modes[classes[y]].get(info.mode, 0) + 1
         sizes = {c: dict(sorted(v.items(), key=lambda kv: -kv[1])) for c, v in sizes.items()}
+    return counts, sizes, modes
 
-    # Exact duplicates.
+
+@dataclass
+class _Duplicates:
+    """Duplicate groups: as dataset indices, as the report writes them, and those spanning classes."""
+
+    groups: list[list[int]]
+    entries: list[dict[str, Any]]
+    cross_class: list[dict[str, Any]]
+
+
+def _exact_duplicates(ds: ImageDataset, labels: np.ndarray) -> _Duplicates:
+    """Groups of images with identical decoded pixels."""
     exact = exact_duplicate_groups(dataset_pixel_hashes(ds))
-    exact_groups = [
-        {"paths": [ds.paths[i] for i in g], "classes": sorted({classes[labels[i]] for i in g})} for g in exact
+    entries = [
+        {"paths": [ds.paths[i] for i in g], "classes": sorted({ds.classes[labels[i]] for i in g})}
+        for g in exact
     ]
-    cross_exact = [g for g in exact_groups if len(g["classes"]) > 1]
+    return _Duplicates(exact, entries, [g for g in entries if len(g["classes"]) > 1])
 
-    # Near duplicates on the deduplicated images (what the split sees), and scans: runs of similar
-    # consecutive slices merged with them (what the default split keeps together), with the
-    # calibration of the link threshold against the documented case counts on IQ-OTH/NCCD.
+
+def _near_duplicates(
+    ds: ImageDataset, labels: np.ndarray, exact: list[list[int]], near_dup_threshold: float
+) -> tuple[_Duplicates, dict[str, Any]]:
+    """Near-duplicate groups among the deduplicated images, and the scans block of the report."""
+    # On the deduplicated images (what the split sees), and scans: runs of similar consecutive slices
+    # merged with them (what the default split keeps together), with the calibration of the link
+    # threshold against the documented case counts on IQ-OTH/NCCD.
+    classes = ds.classes
     drop = {i for g in exact for i in g[1:]}
     kept = [i for i in range(len(ds)) if i not in drop]
-    fps = dataset_fingerprints(ds)[torch.tensor(kept, dtype=torch.long)]
+    all_fps = dataset_fingerprints(ds)
     with warnings_module.catch_warnings():
         warnings_module.simplefilter("ignore")  # a fallback is reported in the audit's own warnings
         scan = leakage_groups(
-            fps,
+            all_fps[torch.tensor(kept, dtype=torch.long)],
             [int(labels[i]) for i in kept],
             [ds.paths[i] for i in kept],
             list(classes),
             near_dup_threshold=near_dup_threshold,
-            group_keys=[group_key(ds.infos[i].tags) for i in kept] if infos is not None else None,
+            group_keys=[group_key(ds.infos[i].tags) for i in kept] if ds.infos is not None else None,
         )
     near = [[kept[k] for k in g] for g in scan.near_duplicates]
-    near_groups = [
+    entries = [
         {
             "size": len(g),
             "classes": sorted({classes[labels[i]] for i in g}),
@@ -204,36 +248,63 @@ def audit_dataset(
         }
         for g in near
     ]
-    cross_near = [g for g in near_groups if len(g["classes"]) > 1]
-    size_hist = Counter(len(g) for g in near)
-    all_fps = dataset_fingerprints(ds)
     scans = {**scan.info, "calibration": scan_run_calibration(all_fps, labels.tolist(), ds.paths, classes)}
+    return _Duplicates(near, entries, [g for g in entries if len(g["classes"]) > 1]), scans
 
-    # Shortcuts.
+
+def _shortcuts(ds: ImageDataset, labels: np.ndarray) -> tuple[list[dict], list[dict]]:
+    """(sizes and modes found in one class only, single image properties that predict the label)."""
     categorical = []
-    if infos is not None:
+    if ds.infos is not None:
         categorical += _exclusive_values(
-            [f"{i.width}x{i.height}" for i in infos], labels, classes, "image size"
+            [f"{i.width}x{i.height}" for i in ds.infos], labels, ds.classes, "image size"
         )
-        categorical += _exclusive_values([i.mode for i in infos], labels, classes, "image mode")
-    continuous = _continuous_shortcuts(ds, labels)
+        categorical += _exclusive_values([i.mode for i in ds.infos], labels, ds.classes, "image mode")
+    return categorical, _continuous_shortcuts(ds, labels)
 
-    dicom = _dicom_summary(ds)
-    given = None
-    if ds.given_splits is not None:
-        keys = [group_key(i.tags) for i in infos] if infos is not None else None
-        leaks = split_leaks(ds.given_splits, ds.paths, exact, near, keys)
-        given = {
-            "counts": {
-                s: {
-                    c: sum(g == s and int(y) == k for g, y in zip(ds.given_splits, labels, strict=True))
-                    for k, c in enumerate(classes)
-                }
-                for s in ("train", "val", "test")
-            },
-            "leaks": leaks,
-        }
 
+def _given_splits(
+    ds: ImageDataset, labels: np.ndarray, exact: list[list[int]], near: list[list[int]]
+) -> dict[str, Any] | None:
+    """Counts per predefined train/val/test folder and the groups leaking across them (None without)."""
+    if ds.given_splits is None:
+        return None
+    keys = [group_key(i.tags) for i in ds.infos] if ds.infos is not None else None
+    leaks = split_leaks(ds.given_splits, ds.paths, exact, near, keys)
+    return {
+        "counts": {
+            s: {
+                c: sum(g == s and int(y) == k for g, y in zip(ds.given_splits, labels, strict=True))
+                for k, c in enumerate(ds.classes)
+            }
+            for s in ("train", "val", "test")
+        },
+        "leaks": leaks,
+    }
+
+
+@dataclass
+class _Findings:
+    """What the audit found, before it is written up as the report and its warnings."""
+
+    ds: ImageDataset
+    counts: dict[str, int]  # images per class
+    sizes: dict[str, dict[str, int]]  # per class: original "WxH" -> images
+    modes: dict[str, dict[str, int]]  # per class: image mode -> images
+    exact: _Duplicates
+    near: _Duplicates
+    near_dup_threshold: float
+    scans: dict[str, Any]
+    categorical: list[dict]  # values found in one class only
+    continuous: list[dict]  # single-property AUCs
+    dicom: dict[str, Any] | None
+    given: dict[str, Any] | None
+
+
+def _warnings(found: _Findings) -> list[str]:
+    """The report's warnings: the loader's, then one per finding that could mislead a model."""
+    ds, exact, dicom, given = found.ds, found.exact.groups, found.dicom, found.given
+    cross_exact, cross_near = found.exact.cross_class, found.near.cross_class
     warnings = list(ds.warnings)
     if ds.synthetic:
         warnings.insert(0, "synthetic phantom data: not real CT; results on it say nothing about patients")
@@ -254,32 +325,37 @@ def audit_dataset(
             f"{dicom['patients_in_several_classes']} patient(s) have images in more than one class "
             "(label noise, or labels per slice rather than per patient)"
         )
-    if "fallback" in scan.info:  # scans requested but file names carry no order
-        warnings.append(scan.info["fallback"])
+    if "fallback" in found.scans:  # scans requested but file names carry no order
+        warnings.append(found.scans["fallback"])
     if cross_near:
         warnings.append(
             f"{len(cross_near)} near-duplicate group(s) span classes (same patient under two labels?): "
             f"e.g. {', '.join(cross_near[0]['paths'][:4])}"
         )
-    for s in categorical:
+    for s in found.categorical:
         if s["flagged"]:
             warnings.append(
                 f"shortcut: {s['property']} {s['value']} occurs only in class {s['class']} "
                 f"({s['count']} images); center-cropping removes the aspect ratio, not the source"
             )
-    for s in continuous:
+    for s in found.continuous:
         if s["flagged"]:
             warnings.append(
                 f"shortcut: {s['property']} separates class {s['class']} from the rest "
                 f"(AUC {s['auc']:.2f}, {s['direction']})"
             )
+    return warnings
 
+
+def _report(found: _Findings, warnings: list[str]) -> dict:
+    """The JSON-ready report (audit.json)."""
+    ds, exact, near = found.ds, found.exact.groups, found.near.groups
     return {
         "format": AUDIT_FORMAT,
         "dataset": {
             "root": ds.source or ds.root,
             "synthetic": ds.synthetic,
-            "classes": classes,
+            "classes": ds.classes,
             "n_files": len(ds) + len(ds.skipped),
             "n_images": len(ds),
             "identity": identify_dataset(
@@ -292,33 +368,33 @@ def audit_dataset(
             "crop": "center-square",
             **({"window": ds.window} if ds.window else {}),
         },
-        "counts": counts,
-        "sizes": sizes,
-        "modes": modes,
+        "counts": found.counts,
+        "sizes": found.sizes,
+        "modes": found.modes,
         "unreadable": list(ds.skipped),
         "exact_duplicates": {
             "n_groups": len(exact),
             "n_pairs": sum(len(g) * (len(g) - 1) // 2 for g in exact),
             "n_redundant": sum(len(g) - 1 for g in exact),
-            "cross_class_groups": len(cross_exact),
-            "groups": exact_groups,
+            "cross_class_groups": len(found.exact.cross_class),
+            "groups": found.exact.entries,
         },
         "near_duplicates": {
             "method": NEAR_DUP_METHOD,
-            "threshold": near_dup_threshold,
+            "threshold": found.near_dup_threshold,
             "n_groups": len(near),
             "images_in_groups": sum(len(g) for g in near),
             "largest_group": max((len(g) for g in near), default=0),
-            "group_sizes": {str(k): v for k, v in sorted(size_hist.items())},
-            "cross_class_groups": len(cross_near),
-            "groups": near_groups,
+            "group_sizes": {str(k): v for k, v in sorted(Counter(len(g) for g in near).items())},
+            "cross_class_groups": len(found.near.cross_class),
+            "groups": found.near.entries,
         },
-        "scans": scans,
-        **({"dicom": dicom} if dicom else {}),
-        **({"given_splits": given} if given else {}),
+        "scans": found.scans,
+        **({"dicom": found.dicom} if found.dicom else {}),
+        **({"given_splits": found.given} if found.given else {}),
         "shortcuts": {
-            "exclusive_values": categorical,
-            "single_property_auc": continuous,
+            "exclusive_values": found.categorical,
+            "single_property_auc": found.continuous,
             "auc_threshold": SHORTCUT_AUC,
             "auc_notable": NOTABLE_AUC,
         },
