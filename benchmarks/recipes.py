@@ -34,6 +34,7 @@ from fortify.data import load_split, make_folds, save_manifest
 from fortify.data.sentinel import leakage_sentinel
 from fortify.evaluation.batches import predict
 from fortify.fileio import read_json, write_json
+from fortify.intervals import wilson_interval
 from fortify.numbers import parse_number
 from fortify.pipeline.profiles import load_profile
 from fortify.pipeline.reproduce import train_config
@@ -46,11 +47,13 @@ DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared/datasets/iqothn
 RECIPES: dict[str, dict[str, Any]] = {
     # normal training (quick profile: ResNet18 128 px, AdamW OneCycle lr 2e-3, 20 epochs, flips)
     "quick": {"set": {}},
+    "epochs10": {"set": {"normal.epochs": 10}},
     "epochs30": {"set": {"normal.epochs": 30}},
     "epochs40": {"set": {"normal.epochs": 40}},
     "px160": {"set": {"image_size": 160}},
     "px192": {"set": {"image_size": 192}},
     "shift3": {"set": {"train.max_shift": 0.03}},
+    "shift6": {"set": {"train.max_shift": 0.06}},
     "balanced": {"set": {"train.class_balanced": True}},
     "noaug": {"set": {"train.augment": False}},
     "lr1e-3": {"set": {"normal.lr": 0.001}},
@@ -165,6 +168,12 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 continue
             s[key] = (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0)
         s["minutes_per_fold"] = statistics.mean(r["train_seconds"] + r["eval_seconds"] for r in mine) / 60
+        # pooled over the folds' validation images: benign is ~14 scans' slices per fold, so one recall per
+        # fold is noisy; the pooled count and its Wilson interval say how sure the benign figure is
+        for key, n_key in (("clean", "n_val"), ("benign_recall", "benign_n")):
+            k, n = sum(round(r[key] * r[n_key]) for r in mine), sum(r[n_key] for r in mine)
+            interval = list(wilson_interval(k, n))
+            s[f"{key}_pooled"] = {"correct": k, "n": n, "rate": k / n, "wilson95": interval}
         out.append(s)
     return out
 
@@ -211,6 +220,13 @@ def main() -> None:
         scale = {k: 1 if "seconds" in k or k == "load_average" else 100 for k in keys}
         cells = "  ".join(f"{scale[k] * s[k][0]:7.1f} ± {scale[k] * s[k][1]:5.1f}" for k in keys)
         print(f"{s['recipe']:13s} {len(s['folds']):5d}  {cells}  {s['minutes_per_fold']:8.1f}")
+    for s in table:
+        pooled = [
+            f"{key} {p['correct']}/{p['n']} = {100 * p['rate']:.1f}% "
+            f"[{100 * p['wilson95'][0]:.1f}, {100 * p['wilson95'][1]:.1f}]"
+            for key, p in ((k, s[f"{k}_pooled"]) for k in ("clean", "benign_recall"))
+        ]
+        print(f"{s['recipe']:13s} pooled over folds: " + "; ".join(pooled))
 
 
 if __name__ == "__main__":
