@@ -67,6 +67,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "mixed": {"from": "quick", "mode": "mixed", "set": {}},
     "pgd-at": {"from": "quick", "mode": "pgd", "set": {}},
     "trades": {"from": "quick", "mode": "trades", "set": {}},
+    "mart": {"from": "quick", "mode": "mart", "set": {}},
     "pgd-at-eps4": {"from": "quick", "mode": "pgd", "set": {"adversarial.eps": 4 / 255}},
     "pgd-at-10ep": {"from": "quick", "mode": "pgd", "set": {"adversarial.epochs": 10}},
     "mixed-10ep": {"from": "quick", "mode": "mixed", "set": {"adversarial.epochs": 10}},

@@ -49,6 +49,7 @@ def ideal_ratio(mode: str, k: int) -> float:
         "fast": 2.0,  # one attack step + training on the adversarial batch
         "pgd": k + 1.0,
         "trades": k + 2.0 + 0.33,  # k KL steps (+ a clean forward) + training on clean+adv (2N)
+        "mart": k + 2.0,  # k PGD steps + training on clean+adv (2N)
         "mixed": (1 + k + k) / 3 + 2.0,  # rotation FGSM/PGD-k/CW-k + training on clean+adv (2N)
     }[mode]
 

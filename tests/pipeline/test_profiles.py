@@ -40,7 +40,7 @@ def test_overrides_and_their_errors():
 def test_unknown_profile_lists_valid_ones():
     with pytest.raises(ConfigError, match="smoke"):
         load_profile("fastest")
-    assert DEFENSES == ("mixed", "pgd", "fast", "trades")
+    assert DEFENSES == ("mixed", "pgd", "fast", "trades", "mart")
 
 
 def test_a_users_profile_file_and_dotted_overrides(tmp_path):

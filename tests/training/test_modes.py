@@ -73,3 +73,25 @@ def test_eps_warms_up_linearly(tiny_config):
     records = [json.loads(x) for x in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["eps"] == pytest.approx(cfg.eps / 2, rel=0.35)  # last batch of epoch 1
     assert records[1]["eps"] == pytest.approx(cfg.eps)
+
+
+def test_mart_loss_is_boosted_ce_when_the_attack_changed_nothing():
+    from fortify.training.recipes import mart_loss
+
+    logits = torch.tensor([[2.0, 1.0, -1.0], [0.0, 3.0, 0.5]])
+    y = torch.tensor([0, 2])
+    p = logits.softmax(1)
+    wrong = torch.tensor([1, 1])  # the most likely class other than y
+    expected = torch.nn.functional.cross_entropy(logits, y) - torch.log(1.0001 - p[[0, 1], wrong]).mean()
+    assert torch.isclose(mart_loss(logits, logits, y, beta=100.0), expected, atol=1e-5)  # KL is 0
+
+
+def test_mart_weights_the_kl_by_how_unsure_the_clean_prediction_is():
+    from fortify.training.recipes import mart_loss
+
+    y = torch.tensor([0])
+    adv = torch.tensor([[0.0, 2.0, 0.0]])
+    sure = torch.tensor([[30.0, 0.0, 0.0]])  # p_y(clean) ~ 1: the KL term is switched off
+    unsure = torch.tensor([[0.0, 0.5, 0.0]])  # clean prediction already wrong: the KL term counts
+    assert torch.isclose(mart_loss(sure, adv, y, beta=0.0), mart_loss(sure, adv, y, beta=50.0), atol=1e-4)
+    assert mart_loss(unsure, adv, y, beta=50.0) > mart_loss(unsure, adv, y, beta=0.0) + 1.0

@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
             help="smoke | quick | paper (configs/profiles) or your own YAML file (`fortify profile show`).",
         ),
         defense: str = typer.Option(
-            "mixed", "--defense", help="mixed (the study's recipe) | pgd | fast | trades."
+            "mixed", "--defense", help="mixed (the study's recipe) | pgd | fast | trades | mart."
         ),
         resume: bool = options.resume("Continue this run; finished stages are skipped."),
         force: bool = options.force("Wipe --out and start over."),

@@ -230,9 +230,11 @@ def train_seconds(cfg: Any, n_train: int, n_val: int, speed: MachineSpeed) -> fl
         "fast": 1.0,
         "pgd": k,
         "trades": k,
+        "mart": k,
         "mixed": (1 + 2 * k) / 3,  # FGSM, PGD and the CW-loss PGD in rotation
     }.get(cfg.mode, k)
-    trained = 2.0 if cfg.mode == "mixed" else 1.5 if cfg.mode == "trades" else 1.0  # clean + adversarial
+    # images trained on per image: clean + adversarial
+    trained = 2.0 if cfg.mode == "mixed" else 1.5 if cfg.mode in ("trades", "mart") else 1.0
     per_epoch = n_train * (trained * speed.train_step + craft * speed.gradient)
     val = n_val * speed.forward
     if cfg.adversarial and cfg.robust_validation:

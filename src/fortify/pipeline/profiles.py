@@ -19,7 +19,7 @@ from fortify.numbers import parse_number
 from fortify.pipeline.extras import EXTRAS, load
 from fortify.report.study import configs_dir
 
-DEFENSES = ("mixed", "pgd", "fast", "trades")
+DEFENSES = ("mixed", "pgd", "fast", "trades", "mart")
 
 
 @dataclass

@@ -12,6 +12,8 @@ Modes:
   metrics, warned about and (with co_action="stop") ends training; the best checkpoint, selected
   on PGD accuracy, is the model to use.
 - `trades`: Zhang et al. 2019, CE(clean) + beta * KL(f(x) || f(x_adv)), inner max on the KL.
+- `mart`: Wang et al. 2020 (MART), boosted CE on PGD examples + beta * KL(clean || adv) weighted by the
+  clean model's doubt, 1 - p_y(x); beta is `trades_beta`.
 - `noise`: Gaussian data augmentation, CE on x + N(0, noise_sigma^2) (Cohen, Rosenfeld & Kolter 2019): the
   base classifier of a randomized-smoothing model (fortify.certify). Not adversarial: no attack, no eps.
 
@@ -30,7 +32,7 @@ from fortify.errors import ConfigError
 from fortify.models import is_model_name, list_models
 from fortify.training.batchstats import CRAFT_BN
 
-MODES = ("standard", "mixed", "pgd", "fast", "trades", "noise")
+MODES = ("standard", "mixed", "pgd", "fast", "trades", "mart", "noise")
 ADVERSARIAL_MODES = tuple(m for m in MODES if m not in ("standard", "noise"))
 SCHEDULES = ("onecycle", "cosine", "constant")
 OPTIMIZERS = ("sgd", "adamw")
@@ -46,7 +48,7 @@ class TrainConfig:
     # the dataset's own train/val/test folders there
     split: str | None = None
     model: str = "resnet18"  # a fortify.models registry name
-    mode: str = "standard"  # standard | mixed | pgd | fast | trades | noise (see the module docstring)
+    mode: str = "standard"  # standard | mixed | pgd | fast | trades | mart | noise (see the docstring)
     eps: float = 2 / 255  # L-inf radius in [0,1] pixel units (adversarial modes, robust validation)
     epochs: int = 10  # passes over the training split
     image_size: int = 128  # images are resized to image_size x image_size
@@ -73,7 +75,7 @@ class TrainConfig:
     attack_alpha: float | None = None  # step size; None -> 2.5*eps/steps (fast: 1.25*eps)
     craft_bn: str = "batch"  # BN statistics training attacks craft against: "batch" | "running"
     mixed_clean_weight: float = 0.5  # mixed/trades-free: loss = w*CE(clean) + (1-w)*CE(adv)
-    trades_beta: float = 6.0  # trades mode: weight of the KL (robustness) term
+    trades_beta: float = 6.0  # trades and mart modes: weight of the KL (robustness) term
     noise_sigma: float = 0.25  # noise mode: std of the Gaussian noise in [0,1] pixel units
     val_attack_steps: int = 5  # PGD steps for robust validation accuracy (model selection, every epoch)
     val_robust: bool | None = None  # None -> on for adversarial modes, off for standard

@@ -54,7 +54,7 @@ def make_adversarial(
     steps = cfg.attack_steps
     crafter = crafting_model(attack_model, cfg.craft_bn)
     with runtime.autocast():
-        if mode == "pgd":
+        if mode in ("pgd", "mart"):  # MART crafts with PGD on cross-entropy too
             return pgd(crafter, x, y, eps=eps, steps=steps, alpha=_alpha(cfg, eps, steps)), "pgd"
         if mode == "fast":
             alpha = 1.25 * eps if cfg.attack_alpha is None else _alpha(cfg, eps, 1)
@@ -69,6 +69,20 @@ def make_adversarial(
             loss = "cw" if name == "cw" else "ce"
             return pgd(crafter, x, y, eps=eps, steps=steps, alpha=_alpha(cfg, eps, steps), loss=loss), name
     raise ValueError(f"mode {mode!r} has no adversarial examples")
+
+
+def mart_loss(clean: torch.Tensor, adv: torch.Tensor, y: torch.Tensor, *, beta: float) -> torch.Tensor:
+    """MART (Wang et al. 2020): boosted CE on the adversarial logits (CE plus a margin term pushing down the
+    most likely wrong class) + beta * KL(clean || adv) weighted by 1 - p_y(clean), so misclassified clean
+    examples count more. Follows the authors' reference code (constants included)."""
+    adv_probs = F.softmax(adv, dim=1)
+    top2 = torch.argsort(adv_probs, dim=1)[:, -2:]
+    wrong = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])  # most likely class other than y
+    boosted = F.cross_entropy(adv, y) + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), wrong)
+    clean_probs = F.softmax(clean, dim=1)
+    true_probs = clean_probs.gather(1, y.unsqueeze(1)).squeeze(1)
+    kl = F.kl_div(torch.log(adv_probs + 1e-12), clean_probs, reduction="none").sum(dim=1)
+    return boosted + beta * (kl * (1.0000001 - true_probs)).mean()
 
 
 def _ce(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, cfg: TrainConfig) -> torch.Tensor:
@@ -120,7 +134,9 @@ def training_step_loss(
     with runtime.autocast():
         logits = model(torch.cat([x, x_adv])).float()
     clean, adv = logits[:n], logits[n:]
-    if mode == "mixed":
+    if mode == "mart":
+        loss = mart_loss(clean, adv, y, beta=cfg.trades_beta)
+    elif mode == "mixed":
         w = cfg.mixed_clean_weight
         loss = w * _ce(clean, y, class_weights, cfg) + (1 - w) * _ce(adv, y, class_weights, cfg)
     else:  # trades
