@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import typer
@@ -35,7 +34,7 @@ def attack(
 ) -> None:
     """Attack the test split of a checkpoint; write 8-bit PNGs at the model's input size and attacks.json."""
     from fortify.attacks import parse_spec
-    from fortify.cli.evaluate_command import print_data_warnings
+    from fortify.cli.evaluate_command import data_warnings_reported
     from fortify.evaluation import attack_checkpoint, check_out_dir
     from fortify.runtime import Runtime
 
@@ -45,8 +44,7 @@ def attack(
     spec = parse_spec(attack_spec)
     check_out_dir(out, force)
     runtime = Runtime.resolve(device, precision)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with data_warnings_reported():
         summary = attack_checkpoint(
             model,
             data=data,
@@ -59,7 +57,6 @@ def attack(
             progress=True,
             seed=seed,
         )
-    print_data_warnings(caught)
 
     def pct(v: float | None) -> str:
         return "n/a" if v is None else f"{100 * v:.1f}%"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import typer
@@ -105,7 +104,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Certify a randomized-smoothing classifier (Cohen et al. 2019) and attack it (smoothed PGD)."""
         from fortify.certify import run_certify
-        from fortify.cli.evaluate_command import print_data_warnings
+        from fortify.cli.evaluate_command import data_warnings_reported, wide_console
         from fortify.evaluation import check_out_dir
         from fortify.evaluation.inputs import check_checkpoint_path
         from fortify.runtime import Runtime
@@ -131,8 +130,7 @@ def register(app: typer.Typer) -> None:
         check_checkpoint_path(checkpoint)
         check_out_dir(out, force or resume)
         runtime = Runtime.resolve(device, precision)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with data_warnings_reported():
             payload = run_certify(
                 checkpoint,
                 None,
@@ -144,6 +142,4 @@ def register(app: typer.Typer) -> None:
                 progress=True,
                 resume=not force,
             )
-        print_data_warnings(caught)
-        console = Console()
-        print_summary(payload, Console(width=max(console.width, 120)), out)
+        print_summary(payload, wide_console(120), out)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import typer
@@ -10,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fortify.cli import options
-from fortify.cli.evaluate_command import print_data_warnings
+from fortify.cli.evaluate_command import data_warnings_reported, wide_console
 from fortify.errors import ConfigError
 from fortify.numbers import parse_number
 
@@ -105,8 +104,7 @@ def detect(
     check_out_dir(out, force)
     runtime = Runtime.resolve(device, precision)
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with data_warnings_reported():
         payload = run_detect(
             checkpoint,
             adversarial,
@@ -117,9 +115,7 @@ def detect(
             runtime=runtime,
             progress=True,
         )
-    print_data_warnings(caught)
-    console = Console()
-    print_summary(payload, Console(width=max(console.width, 110)), out)
+    print_summary(payload, wide_console(110), out)
 
 
 def register(app: typer.Typer) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -15,6 +17,21 @@ from fortify.errors import ConfigError
 from fortify.evaluation.settings import DEFAULTS
 from fortify.evaluation.specs import fraction_text
 from fortify.numbers import parse_number
+
+
+@contextmanager
+def data_warnings_reported() -> Iterator[None]:
+    """Record the block's warnings, then print them after it: data warnings one line each (no repeats
+    lost to Python's once-per-place filter), anything else as Python shows it."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    print_data_warnings(caught)
+
+
+def wide_console(min_width: int) -> Console:
+    """A stdout console at least `min_width` columns wide, so a results table is not squeezed."""
+    return Console(width=max(Console().width, min_width))
 
 
 def print_data_warnings(caught: list[warnings.WarningMessage]) -> None:
@@ -196,8 +213,7 @@ def evaluate(
     check_out_dir(out, force)
     runtime = Runtime.resolve(device, precision)
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with data_warnings_reported():
         transfer = None
         if transfer_from is not None:
             pair = evaluate_transfer(
@@ -230,9 +246,7 @@ def evaluate(
             seed=seed,
             transfer=transfer,
         )
-    print_data_warnings(caught)
-    console = Console()
-    print_summary(results, Console(width=max(console.width, 120)), out)
+    print_summary(results, wide_console(120), out)
 
 
 def register(app: typer.Typer) -> None:

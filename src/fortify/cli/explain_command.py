@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import typer
@@ -77,7 +76,7 @@ def explain(
 ) -> None:
     """Class-activation maps on clean and attacked scans, the attention shift in numbers, cross-architecture
     transfer."""
-    from fortify.cli.evaluate_command import print_data_warnings
+    from fortify.cli.evaluate_command import data_warnings_reported, wide_console
     from fortify.evaluation import check_out_dir
     from fortify.evaluation.inputs import check_checkpoint_path
     from fortify.explain import ExplainSettings, explain_checkpoints
@@ -107,8 +106,7 @@ def explain(
     ).validate()
     check_out_dir(out, force)
     runtime = Runtime.resolve(device, precision)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with data_warnings_reported():
         payload = explain_checkpoints(
             checkpoints,
             data=data,
@@ -118,8 +116,7 @@ def explain(
             runtime=runtime,
             progress=True,
         )
-    print_data_warnings(caught)
-    _summary(payload, Console(width=max(Console().width, 120)), out)
+    _summary(payload, wide_console(120), out)
 
 
 def register(app: typer.Typer) -> None:
