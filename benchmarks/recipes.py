@@ -63,6 +63,12 @@ RECIPES: dict[str, dict[str, Any]] = {
     "ema": {"set": {"train.ema_decay": 0.98}},  # per step: an average over the last ~50 steps (~2 epochs)
     "label-smooth": {"set": {"train.label_smoothing": 0.1}},
     "ema-balanced": {"set": {"train.ema_decay": 0.98, "train.class_balanced": True}},
+    "intensity": {"set": {"train.intensity_jitter": 0.2}},  # contrast/gamma +-20%, brightness +-0.1
+    "rot5": {"set": {"train.max_rotation": 5.0}},
+    "rot10": {"set": {"train.max_rotation": 10.0}},
+    "mixup": {"set": {"normal.mixup_alpha": 0.2}},
+    "px160-ls": {"set": {"image_size": 160, "train.label_smoothing": 0.1}},
+    "px160-intensity": {"set": {"image_size": 160, "train.intensity_jitter": 0.2}},
     # adversarial fine-tuning of the quick normal model (5 epochs, 3 attack steps, eps 2/255)
     "mixed": {"from": "quick", "mode": "mixed", "set": {}},
     "pgd-at": {"from": "quick", "mode": "pgd", "set": {}},
@@ -72,6 +78,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     "pgd-at-10ep": {"from": "quick", "mode": "pgd", "set": {"adversarial.epochs": 10}},
     "mixed-10ep": {"from": "quick", "mode": "mixed", "set": {"adversarial.epochs": 10}},
     "mixed-ema": {"from": "quick", "mode": "mixed", "set": {"adversarial.ema_decay": 0.98}},
+    "pgd-at-awp": {"from": "quick", "mode": "pgd", "set": {"adversarial.awp_gamma": 5e-3}},
+    "trades-awp": {"from": "quick", "mode": "trades", "set": {"adversarial.awp_gamma": 5e-3}},
+    "mixed-awp": {"from": "quick", "mode": "mixed", "set": {"adversarial.awp_gamma": 5e-3}},
+    "trades-eps4": {"from": "quick", "mode": "trades", "set": {"adversarial.eps": 4 / 255}},
+    "mixed-px160": {"from": "px160", "mode": "mixed", "set": {"image_size": 160}},
 }
 
 

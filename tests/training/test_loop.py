@@ -144,6 +144,11 @@ def test_out_of_memory_is_a_one_line_error_and_run_dir_stays_consistent(tiny_con
         (dict(eps=-0.1), "eps must be >= 0"),
         (dict(mode="pgd", eps=0.0), "needs eps > 0"),
         (dict(batch_size=1), "batch-size"),
+        (dict(intensity_jitter=1.5), "intensity-jitter"),
+        (dict(max_rotation=90), "max-rotation"),
+        (dict(mode="pgd", mixup_alpha=0.2), r"\(standard mode only\)"),
+        (dict(awp_gamma=5e-3), r"\(adversarial modes only\)"),
+        (dict(mode="pgd", awp_gamma=-1.0), "awp-gamma"),
     ],
 )
 def test_bad_config_values(tiny_config, overrides, match):

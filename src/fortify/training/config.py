@@ -70,6 +70,9 @@ class TrainConfig:
     bn_recalibrate: bool = True  # re-estimate batch-norm statistics on clean train images before validation
     augment: bool = True  # random horizontal flip (+ whole-pixel shifts if max_shift > 0), stays in [0,1]
     max_shift: float = 0.0  # largest shift, as a fraction of the image size (0: flips only; see augment.py)
+    intensity_jitter: float = 0.0  # contrast/gamma in [1-s, 1+s], brightness in [-s/2, s/2] (0: off)
+    max_rotation: float = 0.0  # largest rotation in degrees, bilinear (0: off; it blurs, see augment.py)
+    mixup_alpha: float = 0.0  # standard mode: mixup with lam ~ Beta(a, a) per batch (0: off)
     eps_warmup_epochs: float = 1.0  # eps grows linearly from 0 over this many epochs
     attack_steps: int = 5  # PGD/CW/TRADES steps inside training
     attack_alpha: float | None = None  # step size; None -> 2.5*eps/steps (fast: 1.25*eps)
@@ -82,6 +85,7 @@ class TrainConfig:
     patience: int | None = None  # early stopping: epochs without a better selection score
     label_smoothing: float = 0.0  # cross-entropy targets: 1 - s on the label, s spread over all classes
     ema_decay: float | None = None  # weight averaging: validate and save an EMA of the weights (per step)
+    awp_gamma: float = 0.0  # adversarial weight perturbation (Wu et al. 2020) size; 0: off, theirs 5e-3
     co_action: str = "warn"  # fast mode, catastrophic overfitting: "warn" or "stop"
     limit_per_class: int | None = None  # smoke runs: first k images per class per split
     cache_dir: str | None = None  # decode cache for the real dataset
@@ -129,6 +133,14 @@ class TrainConfig:
             raise ConfigError(f"label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ConfigError(f"ema-decay must be in (0, 1), got {self.ema_decay}")
+        if not (0 <= self.intensity_jitter < 1):
+            raise ConfigError(f"intensity-jitter must be in [0, 1), got {self.intensity_jitter}")
+        if not (0 <= self.max_rotation <= 45):
+            raise ConfigError(f"max-rotation must be in [0, 45] degrees, got {self.max_rotation}")
+        if not (self.mixup_alpha >= 0) or (self.mixup_alpha > 0 and self.mode != "standard"):
+            raise ConfigError(f"mixup-alpha must be >= 0 (standard mode only), got {self.mixup_alpha}")
+        if not (self.awp_gamma >= 0) or (self.awp_gamma > 0 and not self.adversarial):
+            raise ConfigError(f"awp-gamma must be >= 0 (adversarial modes only), got {self.awp_gamma}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError("patience must be >= 1")
         return self

@@ -28,7 +28,7 @@ from fortify.fileio import append_jsonl, sha256_file
 from fortify.models import build_model
 from fortify.runtime import Runtime, seed_everything
 from fortify.training import distributed as ddp
-from fortify.training.augment import augment_batch
+from fortify.training.augment import augment_batch, mixup_batch
 from fortify.training.checkpoints import (
     load_training_state,
     read_checkpoint_info,
@@ -573,10 +573,19 @@ def train_one_epoch(
     run.model.train()
     try:
         for b, idx in enumerate(batches):
-            xb = splits.train_x[idx]
+            xb, yb, soft = splits.train_x[idx], splits.train_y[idx], None
             if cfg.augment:
-                xb = augment_batch(xb, run.data_gen, max_shift=cfg.max_shift)
-            xb, yb = runtime.to_device(xb), splits.train_y[idx].to(runtime.device)
+                xb = augment_batch(
+                    xb,
+                    run.data_gen,
+                    max_shift=cfg.max_shift,
+                    intensity=cfg.intensity_jitter,
+                    max_rotation=cfg.max_rotation,
+                )
+            if cfg.mixup_alpha > 0:  # train accuracy then counts the larger share's label (yb)
+                xb, soft = mixup_batch(xb, yb, len(splits.classes), run.data_gen, alpha=cfg.mixup_alpha)
+                soft = soft.to(runtime.device)
+            xb, yb = runtime.to_device(xb), yb.to(runtime.device)
             stats.eps = _eps_at(cfg, epoch * run.steps_per_epoch + b, run.steps_per_epoch)
             out = training_step_loss(
                 run.net,
@@ -589,9 +598,12 @@ def train_one_epoch(
                 batch_index=b,
                 epoch=epoch,
                 runtime=runtime,
+                soft_targets=soft,
             )
             run.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
+            if out.restore_weights is not None:  # AWP: the step applies to the unperturbed weights
+                out.restore_weights()
             run.optimizer.step()
             run.scheduler.step()
             if run.ema is not None:

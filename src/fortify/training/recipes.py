@@ -12,6 +12,7 @@ normalizes both together and DDP sees exactly one forward per backward.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,7 @@ from torch import nn
 
 from fortify.attacks import fgsm, pgd, trades_kl
 from fortify.runtime import Runtime
+from fortify.training.awp import perturb_weights
 from fortify.training.batchstats import crafting_model
 from fortify.training.config import MIXED_ATTACKS, TrainConfig
 
@@ -30,6 +32,8 @@ class StepOutput:
     clean_correct: int | None  # None when the step had no clean forward (pgd, fast)
     adv_correct: int | None  # None for standard
     attack: str | None  # which attack made the adversarial half (mixed rotates)
+    # AWP: puts the unperturbed weights back; the caller runs it after backward, before the optimizer step
+    restore_weights: Callable[[], None] | None = None
 
 
 def _alpha(cfg: TrainConfig, eps: float, steps: int) -> float:
@@ -102,8 +106,10 @@ def training_step_loss(
     batch_index: int,
     epoch: int,
     runtime: Runtime,
+    soft_targets: torch.Tensor | None = None,
 ) -> StepOutput:
-    """Loss for one batch (model in train mode); the caller does backward/step."""
+    """Loss for one batch (model in train mode); the caller does backward/step (and `restore_weights`).
+    `soft_targets` (mixup, standard mode): probability targets replacing y in the loss."""
     mode = cfg.mode
     n = x.shape[0]
     if mode == "noise":
@@ -118,29 +124,38 @@ def training_step_loss(
     if mode == "standard" or eps == 0:
         with runtime.autocast():
             logits = model(x).float()
-        loss = _ce(logits, y, class_weights, cfg)
+        loss = _ce(logits, y if soft_targets is None else soft_targets, class_weights, cfg)
         correct = int((logits.argmax(1) == y).sum())
         return StepOutput(loss, correct, None if mode == "standard" else correct, None)
 
     x_adv, attack = make_adversarial(
         mode, attack_model, x, y, cfg=cfg, eps=eps, batch_index=batch_index, epoch=epoch, runtime=runtime
     )
-    if mode in ("pgd", "fast"):
-        with runtime.autocast():
-            logits = model(x_adv).float()
-        loss = _ce(logits, y, class_weights, cfg)
-        return StepOutput(loss, None, int((logits.argmax(1) == y).sum()), attack)
 
-    with runtime.autocast():
-        logits = model(torch.cat([x, x_adv])).float()
-    clean, adv = logits[:n], logits[n:]
-    if mode == "mart":
-        loss = mart_loss(clean, adv, y, beta=cfg.trades_beta)
-    elif mode == "mixed":
-        w = cfg.mixed_clean_weight
-        loss = w * _ce(clean, y, class_weights, cfg) + (1 - w) * _ce(adv, y, class_weights, cfg)
-    else:  # trades
+    def adversarial_loss(net: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(loss, clean logits or None, adversarial logits) of this batch through `net`."""
+        if mode in ("pgd", "fast"):
+            with runtime.autocast():
+                adv = net(x_adv).float()
+            return _ce(adv, y, class_weights, cfg), None, adv
+        with runtime.autocast():
+            logits = net(torch.cat([x, x_adv])).float()
+        clean, adv = logits[:n], logits[n:]
+        if mode == "mart":
+            return mart_loss(clean, adv, y, beta=cfg.trades_beta), clean, adv
+        if mode == "mixed":
+            w = cfg.mixed_clean_weight
+            loss = w * _ce(clean, y, class_weights, cfg) + (1 - w) * _ce(adv, y, class_weights, cfg)
+            return loss, clean, adv
+        # trades
         natural = _ce(clean, y, class_weights, cfg)
         robust = F.kl_div(F.log_softmax(adv, dim=1), F.softmax(clean, dim=1), reduction="batchmean")
-        loss = natural + cfg.trades_beta * robust
-    return StepOutput(loss, int((clean.argmax(1) == y).sum()), int((adv.argmax(1) == y).sum()), attack)
+        return natural + cfg.trades_beta * robust, clean, adv
+
+    restore = None
+    if cfg.awp_gamma > 0:  # probe with frozen running statistics, on the bare model (never through DDP)
+        probe = crafting_model(attack_model, "batch")
+        restore = perturb_weights(attack_model, lambda: adversarial_loss(probe)[0], cfg.awp_gamma)
+    loss, clean, adv = adversarial_loss(model)
+    clean_correct = None if clean is None else int((clean.argmax(1) == y).sum())
+    return StepOutput(loss, clean_correct, int((adv.argmax(1) == y).sum()), attack, restore)
