@@ -43,7 +43,8 @@ from fortify.training import load_model, train
 
 DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared/datasets/iqothnccd")
 
-# name -> {"from": normal recipe (adversarial recipes only), "mode": defense, "set": profile overrides}
+# name -> {"from": normal recipe (adversarial recipes only), "mode": defense, "set": profile overrides,
+#          "pretrain": ssl_pretrain.pretrain keyword arguments (normal recipes: start from that checkpoint)}
 RECIPES: dict[str, dict[str, Any]] = {
     # normal training (quick profile: ResNet18 128 px, AdamW OneCycle lr 2e-3, 20 epochs, flips)
     "quick": {"set": {}},
@@ -69,6 +70,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "mixup": {"set": {"normal.mixup_alpha": 0.2}},
     "px160-ls": {"set": {"image_size": 160, "train.label_smoothing": 0.1}},
     "px160-intensity": {"set": {"image_size": 160, "train.intensity_jitter": 0.2}},
+    # SimCLR pretraining on the fold's own training images (benchmarks/ssl_pretrain.py), then quick's training
+    "ssl": {"set": {}, "pretrain": {"epochs": 30}},
     # adversarial fine-tuning of the quick normal model (5 epochs, 3 attack steps, eps 2/255)
     "mixed": {"from": "quick", "mode": "mixed", "set": {}},
     "pgd-at": {"from": "quick", "mode": "pgd", "set": {}},
@@ -116,9 +119,28 @@ def run_recipe_fold(
         cfg.init = str(args.out / recipe["from"] / f"fold-{fold}" / "normal" / "best.safetensors")
         if not Path(cfg.init).exists():
             raise SystemExit(f"recipe {name}: run the normal recipe {recipe['from']!r} on fold {fold} first")
+    pretrain_s = 0.0
+    if "pretrain" in recipe:  # self-supervised on this fold's training images only
+        from ssl_pretrain import pretrain
+
+        t0 = time.perf_counter()
+        cfg.init = str(
+            pretrain(
+                manifest,
+                root / "ssl",
+                data=args.data,
+                model_name=prof.model,
+                image_size=prof.image_size,
+                seed=prof.seed,
+                runtime=runtime,
+                cache_dir=args.cache_dir,
+                **recipe["pretrain"],
+            )
+        )
+        pretrain_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     train(cfg, resume=True, progress=False)
-    train_s = time.perf_counter() - t0
+    train_s = time.perf_counter() - t0 + pretrain_s
     model, info = load_model(Path(cfg.out) / "last.safetensors")
     model = runtime.prepare_model(model)
     parts = load_split(
