@@ -62,6 +62,25 @@ def _radius_label(r: float, payload: dict[str, Any]) -> str:
 def section_certify(doc: Document, payload: dict[str, Any], source: str, fig_dir: Path | None = None) -> None:
     """Add the section; with `fig_dir` (the report's figures folder) also the curve figure."""
     doc.add(Heading("Randomized smoothing (certified robustness)"))
+    _intro(doc, payload)
+    _radius_table(doc, payload, source)
+    _per_class_table(doc, payload, source)
+    _sanity(doc, payload)
+    _cost(doc, payload)
+    if fig_dir is not None and (payload.get("curve") or {}).get("points"):
+        path = certified_accuracy_figure(payload, Path(fig_dir) / "certified_accuracy.png")
+        doc.add(
+            Figure(
+                path,
+                "Certified accuracy vs L2 radius (step), empirical accuracy under smoothed PGD (points), "
+                "and the L-inf threat model's L2 radii",
+                f"{source} 'curve', 'empirical'",
+            )
+        )
+
+
+def _intro(doc: Document, payload: dict[str, Any]) -> None:
+    """The certification settings, how to read the numbers, and warnings about the model and images."""
     data = payload.get("data") or {}
     model = payload.get("model") or {}
     doc.add(
@@ -83,6 +102,9 @@ def section_certify(doc: Document, payload: dict[str, Any], source: str, fig_dir
     if data.get("synthetic"):
         doc.add(Para("SYNTHETIC phantom data: these are not results on CT scans.", "warn"))
 
+
+def _radius_table(doc: Document, payload: dict[str, Any], source: str) -> None:
+    """Certified vs empirical accuracy by radius, then abstentions and the threat model's L2 radii."""
     tm = payload.get("threat_model") or {}
     emp_by_r = {round(e["radius"], 9): e for e in (payload.get("empirical") or {}).get("at") or []}
     rows = []
@@ -131,6 +153,8 @@ def section_certify(doc: Document, payload: dict[str, Any], source: str, fig_dir
         )
     )
 
+
+def _per_class_table(doc: Document, payload: dict[str, Any], source: str) -> None:
     per_class = payload.get("per_class") or {}
     radii = [c["radius"] for c in payload.get("certified") or []]
     if per_class:
@@ -151,6 +175,9 @@ def section_certify(doc: Document, payload: dict[str, Any], source: str, fig_dir
             )
         )
 
+
+def _sanity(doc: Document, payload: dict[str, Any]) -> None:
+    """Empirical accuracy must not fall below certified accuracy: each check's verdict, loud when it fails."""
     for check in payload.get("sanity") or []:
         verdict = "PASS" if check.get("passed") else "FAIL"
         doc.add(Para(f"Sanity check {verdict}: {check.get('check')}. {check.get('detail', '')}"))
@@ -164,6 +191,8 @@ def section_certify(doc: Document, payload: dict[str, Any], source: str, fig_dir
                 )
             )
 
+
+def _cost(doc: Document, payload: dict[str, Any]) -> None:
     cost = payload.get("cost") or {}
     sec = cost.get("seconds_per_image") or {}
     passes = cost.get("passes_per_image") or {}
@@ -180,13 +209,3 @@ def section_certify(doc: Document, payload: dict[str, Any], source: str, fig_dir
             )
         )
     )
-    if fig_dir is not None and (payload.get("curve") or {}).get("points"):
-        path = certified_accuracy_figure(payload, Path(fig_dir) / "certified_accuracy.png")
-        doc.add(
-            Figure(
-                path,
-                "Certified accuracy vs L2 radius (step), empirical accuracy under smoothed PGD (points), "
-                "and the L-inf threat model's L2 radii",
-                f"{source} 'curve', 'empirical'",
-            )
-        )

@@ -58,9 +58,32 @@ def section_explain(
     fig_dir: str | Path | None = None,
 ) -> None:
     doc.add(Heading("Where the models look under attack (class-activation maps)"))
-    cam, attack, data = payload.get("cam") or {}, payload.get("attack") or {}, payload.get("data") or {}
-    models: dict[str, Any] = payload.get("models") or {}
-    settings = payload.get("settings") or {}
+    cam, attack = payload.get("cam") or {}, payload.get("attack") or {}
+    top = f"top-{100 * float(cam.get('top_fraction', 0.1)):g}%"
+    _intro(doc, payload, cam, attack)
+    _models_table(doc, payload, source, top)
+    _class_and_outcome_tables(doc, payload, source, top)
+    for label, rel in (payload.get("figures") or {}).items():
+        path = _copy_figure(Path(base_dir) if base_dir else None, Path(fig_dir) if fig_dir else None, rel)
+        if path is not None:
+            doc.add(
+                Figure(
+                    path,
+                    f"{label} model, the first test scans of each class that every model gets right: "
+                    f"clean scan, adversarial scan ({attack.get('spec', '?')}), perturbation "
+                    f"x{num((payload.get('settings') or {}).get('amplify'))} around mid-gray, CAM on clean "
+                    "and on adversarial; titles give the predicted class and its softmax confidence "
+                    "(red = wrong under attack)",
+                    f"{source} figures.{label}",
+                )
+            )
+    if payload.get("transfer"):
+        _transfer(doc, payload["transfer"], source)
+
+
+def _intro(doc: Document, payload: dict[str, Any], cam: dict[str, Any], attack: dict[str, Any]) -> None:
+    """What was mapped and attacked, how to read the numbers, and the verdict."""
+    data = payload.get("data") or {}
     top = f"top-{100 * float(cam.get('top_fraction', 0.1)):g}%"
     doc.add(
         Para(
@@ -93,8 +116,12 @@ def section_explain(
                 "note",
             )
         )
+
+
+def _models_table(doc: Document, payload: dict[str, Any], source: str, top: str) -> None:
+    """One row per model, then the paired differences (all images; images both models resisted)."""
     rows = []
-    for label, m in models.items():
+    for label, m in (payload.get("models") or {}).items():
         deg = m.get("degenerate_maps") or {}
         rows.append(
             [
@@ -143,66 +170,58 @@ def section_explain(
         )
     )  # fmt: skip
 
-    classes = data.get("classes") or []
-    if classes and models:
-        header = ["Class"]
-        for label in models:
-            header += [f"{label}: rank corr.", f"{label}: {top} overlap"]
-        if paired:
-            header += ["paired diff. rank corr.", f"paired diff. {top} overlap"]
-        rows = []
-        for c in classes:
-            row = [c]
-            for m in models.values():
-                row += [
-                    _mean_ci((m.get("rank_correlation") or {}).get("per_class", {}).get(c)),
-                    _mean_ci((m.get("top_overlap") or {}).get("per_class", {}).get(c)),
-                ]
-            if paired:
-                row += [
-                    _mean_ci(paired["rank_correlation"]["per_class"].get(c), signed=True),
-                    _mean_ci(paired["top_overlap"]["per_class"].get(c), signed=True),
-                ]
-            rows.append(row)
-        doc.add(Table(header, rows, caption="Per class (true class)", source=f"{source} per_class"))
-        rows = []
-        for label, m in models.items():
-            for outcome, text in OUTCOME_LABELS.items():
-                rows.append(
-                    [
-                        label,
-                        text,
-                        str((m.get("outcome_counts") or {}).get(outcome, 0)),
-                        _mean_ci((m.get("rank_correlation") or {}).get("by_outcome", {}).get(outcome)),
-                        _mean_ci((m.get("top_overlap") or {}).get("by_outcome", {}).get(outcome)),
-                    ]
-                )
-        doc.add(
-            Table(
-                ["Model", "Images", "n", "Rank corr.", f"{top} overlap"],
-                rows,
-                caption="By whether the attack fooled the model",
-                source=f"{source} by_outcome",
-            )
-        )
 
-    for label, rel in (payload.get("figures") or {}).items():
-        path = _copy_figure(Path(base_dir) if base_dir else None, Path(fig_dir) if fig_dir else None, rel)
-        if path is not None:
-            doc.add(
-                Figure(
-                    path,
-                    f"{label} model, the first test scans of each class that every model gets right: "
-                    f"clean scan, adversarial scan ({attack.get('spec', '?')}), perturbation "
-                    f"x{num(settings.get('amplify'))} around mid-gray, CAM on clean and on adversarial; "
-                    "titles give the predicted class and its softmax confidence (red = wrong under attack)",
-                    f"{source} figures.{label}",
-                )
-            )
-
-    transfer = payload.get("transfer")
-    if not transfer:
+def _class_and_outcome_tables(doc: Document, payload: dict[str, Any], source: str, top: str) -> None:
+    """Per true class (with the paired differences), then by whether the attack fooled the model."""
+    classes = (payload.get("data") or {}).get("classes") or []
+    models: dict[str, Any] = payload.get("models") or {}
+    paired = payload.get("paired")
+    if not (classes and models):
         return
+    header = ["Class"]
+    for label in models:
+        header += [f"{label}: rank corr.", f"{label}: {top} overlap"]
+    if paired:
+        header += ["paired diff. rank corr.", f"paired diff. {top} overlap"]
+    rows = []
+    for c in classes:
+        row = [c]
+        for m in models.values():
+            row += [
+                _mean_ci((m.get("rank_correlation") or {}).get("per_class", {}).get(c)),
+                _mean_ci((m.get("top_overlap") or {}).get("per_class", {}).get(c)),
+            ]
+        if paired:
+            row += [
+                _mean_ci(paired["rank_correlation"]["per_class"].get(c), signed=True),
+                _mean_ci(paired["top_overlap"]["per_class"].get(c), signed=True),
+            ]
+        rows.append(row)
+    doc.add(Table(header, rows, caption="Per class (true class)", source=f"{source} per_class"))
+    rows = []
+    for label, m in models.items():
+        for outcome, text in OUTCOME_LABELS.items():
+            rows.append(
+                [
+                    label,
+                    text,
+                    str((m.get("outcome_counts") or {}).get(outcome, 0)),
+                    _mean_ci((m.get("rank_correlation") or {}).get("by_outcome", {}).get(outcome)),
+                    _mean_ci((m.get("top_overlap") or {}).get("by_outcome", {}).get(outcome)),
+                ]
+            )
+    doc.add(
+        Table(
+            ["Model", "Images", "n", "Rank corr.", f"{top} overlap"],
+            rows,
+            caption="By whether the attack fooled the model",
+            source=f"{source} by_outcome",
+        )
+    )
+
+
+def _transfer(doc: Document, transfer: dict[str, Any], source: str) -> None:
+    """Cross-architecture transfer: the surrogate, then each target's clean, transferred and white-box."""
     sur = transfer.get("surrogate") or {}
     doc.add(Heading("Transfer across architectures", 3))
     doc.add(
