@@ -94,86 +94,89 @@ def section_detect(doc: Document, payload: dict, source: str, fig_dir: Path | No
         )
     )
     for name, entry in (payload.get("models") or {}).items():
-        ck, det, data = entry.get("checkpoint") or {}, entry.get("detector") or {}, entry.get("data") or {}
-        label = MODEL_LABELS.get(name, name)
-        doc.add(Heading(f"{label} slot: {ck.get('model', '?')} trained with mode={ck.get('mode', '?')}", 3))
-        if data.get("synthetic"):
-            doc.add(Para("These numbers come from SYNTHETIC phantom data.", "warn"))
-        head = entry.get("headline") or {}
-        attacks = entry.get("attacks") or {}
-        adaptive = attacks.get("adaptive") or {}
-        pgd = head.get("non_adaptive_pgd") or {}
-        doc.add(Para(head.get("verdict", "no verdict recorded"), "alarm" if head.get("defeated") else "note"))
-        doc.add(
-            Para(
-                f"Headline (adaptive attack): AUROC {_auroc(adaptive)}, TPR at the 5%-FPR threshold "
-                f"{_rate(adaptive.get('tpr_at_threshold'))}, attack success (fooled and undetected) "
-                f"{_rate(adaptive.get('attack_success'))}. Non-adaptive PGD, for comparison only: AUROC "
-                f"{num(pgd.get('auroc'), 3)}, TPR {_pct(pgd.get('tpr'))}."
-            )
-        )
-        rows = []
-        for key in sorted(attacks, key=lambda k: not attacks[k].get("adaptive")):  # stable: FGSM, PGD, CW
-            a = attacks[key]
-            rows.append(
-                [
-                    LABELS.get(key, key) + (" [HEADLINE]" if a.get("adaptive") else " [non-adaptive]"),
-                    _budget(a),
-                    str(a.get("spec", DASH)),
-                    f"{a.get('n_fooled', DASH)}/{a.get('n_attacked', DASH)}",
-                    _auroc(a),
-                    _rate(a.get("tpr_at_threshold")),
-                    _rate(a.get("attack_success")),
-                    f"{a['seconds']:.0f}" if isinstance(a.get("seconds"), (int, float)) else DASH,
-                ]
-            )
-        doc.add(
-            Table(
-                [
-                    "Attack",
-                    "Budget",
-                    "Spec",
-                    "Fooled / attacked",
-                    "AUROC [95% bootstrap]",
-                    "TPR at threshold [Wilson]",
-                    "Attack success: fooled and undetected [Wilson]",
-                    "s",
-                ],
-                rows,
-                caption=f"{label}: detection on {data.get('n_test', '?')} test images "
-                f"(clean accuracy {_pct((entry.get('clean') or {}).get('accuracy'))})",
-                source=f"{source} models.{name}.attacks",
-            )
-        )
-        thr, fit = det.get("threshold") or {}, det.get("head") or {}
-        layers = ", ".join(
-            f"{x['name']} ({x['dim']}-d, shrinkage {x['shrinkage']:.3f})" for x in det.get("layers") or []
-        )
-        doc.add(
-            Para(
-                f"Threshold {num(thr.get('value'))} on the detector logit, set on {thr.get('n', '?')} clean "
-                f"{thr.get('split', '?')} images (target FPR {_pct(thr.get('target_fpr'))}, realised there "
-                f"{_pct(thr.get('val_fpr'))}); FPR on clean test images at that threshold "
-                f"{_rate((entry.get('clean') or {}).get('test_fpr'))}. Layers: {layers}. Gaussians from "
-                f"{(det.get('gaussians') or {}).get('n', '?')} clean training images; logistic head from "
-                f"{fit.get('n_clean', '?')} clean and {fit.get('n_adversarial', '?')} adversarial training "
-                f"examples ({fit.get('positives', '?')}; {fit.get('cross_fit_folds', '?')}-fold out-of-fold "
-                f"distances). Adaptive attack parameters: {adaptive.get('params', {})}.",
-                "source",
-            )
-        )
-        if fig_dir is not None and any(a.get("roc") for a in attacks.values()):
-            path = _roc_figure(
-                entry, f"{label}: Mahalanobis detector", Path(fig_dir) / f"detect_roc_{name}.png"
-            )
-            doc.add(
-                Figure(
-                    path,
-                    f"{label}: ROC curves of the detector, clean test vs fooling adversarial "
-                    "examples (thick: adaptive attack; dashed: target FPR)",
-                    f"{source} roc",
-                )
-            )
+        _model_block(doc, name, entry, source, fig_dir)
     if payload.get("adversarial_skipped"):
         doc.add(Para(f"Adversarially trained model not evaluated: {payload['adversarial_skipped']}.", "note"))
     doc.add(Para(f"{source} (settings: {payload.get('settings', {})})", "source"))
+
+
+def _model_block(doc: Document, name: str, entry: dict, source: str, fig_dir: Path | None) -> None:
+    """One model: the verdict, the headline, the per-attack table, the detector's fit and its ROC figure."""
+    ck, det, data = entry.get("checkpoint") or {}, entry.get("detector") or {}, entry.get("data") or {}
+    label = MODEL_LABELS.get(name, name)
+    doc.add(Heading(f"{label} slot: {ck.get('model', '?')} trained with mode={ck.get('mode', '?')}", 3))
+    if data.get("synthetic"):
+        doc.add(Para("These numbers come from SYNTHETIC phantom data.", "warn"))
+    head = entry.get("headline") or {}
+    attacks = entry.get("attacks") or {}
+    adaptive = attacks.get("adaptive") or {}
+    pgd = head.get("non_adaptive_pgd") or {}
+    doc.add(Para(head.get("verdict", "no verdict recorded"), "alarm" if head.get("defeated") else "note"))
+    doc.add(
+        Para(
+            f"Headline (adaptive attack): AUROC {_auroc(adaptive)}, TPR at the 5%-FPR threshold "
+            f"{_rate(adaptive.get('tpr_at_threshold'))}, attack success (fooled and undetected) "
+            f"{_rate(adaptive.get('attack_success'))}. Non-adaptive PGD, for comparison only: AUROC "
+            f"{num(pgd.get('auroc'), 3)}, TPR {_pct(pgd.get('tpr'))}."
+        )
+    )
+    rows = []
+    for key in sorted(attacks, key=lambda k: not attacks[k].get("adaptive")):  # stable: FGSM, PGD, CW
+        a = attacks[key]
+        rows.append(
+            [
+                LABELS.get(key, key) + (" [HEADLINE]" if a.get("adaptive") else " [non-adaptive]"),
+                _budget(a),
+                str(a.get("spec", DASH)),
+                f"{a.get('n_fooled', DASH)}/{a.get('n_attacked', DASH)}",
+                _auroc(a),
+                _rate(a.get("tpr_at_threshold")),
+                _rate(a.get("attack_success")),
+                f"{a['seconds']:.0f}" if isinstance(a.get("seconds"), (int, float)) else DASH,
+            ]
+        )
+    doc.add(
+        Table(
+            [
+                "Attack",
+                "Budget",
+                "Spec",
+                "Fooled / attacked",
+                "AUROC [95% bootstrap]",
+                "TPR at threshold [Wilson]",
+                "Attack success: fooled and undetected [Wilson]",
+                "s",
+            ],
+            rows,
+            caption=f"{label}: detection on {data.get('n_test', '?')} test images "
+            f"(clean accuracy {_pct((entry.get('clean') or {}).get('accuracy'))})",
+            source=f"{source} models.{name}.attacks",
+        )
+    )
+    thr, fit = det.get("threshold") or {}, det.get("head") or {}
+    layers = ", ".join(
+        f"{x['name']} ({x['dim']}-d, shrinkage {x['shrinkage']:.3f})" for x in det.get("layers") or []
+    )
+    doc.add(
+        Para(
+            f"Threshold {num(thr.get('value'))} on the detector logit, set on {thr.get('n', '?')} clean "
+            f"{thr.get('split', '?')} images (target FPR {_pct(thr.get('target_fpr'))}, realised there "
+            f"{_pct(thr.get('val_fpr'))}); FPR on clean test images at that threshold "
+            f"{_rate((entry.get('clean') or {}).get('test_fpr'))}. Layers: {layers}. Gaussians from "
+            f"{(det.get('gaussians') or {}).get('n', '?')} clean training images; logistic head from "
+            f"{fit.get('n_clean', '?')} clean and {fit.get('n_adversarial', '?')} adversarial training "
+            f"examples ({fit.get('positives', '?')}; {fit.get('cross_fit_folds', '?')}-fold out-of-fold "
+            f"distances). Adaptive attack parameters: {adaptive.get('params', {})}.",
+            "source",
+        )
+    )
+    if fig_dir is not None and any(a.get("roc") for a in attacks.values()):
+        path = _roc_figure(entry, f"{label}: Mahalanobis detector", Path(fig_dir) / f"detect_roc_{name}.png")
+        doc.add(
+            Figure(
+                path,
+                f"{label}: ROC curves of the detector, clean test vs fooling adversarial "
+                "examples (thick: adaptive attack; dashed: target FPR)",
+                f"{source} roc",
+            )
+        )
