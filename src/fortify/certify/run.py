@@ -239,6 +239,62 @@ def _model_label(settings: CertifySettings, info: dict, finetune: dict | None) -
     )
 
 
+def _certify_all(
+    model: torch.nn.Module,
+    ds: ImageDataset,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    ckpt: Path,
+    radii: list[float],
+    s: CertifySettings,
+    runtime: Runtime,
+    out: Path,
+    *,
+    progress: bool,
+    resume: bool,
+) -> tuple[list[dict], int, float, str]:
+    """Certify and attack every image, batch by batch, writing the records so far after each batch;
+    a run with the same fingerprint continues from them. -> (records, resumed, seconds, checkpoint sha256)."""
+    # Same settings, model, images and runtime -> the partial records are exactly what this run would compute.
+    fingerprint = json.loads(
+        json.dumps(
+            {
+                "settings": s.to_dict(),
+                "checkpoint_sha256": sha256_file(ckpt),
+                "images": list(ds.paths),
+                "runtime": runtime.describe(),
+            }
+        )
+    )
+    partial_path = out / PARTIAL
+    records: list[dict] = []
+    resumed = 0
+    if resume and partial_path.is_file():
+        saved = read_json(partial_path)
+        if saved.get("fingerprint") == fingerprint:
+            records = saved["images"]
+            resumed = len(records)
+    t_cert = time.perf_counter()
+    per = s.save_every
+    batches = [list(range(i, min(i + per, len(ds)))) for i in range(0, len(ds), per)]
+    with progress_bars(progress) as start:
+        advance = start("certify", len(ds))
+        advance(resumed)
+        for b, idx in enumerate(batches):
+            if idx[0] < len(records):
+                continue  # done before the interruption (batches are written whole)
+            records += certify_batch(
+                model, x[idx], y[idx], idx, batch=b, attack_radii=radii, settings=s, runtime=runtime
+            )
+            write_json(
+                partial_path,
+                {"format": CERTIFY_FORMAT + "-partial", "fingerprint": fingerprint, "images": records},
+            )
+            advance(len(idx))
+    seconds_loop = time.perf_counter() - t_cert
+    return records, resumed, seconds_loop, fingerprint["checkpoint_sha256"]
+
+
 def run_certify(
     normal_checkpoint: str | Path | None,
     adversarial_checkpoint: str | Path | None = None,
@@ -281,44 +337,9 @@ def run_certify(
     # Certified and empirical accuracies, both at 0, the chosen radii and the threat model's two radii.
     radii = sorted({0.0, *s.radii, tm["l2_ball"], tm["l2_equivalent"]})
 
-    # Same settings, model, images and runtime -> the partial records are exactly what this run would compute.
-    fingerprint = json.loads(
-        json.dumps(
-            {
-                "settings": s.to_dict(),
-                "checkpoint_sha256": sha256_file(ckpt),
-                "images": list(ds.paths),
-                "runtime": runtime.describe(),
-            }
-        )
+    records, resumed, seconds_loop, ckpt_sha = _certify_all(
+        model, ds, x, y, ckpt, radii, s, runtime, out, progress=progress, resume=resume
     )
-    partial_path = out / PARTIAL
-    records: list[dict] = []
-    resumed = 0
-    if resume and partial_path.is_file():
-        saved = read_json(partial_path)
-        if saved.get("fingerprint") == fingerprint:
-            records = saved["images"]
-            resumed = len(records)
-    t_cert = time.perf_counter()
-    per = s.save_every
-    batches = [list(range(i, min(i + per, len(ds)))) for i in range(0, len(ds), per)]
-    with progress_bars(progress) as start:
-        advance = start("certify", len(ds))
-        advance(resumed)
-        for b, idx in enumerate(batches):
-            if idx[0] < len(records):
-                continue  # done before the interruption (batches are written whole)
-            records += certify_batch(
-                model, x[idx], y[idx], idx, batch=b, attack_radii=radii, settings=s, runtime=runtime
-            )
-            write_json(
-                partial_path,
-                {"format": CERTIFY_FORMAT + "-partial", "fingerprint": fingerprint, "images": records},
-            )
-            advance(len(idx))
-    seconds_loop = time.perf_counter() - t_cert
-
     for r in records:
         r["path"] = ds.paths[r["index"]]
     certified = [metrics.certified_at(records, r) for r in radii]
@@ -341,7 +362,7 @@ def run_certify(
             "adversarial": str(adversarial_checkpoint) if adversarial_checkpoint else None,
             "start": str(start),
             "certified": str(ckpt),
-            "certified_sha256": fingerprint["checkpoint_sha256"],
+            "certified_sha256": ckpt_sha,
         },
         "model": {
             "name": info["model"],
@@ -401,5 +422,5 @@ def run_certify(
     }
     certified_accuracy_figure(payload, out / FIGURE)
     write_json(out / "certify.json", payload)
-    partial_path.unlink(missing_ok=True)
+    (out / PARTIAL).unlink(missing_ok=True)
     return payload
