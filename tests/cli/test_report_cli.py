@@ -86,3 +86,20 @@ def test_reproduce_set_with_a_bad_key_is_one_line_and_writes_nothing(tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown key 'train.epoch'" in err[0] and "epochs" in err[0]
     assert not out.exists()
+
+
+def test_reproduce_shortcut_options_become_profile_overrides(tmp_path):
+    from fortify.cli.report_commands import _overrides
+    from fortify.errors import ConfigError
+
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"x")
+    got = _overrides(
+        ["eps=4/255", "train.epochs=3"], "8/255", "resnet34", None, "given", "explain, certify", weights
+    )
+    assert got["eps"] == "8/255"  # the shortcut wins over --set, as it is the more specific option
+    assert got["model"] == "resnet34" and got["grouping"] == "given" and "window" not in got
+    assert got["extras"] == ["explain", "certify"] and got["weights"] == str(weights.resolve())
+    assert got["train.epochs"] == 3
+    with pytest.raises(ConfigError, match="--weights file not found"):
+        _overrides([], None, None, None, None, None, tmp_path / "missing.pth")

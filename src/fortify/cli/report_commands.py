@@ -45,8 +45,13 @@ def print_table1(run_dir: Path, console: Console) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add `report` and `reproduce` to the `fortify` app."""
+    """Add `report`, `profile` and `reproduce` to the `fortify` app."""
+    _register_report(app)
+    _register_profile(app)
+    _register_reproduce(app)
 
+
+def _register_report(app: typer.Typer) -> None:
     @app.command("report")
     def report_command(
         run_dir: Path = typer.Argument(..., help="A run directory written by `fortify reproduce`."),
@@ -60,6 +65,8 @@ def register(app: typer.Typer) -> None:
         console.print(f"report: {out['markdown']}")
         console.print(f"html:   {out['html']}")
 
+
+def _register_profile(app: typer.Typer) -> None:
     profile_app = typer.Typer(help="Built-in profiles: list them, print one as a starting point.")
     app.add_typer(profile_app, name="profile")
 
@@ -82,6 +89,8 @@ def register(app: typer.Typer) -> None:
         load_profile(name)  # a user's file is validated before it is shown as a starting point
         print(path.read_text(), end="")
 
+
+def _register_reproduce(app: typer.Typer) -> None:
     @app.command("reproduce")
     def reproduce_command(
         data: str = options.data(),
@@ -129,26 +138,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the whole study: audit, split, normal + adversarial training, evaluation, transfer, report."""
         from fortify.pipeline import reproduce
-        from fortify.pipeline.profiles import parse_assignments
 
         console = Console()
-        overrides = parse_assignments(list(assign))
-        if eps is not None:
-            overrides["eps"] = eps
-        if model is not None:
-            overrides["model"] = model
-        if window is not None:
-            overrides["window"] = window
-        if grouping is not None:
-            overrides["grouping"] = grouping
-        if extras is not None:
-            overrides["extras"] = [e.strip() for e in extras.split(",") if e.strip()]
-        if weights is not None:
-            if not weights.is_file():
-                from fortify.errors import ConfigError
-
-                raise ConfigError(f"--weights file not found: {weights}")
-            overrides["weights"] = str(weights.expanduser().resolve())
+        overrides = _overrides(assign, eps, model, window, grouping, extras, weights)
         started = time.perf_counter()
         run_dir = reproduce(
             data,
@@ -172,3 +164,29 @@ def register(app: typer.Typer) -> None:
         print_table1(run_dir, console)
         console.print(f"report: {run_dir / 'report' / 'report.md'}")
         console.print(f"html:   {run_dir / 'report' / 'report.html'}")
+
+
+def _overrides(
+    assign: list[str],
+    eps: str | None,
+    model: str | None,
+    window: str | None,
+    grouping: str | None,
+    extras: str | None,
+    weights: Path | None,
+) -> dict:
+    """The profile overrides of `reproduce`: every --set, then the shortcut options given."""
+    from fortify.pipeline.profiles import parse_assignments
+
+    overrides = parse_assignments(list(assign))
+    shortcuts = {"eps": eps, "model": model, "window": window, "grouping": grouping}
+    overrides.update({key: value for key, value in shortcuts.items() if value is not None})
+    if extras is not None:
+        overrides["extras"] = [e.strip() for e in extras.split(",") if e.strip()]
+    if weights is not None:
+        if not weights.is_file():
+            from fortify.errors import ConfigError
+
+            raise ConfigError(f"--weights file not found: {weights}")
+        overrides["weights"] = str(weights.expanduser().resolve())
+    return overrides
