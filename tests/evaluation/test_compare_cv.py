@@ -130,3 +130,22 @@ def test_summarize_folds_tolerates_gaps():
     assert any("more than one test fold" in w for w in s["warnings"])
     assert any("no adversarial results" in w for w in s["warnings"])
     json.dumps(s, allow_nan=False)
+
+
+def test_summarize_folds_pools_recall_per_class_from_the_folds_labels():
+    f0 = fold(0, PATHS, A, B, 0.3)
+    f1 = fold(1, [f"x{i}" for i in range(10)], B, A, 0.5)
+    for f in (f0, f1):
+        for model in ("normal", "adversarial"):
+            f[model]["data"] = {"classes": ["benign", "malignant"]}
+    f0["labels"] = {p: int(i >= 3) for i, p in enumerate(PATHS)}  # img0-2 benign
+    f1["labels"] = {f"x{i}": int(i >= 5) for i in range(10)}  # x0-4 benign
+    pc = summarize_folds([f0, f1])["pooled"]["normal"]["per_class"]
+    # normal: fold 0 clean A (img9 wrong), fold 1 clean B (x8, x9 wrong)
+    assert (pc["benign"]["clean"]["correct"], pc["benign"]["clean"]["n"]) == (3 + 5, 8)
+    assert (pc["malignant"]["clean"]["correct"], pc["malignant"]["clean"]["n"]) == (6 + 3, 12)
+    # pgd: A has img0 only; B has x0-4, x6-8
+    assert pc["benign"]["pgd"]["correct"] == 1 + 5 and pc["malignant"]["pgd"]["correct"] == 0 + 3
+    assert pc["malignant"]["pgd"]["recall_ci"] == pytest.approx(list(wilson_interval(3, 12)))
+    f1["labels"].pop("x9")  # one image without a label: no per-class numbers rather than wrong ones
+    assert "per_class" not in summarize_folds([f0, f1])["pooled"]["normal"]

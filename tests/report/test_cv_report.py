@@ -127,3 +127,24 @@ def test_cv_study_column_only_for_iqothnccd(tmp_path, identity):
     assert "Study" not in normal["Clean"] and "Study rows:" not in md
     assert "The study's rows are left out" in md
     assert (identity is None) == ("audit.json does not identify the dataset" in md)
+
+
+def test_cv_report_pools_recall_per_class_when_the_folds_carry_labels(tmp_path):
+    folds = [fold(0, shift=0.0), fold(1, shift=0.1)]
+    for f in folds:
+        paths = f["normal"]["per_sample"]["paths"]
+        f["labels"] = {p: i % 3 for i, p in enumerate(paths)}
+    md = build_cv_report(write_cv(tmp_path, folds))[0].read_text()
+    rows = rows_of(md, "| Class | Clean |")  # the normal model's per-class table comes first
+    assert set(rows) == {"benign", "malignant", "normal"}
+    summary = summarize_folds(folds)["pooled"]["normal"]["per_class"]["benign"]["clean"]
+    lo, hi = wilson_interval(summary["correct"], summary["n"])
+    expected = f"{100 * summary['recall']:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+    assert rows["benign"]["Clean"] == f"{expected} ({summary['correct']}/{summary['n']})"
+    assert summary["n"] == 20  # 10 of each fold's 30 images
+    assert "recall (sensitivity) of each true class" in md
+    # without labels there is no such table (nothing invented)
+    md2 = build_cv_report(write_cv(tmp_path / "plain", [fold(0, shift=0.0), fold(1, shift=0.1)]))[
+        0
+    ].read_text()
+    assert "| Class | Clean |" not in md2

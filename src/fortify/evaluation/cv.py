@@ -97,6 +97,29 @@ def _pooled(per_sample: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _pooled_per_class(
+    per_sample: dict[str, Any], labels: dict[str, int], classes: list[str]
+) -> dict[str, dict[str, Any]]:
+    """class -> metric -> pooled recall over every fold's test images of that class, with its Wilson interval.
+    Benign has ~15 scans in IQ-OTH/NCCD, so one fold's benign recall rests on 2-4 scans; pooled is the number
+    to quote. `labels` maps a per-sample path to its class index (from the folds' split manifests)."""
+    level = INTERVAL["level"]
+    label_of = [labels.get(p) for p in per_sample["paths"]]
+    out: dict[str, dict[str, Any]] = {}
+    for c, name in enumerate(classes):
+        rows = [i for i, label in enumerate(label_of) if label == c]
+        out[name] = {}
+        for key, values in per_sample["correct"].items():
+            correct = sum(values[i] for i in rows)
+            out[name][key] = {
+                "correct": correct,
+                "n": len(rows),
+                "recall": correct / len(rows) if rows else None,
+                "recall_ci": interval_or_none(correct, len(rows), level),
+            }
+    return out
+
+
 def _comparison_row(comp: Any) -> dict[str, Any] | None:
     if not isinstance(comp, dict) or not isinstance(comp.get("metrics"), dict):
         return None
@@ -114,9 +137,11 @@ def _full_strength(folds: list[dict[str, Any]]) -> bool | None:
 
 
 def summarize_folds(fold_results: list[dict[str, Any]]) -> dict[str, Any]:
-    """cv/summary.json from [{"fold", "normal", "adversarial", "sentinel", "comparison"}, ...] (see
-    docs/results-schema.md). Missing pieces (a model not evaluated in a fold, no per-sample records) leave
-    gaps and a line in "warnings" rather than failing: the summary is written after hours of training."""
+    """cv/summary.json from [{"fold", "normal", "adversarial", "sentinel", "comparison", "labels"}, ...]
+    (see docs/results-schema.md; "labels", optional, maps each test path of the fold to its class index and
+    gives the pooled per-class recall). Missing pieces (a model not evaluated in a fold, no per-sample
+    records) leave gaps and a line in "warnings" rather than failing: the summary is written after hours
+    of training."""
     warnings: list[str] = []
     folds = []
     for i, fr in enumerate(fold_results):
@@ -149,6 +174,10 @@ def summarize_folds(fold_results: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         concatenated[model] = per_sample
         pooled[model] = _pooled(per_sample)
+        labels = {p: c for fr in fold_results for p, c in (fr.get("labels") or {}).items()}
+        classes = list((((fold_results[0].get(model) or {}).get("data") or {}).get("classes")) or [])
+        if classes and all(p in labels for p in per_sample["paths"]):
+            pooled[model]["per_class"] = _pooled_per_class(per_sample, labels, classes)
 
     out: dict[str, Any] = {
         "format": FORMAT,

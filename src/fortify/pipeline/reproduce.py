@@ -594,16 +594,19 @@ def _run_cv(at: At) -> None:
     from fortify.evaluation.cv import summarize_folds
     from fortify.report import build_cv_report
 
-    per_fold = [
-        {
-            "fold": i,
-            "normal": read_json(d / "normal" / "eval" / "results.json"),
-            "adversarial": read_json(d / "adversarial" / "eval" / "results.json"),
-            "sentinel": load_manifest(d / "split.json").sentinel or None,
-            "comparison": read_json(d / "comparison.json"),
-        }
-        for i, d in enumerate(_fold_dirs(at))
-    ]
+    per_fold = []
+    for i, d in enumerate(_fold_dirs(at)):
+        manifest = load_manifest(d / "split.json")
+        per_fold.append(
+            {
+                "fold": i,
+                "normal": read_json(d / "normal" / "eval" / "results.json"),
+                "adversarial": read_json(d / "adversarial" / "eval" / "results.json"),
+                "sentinel": manifest.sentinel or None,
+                "comparison": read_json(d / "comparison.json"),
+                "labels": {e["path"]: int(e["label"]) for e in manifest.splits["test"]},
+            }
+        )
     out = at.run.out
     write_json(out / "cv" / "summary.json", summarize_folds(per_fold))
     build_cv_report(out / "cv")

@@ -76,6 +76,30 @@ def _model_table(summary: dict[str, Any], model: str, study: dict[str, Any] | No
     )
 
 
+def _per_class_table(summary: dict[str, Any], model: str) -> Table | None:
+    """Recall of each class pooled over every fold's test images, clean and under each attack."""
+    per_class = (((summary.get("pooled") or {}).get(model) or {}).get("per_class")) or {}
+    if not per_class:
+        return None
+    keys = _ordered([k for k in next(iter(per_class.values()))])
+    cut = summary.get("full_strength") is False
+    rows = []
+    for name, metrics in per_class.items():
+        cells = []
+        for key in keys:
+            m = metrics.get(key) or {}
+            bound = cut and key not in CLEAN_ONLY
+            cells.append(f"{pct_ci(m, 'recall', bound=bound)} ({m.get('correct', '?')}/{m.get('n', '?')})")
+        rows.append([name, *cells])
+    return Table(
+        ["Class", *[LABELS.get(k, k) for k in keys]],
+        rows,
+        caption=f"{STAGE_LABELS.get(model, model)}: recall (sensitivity) of each true class, pooled over all "
+        "folds' test images, % [Wilson 95%] (correct/n)",
+        source=f"cv/summary.json 'pooled.{model}.per_class'",
+    )
+
+
 def _sentinel_table(summary: dict[str, Any]) -> Table:
     rows = []
     for f in summary.get("folds") or []:
@@ -157,6 +181,9 @@ def cv_document(
     for model in ("normal", "adversarial"):
         doc.add(Heading(f"{STAGE_LABELS[model]}: Table 1 numbers across folds"))
         doc.add(_model_table(summary, model, study))
+        per_class = _per_class_table(summary, model)
+        if per_class is not None:
+            doc.add(per_class)
     if study_note:
         doc.add(Para(study_note, "note"))
     if study:
