@@ -235,8 +235,12 @@ def test_cross_validation_runs_the_study_per_fold_and_summarises(tmp_path):
         assert split["fold"] == {"index": i, "k": 2, "val_fraction": split["fold"]["val_fraction"]}
         assert split["sentinel"]["accuracy"] is not None
         tested += [e["path"] for e in split["splits"]["test"]]
-        for rel in ("normal/eval/results.json", "adversarial/eval/results.json", "comparison.json",
-                    "report/report.md"):
+        for rel in (
+            "normal/eval/results.json",
+            "adversarial/eval/results.json",
+            "comparison.json",
+            "report/report.md",
+        ):
             assert (out / f"fold-{i}" / rel).is_file(), rel
     assert len(tested) == len(set(tested))  # no image is tested in two folds
     summary = read_json(out / "cv" / "summary.json")
@@ -253,3 +257,30 @@ def test_cross_validation_runs_the_study_per_fold_and_summarises(tmp_path):
         run(out, [], folds=3, resume=True)
     with pytest.raises(ConfigError, match="folds"):
         run(tmp_path / "bad", [], folds=1)
+
+
+def test_a_record_from_before_an_option_existed_still_counts_when_the_option_is_at_its_default(tiny_run):
+    """An upgrade that adds a TrainConfig option (at the default that keeps the old behaviour) must not
+    retrain finished models: rewrite the normal stage's record as the older version wrote it, without
+    that key and with the fingerprint computed without it, and resume."""
+    from fortify.pipeline.fingerprint import fingerprint, write_record
+
+    out, _ = tiny_run
+    record_path = out / "normal" / "stage.json"
+    record = read_json(record_path)
+    old_config = {k: v for k, v in record["config"].items() if k != "awp_gamma"}
+    assert len(old_config) == len(record["config"]) - 1
+    old_fp = fingerprint("normal", old_config, record["inputs"])
+    write_record(record_path, "normal", old_fp, old_config, record["inputs"], 1.0, 1.0)
+    statuses: list = []
+    run(out, statuses, resume=True)
+    assert statuses == [(n, "skipped (up to date)") for n in STAGES]
+    # the rule itself: only keys the record lacks, and only at their defaults
+    from fortify.pipeline.fingerprint import without_new_defaults
+
+    new = {**old_config, "awp_gamma": 0.0}
+    assert without_new_defaults(new, old_config, {"awp_gamma": 0.0}) == old_config
+    assert without_new_defaults({**old_config, "awp_gamma": 0.01}, old_config, {"awp_gamma": 0.0}) is None
+    assert without_new_defaults(new, old_config, {}) is None  # no known default: not assumed
+    assert without_new_defaults(old_config, old_config, {"awp_gamma": 0.0}) is None  # nothing new
+    assert without_new_defaults(new, None, {"awp_gamma": 0.0}) is None  # no record

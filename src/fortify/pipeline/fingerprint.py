@@ -38,6 +38,30 @@ def fingerprint(stage: str, config: dict[str, Any], inputs: dict[str, str]) -> s
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def saved_config(record_path: Path) -> dict[str, Any] | None:
+    """The config a stage record was written with (None without a readable record)."""
+    try:
+        config = read_json(record_path).get("config") if record_path.is_file() else None
+    except ValueError:
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def without_new_defaults(
+    config: dict[str, Any], saved: dict[str, Any] | None, defaults: dict[str, Any]
+) -> dict[str, Any] | None:
+    """`config` less the keys a record written by an older fortify lacks, when each of them holds its
+    default (an option added since, at the value that keeps the old behaviour); None when there is no such
+    key or one of them was set. Its fingerprint is what the older version computed for the same run, so an
+    upgrade does not throw away finished stages (hours of a cross-validation) for options nobody used."""
+    if saved is None:
+        return None
+    added = [k for k in config if k not in saved]
+    if not added or any(k not in defaults or config[k] != defaults[k] for k in added):
+        return None
+    return {k: v for k, v in config.items() if k not in added}
+
+
 def is_up_to_date(record_path: Path, fp: str, outputs: list[Path]) -> bool:
     if not record_path.is_file() or not all(p.exists() for p in outputs):
         return False

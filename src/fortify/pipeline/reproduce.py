@@ -32,7 +32,14 @@ from fortify.pipeline.estimate import (
     measure_machine,
     train_seconds,
 )
-from fortify.pipeline.fingerprint import data_identity, fingerprint, is_up_to_date, write_record
+from fortify.pipeline.fingerprint import (
+    data_identity,
+    fingerprint,
+    is_up_to_date,
+    saved_config,
+    without_new_defaults,
+    write_record,
+)
 from fortify.pipeline.profiles import DEFENSES, Profile, load_profile
 from fortify.pipeline.rundir import check_data, prepare_out, run_config
 from fortify.report.study import configs_dir
@@ -67,6 +74,8 @@ class Stage:
     ]  # evaluated when the stage is reached (earlier stages made them)
     remove: Callable[[At], None] = _keep_outputs  # remove stale outputs before a rerun
     kind: str = "other"  # "train" | "eval" | "other": stages of one kind share the estimate's correction
+    # each config key's default, so a record from before a key existed still matches (fingerprint.py)
+    defaults: dict[str, Any] = field(default_factory=dict)
     estimate: Callable[[At, MachineSpeed], float] = _one_second  # predicted seconds on a measured machine
 
     def inputs(self) -> dict[str, str]:
@@ -336,6 +345,7 @@ def _study_stages(run: _Run, root: Path, prefix: str = "") -> list[Stage]:
                 remove=_remove_model_dir,
                 kind="train",
                 estimate=_train_cost,
+                defaults=_train_defaults(),
             )
         )
         stages.append(
@@ -761,6 +771,14 @@ def _plan(
     return run, stages, cfg
 
 
+def _train_defaults() -> dict[str, Any]:
+    from dataclasses import MISSING, fields
+
+    from fortify.training import TrainConfig
+
+    return {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+
+
 def _run_stages(run: _Run, stages: list[Stage], on_stage: Callable[[str, str], None] | None) -> None:
     """Each stage in order: skipped when up to date, else run and recorded; the time budget is measured at
     the first stage with work to do (a finished run resumed costs no calibration) and updated after each."""
@@ -773,7 +791,11 @@ def _run_stages(run: _Run, stages: list[Stage], on_stage: Callable[[str, str], N
     for i, stage in enumerate(stages, 1):
         inputs = stage.inputs()
         fp = fingerprint(stage.name, stage.config, inputs)
-        if is_up_to_date(stage.record, fp, stage.outputs):
+        older = without_new_defaults(stage.config, saved_config(stage.record), stage.defaults)
+        if is_up_to_date(stage.record, fp, stage.outputs) or (
+            older is not None
+            and is_up_to_date(stage.record, fingerprint(stage.name, older, inputs), stage.outputs)
+        ):
             _print_stage(console, i, len(stages), stage, "skipped (up to date)")
             skipped.append(stage.name)
             if budget is not None:
