@@ -582,7 +582,7 @@ def train_one_epoch(
                     intensity=cfg.intensity_jitter,
                     max_rotation=cfg.max_rotation,
                 )
-            if cfg.mixup_alpha > 0:  # train accuracy then counts the larger share's label (yb)
+            if cfg.mixup_alpha > 0:  # train accuracy then counts each mixed image's own label (yb)
                 xb, soft = mixup_batch(xb, yb, len(splits.classes), run.data_gen, alpha=cfg.mixup_alpha)
                 soft = soft.to(runtime.device)
             xb, yb = runtime.to_device(xb), yb.to(runtime.device)
