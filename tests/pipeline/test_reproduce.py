@@ -284,3 +284,67 @@ def test_a_record_from_before_an_option_existed_still_counts_when_the_option_is_
     assert without_new_defaults(new, old_config, {}) is None  # no known default: not assumed
     assert without_new_defaults(old_config, old_config, {"awp_gamma": 0.0}) is None  # nothing new
     assert without_new_defaults(new, None, {"awp_gamma": 0.0}) is None  # no record
+
+    # a record that also hashed an input training has dropped since (the data folder's file times)
+    old_inputs = {**record["inputs"], "data": "file times of another copy"}
+    old_fp = fingerprint("normal", old_config, old_inputs)
+    write_record(record_path, "normal", old_fp, old_config, old_inputs, 1.0, 1.0)
+    statuses = []
+    run(out, statuses, resume=True)
+    assert statuses == [(n, "skipped (up to date)") for n in STAGES]
+    from fortify.pipeline.fingerprint import with_retired_inputs
+
+    assert with_retired_inputs({"split": "s"}, old_inputs | {"split": "s"}, ("data",)) == {
+        "split": "s",
+        "data": "file times of another copy",
+    }
+    assert with_retired_inputs({"split": "s"}, {"split": "s"}, ("data",)) is None  # nothing retired
+
+
+def test_a_copy_of_the_same_data_keeps_finished_models_and_changed_data_retrains(tmp_path, monkeypatch):
+    """File times change whenever a dataset is copied or unpacked again; the content is what counts.
+    With every file's time moved, only the cheap audit and split stages rerun (the split comes out the
+    same) and the models and their evaluations are kept; with one image's pixels changed, the split
+    manifest pins other hashes and the models are trained again."""
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.setenv("FORTIFY_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "ds"
+    for c, name in enumerate(("Bengin cases", "Malignant cases", "Normal cases")):
+        for i in range(6):
+            path = data / name / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pixels = np.random.default_rng([c, i, 3]).integers(0, 256, (16, 16), dtype=np.uint8)
+            Image.fromarray(pixels).save(path)
+
+    def go(statuses, **kw):
+        return reproduce(
+            str(data),
+            tmp_path / "run",
+            profile="smoke",
+            progress=False,
+            overrides=TINY,
+            on_stage=lambda n, s: statuses.append((n, s)),
+            **kw,
+        )
+
+    first: list = []
+    go(first)
+    assert [n for n, s in first if s == "done"] == STAGES
+    split_before = (tmp_path / "run" / "split.json").read_bytes()
+    for path in data.rglob("*.png"):
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**12))
+    again: list = []
+    go(again, resume=True)
+    assert [n for n, s in again if s == "done"] == ["audit", "split"]
+    assert (tmp_path / "run" / "split.json").read_bytes() == split_before
+    assert all(s == "skipped (up to date)" for n, s in again if n in STUDY)
+
+    victim = data / "Normal cases" / "0.png"
+    pixels = np.asarray(Image.open(victim)).copy()
+    pixels[0, 0] ^= 0xFF
+    Image.fromarray(pixels).save(victim)
+    changed: list = []
+    go(changed, resume=True)
+    assert ("normal", "done") in changed and ("normal/eval", "done") in changed

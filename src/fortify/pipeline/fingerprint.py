@@ -38,15 +38,6 @@ def fingerprint(stage: str, config: dict[str, Any], inputs: dict[str, str]) -> s
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def saved_config(record_path: Path) -> dict[str, Any] | None:
-    """The config a stage record was written with (None without a readable record)."""
-    try:
-        config = read_json(record_path).get("config") if record_path.is_file() else None
-    except ValueError:
-        return None
-    return config if isinstance(config, dict) else None
-
-
 def without_new_defaults(
     config: dict[str, Any], saved: dict[str, Any] | None, defaults: dict[str, Any]
 ) -> dict[str, Any] | None:
@@ -62,13 +53,47 @@ def without_new_defaults(
     return {k: v for k, v in config.items() if k not in added}
 
 
-def is_up_to_date(record_path: Path, fp: str, outputs: list[Path]) -> bool:
+def with_retired_inputs(
+    inputs: dict[str, str], saved: dict[str, Any] | None, retired: tuple[str, ...]
+) -> dict[str, str] | None:
+    """`inputs` plus the record's values of inputs this stage no longer depends on (`retired`); None when
+    the record has none. Training once also hashed the dataset folder's file times, which change whenever
+    the data is copied again; the split manifest it still depends on pins every file's sha256, so a record
+    that differs only in a retired input is as good as a new one."""
+    if not isinstance(saved, dict) or not any(k in saved for k in retired):
+        return None
+    return {**inputs, **{k: saved[k] for k in retired if k in saved}}
+
+
+def is_up_to_date(
+    record_path: Path,
+    stage: str,
+    config: dict[str, Any],
+    inputs: dict[str, str],
+    outputs: list[Path],
+    *,
+    defaults: dict[str, Any] | None = None,
+    retired_inputs: tuple[str, ...] = (),
+) -> bool:
+    """Whether the stage's record matches this config and these inputs and every output exists. A record
+    written before an option existed (`defaults`) or while the stage had an input it has since dropped
+    (`retired_inputs`) still matches when the result would be the same."""
     if not record_path.is_file() or not all(p.exists() for p in outputs):
         return False
     try:
-        return read_json(record_path).get("fingerprint") == fp
+        record = read_json(record_path)
     except ValueError:
         return False
+    saved_config = record.get("config") if isinstance(record.get("config"), dict) else None
+    configs = [config, without_new_defaults(config, saved_config, defaults or {})]
+    inputs_options = [inputs, with_retired_inputs(inputs, record.get("inputs"), retired_inputs)]
+    return any(
+        record.get("fingerprint") == fingerprint(stage, c, i)
+        for c in configs
+        if c is not None
+        for i in inputs_options
+        if i is not None
+    )
 
 
 def write_record(

@@ -36,8 +36,6 @@ from fortify.pipeline.fingerprint import (
     data_identity,
     fingerprint,
     is_up_to_date,
-    saved_config,
-    without_new_defaults,
     write_record,
 )
 from fortify.pipeline.profiles import DEFENSES, Profile, load_profile
@@ -76,6 +74,8 @@ class Stage:
     kind: str = "other"  # "train" | "eval" | "other": stages of one kind share the estimate's correction
     # each config key's default, so a record from before a key existed still matches (fingerprint.py)
     defaults: dict[str, Any] = field(default_factory=dict)
+    # inputs this stage once had and has dropped, so records from then still match (fingerprint.py)
+    retired_inputs: tuple[str, ...] = ()
     estimate: Callable[[At, MachineSpeed], float] = _one_second  # predicted seconds on a measured machine
 
     def inputs(self) -> dict[str, str]:
@@ -346,6 +346,7 @@ def _study_stages(run: _Run, root: Path, prefix: str = "") -> list[Stage]:
                 kind="train",
                 estimate=_train_cost,
                 defaults=_train_defaults(),
+                retired_inputs=("data",),  # older records hashed the data folder too (see _train_inputs)
             )
         )
         stages.append(
@@ -422,9 +423,10 @@ def _remove_eval_dir(at: At) -> None:
 
 def _train_inputs(at: At) -> dict[str, str]:
     init = at.train_cfg.init
+    # Not the dataset folder's identity (file times): the split manifest pins every file's sha256 and
+    # training refuses data that differs from it, so a copy of the same data keeps finished models.
     return {
         "split": _sha(at.split),
-        **at.run.data_inputs(),
         # fine-tuning from the normal model: a new normal model makes this stage stale
         **({"init": _sha(Path(init))} if init else {}),
     }
@@ -791,10 +793,14 @@ def _run_stages(run: _Run, stages: list[Stage], on_stage: Callable[[str, str], N
     for i, stage in enumerate(stages, 1):
         inputs = stage.inputs()
         fp = fingerprint(stage.name, stage.config, inputs)
-        older = without_new_defaults(stage.config, saved_config(stage.record), stage.defaults)
-        if is_up_to_date(stage.record, fp, stage.outputs) or (
-            older is not None
-            and is_up_to_date(stage.record, fingerprint(stage.name, older, inputs), stage.outputs)
+        if is_up_to_date(
+            stage.record,
+            stage.name,
+            stage.config,
+            inputs,
+            stage.outputs,
+            defaults=stage.defaults,
+            retired_inputs=stage.retired_inputs,
         ):
             _print_stage(console, i, len(stages), stage, "skipped (up to date)")
             skipped.append(stage.name)
