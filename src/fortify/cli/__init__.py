@@ -84,8 +84,8 @@ def continue_hint(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    _register_all()
     try:
+        _register_all()  # reads the shipped profiles (the train command's defaults)
         app(args=argv, standalone_mode=True)
     except FortifyError as e:
         error_exit(str(e), e.exit_code)

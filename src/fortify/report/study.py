@@ -15,11 +15,11 @@ STUDY_DATASET = "IQ-OTH/NCCD"  # the name fortify.data.identity writes into audi
 
 
 def configs_dir() -> Path:
-    """Where the shipped configs live: $FORTIFY_CONFIGS, else the repo's `configs/` (src layout: three levels
-    above this package; works for a plain clone and for `pip install -e .`)."""
+    """Where the shipped configs live: $FORTIFY_CONFIGS, else the package's own `configs/` (package data, so
+    a wheel carries them; the repository's top-level `configs` is a link to it)."""
     env = os.environ.get("FORTIFY_CONFIGS")
     candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[3] / "configs")
+    candidates.append(Path(__file__).resolve().parents[1] / "configs")
     for path in candidates:
         if path.is_dir():
             return path
