@@ -42,4 +42,4 @@ def test_the_wheel_carries_the_configs_and_an_installed_copy_loads_them(tmp_path
     )
     where, profiles = done.stdout.splitlines()
     assert Path(where).is_relative_to(site)  # the unpacked copy, not this checkout
-    assert {"smoke", "quick", "paper"} <= set(ast.literal_eval(profiles))
+    assert {"smoke", "quick", "best", "paper"} <= set(ast.literal_eval(profiles))  # best: extends quick

@@ -90,3 +90,29 @@ def test_set_values_are_read_as_yaml_and_bad_assignments_refused():
         parse_assignments(["epochs"])
     with pytest.raises(ConfigError, match="profile file not found"):
         load_profile("missing/profile.yaml")
+
+
+def test_best_extends_quick_and_changes_only_the_defence():
+    quick, best = load_profile("quick"), load_profile("best")
+    assert quick.defense == "mixed" and best.defense == "pgd"  # the study's recipe stays quick's
+    assert best.adversarial == {**quick.adversarial, "awp_gamma": 0.005}
+    assert best.name == "best" and best.description != quick.description
+    same = {
+        k: v for k, v in quick.to_dict().items() if k not in ("name", "description", "defense", "adversarial")
+    }
+    assert same == {k: v for k, v in best.to_dict().items() if k in same}
+    # an override still reaches a value the variant inherited
+    assert load_profile("best", {"adversarial.epochs": 2}).adversarial["epochs"] == 2
+
+
+def test_extends_merges_sections_and_refuses_loops_and_bad_defences(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: smoke\nname: a\ntrain: {epochs: 4}\n")
+    a = load_profile(str(tmp_path / "a.yaml"))
+    smoke = load_profile("smoke")
+    assert a.train == {**smoke.train, "epochs": 4} and a.model == smoke.model and a.description == ""
+    (tmp_path / "b.yaml").write_text(f"extends: {tmp_path / 'c.yaml'}\n")
+    (tmp_path / "c.yaml").write_text(f"extends: {tmp_path / 'b.yaml'}\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_profile(str(tmp_path / "b.yaml"))
+    with pytest.raises(ConfigError, match="unknown defense 'pgdd'"):
+        load_profile("smoke", {"defense": "pgdd"})

@@ -348,3 +348,21 @@ def test_a_copy_of_the_same_data_keeps_finished_models_and_changed_data_retrains
     changed: list = []
     go(changed, resume=True)
     assert ("normal", "done") in changed and ("normal/eval", "done") in changed
+
+
+def test_the_defence_comes_from_the_profile_unless_given(tmp_path):
+    from fortify.pipeline.reproduce import _plan
+
+    def planned(defense, overrides):
+        _, stages, cfg = _plan(
+            DATA, tmp_path, "smoke", defense, False, {**TINY, **overrides}, "cpu", "fp32", None
+        )
+        (adv,) = [s for s in stages if s.name == "adversarial"]
+        assert adv.config["mode"] == cfg["defense"]  # what config.yaml says is what trains
+        return cfg["defense"]
+
+    assert planned(None, {}) == "mixed"  # smoke, like quick, runs the study's recipe
+    assert planned(None, {"defense": "pgd"}) == "pgd"
+    assert planned("trades", {"defense": "pgd"}) == "trades"  # --defense beats the profile
+    with pytest.raises(ConfigError, match="unknown defense"):
+        planned("pgdd", {})

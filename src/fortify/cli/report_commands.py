@@ -80,7 +80,9 @@ def _register_profile(app: typer.Typer) -> None:
 
     @profile_app.command("show")
     def profile_show(
-        name: str = typer.Argument(..., help="A built-in profile (smoke, quick, paper) or a YAML file."),
+        name: str = typer.Argument(
+            ..., help="A built-in profile (smoke, quick, best, paper) or a YAML file."
+        ),
     ) -> None:
         """Print a profile's YAML (with its comments): copy it, edit it, run it with --profile FILE."""
         from fortify.pipeline.profiles import load_profile, profile_path
@@ -98,10 +100,14 @@ def _register_reproduce(app: typer.Typer) -> None:
         profile: str = typer.Option(
             "quick",
             "--profile",
-            help="smoke | quick | paper (configs/profiles) or your own YAML file (`fortify profile show`).",
+            help="smoke | quick | best | paper (configs/profiles) or your own YAML file "
+            "(`fortify profile show`).",
         ),
-        defense: str = typer.Option(
-            "mixed", "--defense", help="mixed (the study's recipe) | pgd | fast | trades | mart."
+        defense: str | None = typer.Option(
+            None,
+            "--defense",
+            help="mixed (the study's recipe) | pgd | fast | trades | mart. Default: the profile's "
+            "(quick: mixed; best: pgd with AWP).",
         ),
         resume: bool = options.resume("Continue this run; finished stages are skipped."),
         force: bool = options.force("Wipe --out and start over."),

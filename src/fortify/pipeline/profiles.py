@@ -35,6 +35,7 @@ class Profile:
     grouping: str = "scan"
     window: str = "lung"  # DICOM display window: lung | mediastinum | WIDTH,LEVEL (HU); ignored for others
     eps: float = 2 / 255  # headline L-inf budget (training and evaluation)
+    defense: str = "mixed"  # the adversarial model's recipe (DEFENSES); `--defense` overrides it
     limit_per_class: int | None = None
     pretrained: bool = False
     weights: str | None = None  # offline torchvision state dict for pretrained weights
@@ -136,13 +137,38 @@ def _check_override_keys(raw: dict[str, Any], overrides: dict[str, Any] | None, 
             raise ConfigError(f"{where}: unknown key {key!r}; valid in {label}: {', '.join(sorted(valid))}")
 
 
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, section by section (a section's keys not in `top` keep the base's values)."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both else copy.deepcopy(value)
+    return out
+
+
+def _read_raw(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """A profile file as a mapping; `extends: <profile>` starts from that profile (its name and
+    description are not inherited), so a variant states only what it changes."""
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} is not a profile (expected a mapping)")
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw
+    base_path = profile_path(str(base_name))
+    if base_path in (*seen, path):
+        raise ConfigError(f"{path}: 'extends' loops back to {base_path.name}")
+    base = _read_raw(base_path, (*seen, path))
+    for key in ("name", "description"):
+        base.pop(key, None)
+    return _merge(base, raw)
+
+
 def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
     """Load a built-in profile (configs/profiles/<name>.yaml) or a user's YAML file, then apply
     dotted-key overrides; ConfigError (one line, naming the valid choices) for anything unknown."""
     path = profile_path(name)
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} is not a profile (expected a mapping)")
+    raw = _read_raw(path, seen=())
     _check_override_keys(raw, overrides, "--set")
     raw = _apply_overrides(raw, overrides)
     raw.setdefault("name", path.stem)
@@ -163,6 +189,8 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
         raise ConfigError(
             f"{path}: unknown grouping {profile.grouping!r}; choose one of {', '.join(SPLIT_GROUPINGS)}"
         )
+    if profile.defense not in DEFENSES:
+        raise ConfigError(f"{path}: unknown defense {profile.defense!r}; choose one of {', '.join(DEFENSES)}")
     for section in ("train", "normal", "adversarial", *EXTRAS):
         if not isinstance(getattr(profile, section), dict):
             raise ConfigError(f"{path}: {section!r} must be a mapping of settings")

@@ -692,7 +692,7 @@ def reproduce(
     out: str | Path,
     *,
     profile: str = "quick",
-    defense: str = "mixed",
+    defense: str | None = None,
     resume: bool = False,
     force: bool = False,
     progress: bool = True,
@@ -704,6 +704,7 @@ def reproduce(
 ) -> Path:
     """Run (or resume) the whole study into `out`; return the run directory.
 
+    `defense` is the adversarial model's recipe (None: the profile's; quick's is the study's `mixed`).
     `folds=K` runs scan-grouped K-fold cross-validation instead of one train/val/test split.
     `on_stage(name, status)` is called with status "running", "done" or "skipped (up to date)" per stage
     (the CLI shows the same through the progress display)."""
@@ -719,7 +720,7 @@ def _plan(
     data: str | Path,
     out: str | Path,
     profile: str,
-    defense: str,
+    defense: str | None,
     progress: bool,
     overrides: dict[str, Any] | None,
     device: str,
@@ -727,11 +728,12 @@ def _plan(
     folds: int | None,
 ) -> tuple[_Run, list[Stage], dict[str, Any]]:
     """Validate everything before anything is written: the run's settings, its stages and config.yaml."""
-    if defense not in DEFENSES:
-        raise ConfigError(f"unknown defense {defense!r}; choose one of {', '.join(DEFENSES)}")
     if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
         raise ConfigError(f"--folds must be a whole number >= 2, got {folds!r}")
     prof = load_profile(profile, overrides)
+    defense = prof.defense if defense is None else defense
+    if defense not in DEFENSES:
+        raise ConfigError(f"unknown defense {defense!r}; choose one of {', '.join(DEFENSES)}")
     if folds is not None and prof.grouping == "given":
         raise ConfigError("--folds re-splits the data, so it cannot keep the given train/val/test folders")
     data = check_data(data)

@@ -42,6 +42,7 @@ def run_config(
 ) -> dict[str, Any]:
     """RUN_DIR/config.yaml: the resolved profile plus every parameter of this run."""
     p = profile.to_dict()
+    p.pop("defense")  # the resolved one (a --defense given beats the profile's) sits at the top
     return {
         "format": RUN_FORMAT,
         "fortify_version": __version__,
