@@ -285,20 +285,22 @@ def test_a_record_from_before_an_option_existed_still_counts_when_the_option_is_
     assert without_new_defaults(old_config, old_config, {"awp_gamma": 0.0}) is None  # nothing new
     assert without_new_defaults(new, None, {"awp_gamma": 0.0}) is None  # no record
 
-    # a record that also hashed an input training has dropped since (the data folder's file times)
+    # a record that also hashed what training no longer counts: the data folder's file times and the
+    # split's path (in a run directory since moved)
     old_inputs = {**record["inputs"], "data": "file times of another copy"}
-    old_fp = fingerprint("normal", old_config, old_inputs)
-    write_record(record_path, "normal", old_fp, old_config, old_inputs, 1.0, 1.0)
+    older_config = {**old_config, "split": "/elsewhere/run/split.json"}
+    old_fp = fingerprint("normal", older_config, old_inputs)
+    write_record(record_path, "normal", old_fp, older_config, old_inputs, 1.0, 1.0)
     statuses = []
     run(out, statuses, resume=True)
     assert statuses == [(n, "skipped (up to date)") for n in STAGES]
-    from fortify.pipeline.fingerprint import with_retired_inputs
+    from fortify.pipeline.fingerprint import with_retired
 
-    assert with_retired_inputs({"split": "s"}, old_inputs | {"split": "s"}, ("data",)) == {
+    assert with_retired({"split": "s"}, old_inputs | {"split": "s"}, ("data",)) == {
         "split": "s",
         "data": "file times of another copy",
     }
-    assert with_retired_inputs({"split": "s"}, {"split": "s"}, ("data",)) is None  # nothing retired
+    assert with_retired({"split": "s"}, {"split": "s"}, ("data",)) is None  # nothing retired
 
 
 def test_a_copy_of_the_same_data_keeps_finished_models_and_changed_data_retrains(tmp_path, monkeypatch):
@@ -340,6 +342,22 @@ def test_a_copy_of_the_same_data_keeps_finished_models_and_changed_data_retrains
     assert [n for n, s in again if s == "done"] == ["audit", "split"]
     assert (tmp_path / "run" / "split.json").read_bytes() == split_before
     assert all(s == "skipped (up to date)" for n, s in again if n in STUDY)
+
+    # a run directory that moved (copied to another machine or folder) resumes where it stopped
+    import shutil
+
+    shutil.copytree(tmp_path / "run", tmp_path / "moved")
+    moved: list = []
+    reproduce(
+        str(data),
+        tmp_path / "moved",
+        profile="smoke",
+        progress=False,
+        overrides=TINY,
+        resume=True,
+        on_stage=lambda n, s: moved.append((n, s)),
+    )
+    assert moved == [(n, "skipped (up to date)") for n in STAGES]
 
     victim = data / "Normal cases" / "0.png"
     pixels = np.asarray(Image.open(victim)).copy()

@@ -53,16 +53,16 @@ def without_new_defaults(
     return {k: v for k, v in config.items() if k not in added}
 
 
-def with_retired_inputs(
-    inputs: dict[str, str], saved: dict[str, Any] | None, retired: tuple[str, ...]
-) -> dict[str, str] | None:
-    """`inputs` plus the record's values of inputs this stage no longer depends on (`retired`); None when
-    the record has none. Training once also hashed the dataset folder's file times, which change whenever
-    the data is copied again; the split manifest it still depends on pins every file's sha256, so a record
-    that differs only in a retired input is as good as a new one."""
+def with_retired(
+    current: dict[str, Any], saved: dict[str, Any] | None, retired: tuple[str, ...]
+) -> dict[str, Any] | None:
+    """`current` plus the record's values of keys (config or inputs) the stage no longer counts; None when
+    the record has none. Training once also hashed the dataset folder's file times and the paths of its
+    split and init checkpoint; it still hashes their contents, so a record that differs only there is as
+    good as a new one."""
     if not isinstance(saved, dict) or not any(k in saved for k in retired):
         return None
-    return {**inputs, **{k: saved[k] for k in retired if k in saved}}
+    return {**current, **{k: saved[k] for k in retired if k in saved}}
 
 
 def is_up_to_date(
@@ -74,10 +74,11 @@ def is_up_to_date(
     *,
     defaults: dict[str, Any] | None = None,
     retired_inputs: tuple[str, ...] = (),
+    retired_config: tuple[str, ...] = (),
 ) -> bool:
     """Whether the stage's record matches this config and these inputs and every output exists. A record
-    written before an option existed (`defaults`) or while the stage had an input it has since dropped
-    (`retired_inputs`) still matches when the result would be the same."""
+    written before an option existed (`defaults`) or while the stage counted an input or config key it has
+    since dropped (`retired_*`) still matches when the result would be the same."""
     if not record_path.is_file() or not all(p.exists() for p in outputs):
         return False
     try:
@@ -86,7 +87,8 @@ def is_up_to_date(
         return False
     saved_config = record.get("config") if isinstance(record.get("config"), dict) else None
     configs = [config, without_new_defaults(config, saved_config, defaults or {})]
-    inputs_options = [inputs, with_retired_inputs(inputs, record.get("inputs"), retired_inputs)]
+    configs += [with_retired(c, saved_config, retired_config) for c in configs if c is not None]
+    inputs_options = [inputs, with_retired(inputs, record.get("inputs"), retired_inputs)]
     return any(
         record.get("fingerprint") == fingerprint(stage, c, i)
         for c in configs

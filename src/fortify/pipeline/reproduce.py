@@ -76,6 +76,7 @@ class Stage:
     defaults: dict[str, Any] = field(default_factory=dict)
     # inputs this stage once had and has dropped, so records from then still match (fingerprint.py)
     retired_inputs: tuple[str, ...] = ()
+    retired_config: tuple[str, ...] = ()  # likewise for config keys
     estimate: Callable[[At, MachineSpeed], float] = _one_second  # predicted seconds on a measured machine
 
     def inputs(self) -> dict[str, str]:
@@ -338,7 +339,7 @@ def _study_stages(run: _Run, root: Path, prefix: str = "") -> list[Stage]:
                 title,
                 root / name / "stage.json",
                 [root / name / "best.safetensors", root / name / "best.json"],
-                {k: v for k, v in cfg.to_dict().items() if k not in ("out", "device", "data", "cache_dir")},
+                {k: v for k, v in cfg.to_dict().items() if k not in _TRAIN_LOCATIONS},
                 At(run, root, name, cfg),
                 _run_train,
                 _train_inputs,
@@ -346,7 +347,10 @@ def _study_stages(run: _Run, root: Path, prefix: str = "") -> list[Stage]:
                 kind="train",
                 estimate=_train_cost,
                 defaults=_train_defaults(),
-                retired_inputs=("data",),  # older records hashed the data folder too (see _train_inputs)
+                # what older records also hashed: the data folder's file times (see _train_inputs) and
+                # the split's and init checkpoint's paths (moving the run directory changed them)
+                retired_inputs=("data",),
+                retired_config=("split", "init"),
             )
         )
         stages.append(
@@ -775,6 +779,11 @@ def _plan(
     return run, stages, cfg
 
 
+# Where a training stage's files are, not what it computes: the split's and the init checkpoint's
+# contents are its inputs (hashed), so a run directory that moved, or a dataset copied again, still resumes.
+_TRAIN_LOCATIONS = ("out", "device", "data", "cache_dir", "split", "init")
+
+
 def _train_defaults() -> dict[str, Any]:
     from dataclasses import MISSING, fields
 
@@ -803,6 +812,7 @@ def _run_stages(run: _Run, stages: list[Stage], on_stage: Callable[[str, str], N
             stage.outputs,
             defaults=stage.defaults,
             retired_inputs=stage.retired_inputs,
+            retired_config=stage.retired_config,
         ):
             _print_stage(console, i, len(stages), stage, "skipped (up to date)")
             skipped.append(stage.name)
