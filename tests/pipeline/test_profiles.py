@@ -114,5 +114,9 @@ def test_extends_merges_sections_and_refuses_loops_and_bad_defences(tmp_path):
     (tmp_path / "c.yaml").write_text(f"extends: {tmp_path / 'b.yaml'}\n")
     with pytest.raises(ConfigError, match="loops back"):
         load_profile(str(tmp_path / "b.yaml"))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.yaml").write_text("extends: ../a.yaml\nname: d\nseed: 3\n")  # beside the file
+    d = load_profile(str(tmp_path / "sub" / "d.yaml"))
+    assert d.train == a.train and d.seed == 3 and d.name == "d"
     with pytest.raises(ConfigError, match="unknown defense 'pgdd'"):
         load_profile("smoke", {"defense": "pgdd"})

@@ -155,13 +155,16 @@ def _read_raw(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     base_name = raw.pop("extends", None)
     if base_name is None:
         return raw
+    base = Path(str(base_name)).expanduser()
+    if base.suffix in (".yaml", ".yml") and not base.is_absolute():
+        base_name = path.parent / base  # a file named by the profile that extends it: beside that file
     base_path = profile_path(str(base_name))
     if base_path in (*seen, path):
         raise ConfigError(f"{path}: 'extends' loops back to {base_path.name}")
-    base = _read_raw(base_path, (*seen, path))
+    inherited = _read_raw(base_path, (*seen, path))
     for key in ("name", "description"):
-        base.pop(key, None)
-    return _merge(base, raw)
+        inherited.pop(key, None)
+    return _merge(inherited, raw)
 
 
 def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
