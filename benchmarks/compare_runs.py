@@ -106,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("b", help="RUN_DIR[:normal|adversarial] (the challenger)")
     parser.add_argument("--json", type=Path, help="write the numbers here")
     args = parser.parse_args(argv)
-    result = compare_runs(args.a, args.b)
+    try:
+        result = compare_runs(args.a, args.b)
+    except (OSError, KeyError, TypeError, ValueError) as e:  # a run folder that is not a finished run
+        why = f"{type(e).__name__}: {e}"
+        raise SystemExit(f"compare_runs: cannot read a run's results or split ({why})") from None
     print(f"a = {args.a}\nb = {args.b}")
     print_table("all test images", result["all"])
     for name, comparison in result["per_class"].items():

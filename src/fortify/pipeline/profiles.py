@@ -52,6 +52,13 @@ class Profile:
         return asdict(self)
 
 
+def check_defense(name: str, where: str = "") -> str:
+    """`name` if it is one of DEFENSES, else ConfigError naming the valid ones."""
+    if name not in DEFENSES:
+        raise ConfigError(f"{where}unknown defense {name!r}; choose one of {', '.join(DEFENSES)}")
+    return name
+
+
 def list_profiles() -> list[str]:
     return sorted(p.stem for p in (configs_dir() / "profiles").glob("*.yaml"))
 
@@ -192,8 +199,7 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
         raise ConfigError(
             f"{path}: unknown grouping {profile.grouping!r}; choose one of {', '.join(SPLIT_GROUPINGS)}"
         )
-    if profile.defense not in DEFENSES:
-        raise ConfigError(f"{path}: unknown defense {profile.defense!r}; choose one of {', '.join(DEFENSES)}")
+    check_defense(profile.defense, f"{path}: ")
     for section in ("train", "normal", "adversarial", *EXTRAS):
         if not isinstance(getattr(profile, section), dict):
             raise ConfigError(f"{path}: {section!r} must be a mapping of settings")

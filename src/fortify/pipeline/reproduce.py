@@ -32,13 +32,8 @@ from fortify.pipeline.estimate import (
     measure_machine,
     train_seconds,
 )
-from fortify.pipeline.fingerprint import (
-    data_identity,
-    fingerprint,
-    is_up_to_date,
-    write_record,
-)
-from fortify.pipeline.profiles import DEFENSES, Profile, load_profile
+from fortify.pipeline.fingerprint import data_identity, fingerprint, is_up_to_date, write_record
+from fortify.pipeline.profiles import Profile, check_defense, load_profile
 from fortify.pipeline.rundir import check_data, prepare_out, run_config
 from fortify.report.study import configs_dir
 from fortify.runtime import Runtime
@@ -735,9 +730,7 @@ def _plan(
     if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
         raise ConfigError(f"--folds must be a whole number >= 2, got {folds!r}")
     prof = load_profile(profile, overrides)
-    defense = prof.defense if defense is None else defense
-    if defense not in DEFENSES:
-        raise ConfigError(f"unknown defense {defense!r}; choose one of {', '.join(DEFENSES)}")
+    defense = prof.defense if defense is None else check_defense(defense)
     if folds is not None and prof.grouping == "given":
         raise ConfigError("--folds re-splits the data, so it cannot keep the given train/val/test folders")
     data = check_data(data)
