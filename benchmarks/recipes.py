@@ -86,6 +86,12 @@ RECIPES: dict[str, dict[str, Any]] = {
     "mixed-awp": {"from": "quick", "mode": "mixed", "set": {"adversarial.awp_gamma": 5e-3}},
     "trades-eps4": {"from": "quick", "mode": "trades", "set": {"adversarial.eps": 4 / 255}},
     "mixed-px160": {"from": "px160", "mode": "mixed", "set": {"image_size": 160}},
+    # the two validation winners together: the best profile's defence on the 160 px model
+    "px160-pgd-at-awp": {
+        "from": "px160",
+        "mode": "pgd",
+        "set": {"image_size": 160, "adversarial.awp_gamma": 5e-3},
+    },
 }
 
 

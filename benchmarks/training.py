@@ -33,13 +33,17 @@ from pathlib import Path
 import torch
 
 from fortify.attacks import pgd
-from fortify.cli.train_command import parse_eps
 from fortify.data import load_split, make_split, save_manifest
 from fortify.evaluation.batches import predict
 from fortify.models import build_model
+from fortify.numbers import parse_number
 from fortify.runtime import Runtime, seed_everything
 from fortify.training import MODES, TrainConfig, load_model, train
 from fortify.training.recipes import training_step_loss
+
+
+def parse_eps(text: str) -> float:
+    return parse_number(text, "--eps", lo=0, hi=1)
 
 
 def ideal_ratio(mode: str, k: int) -> float:

@@ -74,5 +74,32 @@ def test_cpu_kind_names_what_decides_bf16_speed(monkeypatch, flags, kind):
     import fortify.runtime as runtime_module
 
     monkeypatch.setattr(runtime_module, "_cpu_flags", lambda: flags)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     assert runtime_module.cpu_kind() == kind
     assert runtime_module.cpu_has_native_bf16() == (kind == "avx512_bf16")
+
+
+@pytest.mark.parametrize(
+    "aten, onednn, native",
+    [
+        ("AVX512", "", True),
+        ("AVX512", "ALL", True),
+        ("AVX512", "AVX512_CORE_BF16", True),
+        ("AVX2", "", False),  # ATEN_CPU_CAPABILITY=avx2
+        ("AVX512", "AVX2", False),  # ONEDNN_MAX_CPU_ISA=AVX2: its convolutions lose bf16
+        ("AVX512", "avx512_core", False),
+    ],
+)
+def test_kernel_caps_turn_native_bf16_off(monkeypatch, aten, onednn, native):
+    """With kernels capped below AVX-512 BF16, bf16 is emulated (~13x slower): auto must pick fp32."""
+    import fortify.runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module, "_cpu_flags", lambda: "fpu avx2 avx512f avx512_bf16")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: aten)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", onednn)
+    assert runtime_module.cpu_has_native_bf16() is native
+    assert runtime_module.cpu_kind() == ("avx512_bf16" if native else "avx2 (capped)")
+    assert Runtime.resolve("cpu", "auto").precision == ("bf16" if native else "fp32")

@@ -8,6 +8,7 @@ AMX). Library code receives a `Runtime` (or its fields) instead of re-detecting 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,18 +28,37 @@ def _cpu_flags() -> str:
         return ""
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) that stop short of its AVX-512 BF16 kernels.
+_ONEDNN_ISAS_WITHOUT_BF16 = frozenset(
+    {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+)
+
+
+def kernels_capped() -> bool:
+    """True when PyTorch was told to use narrower kernels than the CPU has (ATEN_CPU_CAPABILITY=avx2,
+    ONEDNN_MAX_CPU_ISA=AVX2): bf16 then runs emulated, as on a CPU without it. The caps are also how
+    this machine stands in for an AVX2-only one (see the README's Performance section)."""
+    aten = torch.backends.cpu.get_cpu_capability().upper()  # "AVX512", "AVX2", "DEFAULT", ...
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).strip().upper()
+    return not aten.startswith("AVX512") or onednn in _ONEDNN_ISAS_WITHOUT_BF16
+
+
 def cpu_has_native_bf16() -> bool:
-    """True when this CPU has AVX-512 BF16 or AMX-BF16 instructions (Linux /proc/cpuinfo)."""
+    """True when this CPU has AVX-512 BF16 or AMX-BF16 instructions (Linux /proc/cpuinfo) and PyTorch
+    is allowed to use them (`kernels_capped`)."""
     flags = _cpu_flags()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return ("avx512_bf16" in flags or "amx_bf16" in flags) and not kernels_capped()
 
 
 def cpu_kind() -> str:
     """The CPU kind a timing is reported against: "avx512_bf16" (or AMX: bf16 is native), "avx2"
-    (fp32 only; bf16 is emulated), else "other"."""
+    (fp32 only; bf16 is emulated), else "other". A bf16 CPU whose kernels are capped at AVX2 is
+    "avx2 (capped)": AVX2 code, but not an AVX2-only CPU's clocks and caches."""
     flags = _cpu_flags()
     if cpu_has_native_bf16():
         return "avx512_bf16"
+    if "avx2" in flags and ("avx512_bf16" in flags or "amx_bf16" in flags):
+        return "avx2 (capped)"
     return "avx2" if "avx2" in flags else "other"
 
 
