@@ -32,6 +32,7 @@ import torch
 from fortify.attacks import pgd
 from fortify.data import load_split, make_folds, save_manifest
 from fortify.data.sentinel import leakage_sentinel
+from fortify.errors import FortifyError
 from fortify.evaluation.batches import predict
 from fortify.fileio import read_json, write_json
 from fortify.intervals import wilson_interval
@@ -270,4 +271,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FortifyError as err:  # a bad path or setting: one line, not a traceback
+        raise SystemExit(f"error: {err}") from None
