@@ -86,6 +86,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     "trades-awp": {"from": "quick", "mode": "trades", "set": {"adversarial.awp_gamma": 5e-3}},
     "mixed-awp": {"from": "quick", "mode": "mixed", "set": {"adversarial.awp_gamma": 5e-3}},
     "trades-eps4": {"from": "quick", "mode": "trades", "set": {"adversarial.eps": 4 / 255}},
+    "pgd-at-awp-eps4": {
+        "from": "quick",
+        "mode": "pgd",
+        "set": {"adversarial.awp_gamma": 5e-3, "adversarial.eps": 4 / 255},
+    },
     "mixed-px160": {"from": "px160", "mode": "mixed", "set": {"image_size": 160}},
     # the two validation winners together: the best profile's defence on the 160 px model
     "px160-pgd-at-awp": {
@@ -256,18 +261,19 @@ def main() -> None:
     table = summarize(measured)
     write_json(args.out / "summary.json", {"cpu": cpu_kind(), "recipes": table})
     keys = [k for k in (table[0] if table else {}) if isinstance(table[0][k], tuple)]
-    print("recipe        folds  " + "  ".join(f"{k:>16s}" for k in keys) + "  min/fold")
+    width = max([len("recipe")] + [len(s["recipe"]) for s in table])
+    print(f"{'recipe':{width}s}  folds  " + "  ".join(f"{k:>16s}" for k in keys) + "  min/fold")
     for s in table:
         scale = {k: 1 if "seconds" in k or k == "load_average" else 100 for k in keys}
         cells = "  ".join(f"{scale[k] * s[k][0]:7.1f} ± {scale[k] * s[k][1]:5.1f}" for k in keys)
-        print(f"{s['recipe']:13s} {len(s['folds']):5d}  {cells}  {s['minutes_per_fold']:8.1f}")
+        print(f"{s['recipe']:{width}s}  {len(s['folds']):5d}  {cells}  {s['minutes_per_fold']:8.1f}")
     for s in table:
         pooled = [
             f"{key} {p['correct']}/{p['n']} = {100 * p['rate']:.1f}% "
             f"[{100 * p['wilson95'][0]:.1f}, {100 * p['wilson95'][1]:.1f}]"
             for key, p in ((k, s[f"{k}_pooled"]) for k in ("clean", "benign_recall"))
         ]
-        print(f"{s['recipe']:13s} pooled over folds: " + "; ".join(pooled))
+        print(f"{s['recipe']:{width}s}  pooled over folds: " + "; ".join(pooled))
 
 
 if __name__ == "__main__":
