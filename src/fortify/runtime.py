@@ -43,11 +43,14 @@ def kernels_capped() -> bool:
     return not aten.startswith("AVX512") or onednn in _ONEDNN_ISAS_WITHOUT_BF16
 
 
+def _has_bf16_instructions(flags: str) -> bool:
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def cpu_has_native_bf16() -> bool:
     """True when this CPU has AVX-512 BF16 or AMX-BF16 instructions (Linux /proc/cpuinfo) and PyTorch
     is allowed to use them (`kernels_capped`)."""
-    flags = _cpu_flags()
-    return ("avx512_bf16" in flags or "amx_bf16" in flags) and not kernels_capped()
+    return _has_bf16_instructions(_cpu_flags()) and not kernels_capped()
 
 
 def cpu_kind() -> str:
@@ -55,10 +58,8 @@ def cpu_kind() -> str:
     (fp32 only; bf16 is emulated), else "other". A bf16 CPU whose kernels are capped at AVX2 is
     "avx2 (capped)": AVX2 code, but not an AVX2-only CPU's clocks and caches."""
     flags = _cpu_flags()
-    if cpu_has_native_bf16():
-        return "avx512_bf16"
-    if "avx2" in flags and ("avx512_bf16" in flags or "amx_bf16" in flags):
-        return "avx2 (capped)"
+    if _has_bf16_instructions(flags):
+        return "avx2 (capped)" if kernels_capped() else "avx512_bf16"
     return "avx2" if "avx2" in flags else "other"
 
 
