@@ -34,6 +34,7 @@ import torch
 
 from fortify.attacks import pgd
 from fortify.data import load_split, make_split, save_manifest
+from fortify.errors import FortifyError
 from fortify.evaluation.batches import predict
 from fortify.models import build_model
 from fortify.numbers import parse_number
@@ -241,4 +242,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FortifyError as err:  # a bad --eps, path or setting: one line, not a traceback
+        raise SystemExit(f"error: {err}") from None
