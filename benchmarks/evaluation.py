@@ -66,6 +66,7 @@ def evaluate(profile: str, overrides: dict[str, Any], a: argparse.Namespace, run
         sanity_restarts=ev.sanity_restarts,
         score_precision=ev.score_precision,
         fold_bn=ev.fold_bn,
+        curve_cumulative=ev.curve_cumulative,
     )
     r["wall_seconds"] = time.perf_counter() - t0
     return r

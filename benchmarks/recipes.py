@@ -50,6 +50,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # normal training (quick profile: ResNet18 128 px, AdamW OneCycle lr 2e-3, 20 epochs, flips)
     "quick": {"set": {}},
     "epochs10": {"set": {"normal.epochs": 10}},
+    "epochs15": {"set": {"normal.epochs": 15}},
     "epochs30": {"set": {"normal.epochs": 30}},
     "epochs40": {"set": {"normal.epochs": 40}},
     "px160": {"set": {"image_size": 160}},
@@ -75,6 +76,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "ssl": {"set": {}, "pretrain": {"epochs": 30}},
     # adversarial fine-tuning of the quick normal model (5 epochs, 3 attack steps, eps 2/255)
     "mixed": {"from": "quick", "mode": "mixed", "set": {}},
+    # quick's adversarial stage on a normal model trained for fewer epochs (a cheaper quick profile)
+    "mixed-e10": {"from": "epochs10", "mode": "mixed", "set": {}},
+    "mixed-e15": {"from": "epochs15", "mode": "mixed", "set": {}},
     "pgd-at": {"from": "quick", "mode": "pgd", "set": {}},
     "trades": {"from": "quick", "mode": "trades", "set": {}},
     "mart": {"from": "quick", "mode": "mart", "set": {}},
@@ -97,6 +101,13 @@ RECIPES: dict[str, dict[str, Any]] = {
         "from": "px160",
         "mode": "pgd",
         "set": {"image_size": 160, "adversarial.awp_gamma": 5e-3},
+    },
+    # the best profile's defence on the two normal recipes that gained clean accuracy on every fold
+    "mixup-pgd-at-awp": {"from": "mixup", "mode": "pgd", "set": {"adversarial.awp_gamma": 5e-3}},
+    "rot5-pgd-at-awp": {
+        "from": "rot5",
+        "mode": "pgd",
+        "set": {"train.max_rotation": 5.0, "adversarial.awp_gamma": 5e-3},
     },
 }
 

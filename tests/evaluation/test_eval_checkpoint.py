@@ -69,10 +69,13 @@ def test_attack_cost_is_counted_per_attack_and_stage(evaluated):
     results, _ = evaluated
     n = results["data"]["n"]
     a = results["attacks"]
-    # FGSM: one gradient evaluation per image (plus the verdict and scoring forwards, no more gradients)
-    assert a["fgsm"]["gradient_evaluations"] == n and a["fgsm"]["forward_passes"] >= n
-    # PGD-5 with early stopping: at least one gradient per image, at most 5
-    assert n <= a["pgd"]["gradient_evaluations"] <= 5 * n
+    # Only the images the clean model gets right are attacked (a misclassified one is fooled already).
+    n_right = results["clean"]["correct"]
+    assert 0 < n_right < n  # the fixture's model gets some wrong, so the test tells the two apart
+    # FGSM: one gradient evaluation per attacked image (plus the verdict and scoring forwards)
+    assert a["fgsm"]["gradient_evaluations"] == n_right and a["fgsm"]["forward_passes"] >= n
+    # PGD-5 with early stopping: at least one gradient per attacked image, at most 5
+    assert n_right <= a["pgd"]["gradient_evaluations"] <= 5 * n_right
     passes = results["passes"]
     assert passes["attacks"]["gradient_evaluations"] == sum(r["gradient_evaluations"] for r in a.values())
     assert passes["curves"]["gradient_evaluations"] > 0 and passes["sanity"]["gradient_evaluations"] > 0
@@ -129,9 +132,12 @@ def test_curves_and_sanity_checks(evaluated):
     assert curve["norm"] == "linf" and curve["attack"] == "pgd"
     assert [p[0] for p in curve["points"]] == pytest.approx([0.0, 4 / 255, 16 / 255])
     assert curve["points"][0][1] == pytest.approx(results["clean"]["accuracy"])
+    assert curve["cumulative"] is True  # the default
+    accs = [p[1] for p in curve["points"]]
+    assert accs == sorted(accs, reverse=True)
     names = [c["check"] for c in results["sanity"]]
+    assert "accuracy non-increasing in eps (pgd)" not in names  # cannot fail on a cumulative curve
     for expected in (
-        "accuracy non-increasing in eps (pgd)",
         "accuracy ~0 at a large eps",
         "pgd no weaker than fgsm",
         "strong no weaker than pgd",
@@ -148,6 +154,34 @@ def test_curves_and_sanity_checks(evaluated):
     assert by_name["accuracy ~0 at a large eps"]["passed"] == (
         results["sanity_runs"]["large_eps"]["accuracy"] <= 0.05
     )
+
+
+def test_cumulative_curve_attacks_only_the_survivors_of_the_previous_eps(tiny_checkpoint):
+    """FGSM costs one gradient evaluation per attacked image, so the curve's count says exactly which
+    images each eps attacked: cumulatively, those still robust at the previous eps; independently, every
+    image the clean model gets right at every eps."""
+    kw = {**FAST_EVAL, "curve_attacks": ("fgsm",), "eps_curve": (0.0, 2 / 255, 4 / 255, 8 / 255)}
+    runs = {
+        cumulative: evaluate_checkpoint(
+            tiny_checkpoint, data=PHANTOM, runtime=RUNTIME, curve_cumulative=cumulative, **kw
+        )
+        for cumulative in (True, False)
+    }
+    cum, ind = runs[True], runs[False]
+    n = cum["data"]["n"]
+    points = cum["curves"]["fgsm"]["points"]
+    robust_before = [round(acc * n) for _, acc in points[:-1]]  # clean, then each eps but the last
+    assert cum["passes"]["curves"]["gradient_evaluations"] == sum(robust_before)
+    assert ind["passes"]["curves"]["gradient_evaluations"] == 3 * ind["clean"]["correct"]
+    assert sum(robust_before) < 3 * ind["clean"]["correct"]  # the saving is real on this model
+    # FGSM is deterministic: a cumulative point is the independent one minus the images a smaller eps
+    # fooled that this eps, attacked afresh, did not; never above it
+    for (e1, a1), (e2, a2) in zip(points, ind["curves"]["fgsm"]["points"], strict=True):
+        assert e1 == e2 and a1 <= a2
+    assert ind["curves"]["fgsm"]["cumulative"] is False
+    assert "accuracy non-increasing in eps (fgsm)" in [c["check"] for c in ind["sanity"]]
+    # the headline numbers do not depend on how the curve was run
+    assert cum["attacks"]["pgd"]["accuracy"] == ind["attacks"]["pgd"]["accuracy"]
 
 
 def test_examples_file_has_every_attack(evaluated):

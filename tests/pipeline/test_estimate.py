@@ -54,6 +54,12 @@ def test_eval_estimate_counts_curves_and_sanity():
     bare = eval_seconds(specs, [], 100, 2, 2, SPEED)
     with_curve = eval_seconds(specs, [("pgd:steps=5", 0.0), ("pgd:steps=5", 4 / 255)], 100, 2, 2, SPEED)
     assert with_curve > bare > 0
+    # a cumulative curve attacks only the previous eps's survivors: its later points cost less
+    three = [("pgd:steps=5", e) for e in (1 / 255, 2 / 255, 4 / 255)]
+    cumulative = eval_seconds(specs, three, 100, 2, 2, SPEED) - bare
+    independent = eval_seconds(specs, three, 100, 2, 2, SPEED, cumulative=False) - bare
+    first = eval_seconds(specs, three[:1], 100, 2, 2, SPEED) - bare
+    assert first < cumulative < independent == pytest.approx(3 * first)
 
 
 def test_budget_rescales_the_stages_of_the_same_kind_still_to_come():

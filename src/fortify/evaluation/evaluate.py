@@ -116,6 +116,7 @@ def evaluate_checkpoint(
     transfer: Sequence[dict] | None = None,
     score_precision: str = DEFAULTS.score_precision,
     fold_bn: bool = DEFAULTS.fold_bn,
+    curve_cumulative: bool = DEFAULTS.curve_cumulative,
 ) -> dict:
     """Evaluate `checkpoint` on the test split; return results.json's dict (and write it to out_dir).
 
@@ -125,7 +126,9 @@ def evaluate_checkpoint(
     to add the "white-box no weaker than transfer" check. `score_precision` ("fp32", "bf16" or
     "attack" = the runtime's) is the precision every reported prediction is made in. `fold_bn` attacks
     and scores a copy of the model with batch norm folded into its convolutions (the same function in
-    eval mode, cheaper per step; `fortify.models.fuse`). `checkpoint` may also be a model from
+    eval mode, cheaper per step; `fortify.models.fuse`). `curve_cumulative` attacks, at each eps of a
+    curve, only the images still robust at the smaller ones (see `_curves`). An image the clean model
+    misclassifies is never attacked: it counts as fooled, unperturbed. `checkpoint` may also be a model from
     elsewhere behind its input contract (`fortify.models.load_external_model`, `wrap_module`): it is
     evaluated on a fresh default split (or `split`) and its contract is recorded with the results.
     """
@@ -151,7 +154,7 @@ def evaluate_checkpoint(
         ctx = _Context(ev.model, ev.x, ev.y, clean_pred, ev.runtime, ev.score_rt, batch_size, seed, start)
         outcomes = {key: _attack(ctx, key, spec, ev.classes) for key, spec in ev.specs.items()}
         with count_passes(ev.model) as curve_count:
-            curves, curve_seconds = _curves(ctx, ev.curve_specs, eps_curve)
+            curves, curve_seconds = _curves(ctx, ev.curve_specs, eps_curve, curve_cumulative)
         with count_passes(ev.model) as sanity_count:
             checks, sanity_runs = _sanity(
                 _SanityInputs(
@@ -185,6 +188,7 @@ def evaluate_checkpoint(
         "eps": eps,
         "eps_curve": [float(e) for e in eps_curve],
         "curve_attacks": [str(s) for s in ev.curve_specs.values()],
+        "curve_cumulative": curve_cumulative,
         "batch_size": batch_size,
         "limit": limit,
         "examples_per_class": examples_per_class,
@@ -275,7 +279,7 @@ class AttackOutcome:
 def _attack(ctx: _Context, key: str, spec: AttackSpec, classes: list[str]) -> AttackOutcome:
     """Run one headline attack, settle its verdicts at the scoring precision and score it."""
     seed_everything(ctx.seed)
-    advance = ctx.start(f"attack {key}", len(ctx.x))
+    advance = ctx.start(f"attack {key}", len(ctx.x) if is_cw(spec) else ctx.n_attacked())
     t0 = time.perf_counter()
     extra: dict = {}
     kept: AttackRun | None = None
@@ -283,7 +287,7 @@ def _attack(ctx: _Context, key: str, spec: AttackSpec, classes: list[str]) -> At
         if is_cw(spec):
             x_adv, book, extra = _cw_attack(ctx, spec, advance)
         else:
-            run = attack_dataset_detailed(spec, ctx.model, ctx.x, ctx.y, ctx.runtime, ctx.batch_size, advance)
+            run = ctx.run(spec, advance)
             x_adv, book = _settle(
                 spec, ctx.model, ctx.x, ctx.y, run, ctx.runtime, ctx.score_rt, ctx.batch_size, ctx.seed
             )
@@ -478,17 +482,53 @@ class _Context:
     seed: int
     start: Callable
 
-    def accuracy(self, spec: AttackSpec, label: str, seed: int | None = None) -> tuple[float, float]:
-        """(accuracy, seconds) of one attack over the whole set, settled like the headline attacks."""
-        seed_everything(self.seed if seed is None else seed)
-        t0 = time.perf_counter()
-        run = attack_dataset_detailed(
-            spec, self.model, self.x, self.y, self.runtime, self.batch_size, self.start(label, len(self.x))
+    def n_attacked(self, todo: torch.Tensor | None = None) -> int:
+        return int((self.clean_pred == self.y).sum() if todo is None else todo.sum())
+
+    def run(
+        self,
+        spec: AttackSpec,
+        advance: Callable,
+        todo: torch.Tensor | None = None,
+        start: torch.Tensor | None = None,
+    ) -> AttackRun:
+        """`spec` over the images where `todo` is set, every other image left at `start` and counted as
+        fooled. By default `todo` is the images the clean model gets right (a misclassified image needs
+        no attack: it is "fooled" unperturbed) and `start` the clean images."""
+        todo = (self.clean_pred == self.y) if todo is None else todo
+        x_adv = (self.x if start is None else start).clone()
+        success = torch.ones(len(self.x), dtype=torch.bool)
+        idx = todo.nonzero().squeeze(1)
+        sub = attack_dataset_detailed(
+            spec, self.model, self.x[idx], self.y[idx], self.runtime, self.batch_size, advance
         )
+        x_adv[idx], success[idx] = sub.x_adv, sub.success
+        fooled_by = None
+        if sub.fooled_by is not None:  # `strong`: an image it never saw was fooled by none of its parts
+            fooled_by = torch.full((len(self.x),), -1, dtype=sub.fooled_by.dtype)
+            fooled_by[idx] = sub.fooled_by
+        return AttackRun(x_adv, success, fooled_by, sub.components)
+
+    def attack(
+        self,
+        spec: AttackSpec,
+        label: str,
+        todo: torch.Tensor | None = None,
+        start: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_adv, scored predictions) of `run`, settled like the headline attacks."""
+        run = self.run(spec, self.start(label, self.n_attacked(todo)), todo, start)
         x_adv, _ = _settle(
             spec, self.model, self.x, self.y, run, self.runtime, self.score_rt, self.batch_size, self.seed
         )
         pred, _ = predict(self.model, x_adv, self.score_rt, self.batch_size)
+        return x_adv, pred
+
+    def accuracy(self, spec: AttackSpec, label: str, seed: int | None = None) -> tuple[float, float]:
+        """(accuracy, seconds) of one attack over the whole set, settled like the headline attacks."""
+        seed_everything(self.seed if seed is None else seed)
+        t0 = time.perf_counter()
+        _, pred = self.attack(spec, label)
         return _accuracy(self.y, pred), time.perf_counter() - t0
 
 
@@ -576,19 +616,34 @@ def _budget_text(params: dict) -> str:
     )
 
 
-def _curves(ctx: _Context, curve_specs, eps_curve):
+def _curves(ctx: _Context, curve_specs, eps_curve, cumulative: bool = True):
+    """Robust accuracy at each eps of `eps_curve` for each curve attack.
+
+    `cumulative`: an image fooled at one eps is fooled at every larger one (its example lies in every
+    larger ball), so it keeps that example and only the images still robust are attacked at the next
+    eps. A point is then the share robust at every eps up to it: non-increasing by construction, for a
+    deterministic attack never above the independent figure, and cheaper where most images fall.
+    Otherwise every eps is attacked independently over all images.
+    """
     curves: dict[str, dict] = {}
     seconds: dict[str, float] = {}
     for key, template in curve_specs.items():
         t0 = time.perf_counter()
         points = []
+        robust, x_adv = ctx.clean_pred == ctx.y, ctx.x
         for e in sorted(float(v) for v in eps_curve):
             if e == 0.0:
                 # eps = 0 leaves every image unchanged: the point is the clean accuracy.
                 points.append([0.0, _accuracy(ctx.y, ctx.clean_pred)])
                 continue
-            acc, _ = ctx.accuracy(spec_at_eps(template, e), f"curve {key} eps={255 * e:g}/255")
-            points.append([e, acc])
+            label = f"curve {key} eps={255 * e:g}/255"
+            seed_everything(ctx.seed)
+            if cumulative:
+                x_adv, pred = ctx.attack(spec_at_eps(template, e), label, todo=robust, start=x_adv)
+                robust = robust & (pred == ctx.y)
+                points.append([e, float(robust.double().mean())])
+            else:
+                points.append([e, ctx.accuracy(spec_at_eps(template, e), label)[0]])
         tm = template.threat_model()
         template_text = str(
             AttackSpec(template.name, {k: v for k, v in template.params.items() if k != "eps"})
@@ -598,6 +653,7 @@ def _curves(ctx: _Context, curve_specs, eps_curve):
             "attack": template.name,
             "norm": tm.norm if tm else "linf",
             "points": points,
+            "cumulative": cumulative,
         }
         seconds[key] = time.perf_counter() - t0
     return curves, seconds
@@ -648,8 +704,11 @@ def _sanity(inputs: _SanityInputs) -> tuple[list[dict], dict[str, dict]]:
     linf_keys = [k for k, s in specs.items() if (threat_model_dict(s) or {}).get("norm") == "linf"]
 
     for key, curve in inputs.curves.items():
-        undermined = [k for k, s in specs.items() if s.name == curve["attack"]]
-        checks.append(sanity.non_increasing_in_eps(key, curve["points"], undermined))
+        # A cumulative curve cannot rise (an image fooled once stays fooled), so only an independent
+        # one is judged here; the far end of either is judged by the large-eps run below.
+        if not curve.get("cumulative"):
+            undermined = [k for k, s in specs.items() if s.name == curve["attack"]]
+            checks.append(sanity.non_increasing_in_eps(key, curve["points"], undermined))
 
     pgd_key = by_name.get("pgd")
     pgd_spec = specs[pgd_key] if pgd_key else for_evaluation(parse_spec(default_pgd_spec()))

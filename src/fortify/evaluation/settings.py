@@ -44,10 +44,13 @@ class EvalSettings:
     score_precision: str = "fp32"  # every reported prediction is scored in this precision
     fold_bn: bool = True  # attack a copy with batch norm folded into the convolutions (same function)
     eps_curve: list[float] = field(default_factory=lambda: [0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255])
-    # Curves attack every eps independently, so they get their own (smaller) step budgets.
+    # A curve attacks at every eps, so it gets its own (smaller) step budgets.
     curve_attacks: list[str] = field(
         default_factory=lambda: ["pgd:steps=10", "strong:steps=10,square_queries=100"]
     )
+    # An image fooled at one eps keeps its example at every larger eps and is not attacked again there
+    # (a point = robust at every eps up to it); False attacks every eps independently over all images.
+    curve_cumulative: bool = True
     batch_size: int = 64
     limit: int | None = None  # first k test images (class-stratified); None = the whole test split
     examples_per_class: int = 2

@@ -190,6 +190,7 @@ class _Run:
             "sanity_restarts": ev.sanity_restarts,
             "score_precision": ev.score_precision,
             "fold_bn": ev.fold_bn,
+            "curve_cumulative": ev.curve_cumulative,
         }
 
     def transfer_kwargs(self) -> dict[str, Any]:
@@ -468,7 +469,9 @@ def _eval_cost(at: At, speed: MachineSpeed) -> float:
     ev = at.run.prof.evaluate
     curve = [(t, float(e)) for t in ev.curve_attacks for e in ev.eps_curve]
     n_eval = _eval_images(at.run)
-    return eval_seconds(at.run.specs, curve, n_eval, ev.sanity_steps_factor, ev.sanity_restarts, speed)
+    return eval_seconds(
+        at.run.specs, curve, n_eval, ev.sanity_steps_factor, ev.sanity_restarts, speed, ev.curve_cumulative
+    )
 
 
 def _run_transfer(at: At) -> None:

@@ -50,9 +50,10 @@ def section_figures(doc: Document, run: RunData, fig_dir: Path) -> None:
             )
 
     doc.add(Heading("Accuracy vs eps"))
-    series, norm, srcs = [], "linf", []
+    series, norm, srcs, cumulative = [], "linf", [], False
     for name, stage in run.stages.items():
         for key, c in ((stage.results or {}).get("curves") or {}).items():
+            cumulative = cumulative or bool(c.get("cumulative"))
             series.append((f"{STAGE_LABELS[name]}: {key}", c.get("points") or []))
             norm = c.get("norm", norm)
             srcs.append(f"{run.rel(stage.results_path)} curves.{key} ({c.get('spec', '?')})")
@@ -60,7 +61,12 @@ def section_figures(doc: Document, run: RunData, fig_dir: Path) -> None:
         doc.add(
             Figure(
                 figures.eps_curves(series, norm, fig_dir / "accuracy_vs_eps.png"),
-                "Accuracy on the test split vs attack budget",
+                "Accuracy on the test split vs attack budget"
+                + (
+                    " (an image counts as robust at an eps only if the attack failed at every eps up to it)"
+                    if cumulative
+                    else ""
+                ),
                 "; ".join(srcs),
             )
         )
