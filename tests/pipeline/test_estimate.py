@@ -47,6 +47,9 @@ def test_training_estimate_ranks_modes_by_cost():
     pgd = train_seconds(cfg("pgd"), 100, 20, SPEED)
     assert pgd > std > 0
     assert train_seconds(cfg("standard", epochs=4), 100, 20, SPEED) == pytest.approx(2 * std)
+    # re-estimating batch-norm statistics each epoch is one forward pass over the 100 training images
+    fixed_bn = train_seconds(cfg("standard", bn_recalibrate=False), 100, 20, SPEED)
+    assert std - fixed_bn == pytest.approx(2 * 100 * SPEED.forward)
 
 
 def test_eval_estimate_counts_curves_and_sanity():

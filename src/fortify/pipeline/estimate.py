@@ -237,6 +237,8 @@ def train_seconds(cfg: Any, n_train: int, n_val: int, speed: MachineSpeed) -> fl
     trained = 2.0 if cfg.mode == "mixed" else 1.5 if cfg.mode in ("trades", "mart") else 1.0
     per_epoch = n_train * (trained * speed.train_step + craft * speed.gradient)
     val = n_val * speed.forward
+    if cfg.bn_recalibrate:  # fresh batch-norm statistics before each validation: a pass over the train split
+        val += n_train * speed.forward
     if cfg.adversarial and cfg.robust_validation:
         val += _attacked(n_val, float(cfg.val_attack_steps)) * speed.gradient
     return cfg.epochs * (per_epoch + val)
