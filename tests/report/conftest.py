@@ -172,6 +172,7 @@ def results(
                 "spec": "pgd:steps=10",
                 "norm": "linf",
                 "points": [[0.0, accs["clean"]], [2 / 255, accs["pgd"]], [8 / 255, 0.1]],
+                "cumulative": True,
             }
         },
         "sanity": sanity,

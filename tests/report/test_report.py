@@ -80,6 +80,8 @@ def test_figures_written_and_linked(built_report):
         "examples_adversarial",
     } <= names
     md = out["markdown"].read_text()
+    # the curves are cumulative, and the caption says what a point then means
+    assert "robust at an eps only if the attack failed at every eps up to it" in md
     for name in names:
         assert f"figures/{name}.png" in md
         assert out[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
