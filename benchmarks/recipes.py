@@ -104,6 +104,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     # the best profile's defence on the two normal recipes that gained clean accuracy on every fold
     "mixup-pgd-at-awp": {"from": "mixup", "mode": "pgd", "set": {"adversarial.awp_gamma": 5e-3}},
+    "ssl-pgd-at-awp": {"from": "ssl", "mode": "pgd", "set": {"adversarial.awp_gamma": 5e-3}},
     "rot5-pgd-at-awp": {
         "from": "rot5",
         "mode": "pgd",
