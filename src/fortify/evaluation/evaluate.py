@@ -636,14 +636,14 @@ def _curves(ctx: _Context, curve_specs, eps_curve, cumulative: bool = True):
                 # eps = 0 leaves every image unchanged: the point is the clean accuracy.
                 points.append([0.0, _accuracy(ctx.y, ctx.clean_pred)])
                 continue
-            label = f"curve {key} eps={255 * e:g}/255"
+            spec, label = spec_at_eps(template, e), f"curve {key} eps={255 * e:g}/255"
             seed_everything(ctx.seed)
             if cumulative:
-                x_adv, pred = ctx.attack(spec_at_eps(template, e), label, todo=robust, start=x_adv)
+                x_adv, pred = ctx.attack(spec, label, todo=robust, start=x_adv)
                 robust = robust & (pred == ctx.y)
                 points.append([e, float(robust.double().mean())])
             else:
-                points.append([e, ctx.accuracy(spec_at_eps(template, e), label)[0]])
+                points.append([e, _accuracy(ctx.y, ctx.attack(spec, label)[1])])
         tm = template.threat_model()
         template_text = str(
             AttackSpec(template.name, {k: v for k, v in template.params.items() if k != "eps"})
