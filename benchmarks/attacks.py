@@ -45,8 +45,11 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--checkpoint", default=None, help="fortify checkpoint; default: train a ResNet18 briefly")
-    p.add_argument("--split", default=None,
-                   help="split manifest: benchmark images come from its test, then validation split")
+    p.add_argument(
+        "--split",
+        default=None,
+        help="split manifest: benchmark images come from its test, then validation split",
+    )
     p.add_argument("--n", type=int, default=200, help="benchmark images (held out from training)")
     p.add_argument("--skip-strong", action="store_true")
     p.add_argument("--image-size", type=int, default=128)
@@ -63,10 +66,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-art", action="store_true")
     p.add_argument("--out", default=None, help="write the results as JSON here")
-    p.add_argument("--no-fold-bn", action="store_true",
-                   help="attack the plain model with fortify too (default: fortify attacks the batch-norm-"
-                        "folded copy its evaluation uses; the peers attack the plain model; every x_adv is "
-                        "judged on the plain model)")
+    p.add_argument(
+        "--no-fold-bn",
+        action="store_true",
+        help="attack the plain model with fortify too (default: fortify attacks the batch-norm-"
+        "folded copy its evaluation uses; the peers attack the plain model; every x_adv is "
+        "judged on the plain model)",
+    )
     return p.parse_args()
 
 
@@ -83,14 +89,16 @@ def load_images(args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.T
         x_val, y_val = parts["val"].tensors()
         x, y = torch.cat([x_test, x_val]), torch.cat([y_test, y_val])
         keep = torch.arange(min(args.n, len(y)))
-        print(f"  loaded split in {time.perf_counter() - t0:.0f}s; {len(keep)} held-out images "
-              f"({min(len(keep), len(y_test))} test, {max(0, len(keep) - len(y_test))} validation)")
+        print(
+            f"  loaded split in {time.perf_counter() - t0:.0f}s; {len(keep)} held-out images "
+            f"({min(len(keep), len(y_test))} test, {max(0, len(keep) - len(y_test))} validation)"
+        )
         return x_train, y_train, x[keep], y[keep], parts["test"].classes
     ds = load_dataset(args.data, image_size=args.image_size, cache_dir=args.cache_dir)
     print(f"  loaded {len(ds)} images in {time.perf_counter() - t0:.0f}s")
     x, y = ds.tensors()
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    test, train = perm[: args.n], perm[args.n:]
+    test, train = perm[: args.n], perm[args.n :]
     return x[train], y[train], x[test], y[test], ds.classes
 
 
@@ -111,7 +119,7 @@ def get_model(args, x_train, y_train, num_classes: int, runtime: Runtime) -> tor
         order = torch.randperm(len(y_train), generator=g)
         t0, total = time.perf_counter(), 0.0
         for i in range(0, len(order), 32):
-            idx = order[i: i + 32]
+            idx = order[i : i + 32]
             with runtime.autocast():
                 loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
             opt.zero_grad()
@@ -124,7 +132,7 @@ def get_model(args, x_train, y_train, num_classes: int, runtime: Runtime) -> tor
 
 def predict(model, x, batch_size) -> torch.Tensor:
     with torch.no_grad():
-        return torch.cat([model(x[i: i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+        return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
 def batched(attack: Callable, x, y, batch_size, runtime: Runtime) -> tuple[torch.Tensor, float]:
@@ -132,7 +140,7 @@ def batched(attack: Callable, x, y, batch_size, runtime: Runtime) -> tuple[torch
     outs = []
     for i in range(0, len(x), batch_size):
         with runtime.autocast():
-            outs.append(attack(x[i: i + batch_size], y[i: i + batch_size]).detach().float())
+            outs.append(attack(x[i : i + batch_size], y[i : i + batch_size]).detach().float())
     return torch.cat(outs), time.perf_counter() - t0
 
 
@@ -151,8 +159,13 @@ def alternate(candidates: dict[str, Callable], x, y, args, runtime) -> dict[str,
 def art_classifier(model, x, num_classes):
     from art.estimators.classification import PyTorchClassifier
 
-    return PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
-                             nb_classes=num_classes, clip_values=(0.0, 1.0))
+    return PyTorchClassifier(
+        model,
+        loss=torch.nn.CrossEntropyLoss(),
+        input_shape=tuple(x.shape[1:]),
+        nb_classes=num_classes,
+        clip_values=(0.0, 1.0),
+    )
 
 
 def main() -> None:
@@ -170,8 +183,10 @@ def main() -> None:
     # in eval mode, fortify.models.fuse); the peers get the model as a user would hand it to them.
     fmodel = model if args.no_fold_bn else fold_batchnorm(model)
     clean = (predict(model, x, args.batch_size) == y).float().mean().item()
-    print(f"model: {'checkpoint ' + args.checkpoint if args.checkpoint else 'ResNet18 trained in-script'}; "
-          f"{len(y)} held-out images at {args.image_size}px; clean accuracy {clean:.3f}")
+    print(
+        f"model: {'checkpoint ' + args.checkpoint if args.checkpoint else 'ResNet18 trained in-script'}; "
+        f"{len(y)} held-out images at {args.image_size}px; clean accuracy {clean:.3f}"
+    )
 
     import torchattacks
 
@@ -181,45 +196,77 @@ def main() -> None:
         for name, r in results.items():
             acc = (predict(model, r["x_adv"], args.batch_size) == y_group).float().mean().item()
             linf = (r["x_adv"] - x_group).abs().max().item()
-            row = {"group": group, "attack": name, "images": len(y_group), "seconds": round(r["seconds"], 2),
-                   "images_per_s": round(len(y_group) / r["seconds"], 2), "robust_acc": round(acc, 4),
-                   "max_linf": round(linf, 5), "all_seconds": [round(t, 2) for t in r["all_seconds"]]}
+            row = {
+                "group": group,
+                "attack": name,
+                "images": len(y_group),
+                "seconds": round(r["seconds"], 2),
+                "images_per_s": round(len(y_group) / r["seconds"], 2),
+                "robust_acc": round(acc, 4),
+                "max_linf": round(linf, 5),
+                "all_seconds": [round(t, 2) for t in r["all_seconds"]],
+            }
             row.update(r.get("extra", {}))
             rows.append(row)
             print(f"  {name}: {row}", flush=True)
 
     # FGSM
     x_group, y_group = x, y
-    res = alternate({
-        "fortify fgsm": lambda a, b: fgsm(fmodel, a, b, eps=eps),
-        "torchattacks FGSM": torchattacks.FGSM(model, eps=eps),
-    }, x, y, args, runtime)
+    res = alternate(
+        {
+            "fortify fgsm": lambda a, b: fgsm(fmodel, a, b, eps=eps),
+            "torchattacks FGSM": torchattacks.FGSM(model, eps=eps),
+        },
+        x,
+        y,
+        args,
+        runtime,
+    )
     report("fgsm", res)
 
     # PGD
     alpha = 2.5 * eps / args.pgd_steps
     cands = {
-        f"fortify pgd-{args.pgd_steps}": lambda a, b: pgd(fmodel, a, b, eps=eps, steps=args.pgd_steps,
-                                                          early_stop=True),
-        f"torchattacks PGD-{args.pgd_steps}": torchattacks.PGD(model, eps=eps, alpha=alpha,
-                                                               steps=args.pgd_steps),
+        f"fortify pgd-{args.pgd_steps}": lambda a, b: pgd(
+            fmodel, a, b, eps=eps, steps=args.pgd_steps, early_stop=True
+        ),
+        f"torchattacks PGD-{args.pgd_steps}": torchattacks.PGD(
+            model, eps=eps, alpha=alpha, steps=args.pgd_steps
+        ),
     }
     if not args.skip_art:
         from art.attacks.evasion import ProjectedGradientDescent
 
-        art_pgd = ProjectedGradientDescent(art_classifier(model, x, num_classes), norm=np.inf, eps=eps,
-                                           eps_step=alpha, max_iter=args.pgd_steps, num_random_init=1,
-                                           batch_size=args.batch_size, verbose=False)
+        art_pgd = ProjectedGradientDescent(
+            art_classifier(model, x, num_classes),
+            norm=np.inf,
+            eps=eps,
+            eps_step=alpha,
+            max_iter=args.pgd_steps,
+            num_random_init=1,
+            batch_size=args.batch_size,
+            verbose=False,
+        )
         cands[f"ART PGD-{args.pgd_steps}"] = lambda a, b: torch.from_numpy(
-            art_pgd.generate(a.numpy(), y=np.eye(num_classes, dtype=np.float32)[b.numpy()]))
+            art_pgd.generate(a.numpy(), y=np.eye(num_classes, dtype=np.float32)[b.numpy()])
+        )
     report("pgd", alternate(cands, x, y, args, runtime))
 
     # strong vs PGD-20 (the cost of fortify's headline attack)
     if not args.skip_strong:
-        report("strong", alternate({
-            "fortify pgd-20": lambda a, b: pgd(fmodel, a, b, eps=eps, steps=20, early_stop=True),
-            "fortify strong": lambda a, b: strong(fmodel, a, b, eps=eps),
-        }, x, y, args, runtime))
+        report(
+            "strong",
+            alternate(
+                {
+                    "fortify pgd-20": lambda a, b: pgd(fmodel, a, b, eps=eps, steps=20, early_stop=True),
+                    "fortify strong": lambda a, b: strong(fmodel, a, b, eps=eps),
+                },
+                x,
+                y,
+                args,
+                runtime,
+            ),
+        )
 
     # CW-L2 on a subsample
     k = min(args.cw_n, len(y))
@@ -227,17 +274,26 @@ def main() -> None:
     cw_kw = dict(steps=args.cw_steps, binary_steps=args.cw_binary_steps, c=0.1, lr=0.01)
     cands = {
         "fortify cw_l2": lambda a, b: cw_l2_detailed(fmodel, a, b, **cw_kw).x_adv,
-        "torchattacks CW (c=1, no search)": torchattacks.CW(model, c=1, kappa=0, steps=args.cw_steps,
-                                                            lr=0.01),
+        "torchattacks CW (c=1, no search)": torchattacks.CW(
+            model, c=1, kappa=0, steps=args.cw_steps, lr=0.01
+        ),
     }
     if not args.skip_art:
         from art.attacks.evasion import CarliniL2Method
 
-        art_cw = CarliniL2Method(art_classifier(model, x, num_classes), confidence=0.0, learning_rate=0.01,
-                                 binary_search_steps=args.cw_binary_steps, max_iter=args.cw_steps,
-                                 initial_const=0.1, batch_size=args.batch_size, verbose=False)
+        art_cw = CarliniL2Method(
+            art_classifier(model, x, num_classes),
+            confidence=0.0,
+            learning_rate=0.01,
+            binary_search_steps=args.cw_binary_steps,
+            max_iter=args.cw_steps,
+            initial_const=0.1,
+            batch_size=args.batch_size,
+            verbose=False,
+        )
         cands["ART CarliniL2Method"] = lambda a, b: torch.from_numpy(
-            art_cw.generate(a.numpy(), y=np.eye(num_classes, dtype=np.float32)[b.numpy()]))
+            art_cw.generate(a.numpy(), y=np.eye(num_classes, dtype=np.float32)[b.numpy()])
+        )
     cw_args = argparse.Namespace(**{**vars(args), "rounds": 1})  # ART CW is too slow to repeat
     res = alternate(cands, x_group, y_group, cw_args, runtime)
     pred = {name: predict(model, r["x_adv"], args.batch_size) for name, r in res.items()}
@@ -245,20 +301,26 @@ def main() -> None:
     for name, r in res.items():
         ok = (pred[name] != y_group) & correct  # success on an image the model got right
         l2 = (r["x_adv"] - x_group).flatten(1).norm(dim=1)
-        r["extra"] = {"cw_success_rate": round(ok.sum().item() / max(correct.sum().item(), 1), 4),
-                      "cw_median_l2": round(statistics.median(l2[ok].tolist()), 4) if ok.any() else None,
-                      "_ok": ok, "_l2": l2}
+        r["extra"] = {
+            "cw_success_rate": round(ok.sum().item() / max(correct.sum().item(), 1), 4),
+            "cw_median_l2": round(statistics.median(l2[ok].tolist()), 4) if ok.any() else None,
+            "_ok": ok,
+            "_l2": l2,
+        }
     both = torch.stack([r["extra"]["_ok"] for r in res.values()]).all(0)
     for r in res.values():
-        r["extra"]["cw_median_l2_common"] = (round(statistics.median(r["extra"]["_l2"][both].tolist()), 4)
-                                             if both.any() else None)
+        r["extra"]["cw_median_l2_common"] = (
+            round(statistics.median(r["extra"]["_l2"][both].tolist()), 4) if both.any() else None
+        )
         del r["extra"]["_ok"], r["extra"]["_l2"]
     report("cw", res)
 
     print_table(rows, clean)
     if args.out:
-        write_json(args.out, {"clean_accuracy": clean, "args": vars(args), "runtime": runtime.describe(),
-                              "rows": rows})
+        write_json(
+            args.out,
+            {"clean_accuracy": clean, "args": vars(args), "runtime": runtime.describe(), "rows": rows},
+        )
 
 
 def print_table(rows: list[dict], clean: float) -> None:
@@ -266,10 +328,14 @@ def print_table(rows: list[dict], clean: float) -> None:
     for r in rows:
         extra = ""
         if "cw_success_rate" in r:
-            extra = (f"success {r['cw_success_rate']:.3f}, median L2 {r['cw_median_l2']}, "
-                     f"median L2 on common successes {r['cw_median_l2_common']}")
-        print(f"{r['attack']:34} {r['images']:5d} {r['seconds']:8.2f} {r['images_per_s']:8.2f} "
-              f"{r['robust_acc']:8.3f}  {extra}")
+            extra = (
+                f"success {r['cw_success_rate']:.3f}, median L2 {r['cw_median_l2']}, "
+                f"median L2 on common successes {r['cw_median_l2_common']}"
+            )
+        print(
+            f"{r['attack']:34} {r['images']:5d} {r['seconds']:8.2f} {r['images_per_s']:8.2f} "
+            f"{r['robust_acc']:8.3f}  {extra}"
+        )
     by = {r["attack"]: r for r in rows}
 
     def ratio(a: str, b: str) -> None:
@@ -277,8 +343,10 @@ def print_table(rows: list[dict], clean: float) -> None:
             # from images and seconds, not the rounded images_per_s (0.55 / 0.02 would read 27.5x for 24.6x)
             rate_a, rate_b = (by[k]["images"] / max(by[k]["seconds"], 0.01) for k in (a, b))
             speedup = rate_a / rate_b
-            print(f"  {a} vs {b}: {speedup:.2f}x throughput, "
-                  f"robust acc {by[a]['robust_acc']:.3f} vs {by[b]['robust_acc']:.3f}")
+            print(
+                f"  {a} vs {b}: {speedup:.2f}x throughput, "
+                f"robust acc {by[a]['robust_acc']:.3f} vs {by[b]['robust_acc']:.3f}"
+            )
 
     print(f"\nratios (clean accuracy {clean:.3f}):")
     names = list(by)

@@ -58,6 +58,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "shift3": {"set": {"train.max_shift": 0.03}},
     "shift6": {"set": {"train.max_shift": 0.06}},
     "balanced": {"set": {"train.class_balanced": True}},
+    "balanced-sampling": {"set": {"train.balanced_sampling": True}},
     "noaug": {"set": {"train.augment": False}},
     "lr1e-3": {"set": {"normal.lr": 0.001}},
     "lr4e-3": {"set": {"normal.lr": 0.004}},
@@ -69,6 +70,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "intensity": {"set": {"train.intensity_jitter": 0.2}},  # contrast/gamma +-20%, brightness +-0.1
     "rot5": {"set": {"train.max_rotation": 5.0}},
     "rot10": {"set": {"train.max_rotation": 10.0}},
+    "zoom10": {"set": {"train.max_zoom": 0.1}},  # random resized crops: zoom in by up to 1.1x
+    "zoom25": {"set": {"train.max_zoom": 0.25}},
     "mixup": {"set": {"normal.mixup_alpha": 0.2}},
     "px160-ls": {"set": {"image_size": 160, "train.label_smoothing": 0.1}},
     "px160-intensity": {"set": {"image_size": 160, "train.intensity_jitter": 0.2}},

@@ -54,8 +54,18 @@ def test_every_reported_success_is_misclassified_when_rescored(steps, early_stop
     y = torch.zeros(n, dtype=torch.long)
     gen = torch.Generator().manual_seed(0)
     out, hit, _ = apgd_module._run(
-        model, x, y, None, reach=False, loss="ce", eps=EPS, norm="linf", steps=steps, rho=0.75,
-        early_stop=early_stop, generator=gen,
+        model,
+        x,
+        y,
+        None,
+        reach=False,
+        loss="ce",
+        eps=EPS,
+        norm="linf",
+        steps=steps,
+        rho=0.75,
+        early_stop=early_stop,
+        generator=gen,
     )
     # Every first step lands on a face, so APGD rightly finds every sample fooled ...
     assert hit.all()

@@ -106,9 +106,18 @@ def test_model_state_restored(text, start_training, tiny_model, test_batch):
             p.grad = None
 
 
-@pytest.mark.parametrize("text", ["fgsm:eps=8/255", "pgd:eps=8/255,steps=3", "apgd:eps=8/255,steps=4",
-                                  "square:eps=8/255,queries=20", "square:norm=l2,eps=0.5,queries=20",
-                                  "strong:eps=8/255,steps=3,square_queries=20", "cw:steps=5,binary_steps=1"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "fgsm:eps=8/255",
+        "pgd:eps=8/255,steps=3",
+        "apgd:eps=8/255,steps=4",
+        "square:eps=8/255,queries=20",
+        "square:norm=l2,eps=0.5,queries=20",
+        "strong:eps=8/255,steps=3,square_queries=20",
+        "cw:steps=5,binary_steps=1",
+    ],
+)
 def test_channels_last_in_channels_last_out(text, tiny_model, test_batch):
     # Two input channels, so channels_last is a genuinely different layout from contiguous.
     x = test_batch[0][:6].repeat(1, 2, 1, 1).contiguous(memory_format=torch.channels_last)
@@ -161,9 +170,14 @@ def test_detailed_success_equals_a_rescore_of_the_returned_tensor(text, tiny_mod
 
 
 # bf16 makes near-ties common, so a success judged in a different batch or precision would show.
-BF16_SPECS = ["fgsm:eps=8/255", "pgd:eps=8/255,steps=5,early_stop=true", "apgd:eps=8/255,steps=5",
-              "square:eps=8/255,queries=50", "cw:steps=20,binary_steps=2,c=1",
-              "strong:eps=8/255,steps=3,square_queries=20"]
+BF16_SPECS = [
+    "fgsm:eps=8/255",
+    "pgd:eps=8/255,steps=5,early_stop=true",
+    "apgd:eps=8/255,steps=5",
+    "square:eps=8/255,queries=50",
+    "cw:steps=20,binary_steps=2,c=1",
+    "strong:eps=8/255,steps=3,square_queries=20",
+]
 
 
 @pytest.mark.parametrize("text", BF16_SPECS)
@@ -179,8 +193,11 @@ def test_detailed_success_in_the_callers_bf16_autocast(text, tiny_model, test_ba
 def test_detailed_success_for_targeted_specs(tiny_model, test_batch):
     x, y = test_batch[0][:24], test_batch[1][:24]
     target = (y + 1) % 3
-    for text in ("pgd:eps=16/255,steps=5,targeted=true", "apgd:eps=16/255,steps=5,targeted=true",
-                 "cw:steps=20,binary_steps=2,c=1,targeted=true"):
+    for text in (
+        "pgd:eps=16/255,steps=5,targeted=true",
+        "apgd:eps=16/255,steps=5,targeted=true",
+        "cw:steps=20,binary_steps=2,c=1,targeted=true",
+    ):
         res = run_attack_detailed(text, tiny_model, x, target)
         assert torch.equal(res.success, _rescore(tiny_model, res.x_adv, target, True)), text
         assert res.success.any(), text

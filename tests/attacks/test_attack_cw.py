@@ -52,8 +52,7 @@ def test_saturated_pixels_can_move(tiny_model, test_batch):
     x[:, :, -4:, :] = 1.0
     keep = _pred(tiny_model, x) == y
     x, y = x[keep], y[keep]
-    res = cw_l2_detailed(tiny_model, x, y, steps=200, binary_steps=1, c=1.0, lr=0.1,
-                           abort_early=False)
+    res = cw_l2_detailed(tiny_model, x, y, steps=200, binary_steps=1, c=1.0, lr=0.1, abort_early=False)
     assert res.success.any()
     assert torch.isfinite(res.x_adv).all()
     moved = (res.x_adv - x).abs()[res.success]
@@ -89,10 +88,23 @@ def test_l2_no_worse_than_art(tiny_model, test_batch):
     x, y = test_batch[0][:12], test_batch[1][:12]
     settings = dict(steps=30, binary_steps=5, c=0.1, lr=0.01)
     ours = cw_l2_detailed(tiny_model, x, y, **settings)
-    clf = PyTorchClassifier(tiny_model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
-                            nb_classes=3, clip_values=(0.0, 1.0))
-    art = CarliniL2Method(clf, confidence=0.0, learning_rate=0.01, binary_search_steps=5, max_iter=30,
-                          initial_const=0.1, batch_size=12, verbose=False)
+    clf = PyTorchClassifier(
+        tiny_model,
+        loss=torch.nn.CrossEntropyLoss(),
+        input_shape=tuple(x.shape[1:]),
+        nb_classes=3,
+        clip_values=(0.0, 1.0),
+    )
+    art = CarliniL2Method(
+        clf,
+        confidence=0.0,
+        learning_rate=0.01,
+        binary_search_steps=5,
+        max_iter=30,
+        initial_const=0.1,
+        batch_size=12,
+        verbose=False,
+    )
     x_art = torch.from_numpy(art.generate(x.numpy(), y=np.eye(3, dtype=np.float32)[y.numpy()]))
     art_ok = _pred(tiny_model, x_art) != y
     art_l2 = (x_art - x).flatten(1).norm(dim=1)

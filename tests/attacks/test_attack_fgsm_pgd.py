@@ -35,8 +35,9 @@ def test_pgd_without_random_start_at_least_as_strong_as_torchattacks(tiny_model,
     eps = 8 / 255
     theirs = torchattacks.PGD(tiny_model, eps=eps, alpha=eps / 4, steps=10, random_start=False)(x, y)
     for early_stop in (False, True):
-        ours = pgd(tiny_model, x, y, eps=eps, alpha=eps / 4, steps=10, random_start=False,
-                   early_stop=early_stop)
+        ours = pgd(
+            tiny_model, x, y, eps=eps, alpha=eps / 4, steps=10, random_start=False, early_stop=early_stop
+        )
         assert accuracy(tiny_model, ours, y) <= accuracy(tiny_model, theirs, y) + 1e-9
 
 

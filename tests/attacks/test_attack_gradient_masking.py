@@ -78,8 +78,9 @@ def test_strong_fooled_by_feeds_the_check(masked, masked_model, tiny_model, test
     """Square runs last in `strong`, so `fooled_by == square` counts the images only it fooled."""
     x, y = test_batch[0][:N], test_batch[1][:N]
     model = masked_model if masked else tiny_model
-    res = strong_detailed(model, x, y, eps=EPS, steps=10, square_queries=300,
-                          generator=torch.Generator().manual_seed(0))
+    res = strong_detailed(
+        model, x, y, eps=EPS, steps=10, square_queries=300, generator=torch.Generator().manual_seed(0)
+    )
     only_square = int((res.fooled_by == res.component_names.index("square")).sum())
     n_correct = int((res.fooled_by != -2).sum())
     check = sanity.gradient_free_not_stronger(n_correct, only_square, ["strong"])

@@ -12,19 +12,27 @@ from fortify.errors import FortifyError, SpecError
 
 EXAMPLES = {
     "fgsm:eps=4/255": ("fgsm", {"eps": 4 / 255}),
-    "pgd:eps=4/255,steps=20,alpha=1/255,restarts=1": ("pgd", {"eps": 4 / 255, "steps": 20, "alpha": 1 / 255,
-                                                              "restarts": 1}),
+    "pgd:eps=4/255,steps=20,alpha=1/255,restarts=1": (
+        "pgd",
+        {"eps": 4 / 255, "steps": 20, "alpha": 1 / 255, "restarts": 1},
+    ),
     "pgd:norm=l2,eps=0.5": ("pgd", {"norm": "l2", "eps": 0.5}),
     "cw:steps=100,binary_steps=5,c=0.1,kappa=0,max_l2=0.5": (
-        "cw", {"steps": 100, "binary_steps": 5, "c": 0.1, "kappa": 0.0, "max_l2": 0.5}),
+        "cw",
+        {"steps": 100, "binary_steps": 5, "c": 0.1, "kappa": 0.0, "max_l2": 0.5},
+    ),
     "apgd:loss=dlr,eps=4/255": ("apgd", {"loss": "dlr", "eps": 4 / 255}),
     "strong:eps=4/255": ("strong", {"eps": 4 / 255}),
-    "strong:eps=2/255,steps=100,square_queries=5000": ("strong", {"eps": 2 / 255, "steps": 100,
-                                                                  "square_queries": 5000}),
+    "strong:eps=2/255,steps=100,square_queries=5000": (
+        "strong",
+        {"eps": 2 / 255, "steps": 100, "square_queries": 5000},
+    ),
     "square:eps=2/255,queries=1000": ("square", {"eps": 2 / 255, "queries": 1000}),
     "square:norm=l2,eps=0.5,p_init=0.3": ("square", {"norm": "l2", "eps": 0.5, "p_init": 0.3}),
-    "pgd:eps=8/255,early_stop=true,random_start=false": ("pgd", {"eps": 8 / 255, "early_stop": True,
-                                                                 "random_start": False}),
+    "pgd:eps=8/255,early_stop=true,random_start=false": (
+        "pgd",
+        {"eps": 8 / 255, "early_stop": True, "random_start": False},
+    ),
 }
 
 
@@ -47,26 +55,29 @@ def test_threat_models():
     assert parse_spec("strong:eps=8/255").threat_model().eps == 8 / 255
 
 
-@pytest.mark.parametrize("bad, fragment", [
-    ("nope:eps=1", "valid: apgd, cw, fgsm, pgd, square, strong"),
-    ("square:eps=4/255,queries=0", "queries must be >= 1"),
-    ("square:eps=4/255,p_init=1.5", "p_init must be in (0, 1]"),
-    ("strong:eps=4/255,square_queries=-1", "square_queries must be >= 0"),
-    ("pgd:epz=4/255", "valid: eps, norm, steps"),
-    ("pgd:eps=-4/255", "eps must be >= 0"),
-    ("pgd:eps=4/255,steps=0", "steps must be >= 1"),
-    ("pgd:eps=4/255,norm=l1", "unknown norm"),
-    ("pgd:eps=4/255,loss=hinge", "unknown loss"),
-    ("pgd:eps=1/0", "not a number"),
-    ("pgd:eps=abc", "not a number"),
-    ("pgd:eps=4/255,steps=2.5", "whole number"),
-    ("pgd:eps=4/255,early_stop=maybe", "boolean"),
-    ("pgd:steps=10", "needs eps"),
-    ("pgd:eps", "key=value"),
-    ("pgd:eps=1,eps=2", "twice"),
-    ("cw:c=0", "c must be > 0"),
-    ("pgd:eps=4/255,generator=1", "no parameter 'generator'"),
-])
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        ("nope:eps=1", "valid: apgd, cw, fgsm, pgd, square, strong"),
+        ("square:eps=4/255,queries=0", "queries must be >= 1"),
+        ("square:eps=4/255,p_init=1.5", "p_init must be in (0, 1]"),
+        ("strong:eps=4/255,square_queries=-1", "square_queries must be >= 0"),
+        ("pgd:epz=4/255", "valid: eps, norm, steps"),
+        ("pgd:eps=-4/255", "eps must be >= 0"),
+        ("pgd:eps=4/255,steps=0", "steps must be >= 1"),
+        ("pgd:eps=4/255,norm=l1", "unknown norm"),
+        ("pgd:eps=4/255,loss=hinge", "unknown loss"),
+        ("pgd:eps=1/0", "not a number"),
+        ("pgd:eps=abc", "not a number"),
+        ("pgd:eps=4/255,steps=2.5", "whole number"),
+        ("pgd:eps=4/255,early_stop=maybe", "boolean"),
+        ("pgd:steps=10", "needs eps"),
+        ("pgd:eps", "key=value"),
+        ("pgd:eps=1,eps=2", "twice"),
+        ("cw:c=0", "c must be > 0"),
+        ("pgd:eps=4/255,generator=1", "no parameter 'generator'"),
+    ],
+)
 def test_bad_specs_are_one_line_spec_errors(bad, fragment):
     with pytest.raises(SpecError) as info:
         parse_spec(bad)

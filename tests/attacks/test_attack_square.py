@@ -36,8 +36,20 @@ class Recorder(nn.Module):
 def test_p_schedule_is_the_papers_rescaled_to_the_budget():
     p = 0.8
     # 10,000 queries: the paper's breakpoints, p halved after 10, 50, 200, ... 8000.
-    expect = {0: p, 10: p, 11: p / 2, 50: p / 2, 51: p / 4, 200: p / 4, 201: p / 8, 1001: p / 32,
-              4001: p / 128, 8000: p / 256, 8001: p / 512, 9999: p / 512}
+    expect = {
+        0: p,
+        10: p,
+        11: p / 2,
+        50: p / 2,
+        51: p / 4,
+        200: p / 4,
+        201: p / 8,
+        1001: p / 32,
+        4001: p / 128,
+        8000: p / 256,
+        8001: p / 512,
+        9999: p / 512,
+    }
     for it, value in expect.items():
         assert square_module.p_schedule(it, 10_000, p) == value, it
     # 1000 queries: the same shape, 10x compressed (query i counts as i * 10).
@@ -63,7 +75,7 @@ def test_eta_pattern(s):
     eta = square_module._eta(s)
     assert eta.shape == (s, s)
     assert eta.norm().item() == pytest.approx(1.0)
-    assert (eta[s // 2:] < 0).all() and (eta[: s // 2] > 0).all()  # + top half, - bottom half
+    assert (eta[s // 2 :] < 0).all() and (eta[: s // 2] > 0).all()  # + top half, - bottom half
     # Mass concentrated in the centre of each half.
     if s >= 5:
         assert eta[s - (s - s // 2) // 2 - 1, s // 2].abs() > eta[-1, 0].abs()
@@ -83,8 +95,10 @@ def test_fools_a_substantial_fraction_within_budget(norm, eps, tiny_model, test_
 
 def test_accuracy_decreases_with_eps(tiny_model, test_batch):
     x, y = test_batch[0][:60], test_batch[1][:60]
-    accs = [accuracy(tiny_model, square(tiny_model, x, y, eps=e / 255, queries=200, generator=_gen()), y)
-            for e in (0, 4, 8, 16)]
+    accs = [
+        accuracy(tiny_model, square(tiny_model, x, y, eps=e / 255, queries=200, generator=_gen()), y)
+        for e in (0, 4, 8, 16)
+    ]
     assert accs[0] == accuracy(tiny_model, x, y)  # eps=0 can change nothing
     assert all(a1 <= a0 for a0, a1 in zip(accs, accs[1:], strict=False))
     assert accs[-1] < accs[0] - 0.3

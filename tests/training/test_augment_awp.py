@@ -1,4 +1,4 @@
-"""Intensity jitter, rotation, mixup and adversarial weight perturbation (AWP)."""
+"""Intensity jitter, rotation, zoom, balanced sampling, mixup and adversarial weight perturbation (AWP)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _images(n: int = 6, size: int = 16) -> torch.Tensor:
 def test_disabled_augmentations_draw_nothing_so_flip_only_runs_replay_as_before():
     x = _images()
     a = augment_batch(x, torch.Generator().manual_seed(0))
-    b = augment_batch(x, torch.Generator().manual_seed(0), intensity=0.0, max_rotation=0.0)
+    b = augment_batch(x, torch.Generator().manual_seed(0), intensity=0.0, max_rotation=0.0, max_zoom=0.0)
     assert torch.equal(a, b)
     g = torch.Generator().manual_seed(0)
     flip = torch.rand(6, generator=g) < 0.5
@@ -29,7 +29,13 @@ def test_disabled_augmentations_draw_nothing_so_flip_only_runs_replay_as_before(
 
 
 @pytest.mark.parametrize(
-    "kwargs", [dict(intensity=0.3), dict(max_rotation=10.0), dict(intensity=0.2, max_rotation=5)]
+    "kwargs",
+    [
+        dict(intensity=0.3),
+        dict(max_rotation=10.0),
+        dict(intensity=0.2, max_rotation=5),
+        dict(max_zoom=0.2),
+    ],
 )
 def test_intensity_and_rotation_stay_in_range_change_pixels_and_are_seeded(kwargs):
     x = _images()
@@ -58,6 +64,43 @@ def test_small_rotation_turns_the_image_about_its_centre():
     out = augment_batch(x, torch.Generator().manual_seed(0), max_rotation=30.0)
     assert out[..., 16, 16] == pytest.approx(x[..., 16, 16].item(), abs=1e-6)  # the centre stays put
     assert not torch.allclose(out, x) and not torch.allclose(out, x.flip(-1))
+
+
+def test_zoom_enlarges_a_window_of_the_image_and_invents_nothing_outside_it():
+    x = torch.zeros(8, 1, 32, 32)
+    x[..., 12:20, 12:20] = 1.0  # a bright square in the middle (flip-symmetric)
+    out = augment_batch(x, torch.Generator().manual_seed(0), max_zoom=0.5)
+    area_in, area_out = x.sum((1, 2, 3)), out.sum((1, 2, 3))
+    assert (area_out >= area_in - 1e-3).all() and (area_out > area_in * 1.05).any()  # magnified, never shrunk
+    flat = torch.full((2, 1, 16, 16), 0.4)
+    assert torch.allclose(augment_batch(flat, torch.Generator().manual_seed(1), max_zoom=1.0), flat)
+
+
+def test_balanced_sampling_draws_every_class_about_equally_often_in_an_epoch_of_the_same_length():
+    from types import SimpleNamespace
+
+    from fortify.training.distributed import DistInfo
+    from fortify.training.loop import _epoch_batches
+
+    y = torch.tensor([0] * 30 + [1] * 150 + [2] * 120)  # benign-like minority: 10%
+    splits = SimpleNamespace(train_y=y, train_x=torch.zeros(300, 1, 2, 2), classes=["a", "b", "c"])
+
+    def epoch(balanced: bool) -> torch.Tensor:
+        run = SimpleNamespace(
+            cfg=SimpleNamespace(balanced_sampling=balanced),
+            splits=splits,
+            data_gen=torch.Generator().manual_seed(0),
+            info=DistInfo(),
+            per_rank_batch=32,
+        )
+        return torch.cat(_epoch_batches(run))
+
+    plain, balanced = epoch(False), epoch(True)
+    assert sorted(plain.tolist()) == list(range(300))  # a permutation: every image once
+    assert balanced.numel() == 300
+    share = torch.bincount(y[balanced], minlength=3).double() / 300
+    assert ((share - 1 / 3).abs() < 0.08).all(), share  # 10% -> ~33% minority
+    assert torch.equal(balanced, epoch(True))  # seeded by the run's generator
 
 
 def test_mixup_is_a_convex_pair_blend_with_matching_targets_and_leaves_the_global_rng_alone():

@@ -146,6 +146,8 @@ def test_out_of_memory_is_a_one_line_error_and_run_dir_stays_consistent(tiny_con
         (dict(batch_size=1), "batch-size"),
         (dict(intensity_jitter=1.5), "intensity-jitter"),
         (dict(max_rotation=90), "max-rotation"),
+        (dict(max_zoom=1.5), "max-zoom"),
+        (dict(class_balanced=True, balanced_sampling=True), "not both"),
         (dict(mode="pgd", mixup_alpha=0.2), r"\(standard mode only\)"),
         (dict(awp_gamma=5e-3), r"\(adversarial modes only\)"),
         (dict(mode="pgd", awp_gamma=-1.0), "awp-gamma"),

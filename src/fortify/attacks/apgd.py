@@ -97,9 +97,18 @@ def apgd(
                 if idx.numel() == 0:
                     break
                 adv, adv_hit, adv_loss = _run(
-                    model, x0[idx], y_ref[idx], None if target is None else target[idx],
-                    reach=reach, loss=loss, eps=eps, norm=norm, steps=steps, rho=rho,
-                    early_stop=early_stop, generator=generator,
+                    model,
+                    x0[idx],
+                    y_ref[idx],
+                    None if target is None else target[idx],
+                    reach=reach,
+                    loss=loss,
+                    eps=eps,
+                    norm=norm,
+                    steps=steps,
+                    rho=rho,
+                    early_stop=early_stop,
+                    generator=generator,
                 )
                 # Losses of different targets are not comparable; keep the first target's best point.
                 take = adv_hit | (adv_loss > best_loss[idx])
@@ -160,12 +169,20 @@ def _run(model, x, y_ref, target, *, reach, loss, eps, norm, steps, rho, early_s
     # x_adv is where the next step starts; a checkpoint may reset it to x_best, so it must not be
     # what a success stores (the old code did, and could return a correctly classified x_best).
     s = {  # per-sample state of the samples still being attacked
-        "idx": torch.arange(n, device=x.device), "x": x, "y": y_ref, "x_adv": x_adv, "x_old": x_adv,
+        "idx": torch.arange(n, device=x.device),
+        "x": x,
+        "y": y_ref,
+        "x_adv": x_adv,
+        "x_old": x_adv,
         "x_eval": x_adv,
-        "grad": grad, "step": torch.full((n,), 2.0 * eps, device=x.device),
-        "x_best": x_adv, "loss_best": cur_loss, "grad_best": grad, "prev_loss": cur_loss,
-        "increases": torch.zeros(n, device=x.device), "reduced_last": torch.ones(n, dtype=torch.bool,
-                                                                                device=x.device),
+        "grad": grad,
+        "step": torch.full((n,), 2.0 * eps, device=x.device),
+        "x_best": x_adv,
+        "loss_best": cur_loss,
+        "grad_best": grad,
+        "prev_loss": cur_loss,
+        "increases": torch.zeros(n, device=x.device),
+        "reduced_last": torch.ones(n, dtype=torch.bool, device=x.device),
         "loss_best_last": cur_loss,
     }
     if target is not None:

@@ -32,12 +32,34 @@ class CWResult:
     l2: torch.Tensor  # float (N,), inf where failed
 
 
-def cw_l2(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, c: float = 0.1, kappa: float = 0.0,
-          steps: int = 100, binary_steps: int = 5, lr: float = 0.01, max_l2: float | None = None,
-          targeted: bool = False, abort_early: bool = True) -> torch.Tensor:
+def cw_l2(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    c: float = 0.1,
+    kappa: float = 0.0,
+    steps: int = 100,
+    binary_steps: int = 5,
+    lr: float = 0.01,
+    max_l2: float | None = None,
+    targeted: bool = False,
+    abort_early: bool = True,
+) -> torch.Tensor:
     """CW-L2 adversarial examples; see `cw_l2_detailed` for parameters and per-sample results."""
-    return cw_l2_detailed(model, x, y, c=c, kappa=kappa, steps=steps, binary_steps=binary_steps, lr=lr,
-                          max_l2=max_l2, targeted=targeted, abort_early=abort_early).x_adv
+    return cw_l2_detailed(
+        model,
+        x,
+        y,
+        c=c,
+        kappa=kappa,
+        steps=steps,
+        binary_steps=binary_steps,
+        lr=lr,
+        max_l2=max_l2,
+        targeted=targeted,
+        abort_early=abort_early,
+    ).x_adv
 
 
 def _success(logits: torch.Tensor, y: torch.Tensor, kappa: float, targeted: bool) -> torch.Tensor:
@@ -51,9 +73,20 @@ def _hinge(logits: torch.Tensor, y: torch.Tensor, kappa: float, targeted: bool) 
     return (-m if targeted else m).clamp(min=-kappa)
 
 
-def cw_l2_detailed(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, c: float = 0.1,
-                   kappa: float = 0.0, steps: int = 100, binary_steps: int = 5, lr: float = 0.01,
-                   max_l2: float | None = None, targeted: bool = False, abort_early: bool = True) -> CWResult:
+def cw_l2_detailed(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    c: float = 0.1,
+    kappa: float = 0.0,
+    steps: int = 100,
+    binary_steps: int = 5,
+    lr: float = 0.01,
+    max_l2: float | None = None,
+    targeted: bool = False,
+    abort_early: bool = True,
+) -> CWResult:
     """Minimum-L2 adversarial examples with per-sample success flags and L2 distances.
 
     c is the initial trade-off constant; each sample's c is multiplied by 10 until its first
@@ -87,8 +120,22 @@ def cw_l2_detailed(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
             upper = torch.full_like(const, NO_UPPER)
             start = torch.zeros_like(w0)
             for _ in range(binary_steps):
-                won = _optimize(model, x0, y, todo, w0, start, const, best_adv, best_l2, kappa=kappa,
-                                steps=steps, lr=lr, targeted=targeted, abort_early=abort_early)
+                won = _optimize(
+                    model,
+                    x0,
+                    y,
+                    todo,
+                    w0,
+                    start,
+                    const,
+                    best_adv,
+                    best_l2,
+                    kappa=kappa,
+                    steps=steps,
+                    lr=lr,
+                    targeted=targeted,
+                    abort_early=abort_early,
+                )
                 # Warm start: the next round (a smaller c for samples that succeeded) begins at the
                 # smallest adversarial example found so far, not at the clean image, so its budget is
                 # spent shrinking the perturbation instead of finding the boundary again.
@@ -117,8 +164,9 @@ def cw_l2_detailed(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
     return CWResult(x_adv, success, l2)
 
 
-def _optimize(model, x0, y, todo, w0, start, const, best_adv, best_l2, *, kappa, steps, lr, targeted,
-              abort_early):
+def _optimize(
+    model, x0, y, todo, w0, start, const, best_adv, best_l2, *, kappa, steps, lr, targeted, abort_early
+):
     """One binary-search round for samples `todo`; updates best_adv/best_l2 in place.
 
     Returns a bool per entry of `todo`: whether the goal was reached in this round (with this c).

@@ -44,4 +44,3 @@ def fgsm(
         _, _, grad = input_grad(model, start, y, "ce", targeted)
         x_adv = project(start + alpha * ascent_direction(grad, norm), x0, norm, eps)
     return finish(x_adv, x)
-

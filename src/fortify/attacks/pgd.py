@@ -58,8 +58,16 @@ def pgd(
         raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
     if alpha is None:
         alpha = 2.5 * eps / steps
-    run = dict(norm=norm, eps=eps, steps=steps, alpha=alpha, random_start=random_start,
-               targeted=targeted, loss=loss, generator=generator)
+    run = dict(
+        norm=norm,
+        eps=eps,
+        steps=steps,
+        alpha=alpha,
+        random_start=random_start,
+        targeted=targeted,
+        loss=loss,
+        generator=generator,
+    )
     with attack_mode(model):
         x0 = x.detach()
         if restarts == 1 and not early_stop:

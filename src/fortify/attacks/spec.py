@@ -174,8 +174,9 @@ def parse_spec(text: str | AttackSpec) -> AttackSpec:
     return AttackSpec(name, params)
 
 
-def run_attack(spec: AttackSpec | str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-               **extra) -> torch.Tensor:
+def run_attack(
+    spec: AttackSpec | str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **extra
+) -> torch.Tensor:
     """Run a spec on one batch; `extra` passes objects a string cannot hold (e.g. generator=)."""
     spec = parse_spec(spec)
     return ATTACKS[spec.name](model, x, y, **spec.params, **extra)
@@ -186,8 +187,9 @@ class AttackResult(NamedTuple):
     success: torch.Tensor  # bool (N,), judged on exactly x_adv
 
 
-def run_attack_detailed(spec: AttackSpec | str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-                        **extra) -> AttackResult:
+def run_attack_detailed(
+    spec: AttackSpec | str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **extra
+) -> AttackResult:
     """Run a spec and judge success on exactly the tensor it returned.
 
     Success is one forward pass over the returned batch, in eval mode and in whatever precision

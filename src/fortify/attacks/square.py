@@ -83,8 +83,17 @@ def square(
             idx = (~done).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            adv, adv_margin, adv_hit = _run(model, x0[idx], y[idx], eps=eps, norm=norm, queries=queries,
-                                            p_init=p_init, early_stop=early_stop, generator=generator)
+            adv, adv_margin, adv_hit = _run(
+                model,
+                x0[idx],
+                y[idx],
+                eps=eps,
+                norm=norm,
+                queries=queries,
+                p_init=p_init,
+                early_stop=early_stop,
+                generator=generator,
+            )
             take = adv_hit | (adv_margin < best_margin[idx])
             out[idx[take]] = adv[take]
             best_margin[idx[take]] = adv_margin[take]
@@ -146,7 +155,7 @@ def _init(x: torch.Tensor, eps: float, norm: str, generator) -> torch.Tensor:
     for top in range(top0, h - t + 1, t):
         for left in range(left0, w - t + 1, t):
             pattern = _eta_batch(n, t, generator, x)[:, None]
-            delta[:, :, top:top + t, left:left + t] = pattern * _signs((n, c, 1, 1), generator, x)
+            delta[:, :, top : top + t, left : left + t] = pattern * _signs((n, c, 1, 1), generator, x)
     return project(x + _to_sphere(delta, eps), x, norm, eps)
 
 
@@ -195,8 +204,12 @@ def _window(x: torch.Tensor, s: int, generator) -> tuple[torch.Tensor, ...]:
     ar = torch.arange(s, device=x.device)
     rows = (top[:, None] + ar)[:, None, :, None]
     cols = (left[:, None] + ar)[:, None, None, :]
-    return (torch.arange(n, device=x.device)[:, None, None, None],
-            torch.arange(c, device=x.device)[None, :, None, None], rows, cols)
+    return (
+        torch.arange(n, device=x.device)[:, None, None, None],
+        torch.arange(c, device=x.device)[None, :, None, None],
+        rows,
+        cols,
+    )
 
 
 def _signs(shape, generator, like: torch.Tensor) -> torch.Tensor:
@@ -224,5 +237,5 @@ def _rectangles(a: int, b: int) -> torch.Tensor:
     delta = torch.zeros(a, b, dtype=torch.float64)
     ca, cb = a // 2, b // 2
     for k in range(max(ca, cb) + 1):
-        delta[max(ca - k, 0):min(ca + k + 1, a), max(cb - k, 0):min(cb + k + 1, b)] += 1.0 / (k + 1) ** 2
+        delta[max(ca - k, 0) : min(ca + k + 1, a), max(cb - k, 0) : min(cb + k + 1, b)] += 1.0 / (k + 1) ** 2
     return delta / (delta.norm() + TINY)

@@ -1,5 +1,6 @@
 """Batch augmentation that keeps pixels exactly in [0,1]: horizontal flips, (optional) integer shifts,
-(optional) intensity jitter, (optional) small rotations, and mixup (a batch-level step, `mixup_batch`).
+(optional) intensity jitter, (optional) small rotations, (optional) random zoom crops, and mixup (a
+batch-level step, `mixup_batch`).
 
 Both are exact pixel permutations (shifted-in pixels are 0, i.e. air in CT), with no
 interpolation. That matters: bilinear resampling (rotation, scaling) blurs the sharp
@@ -15,7 +16,10 @@ information that shifting blurs.
 Intensity jitter (per image: contrast c, brightness b, gamma g; x -> clip(c * x**g + b)) is pointwise, so
 no edge is blurred; it mimics the reconstruction-kernel and windowing differences between scans. Rotation
 resamples bilinearly (it does blur), which is why it is off by default and limited to small angles; its
-corners are filled with 0 (air). Mixup (Zhang et al. 2018) blends image pairs and their one-hot targets.
+corners are filled with 0 (air). Zoom is a random resized crop that only enlarges: a window of 1/z of
+the image's side (z uniform in [1, 1 + max_zoom]) at a random place inside it, resampled bilinearly back
+to full size, so nothing outside the slice is invented; it blurs like rotation.
+Mixup (Zhang et al. 2018) blends image pairs and their one-hot targets.
 All randomness comes from the caller's generator, so a resumed run replays the same augmentations.
 """
 
@@ -34,12 +38,14 @@ def augment_batch(
     max_shift: float = 0.0,
     intensity: float = 0.0,
     max_rotation: float = 0.0,
+    max_zoom: float = 0.0,
 ) -> torch.Tensor:
     """x: float (N, C, H, W) in [0,1] on CPU -> augmented copy (same shape, still in [0,1]).
 
     Each image is mirrored left-right with probability 1/2, translated by up to `max_shift` of its
     size in each direction (whole pixels), jittered in intensity by up to `intensity` (contrast and
-    gamma in [1 - s, 1 + s], brightness in [-s/2, s/2]) and rotated by up to `max_rotation` degrees.
+    gamma in [1 - s, 1 + s], brightness in [-s/2, s/2]), rotated by up to `max_rotation` degrees and
+    zoomed in by a factor of up to 1 + `max_zoom` on a random window.
     Draws for a disabled augmentation are skipped, so flips-only runs replay exactly as before.
     """
     n = x.shape[0]
@@ -51,6 +57,8 @@ def augment_batch(
         out = _intensity(out, generator, intensity)
     if max_rotation > 0:
         out = _rotate(out, generator, max_rotation)
+    if max_zoom > 0:
+        out = _zoom(out, generator, max_zoom)
     return out
 
 
@@ -73,6 +81,17 @@ def _rotate(x: torch.Tensor, generator: torch.Generator, max_degrees: float) -> 
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0, 1)
+
+
+def _zoom(x: torch.Tensor, generator: torch.Generator, max_zoom: float) -> torch.Tensor:
+    n = x.shape[0]
+    scale = 1.0 / (1.0 + max_zoom * torch.rand(n, generator=generator))  # window side / image side
+    # the window's centre, in affine_grid's [-1, 1] coordinates, keeps the window inside the image
+    cy, cx = ((2 * torch.rand(2, n, generator=generator) - 1) * (1 - scale)).unbind(0)
+    zero = torch.zeros(n)
+    theta = torch.stack([torch.stack([scale, zero, cx], 1), torch.stack([zero, scale, cy], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False).clamp(0, 1)
 
 
 def mixup_batch(

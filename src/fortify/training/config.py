@@ -67,11 +67,13 @@ class TrainConfig:
     weight_decay: float = 5e-4  # decoupled for adamw, L2 for sgd
     schedule: str = "onecycle"  # onecycle | cosine | constant
     class_balanced: bool = False  # weight the loss by inverse class frequency (benign is ~11%)
+    balanced_sampling: bool = False  # draw each epoch's images with replacement, every class equally often
     bn_recalibrate: bool = True  # re-estimate batch-norm statistics on clean train images before validation
     augment: bool = True  # random horizontal flip (+ whole-pixel shifts if max_shift > 0), stays in [0,1]
     max_shift: float = 0.0  # largest shift, as a fraction of the image size (0: flips only; see augment.py)
     intensity_jitter: float = 0.0  # contrast/gamma in [1-s, 1+s], brightness in [-s/2, s/2] (0: off)
     max_rotation: float = 0.0  # largest rotation in degrees, bilinear (0: off; it blurs, see augment.py)
+    max_zoom: float = 0.0  # random zoom-in crop, factor up to 1 + max_zoom, bilinear (0: off; see augment.py)
     mixup_alpha: float = 0.0  # standard mode: mixup with lam ~ Beta(a, a) per batch (0: off)
     eps_warmup_epochs: float = 1.0  # eps grows linearly from 0 over this many epochs
     attack_steps: int = 5  # PGD/CW/TRADES steps inside training
@@ -137,6 +139,10 @@ class TrainConfig:
             raise ConfigError(f"intensity-jitter must be in [0, 1), got {self.intensity_jitter}")
         if not (0 <= self.max_rotation <= 45):
             raise ConfigError(f"max-rotation must be in [0, 45] degrees, got {self.max_rotation}")
+        if not (0 <= self.max_zoom <= 1):
+            raise ConfigError(f"max-zoom must be in [0, 1] (a zoom of at most 2x), got {self.max_zoom}")
+        if self.class_balanced and self.balanced_sampling:
+            raise ConfigError("choose class-balanced (loss weights) or balanced-sampling, not both")
         if not (self.mixup_alpha >= 0) or (self.mixup_alpha > 0 and self.mode != "standard"):
             raise ConfigError(f"mixup-alpha must be >= 0 (standard mode only), got {self.mixup_alpha}")
         if not (self.awp_gamma >= 0) or (self.awp_gamma > 0 and not self.adversarial):

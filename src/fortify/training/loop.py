@@ -554,9 +554,18 @@ def _restore(run: TrainingRun) -> LoopState:
 
 
 def _epoch_batches(run: TrainingRun) -> list[torch.Tensor]:
-    """This rank's batches of a fresh permutation (drawn from the run's data generator)."""
-    perm = torch.randperm(run.splits.train_x.shape[0], generator=run.data_gen)
-    return _batches(ddp.shard_indices(perm, run.info), run.per_rank_batch)
+    """This rank's batches of a fresh permutation (drawn from the run's data generator).
+
+    With balanced_sampling the epoch (same length) is drawn with replacement, each image with
+    probability 1 / (K * its class's count): every class is drawn equally often in expectation, so the
+    ~11% benign class is seen about 3x as often, repeated rather than weighted up in the loss."""
+    y = run.splits.train_y
+    if run.cfg.balanced_sampling:
+        counts = torch.bincount(y, minlength=len(run.splits.classes)).double()
+        order = torch.multinomial(1.0 / counts[y], y.numel(), replacement=True, generator=run.data_gen)
+    else:
+        order = torch.randperm(y.numel(), generator=run.data_gen)
+    return _batches(ddp.shard_indices(order, run.info), run.per_rank_batch)
 
 
 def train_one_epoch(
@@ -581,6 +590,7 @@ def train_one_epoch(
                     max_shift=cfg.max_shift,
                     intensity=cfg.intensity_jitter,
                     max_rotation=cfg.max_rotation,
+                    max_zoom=cfg.max_zoom,
                 )
             if cfg.mixup_alpha > 0:  # train accuracy then counts each mixed image's own label (yb)
                 xb, soft = mixup_batch(xb, yb, len(splits.classes), run.data_gen, alpha=cfg.mixup_alpha)
