@@ -108,6 +108,17 @@ RECIPES: dict[str, dict[str, Any]] = {
     # the best profile's defence on the two normal recipes that gained clean accuracy on every fold
     "mixup-pgd-at-awp": {"from": "mixup", "mode": "pgd", "set": {"adversarial.awp_gamma": 5e-3}},
     "ssl-pgd-at-awp": {"from": "ssl", "mode": "pgd", "set": {"adversarial.awp_gamma": 5e-3}},
+    # class-balanced sampling kept in the fine-tune: does it hold on to the benign class PGD-AT gives up?
+    "pgd-at-awp-bs": {
+        "from": "quick",
+        "mode": "pgd",
+        "set": {"adversarial.awp_gamma": 5e-3, "train.balanced_sampling": True},
+    },
+    "ssl-pgd-at-awp-bs": {
+        "from": "ssl",
+        "mode": "pgd",
+        "set": {"adversarial.awp_gamma": 5e-3, "train.balanced_sampling": True},
+    },
     "rot5-pgd-at-awp": {
         "from": "rot5",
         "mode": "pgd",
