@@ -108,6 +108,12 @@ RECIPES: dict[str, dict[str, Any]] = {
     # the best profile's defence on the two normal recipes that gained clean accuracy on every fold
     "mixup-pgd-at-awp": {"from": "mixup", "mode": "pgd", "set": {"adversarial.awp_gamma": 5e-3}},
     "ssl-pgd-at-awp": {"from": "ssl", "mode": "pgd", "set": {"adversarial.awp_gamma": 5e-3}},
+    "smallcnn-pgd-at-awp": {
+        "from": "smallcnn",
+        "mode": "pgd",
+        "set": {"model": "smallcnn", "adversarial.awp_gamma": 5e-3},
+    },
+    "smallcnn-mixed": {"from": "smallcnn", "mode": "mixed", "set": {"model": "smallcnn"}},
     # class-balanced sampling kept in the fine-tune: does it hold on to the benign class PGD-AT gives up?
     "pgd-at-awp-bs": {
         "from": "quick",
