@@ -92,14 +92,14 @@ def test_set_values_are_read_as_yaml_and_bad_assignments_refused():
         load_profile("missing/profile.yaml")
 
 
-def test_best_extends_quick_and_changes_only_the_defence():
+def test_best_extends_quick_and_changes_only_the_model_and_the_defence():
     quick, best = load_profile("quick"), load_profile("best")
     assert quick.defense == "mixed" and best.defense == "pgd"  # the study's recipe stays quick's
+    assert quick.model == "resnet18" and best.model == "smallcnn"  # quick stays the study's kind of network
     assert best.adversarial == {**quick.adversarial, "awp_gamma": 0.005}
     assert best.name == "best" and best.description != quick.description
-    same = {
-        k: v for k, v in quick.to_dict().items() if k not in ("name", "description", "defense", "adversarial")
-    }
+    changed = ("name", "description", "defense", "adversarial", "model")
+    same = {k: v for k, v in quick.to_dict().items() if k not in changed}
     assert same == {k: v for k, v in best.to_dict().items() if k in same}
     # an override still reaches a value the variant inherited
     assert load_profile("best", {"adversarial.epochs": 2}).adversarial["epochs"] == 2
