@@ -79,8 +79,7 @@ def _rotate(x: torch.Tensor, generator: torch.Generator, max_degrees: float) -> 
     cos, sin = torch.cos(angle), torch.sin(angle)
     zero = torch.zeros(n)
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0, 1)
+    return _resample(x, theta, padding="zeros")
 
 
 def _zoom(x: torch.Tensor, generator: torch.Generator, max_zoom: float) -> torch.Tensor:
@@ -90,8 +89,13 @@ def _zoom(x: torch.Tensor, generator: torch.Generator, max_zoom: float) -> torch
     cy, cx = ((2 * torch.rand(2, n, generator=generator) - 1) * (1 - scale)).unbind(0)
     zero = torch.zeros(n)
     theta = torch.stack([torch.stack([scale, zero, cx], 1), torch.stack([zero, scale, cy], 1)], 1)
+    return _resample(x, theta, padding="border")
+
+
+def _resample(x: torch.Tensor, theta: torch.Tensor, *, padding: str) -> torch.Tensor:
+    """Bilinear resampling of each image at the affine map theta (N, 2, 3) of output to input coordinates."""
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False).clamp(0, 1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False).clamp(0, 1)
 
 
 def mixup_batch(
