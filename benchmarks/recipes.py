@@ -41,6 +41,7 @@ from fortify.pipeline.profiles import load_profile
 from fortify.pipeline.reproduce import train_config
 from fortify.runtime import Runtime, cpu_kind, seed_everything
 from fortify.training import load_model, train
+from fortify.training.config import TrainConfig
 
 DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared/datasets/iqothnccd")
 
@@ -148,21 +149,32 @@ def fold_manifests(data: str, out: Path, k: int, prof, cache_dir: str | None) ->
     return paths
 
 
-def run_recipe_fold(
-    name: str, fold: int, manifest: Path, args: argparse.Namespace, runtime: Runtime
-) -> dict[str, Any]:
+def recipe_config(
+    name: str, fold: int, manifest: Path, args: argparse.Namespace, root: Path, init_from: Path
+) -> tuple[TrainConfig, Any]:
+    """The TrainConfig (training into root/<stage>) and profile of recipe `name` on one fold; an
+    adversarial recipe fine-tunes init_from/<its normal recipe>/fold-<fold>/normal/best.safetensors."""
     recipe = RECIPES[name]
     stage = "adversarial" if "from" in recipe else "normal"
     prof = load_profile(args.profile, recipe["set"])
-    root = args.out / name / f"fold-{fold}"
     cfg = train_config(
         prof, stage, recipe.get("mode", "standard"), args.data, root, args.device, args.precision
     )
     cfg.split, cfg.cache_dir = str(manifest), args.cache_dir
     if stage == "adversarial":  # fine-tune the named normal recipe's model of the same fold
-        cfg.init = str(args.out / recipe["from"] / f"fold-{fold}" / "normal" / "best.safetensors")
+        cfg.init = str(init_from / recipe["from"] / f"fold-{fold}" / "normal" / "best.safetensors")
         if not Path(cfg.init).exists():
             raise SystemExit(f"recipe {name}: run the normal recipe {recipe['from']!r} on fold {fold} first")
+    return cfg, prof
+
+
+def run_recipe_fold(
+    name: str, fold: int, manifest: Path, args: argparse.Namespace, runtime: Runtime
+) -> dict[str, Any]:
+    recipe = RECIPES[name]
+    root = args.out / name / f"fold-{fold}"
+    cfg, prof = recipe_config(name, fold, manifest, args, root, args.out)
+    stage = "adversarial" if "from" in recipe else "normal"
     pretrain_s = 0.0
     if "pretrain" in recipe:  # self-supervised on this fold's training images only
         from ssl_pretrain import pretrain

@@ -31,3 +31,33 @@ def test_benchmark_script_imports_and_prints_help(
         runpy.run_path(str(BENCHMARKS / script), run_name="__main__")
     assert stop.value.code in (0, None)
     assert "usage:" in capsys.readouterr().out
+
+
+def test_selection_rules_pick_their_epoch_and_cross_fit_scores_held_out_images(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    sel = runpy.run_path(str(BENCHMARKS / "selection.py"), run_name="selection")
+    y = [0] * 2 + [1] * 9 + [2] * 9  # benign is the rare class 0
+    calls_benign_normal = [2] * 2 + [1] * 9 + [2] * 9  # 90% accurate, benign never recognised
+    balanced_but_worse = [0] * 2 + [1] * 7 + [2] * 2 + [2] * 7 + [1] * 2  # 80% accurate, every class recalled
+    rec = {
+        "classes": ["Benign", "Malignant", "Normal"],
+        "val_y": y,
+        "val_group": list(range(20)),
+        "epochs": [
+            {"epoch": 1, "val_pred": calls_benign_normal},
+            {"epoch": 2, "val_pred": balanced_but_worse},
+            {"epoch": 3, "val_pred": calls_benign_normal},
+        ],
+    }
+    every = list(range(20))
+    assert sel["choose"]("accuracy", rec, every)["epoch"] == 1  # epochs 1 and 3 tie: the earliest
+    assert sel["choose"]("balanced", rec, every)["epoch"] == 2
+    assert sel["choose"]("last", rec, every)["epoch"] == 3
+    s = sel["_scores"](rec, rec["epochs"][1], "val", every)
+    assert s["clean"] == pytest.approx(0.8) and s["benign"] == 1.0
+    assert s["balanced"] == pytest.approx((1 + 7 / 9 + 7 / 9) / 3)
+    fit = sel["cross_fit"](rec, repeats=3, seed=0)
+    assert set(fit) == {"last", "accuracy", "balanced"}
+    assert fit["last"]["benign"] == 0.0 and fit["balanced"]["benign"] > 0.5

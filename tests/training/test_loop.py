@@ -55,6 +55,67 @@ def test_best_checkpoint_uses_robust_accuracy_for_adversarial_modes(
     assert [r["best"] for r in _records(cfg.out)] == new_best  # "best": a new best at that epoch
 
 
+def test_balanced_selection_keeps_the_epoch_that_recognises_the_rare_class(
+    tiny_config, monkeypatch, tmp_path
+):
+    # epoch 1: higher accuracy by calling the rare class something else; epoch 2: lower accuracy, higher
+    # balanced accuracy. Selecting on accuracy keeps epoch 1, on balanced accuracy epoch 2.
+    script = iter([(0.90, 0.60), (0.85, 0.80), (0.80, 0.70)] * 2)
+
+    def fake(*args, robust, fgsm_too, **kwargs):
+        acc, bal = next(script)
+        return {
+            "val_loss": 1.0,
+            "val_clean_acc": acc,
+            "val_robust_acc": None,
+            "val_fgsm_acc": None,
+            "val_clean_bal_acc": bal,
+            "val_robust_bal_acc": None,
+        }
+
+    monkeypatch.setattr(loop_module, "evaluate", fake)
+    plain = train(tiny_config(epochs=3, out=str(tmp_path / "acc")), progress=False)
+    balanced = train(tiny_config(epochs=3, select_on="balanced", out=str(tmp_path / "bal")), progress=False)
+    assert (plain["best_epoch"], plain["selection"]) == (1, "val_clean_acc")
+    assert (balanced["best_epoch"], balanced["selection"]) == (2, "val_clean_bal_acc")
+    _, info = load_model(tmp_path / "bal" / "best.safetensors")
+    assert info["epoch"] == 2
+
+
+class _Constant(torch.nn.Module):
+    """Always predicts class 0, whatever the input (so an attack cannot change its answers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([3.0, 0.0, 0.0]) + 0 * self.w * x.flatten(1).sum(1, keepdim=True)
+
+
+def test_validation_reports_balanced_accuracy_as_mean_recall_over_present_classes():
+    from fortify.runtime import Runtime
+    from fortify.training.distributed import DistInfo
+
+    x = torch.rand(10, 1, 8, 8)
+    y = torch.tensor([0] * 8 + [1] * 2)  # class 2 absent from this validation set
+    common = dict(
+        runtime=Runtime.resolve("cpu", "fp32"),
+        info=DistInfo(),
+        eps=2 / 255,
+        steps=2,
+        fgsm_too=False,
+        seed=0,
+        num_classes=3,
+    )
+    m = loop_module.evaluate(_Constant(), x, y, robust=True, **common)
+    assert m["val_clean_acc"] == pytest.approx(0.8)  # 8 of 10 are class 0
+    assert m["val_clean_bal_acc"] == pytest.approx(0.5)  # recalls 1.0 and 0.0; absent class 2 not counted
+    assert m["val_robust_bal_acc"] == pytest.approx(0.5)
+    m = loop_module.evaluate(_Constant(), x, y, robust=False, **common)
+    assert m["val_robust_bal_acc"] is None and m["val_robust_acc"] is None
+
+
 def test_early_stopping_with_patience(tiny_config, monkeypatch):
     monkeypatch.setattr(loop_module, "evaluate", _scripted_evaluate([(0.9, 0.9), (0.5, 0.5), (0.4, 0.4)] * 2))
     cfg = tiny_config(mode="fast", epochs=5, patience=2, val_robust=True)
@@ -148,6 +209,7 @@ def test_out_of_memory_is_a_one_line_error_and_run_dir_stays_consistent(tiny_con
         (dict(max_rotation=90), "max-rotation"),
         (dict(max_zoom=1.5), "max-zoom"),
         (dict(class_balanced=True, balanced_sampling=True), "not both"),
+        (dict(select_on="f1"), "unknown select-on"),
         (dict(mode="pgd", mixup_alpha=0.2), r"\(standard mode only\)"),
         (dict(awp_gamma=5e-3), r"\(adversarial modes only\)"),
         (dict(mode="pgd", awp_gamma=-1.0), "awp-gamma"),

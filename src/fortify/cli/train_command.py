@@ -96,6 +96,8 @@ def _train_command(*, resume: bool, force: bool, as_json: bool, **values: Any) -
         line += f": val clean {best['val_clean_acc']:.4f}"
         if best.get("val_robust_acc") is not None:
             line += f", val robust {best['val_robust_acc']:.4f}"
+        if best.get("val_clean_bal_acc") is not None:
+            line += f", val balanced {best['val_clean_bal_acc']:.4f}"
     print(line)
     if summary["stopped"]:
         print(f"stopped: {summary['stopped']}")

@@ -37,6 +37,9 @@ ADVERSARIAL_MODES = tuple(m for m in MODES if m not in ("standard", "noise"))
 SCHEDULES = ("onecycle", "cosine", "constant")
 OPTIMIZERS = ("sgd", "adamw")
 MIXED_ATTACKS = ("fgsm", "pgd", "cw")
+# What the best checkpoint is chosen on: plain accuracy, or balanced accuracy (the mean of the per-class
+# recalls), which cannot be won by calling a rare class (benign, ~10% of the images) something else.
+SELECT_ON = ("accuracy", "balanced")
 # Fields that say where/how a run executes, not what it computes: they may differ on --resume.
 RUN_ONLY_FIELDS = ("out", "device", "data", "cache_dir")
 
@@ -85,6 +88,7 @@ class TrainConfig:
     val_attack_steps: int = 5  # PGD steps for robust validation accuracy (model selection, every epoch)
     val_robust: bool | None = None  # None -> on for adversarial modes, off for standard
     patience: int | None = None  # early stopping: epochs without a better selection score
+    select_on: str = "accuracy"  # best checkpoint by val "accuracy" or "balanced" accuracy (mean recall)
     label_smoothing: float = 0.0  # cross-entropy targets: 1 - s on the label, s spread over all classes
     ema_decay: float | None = None  # weight averaging: validate and save an EMA of the weights (per step)
     awp_gamma: float = 0.0  # adversarial weight perturbation (Wu et al. 2020) size; 0: off, theirs 5e-3
@@ -149,6 +153,8 @@ class TrainConfig:
             raise ConfigError(f"awp-gamma must be >= 0 (adversarial modes only), got {self.awp_gamma}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError("patience must be >= 1")
+        if self.select_on not in SELECT_ON:
+            raise ConfigError(f"unknown select-on {self.select_on!r}; choose one of {', '.join(SELECT_ON)}")
         return self
 
     @property

@@ -175,48 +175,72 @@ def evaluate(
     robust: bool,
     fgsm_too: bool,
     seed: int,
+    num_classes: int | None = None,
 ) -> dict[str, float | None]:
     """Clean loss/accuracy and (optionally) PGD / FGSM accuracy on this rank's shard, summed over ranks.
 
-    Returns metrics.jsonl's validation fields (val_loss, val_clean_acc, val_robust_acc, val_fgsm_acc)."""
+    Returns metrics.jsonl's validation fields (val_loss, val_clean_acc, val_robust_acc, val_fgsm_acc,
+    and the balanced accuracies val_clean_bal_acc, val_robust_bal_acc: mean recall over the classes
+    present in y; num_classes defaults to max(y) + 1)."""
     was_training = model.training
     model.eval()
+    k = num_classes if num_classes is not None else int(y.max()) + 1 if y.numel() else 1
     idx = torch.arange(x.shape[0])[info.rank :: info.world_size]
     gen = torch.Generator().manual_seed(seed)  # same PGD starts every epoch: comparable val numbers
     loss = clean = rob = fg = n = 0.0  # sums over this rank's images
+    per_class = torch.zeros(3, k, dtype=torch.float64)  # images, clean correct, robust correct per class
     for b in idx.split(EVAL_BATCH):
         xb, yb = runtime.to_device(x[b]), y[b].to(runtime.device)
         with torch.no_grad(), runtime.autocast():
             logits = model(xb).float()
         loss += float(F.cross_entropy(logits, yb, reduction="sum"))
-        clean += float((logits.argmax(1) == yb).sum())
+        ok = logits.argmax(1) == yb
+        clean += float(ok.sum())
         n += b.numel()
+        per_class[0] += torch.bincount(y[b], minlength=k).double()
+        per_class[1] += torch.bincount(y[b][ok.cpu()], minlength=k).double()
         if robust:
             with runtime.autocast():
                 x_adv = pgd(model, xb, yb, eps=eps, steps=steps, early_stop=True, generator=gen)
             with torch.no_grad(), runtime.autocast():
-                rob += float((model(x_adv).argmax(1) == yb).sum())
+                ok = model(x_adv).argmax(1) == yb
+            rob += float(ok.sum())
+            per_class[2] += torch.bincount(y[b][ok.cpu()], minlength=k).double()
         if fgsm_too:
             with runtime.autocast():
                 x_adv = fgsm(model, xb, yb, eps=eps)
             with torch.no_grad(), runtime.autocast():
                 fg += float((model(x_adv).argmax(1) == yb).sum())
     model.train(was_training)
-    loss, clean, rob, fg, n = ddp.all_reduce_sum([loss, clean, rob, fg, n], info, runtime.device)
+    sums = ddp.all_reduce_sum([loss, clean, rob, fg, n, *per_class.flatten().tolist()], info, runtime.device)
+    loss, clean, rob, fg, n = sums[:5]
+    per_class = torch.tensor(sums[5:], dtype=torch.float64).view(3, k)
     n = max(n, 1.0)
+    present = per_class[0] > 0
+    recalls = per_class[1:, present] / per_class[0, present]  # clean and robust recall per present class
+    bal = recalls.mean(1).tolist() if bool(present.any()) else [0.0, 0.0]
     return {
         "val_loss": loss / n,
         "val_clean_acc": clean / n,
         "val_robust_acc": rob / n if robust else None,
         "val_fgsm_acc": fg / n if fgsm_too else None,
+        "val_clean_bal_acc": bal[0],
+        "val_robust_bal_acc": bal[1] if robust else None,
     }
 
 
-def _selection_score(cfg: TrainConfig, m: dict) -> list[float]:
-    """Higher is better; robust accuracy first for adversarial modes (Rice et al. 2020)."""
+def _selection_fields(cfg: TrainConfig) -> list[str]:
+    """metrics.jsonl fields the best epoch is chosen on, most important first: robust accuracy first for
+    adversarial modes (Rice et al. 2020); balanced accuracies when cfg.select_on == "balanced"."""
+    suffix = "_bal_acc" if cfg.select_on == "balanced" else "_acc"
     if cfg.robust_validation and cfg.adversarial:
-        return [m["val_robust_acc"], m["val_clean_acc"], -m["val_loss"]]
-    return [m["val_clean_acc"], -m["val_loss"]]
+        return [f"val_robust{suffix}", f"val_clean{suffix}"]
+    return [f"val_clean{suffix}"]
+
+
+def _selection_score(cfg: TrainConfig, m: dict) -> list[float]:
+    """Higher is better; ties go to the lower validation loss."""
+    return [*(m[f] for f in _selection_fields(cfg)), -m["val_loss"]]
 
 
 def _eps_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -509,7 +533,7 @@ def _checkpoint_info(cfg: TrainConfig, splits: Splits, runtime: Runtime, info: d
         "dataset": {"root": splits.root, "synthetic": splits.synthetic},
         "runtime": runtime.describe(),
         "world_size": info.world_size,
-        "selection": "val_robust_acc" if cfg.robust_validation and cfg.adversarial else "val_clean_acc",
+        "selection": _selection_fields(cfg)[0],
     }
 
 
@@ -646,6 +670,7 @@ def validate(run: TrainingRun) -> ValidationResult:
             robust=cfg.robust_validation,
             fgsm_too=cfg.mode == "fast",
             seed=cfg.seed + 1,
+            num_classes=len(run.splits.classes),
         )
     return ValidationResult(metrics, time.perf_counter() - t0)
 
@@ -766,6 +791,8 @@ def _epoch_stats(record: dict) -> str:
     text = f"loss {record['loss']:.3f}  val clean {record['val_clean_acc']:.3f}"
     if record["val_robust_acc"] is not None:
         text += f"  val robust {record['val_robust_acc']:.3f}"
+    if record.get("val_clean_bal_acc") is not None:
+        text += f"  balanced {record['val_clean_bal_acc']:.3f}"
     return text + ("  (best)" if record["best"] else "")
 
 
