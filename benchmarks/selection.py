@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,19 +44,21 @@ from fortify.evaluation.batches import predict  # noqa: E402
 from fortify.fileio import read_json, write_json  # noqa: E402
 from fortify.numbers import parse_number  # noqa: E402
 from fortify.pipeline.profiles import load_profile  # noqa: E402
-from fortify.runtime import Runtime, cpu_kind, seed_everything  # noqa: E402
+from fortify.runtime import Runtime, cpu_kind  # noqa: E402
 from fortify.training import load_model, train  # noqa: E402
 
 RULES = ("last", "accuracy", "balanced")
 
 
 def _robust_correct(model, x, y, runtime: Runtime, eps: float, steps: int) -> list[bool]:
-    seed_everything(0)  # the same PGD starts for every epoch
+    # The same PGD starts every epoch, from a private generator: this runs inside training's epoch
+    # callback, and touching the global RNG there would change the training run being recorded.
+    gen = torch.Generator().manual_seed(0)
     out = []
     for b in torch.arange(len(x)).split(64):
         xb, yb = runtime.to_device(x[b]), y[b].to(runtime.device)
         with runtime.autocast():
-            adv = pgd(model, xb, yb, eps=eps, steps=steps)
+            adv = pgd(model, xb, yb, eps=eps, steps=steps, generator=gen)
         with torch.no_grad(), runtime.autocast():
             out += (model(adv).argmax(1) == yb).cpu().tolist()
     return out
@@ -83,12 +86,19 @@ def record_epochs(name: str, fold: int, manifest: Path, args, runtime: Runtime) 
             for i in members:
                 rec["val_group"][i] = g
         rec.update(val_y=val.labels.tolist(), test_y=parts["test"].labels.tolist(), epochs=[])
-    for epoch in range(len(rec["epochs"]) + 1, cfg.epochs + 1):
-        train(cfg, resume=True, progress=False, stop_after_epoch=epoch)
-        last = Path(cfg.out) / "last.safetensors"
-        shutil.copyfile(last, root / f"epoch-{epoch}.safetensors")  # weights + metadata, loadable as is
-        shutil.copyfile(last.with_suffix(".json"), root / f"epoch-{epoch}.json")
-        model, _ = load_model(last)
+
+    def record(epoch: int) -> None:
+        """Keep epoch's weights (copied from last.*) and its per-image predictions."""
+        saved = root / f"epoch-{epoch}.safetensors"
+        if len(rec["epochs"]) >= epoch:
+            return
+        if not saved.exists():
+            last = Path(cfg.out) / "last.safetensors"
+            shutil.copyfile(last, saved)  # weights + metadata, loadable as is
+            shutil.copyfile(last.with_suffix(".json"), saved.with_suffix(".json"))
+        model, info = load_model(saved)
+        if info["epoch"] != epoch:
+            raise SystemExit(f"{saved} holds epoch {info['epoch']}, not {epoch}: delete {root} and rerun")
         model = runtime.prepare_model(model)
         row: dict[str, Any] = {"epoch": epoch}
         for split in ("val", "test"):
@@ -99,6 +109,25 @@ def record_epochs(name: str, fold: int, manifest: Path, args, runtime: Runtime) 
         rec["epochs"].append(row)
         write_json(path, rec)
         print(f"{name} fold {fold} epoch {epoch}/{cfg.epochs}", flush=True)
+
+    # epochs finished before an interruption (weights kept, predictions not yet recorded)
+    for epoch in range(len(rec["epochs"]) + 1, cfg.epochs + 1):
+        if (root / f"epoch-{epoch}.safetensors").exists():
+            record(epoch)
+
+    def record_isolated(epoch: int, _seconds: float) -> None:
+        # Runs inside training: building the model to score (weight init) draws from the global RNG,
+        # so fork it, or the recorded run would differ from an uninterrupted one from the next epoch on.
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            record(epoch)
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+    # one training run; the callback runs after each epoch's last.* is written
+    train(cfg, resume=True, progress=False, on_epoch=record_isolated)
+    for epoch in range(len(rec["epochs"]) + 1, cfg.epochs + 1):  # killed between save and copy
+        record(epoch)
     return rec
 
 
