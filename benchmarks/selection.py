@@ -12,9 +12,10 @@ selected on. Rules:
     last      the final epoch (no selection)
     accuracy  fortify's default: best clean accuracy (adversarial: robust accuracy, then clean)
     balanced  best balanced accuracy, the mean per-class recall (adversarial: robust balanced, then clean)
-The test images are never used to choose. Each rule's test-fold figure (its epoch chosen on the whole
-validation split, as `fortify train --select-on` does) is printed after the cross-fit, as the
-reference for the rule the cross-fit picks: choose on the first table, report from the second.
+Ties go to the lower validation loss, as in the training loop. The test images are never used to
+choose. Each rule's test-fold figure (the epoch `fortify train --select-on` keeps, read from the run's
+own metrics.jsonl) is printed after the cross-fit, as the reference for the rule the cross-fit picks:
+choose on the first table, report from the second.
 
     .venv/bin/python benchmarks/selection.py --out /tmp/selection --folds 5 --recipe smallcnn
 """
@@ -64,6 +65,13 @@ def _robust_correct(model, x, y, runtime: Runtime, eps: float, steps: int) -> li
     return out
 
 
+def _clean_predictions(model, x, y, runtime: Runtime, split: str) -> dict[str, list]:
+    """Predicted class and cross-entropy (-log p of the label) of every image."""
+    pred, probs = predict(model, x, runtime, batch_size=64)
+    nll = -probs.gather(1, y.view(-1, 1)).clamp_min(1e-12).log().view(-1)
+    return {f"{split}_pred": pred.tolist(), f"{split}_nll": nll.tolist()}
+
+
 def record_epochs(name: str, fold: int, manifest: Path, args, runtime: Runtime) -> dict[str, Any]:
     """Train the recipe on one fold epoch by epoch; per epoch: weights and per-image predictions."""
     root = args.out / name / f"fold-{fold}"
@@ -103,13 +111,19 @@ def record_epochs(name: str, fold: int, manifest: Path, args, runtime: Runtime) 
         row: dict[str, Any] = {"epoch": epoch}
         for split in ("val", "test"):
             x, y = parts[split].tensors()
-            row[f"{split}_pred"] = predict(model, x, runtime, batch_size=64)[0].tolist()
+            row.update(_clean_predictions(model, x, y, runtime, split))
             if adversarial:
                 row[f"{split}_robust"] = _robust_correct(model, x, y, runtime, args.eps, args.pgd_steps)
         rec["epochs"].append(row)
         write_json(path, rec)
         print(f"{name} fold {fold} epoch {epoch}/{cfg.epochs}", flush=True)
 
+    for row in rec["epochs"]:  # recorded before per-image losses were: add them from the kept weights
+        if "val_nll" not in row:
+            model = runtime.prepare_model(load_model(root / f"epoch-{row['epoch']}.safetensors")[0])
+            for split in ("val", "test"):
+                row.update(_clean_predictions(model, *parts[split].tensors(), runtime, split))
+            write_json(path, rec)
     # epochs finished before an interruption (weights kept, predictions not yet recorded)
     for epoch in range(len(rec["epochs"]) + 1, cfg.epochs + 1):
         if (root / f"epoch-{epoch}.safetensors").exists():
@@ -169,7 +183,25 @@ def choose(rule: str, rec: dict, idx: list[int]) -> dict:
             if rule == "accuracy"
             else (lambda s: [s["robust_balanced"], s["balanced"]])
         )
-    return max(rows, key=lambda r: key(_scores(rec, r, "val", idx)))  # ties: the earliest epoch
+    # ties (frequent: ~74 images per half) go to the lower mean loss, as in the training loop
+    return max(rows, key=lambda r: [*key(_scores(rec, r, "val", idx)), -_mean_nll(r, idx)])
+
+
+def _mean_nll(row: dict, idx: list[int]) -> float:
+    return statistics.mean(row["val_nll"][i] for i in idx) if "val_nll" in row else 0.0
+
+
+def loop_choice(rule: str, rec: dict, metrics: list[dict]) -> dict:
+    """The epoch row `fortify train --select-on` keeps (from its own metrics.jsonl: for adversarial
+    recipes its robust figures are PGD-5 at the training eps, not this benchmark's PGD-10)."""
+    if rule == "last":
+        return rec["epochs"][-1]
+    suffix = "_bal_acc" if rule == "balanced" else "_acc"
+    fields = [f"val_clean{suffix}"]
+    if metrics[0].get("val_robust_acc") is not None:
+        fields.insert(0, f"val_robust{suffix}")
+    best = max(metrics, key=lambda m: [*(m[f] for f in fields), -m["val_loss"]])
+    return rec["epochs"][best["epoch"] - 1]
 
 
 def cross_fit(rec: dict, repeats: int, seed: int) -> dict[str, dict[str, float]]:
@@ -203,6 +235,10 @@ def print_table(per_fold: list[dict], part: str) -> None:
             sd = statistics.stdev(v) if len(v) > 1 else 0.0
             cells.append(f"{statistics.mean(v):7.1f} ± {sd:5.1f}")
         print(f"{rule:9s} {epochs:>14s} " + " ".join(cells))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def main() -> None:
@@ -241,8 +277,10 @@ def main() -> None:
             fit = cross_fit(rec, args.repeats, seed=fold)
             every = list(range(len(rec["test_y"])))
             test = {}
+            stage = "adversarial" if "from" in RECIPES[name] else "normal"
+            metrics = read_jsonl(args.out / name / f"fold-{fold}" / stage / "metrics.jsonl")
             for rule in RULES:
-                row = choose(rule, rec, list(range(len(rec["val_y"]))))
+                row = loop_choice(rule, rec, metrics)
                 test[rule] = {"epoch": row["epoch"], **_scores(rec, row, "test", every)}
             per_fold.append({"fold": fold, "cross_fit": fit, "test": test})
         summary["recipes"][name] = per_fold

@@ -46,18 +46,27 @@ def test_selection_rules_pick_their_epoch_and_cross_fit_scores_held_out_images(
         "val_y": y,
         "val_group": list(range(20)),
         "epochs": [
-            {"epoch": 1, "val_pred": calls_benign_normal},
-            {"epoch": 2, "val_pred": balanced_but_worse},
-            {"epoch": 3, "val_pred": calls_benign_normal},
+            {"epoch": 1, "val_pred": calls_benign_normal, "val_nll": [0.9] * 20},
+            {"epoch": 2, "val_pred": balanced_but_worse, "val_nll": [0.8] * 20},
+            {"epoch": 3, "val_pred": calls_benign_normal, "val_nll": [0.5] * 20},
         ],
     }
     every = list(range(20))
-    assert sel["choose"]("accuracy", rec, every)["epoch"] == 1  # epochs 1 and 3 tie: the earliest
+    assert sel["choose"]("accuracy", rec, every)["epoch"] == 3  # ties with epoch 1: the lower loss wins
     assert sel["choose"]("balanced", rec, every)["epoch"] == 2
     assert sel["choose"]("last", rec, every)["epoch"] == 3
     s = sel["_scores"](rec, rec["epochs"][1], "val", every)
     assert s["clean"] == pytest.approx(0.8) and s["benign"] == 1.0
     assert s["balanced"] == pytest.approx((1 + 7 / 9 + 7 / 9) / 3)
+    metrics = [  # the training loop's own records: the test table follows its choice
+        {"epoch": e, "val_loss": loss, "val_clean_acc": acc, "val_clean_bal_acc": bal, "val_robust_acc": None}
+        for e, loss, acc, bal in ((1, 0.3, 0.9, 0.6), (2, 0.2, 0.8, 0.85), (3, 0.1, 0.9, 0.6))
+    ]
+    assert [sel["loop_choice"](r, rec, metrics)["epoch"] for r in ("accuracy", "balanced", "last")] == [
+        3,
+        2,
+        3,
+    ]
     fit = sel["cross_fit"](rec, repeats=3, seed=0)
     assert set(fit) == {"last", "accuracy", "balanced"}
     assert fit["last"]["benign"] == 0.0 and fit["balanced"]["benign"] > 0.5
