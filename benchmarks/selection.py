@@ -269,7 +269,9 @@ def main() -> None:
     )
     use = range(args.folds) if args.use_folds is None else [int(i) for i in args.use_folds.split(",")]
     print(f"CPU: {cpu_kind()}, {runtime.describe()}")
-    summary: dict[str, Any] = {"cpu": cpu_kind(), "repeats": args.repeats, "recipes": {}}
+    summary_path = args.out / "summary.json"  # one file for every recipe measured into --out
+    summary: dict[str, Any] = read_json(summary_path) if summary_path.exists() else {"recipes": {}}
+    summary.update(cpu=cpu_kind(), repeats=args.repeats)
     for name in args.recipe:
         per_fold = []
         for fold in use:
@@ -290,8 +292,8 @@ def main() -> None:
             f"{name}: test folds (each rule's epoch chosen on the whole validation split; not for choosing)"
         )
         print_table(per_fold, "test")
-    write_json(args.out / "summary.json", summary)
-    print(json.dumps({"written": str(args.out / "summary.json")}))
+    write_json(summary_path, summary)
+    print(json.dumps({"written": str(summary_path)}))
 
 
 if __name__ == "__main__":

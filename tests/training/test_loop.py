@@ -60,7 +60,7 @@ def test_balanced_selection_keeps_the_epoch_that_recognises_the_rare_class(
 ):
     # epoch 1: higher accuracy by calling the rare class something else; epoch 2: lower accuracy, higher
     # balanced accuracy. Selecting on accuracy keeps epoch 1, on balanced accuracy epoch 2.
-    script = iter([(0.90, 0.60), (0.85, 0.80), (0.80, 0.70)] * 2)
+    script = iter([(0.90, 0.60), (0.85, 0.80), (0.80, 0.70)] * 3)
 
     def fake(*args, robust, fgsm_too, **kwargs):
         acc, bal = next(script)
@@ -78,6 +78,9 @@ def test_balanced_selection_keeps_the_epoch_that_recognises_the_rare_class(
     balanced = train(tiny_config(epochs=3, select_on="balanced", out=str(tmp_path / "bal")), progress=False)
     assert (plain["best_epoch"], plain["selection"]) == (1, "val_clean_acc")
     assert (balanced["best_epoch"], balanced["selection"]) == (2, "val_clean_bal_acc")
+    last = train(tiny_config(epochs=3, select_on="last", out=str(tmp_path / "last")), progress=False)
+    assert (last["best_epoch"], last["selection"]) == (3, "epoch")
+    assert [r["best"] for r in _records(tmp_path / "last")] == [True, True, True]
     _, info = load_model(tmp_path / "bal" / "best.safetensors")
     assert info["epoch"] == 2
 
@@ -210,6 +213,7 @@ def test_out_of_memory_is_a_one_line_error_and_run_dir_stays_consistent(tiny_con
         (dict(max_zoom=1.5), "max-zoom"),
         (dict(class_balanced=True, balanced_sampling=True), "not both"),
         (dict(select_on="f1"), "unknown select-on"),
+        (dict(select_on="last", patience=2), "cannot stop early"),
         (dict(mode="pgd", mixup_alpha=0.2), r"\(standard mode only\)"),
         (dict(awp_gamma=5e-3), r"\(adversarial modes only\)"),
         (dict(mode="pgd", awp_gamma=-1.0), "awp-gamma"),

@@ -39,7 +39,8 @@ OPTIMIZERS = ("sgd", "adamw")
 MIXED_ATTACKS = ("fgsm", "pgd", "cw")
 # What the best checkpoint is chosen on: plain accuracy, or balanced accuracy (the mean of the per-class
 # recalls), which cannot be won by calling a rare class (benign, ~10% of the images) something else.
-SELECT_ON = ("accuracy", "balanced")
+# "last" keeps the final epoch: no selection on a validation split too small to select on reliably.
+SELECT_ON = ("accuracy", "balanced", "last")
 # Fields that say where/how a run executes, not what it computes: they may differ on --resume.
 RUN_ONLY_FIELDS = ("out", "device", "data", "cache_dir")
 
@@ -88,7 +89,9 @@ class TrainConfig:
     val_attack_steps: int = 5  # PGD steps for robust validation accuracy (model selection, every epoch)
     val_robust: bool | None = None  # None -> on for adversarial modes, off for standard
     patience: int | None = None  # early stopping: epochs without a better selection score
-    select_on: str = "accuracy"  # best checkpoint by val "accuracy" or "balanced" accuracy (mean recall)
+    select_on: str = (
+        "accuracy"  # best.* by val "accuracy", "balanced" accuracy (mean recall), or "last" epoch
+    )
     label_smoothing: float = 0.0  # cross-entropy targets: 1 - s on the label, s spread over all classes
     ema_decay: float | None = None  # weight averaging: validate and save an EMA of the weights (per step)
     awp_gamma: float = 0.0  # adversarial weight perturbation (Wu et al. 2020) size; 0: off, theirs 5e-3
@@ -155,6 +158,11 @@ class TrainConfig:
             raise ConfigError("patience must be >= 1")
         if self.select_on not in SELECT_ON:
             raise ConfigError(f"unknown select-on {self.select_on!r}; choose one of {', '.join(SELECT_ON)}")
+        if self.select_on == "last" and (self.patience is not None or self.mode == "fast"):
+            raise ConfigError(
+                "select-on last keeps the final epoch: it cannot stop early (patience) or keep an epoch "
+                "from before catastrophic overfitting (fast mode)"
+            )
         return self
 
     @property

@@ -232,6 +232,8 @@ def evaluate(
 def _selection_fields(cfg: TrainConfig) -> list[str]:
     """metrics.jsonl fields the best epoch is chosen on, most important first: robust accuracy first for
     adversarial modes (Rice et al. 2020); balanced accuracies when cfg.select_on == "balanced"."""
+    if cfg.select_on == "last":  # no selection: the epoch number always grows, so each epoch is best.*
+        return ["epoch"]
     suffix = "_bal_acc" if cfg.select_on == "balanced" else "_acc"
     if cfg.robust_validation and cfg.adversarial:
         return [f"val_robust{suffix}", f"val_clean{suffix}"]
