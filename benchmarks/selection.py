@@ -2,8 +2,8 @@
 
 Training keeps the epoch with the best validation score. On ~148 validation images (~14 benign) the
 rule matters: accuracy can be won by calling every benign scan normal. This benchmark trains a recipe
-of benchmarks/recipes.py one epoch at a time (resume makes that the same run as an uninterrupted one),
-keeps every epoch's weights, and records each epoch's per-image predictions on the fold's validation
+of benchmarks/recipes.py once per fold (the same run recipes.py trains, to the bit), keeps every
+epoch's weights, and records each epoch's per-image predictions and losses on the fold's validation
 and test images (clean, and PGD-10 at --eps for an adversarial recipe).
 
 A rule picks its epoch on one half of the validation images and is scored on the other half (halves
@@ -73,7 +73,7 @@ def _clean_predictions(model, x, y, runtime: Runtime, split: str) -> dict[str, l
 
 
 def record_epochs(name: str, fold: int, manifest: Path, args, runtime: Runtime) -> dict[str, Any]:
-    """Train the recipe on one fold epoch by epoch; per epoch: weights and per-image predictions."""
+    """Train the recipe on one fold, keeping per epoch its weights and per-image predictions."""
     root = args.out / name / f"fold-{fold}"
     path = root / "epochs.json"
     rec: dict[str, Any] = read_json(path) if path.exists() else {}
@@ -118,12 +118,6 @@ def record_epochs(name: str, fold: int, manifest: Path, args, runtime: Runtime) 
         write_json(path, rec)
         print(f"{name} fold {fold} epoch {epoch}/{cfg.epochs}", flush=True)
 
-    for row in rec["epochs"]:  # recorded before per-image losses were: add them from the kept weights
-        if "val_nll" not in row:
-            model = runtime.prepare_model(load_model(root / f"epoch-{row['epoch']}.safetensors")[0])
-            for split in ("val", "test"):
-                row.update(_clean_predictions(model, *parts[split].tensors(), runtime, split))
-            write_json(path, rec)
     # epochs finished before an interruption (weights kept, predictions not yet recorded)
     for epoch in range(len(rec["epochs"]) + 1, cfg.epochs + 1):
         if (root / f"epoch-{epoch}.safetensors").exists():

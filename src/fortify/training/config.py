@@ -89,9 +89,7 @@ class TrainConfig:
     val_attack_steps: int = 5  # PGD steps for robust validation accuracy (model selection, every epoch)
     val_robust: bool | None = None  # None -> on for adversarial modes, off for standard
     patience: int | None = None  # early stopping: epochs without a better selection score
-    select_on: str = (
-        "accuracy"  # best.* by val "accuracy", "balanced" accuracy (mean recall), or "last" epoch
-    )
+    select_on: str = "accuracy"  # best.* by val "accuracy", "balanced" (mean recall) or the "last" epoch
     label_smoothing: float = 0.0  # cross-entropy targets: 1 - s on the label, s spread over all classes
     ema_decay: float | None = None  # weight averaging: validate and save an EMA of the weights (per step)
     awp_gamma: float = 0.0  # adversarial weight perturbation (Wu et al. 2020) size; 0: off, theirs 5e-3
