@@ -116,6 +116,12 @@ RECIPES: dict[str, dict[str, Any]] = {
         "set": {"model": "smallcnn", "adversarial.awp_gamma": 5e-3},
     },
     "smallcnn-mixed": {"from": "smallcnn", "mode": "mixed", "set": {"model": "smallcnn"}},
+    # best's defence with class-balanced sampling in the fine-tune: can PGD-AT keep the benign class?
+    "smallcnn-pgd-at-awp-bs": {
+        "from": "smallcnn",
+        "mode": "pgd",
+        "set": {"model": "smallcnn", "adversarial.awp_gamma": 5e-3, "train.balanced_sampling": True},
+    },
     # the same defence fine-tuning the normal model's LAST epoch: benchmarks/selection.py found that
     # selecting the normal epoch on validation accuracy gives up the benign class (cross-fit on validation)
     "smallcnn-last-pgd-at-awp": {

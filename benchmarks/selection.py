@@ -42,7 +42,7 @@ from fortify.data import load_split  # noqa: E402
 from fortify.data.groups import leakage_groups  # noqa: E402
 from fortify.errors import FortifyError  # noqa: E402
 from fortify.evaluation.batches import predict  # noqa: E402
-from fortify.fileio import read_json, write_json  # noqa: E402
+from fortify.fileio import read_json, read_jsonl, write_json  # noqa: E402
 from fortify.numbers import parse_number  # noqa: E402
 from fortify.pipeline.profiles import load_profile  # noqa: E402
 from fortify.runtime import Runtime, cpu_kind  # noqa: E402
@@ -229,10 +229,6 @@ def print_table(per_fold: list[dict], part: str) -> None:
             sd = statistics.stdev(v) if len(v) > 1 else 0.0
             cells.append(f"{statistics.mean(v):7.1f} ± {sd:5.1f}")
         print(f"{rule:9s} {epochs:>14s} " + " ".join(cells))
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def main() -> None:

@@ -90,3 +90,17 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record, default=_json_default) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file, skipping blank lines and a line cut short by a crash (append_jsonl
+    fsyncs every line, so only the last one can be)."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

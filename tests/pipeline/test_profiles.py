@@ -96,7 +96,7 @@ def test_best_extends_quick_and_changes_only_the_model_and_the_defence():
     quick, best = load_profile("quick"), load_profile("best")
     assert quick.defense == "mixed" and best.defense == "pgd"  # the study's recipe stays quick's
     assert quick.model == "resnet18" and best.model == "smallcnn"  # quick stays the study's kind of network
-    assert best.adversarial == {**quick.adversarial, "awp_gamma": 0.005}
+    assert best.adversarial == {**quick.adversarial, "awp_gamma": 0.005, "select_on": "last"}
     assert best.name == "best" and best.description != quick.description
     changed = ("name", "description", "defense", "adversarial", "model")
     same = {k: v for k, v in quick.to_dict().items() if k not in changed}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fortify.errors import ConfigError
-from fortify.fileio import read_json, read_yaml
+from fortify.fileio import read_json, read_jsonl, read_yaml
 
 STAGES = ("normal", "adversarial")
 
@@ -70,19 +70,6 @@ def _read_optional(path: Path, reader, missing: list[str], what: str):
         return None
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash; append_jsonl guarantees only the last can be
-    return records
-
-
 FOLD_DIR = re.compile(r"fold-\d+")
 
 
@@ -108,7 +95,7 @@ def load_run(run_dir: str | Path) -> RunData:
         )
         metrics_path = stage_dir / "metrics.jsonl"
         if metrics_path.is_file():
-            stage.metrics = _read_jsonl(metrics_path)
+            stage.metrics = read_jsonl(metrics_path)
         else:
             missing.append(f"{name} training curves (metrics.jsonl not found)")
         results_path = stage_dir / "eval" / "results.json"

@@ -159,7 +159,8 @@ class TrainConfig:
         if self.select_on == "last" and (self.patience is not None or self.mode == "fast"):
             raise ConfigError(
                 "select-on last keeps the final epoch: it cannot stop early (patience) or keep an epoch "
-                "from before catastrophic overfitting (fast mode)"
+                "from before catastrophic overfitting (fast mode); choose select-on accuracy or balanced "
+                "(a profile: --set adversarial.select_on=accuracy)"
             )
         return self
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from fortify.errors import ConfigError
-from fortify.fileio import atomic_write_text, read_yaml, write_yaml
+from fortify.fileio import atomic_write_text, read_jsonl, read_yaml, write_yaml
 from fortify.training.config import TrainConfig, config_differences
 
 RUN_FILES = (
@@ -88,6 +88,4 @@ def truncate_metrics(path: Path, last_epoch: int) -> None:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_jsonl(path) if path.is_file() else []
