@@ -149,6 +149,16 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+def benign_index(classes: list[str]) -> int:
+    """The benign class's index (the dataset spells its folder `Bengin cases`)."""
+    return next(i for i, c in enumerate(classes) if c.lower().startswith(("benign", "bengin")))
+
+
+def class_recalls(hit: list[bool], y: list[int]) -> dict[int, float]:
+    """Per class present in y: the share of its images with hit True (recall when hit = prediction right)."""
+    return {k: sum(h for h, t in zip(hit, y, strict=True) if t == k) / y.count(k) for k in sorted(set(y))}
+
+
 def fold_manifests(data: str, out: Path, k: int, prof, cache_dir: str | None) -> list[Path]:
     """The K scan-grouped fold manifests (made once, with the profile's seed and validation share)."""
     paths = [out / "folds" / f"fold-{i}.json" for i in range(k)]
@@ -226,10 +236,8 @@ def run_recipe_fold(
     x, y = val.tensors()
     pred, _ = predict(model, x, runtime, batch_size=64)
     classes = val.classes
-    benign = next(i for i, c in enumerate(classes) if c.lower().startswith(("benign", "bengin")))
-    recalls = [
-        float(((pred == y) & (y == k)).sum()) / max(1, int((y == k).sum())) for k in range(len(classes))
-    ]
+    benign = benign_index(classes)
+    recalls = class_recalls((pred == y).tolist(), y.tolist())
     row: dict[str, Any] = {
         "recipe": name,
         "fold": fold,
@@ -238,8 +246,8 @@ def run_recipe_fold(
         "epoch": info.get("epoch"),
         "n_val": len(val),
         "clean": float((pred == y).float().mean()),
-        "balanced": statistics.mean(recalls),
-        "benign_recall": recalls[benign],
+        "balanced": statistics.mean(recalls.values()),  # mean recall over the classes validation holds
+        "benign_recall": recalls.get(benign, 0.0),
         "benign_n": int((y == benign).sum()),
         "sentinel": leakage_sentinel(parts["train"], val)["accuracy"],
     }

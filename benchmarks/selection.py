@@ -35,7 +35,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipes import DEFAULT_DATA, RECIPES, fold_manifests, recipe_config  # noqa: E402
+from recipes import (  # noqa: E402
+    DEFAULT_DATA,
+    RECIPES,
+    benign_index,
+    class_recalls,
+    fold_manifests,
+    recipe_config,
+)
 
 from fortify.attacks import pgd  # noqa: E402
 from fortify.data import load_split  # noqa: E402
@@ -139,29 +146,21 @@ def record_epochs(name: str, fold: int, manifest: Path, args, runtime: Runtime) 
     return rec
 
 
-def _recall_mean(hit: list[bool], y: list[int]) -> float:
-    """Mean over the classes present in y of the share of that class's images with hit == True."""
-    return statistics.mean(
-        sum(h for h, t in zip(hit, y, strict=True) if t == k) / y.count(k) for k in sorted(set(y))
-    )
-
-
 def _scores(rec: dict, epoch_row: dict, split: str, idx: list[int]) -> dict[str, float]:
     """Clean accuracy, balanced accuracy (mean recall over the classes present), benign recall, and for
     adversarial recipes robust accuracy and robust balanced accuracy, on the images idx of split."""
     y = [rec[f"{split}_y"][i] for i in idx]
     hit = [epoch_row[f"{split}_pred"][i] == t for i, t in zip(idx, y, strict=True)]
-    benign = next(i for i, c in enumerate(rec["classes"]) if c.lower().startswith(("benign", "bengin")))
-    nb = y.count(benign)
+    recalls = class_recalls(hit, y)
     out = {
         "clean": sum(hit) / len(y),
-        "balanced": _recall_mean(hit, y),
-        "benign": sum(h for h, t in zip(hit, y, strict=True) if t == benign) / nb if nb else float("nan"),
+        "balanced": statistics.mean(recalls.values()),
+        "benign": recalls.get(benign_index(rec["classes"]), float("nan")),
     }
     if f"{split}_robust" in epoch_row:
         rob = [epoch_row[f"{split}_robust"][i] for i in idx]
         out["robust"] = sum(rob) / len(rob)
-        out["robust_balanced"] = _recall_mean(rob, y)
+        out["robust_balanced"] = statistics.mean(class_recalls(rob, y).values())
     return out
 
 
