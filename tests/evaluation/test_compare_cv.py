@@ -149,3 +149,91 @@ def test_summarize_folds_pools_recall_per_class_from_the_folds_labels():
     assert pc["malignant"]["pgd"]["recall_ci"] == pytest.approx(list(wilson_interval(3, 12)))
     f1["labels"].pop("x9")  # one image without a label: no per-class numbers rather than wrong ones
     assert "per_class" not in summarize_folds([f0, f1])["pooled"]["normal"]
+
+
+def per_class_results(paths: list[str], correct: dict[str, list[int]], labels: list[int]) -> dict:
+    """results() plus what a real results.json carries per class (recall and support per metric), the
+    classes, the sentinel, the sanity checks and the attack specs."""
+    r = results(paths, correct)
+    classes = ["benign", "malignant", "normal"]
+
+    def per_class(values: list[int]) -> dict:
+        out = {}
+        for c, name in enumerate(classes):
+            rows = [v for v, label in zip(values, labels, strict=True) if label == c]
+            out[name] = {"sensitivity": sum(rows) / len(rows), "support": len(rows)}
+        return out
+
+    r["clean"]["per_class"] = per_class(correct["clean"])
+    r["worst_case"]["per_class"] = per_class(correct["worst_case"])
+    for k, a in r["attacks"].items():
+        a["per_class"] = per_class(correct[k])
+        a["spec"] = f"{k}:eps=2/255,steps=20"
+    r["data"] = {"classes": classes, "synthetic": False}
+    r["leakage_sentinel"] = {"accuracy": 0.5}
+    r["malignant_to_normal"] = {"clean": 1, "pgd": 2, "worst_case": 3}
+    r["sanity"] = [{"check": "more steps", "passed": True, "detail": "ok"}]
+    r["budget"] = {"full_strength": True}
+    return r
+
+
+LABELS = [0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
+
+
+def test_pool_evaluations_pools_each_image_once_overall_and_per_class():
+    from fortify.evaluation.cv import pool_evaluations
+
+    r0 = per_class_results(PATHS, A, LABELS)
+    r1 = per_class_results([f"x{i}" for i in range(10)], B, LABELS)
+    r1["sanity"][0]["passed"] = False
+    r1["budget"]["full_strength"] = False
+    pool = pool_evaluations([r0, r1], sources=["fold-0", "fold-1"])
+    assert pool["format"] == "fortify-pool/1" and pool["k"] == 2
+    assert pool["summary"]["clean"]["values"] == [0.9, 0.8]
+    assert pool["summary"]["clean"]["mean"] == pytest.approx(0.85)
+    clean = pool["pooled"]["clean"]
+    assert (clean["correct"], clean["n"]) == (17, 20)
+    assert clean["accuracy_ci"] == pytest.approx(list(wilson_interval(17, 20)))
+    # benign: images 0-1 of each fold; A right on both, B right on both (clean); pgd: A 1 of 2, B 2 of 2
+    benign = pool["pooled"]["per_class"]["benign"]
+    assert (benign["clean"]["correct"], benign["clean"]["n"]) == (4, 4)
+    assert (benign["pgd"]["correct"], benign["pgd"]["n"]) == (3, 4)
+    # normal: images 6-9; A clean 3 of 4 (image 9 wrong), B clean 2 of 4
+    assert pool["pooled"]["per_class"]["normal"]["clean"]["correct"] == 5
+    assert pool["malignant_to_normal"] == {"clean": 2, "pgd": 4, "worst_case": 6}
+    assert pool["sentinel"]["mean"] == pytest.approx(0.5)
+    assert pool["sanity_failed"] == 1 and pool["folds"][1]["sanity_failed"] == ["more steps: ok"]
+    assert pool["full_strength"] is False  # one cut budget makes every robust number an upper bound
+    assert pool["attacks"] == {"pgd": "pgd:eps=2/255,steps=20"}
+    json.dumps(pool, allow_nan=False)
+
+
+def test_pool_evaluations_refuses_what_is_not_one_k_fold_study():
+    from fortify.evaluation.cv import pool_evaluations
+
+    r0 = per_class_results(PATHS, A, LABELS)
+    with pytest.raises(ValueError, match="test image of both fold-0 and fold-1"):
+        pool_evaluations([r0, per_class_results(PATHS, B, LABELS)], sources=["fold-0", "fold-1"])
+    other = per_class_results([f"x{i}" for i in range(10)], B, LABELS)
+    other["attacks"]["pgd"]["spec"] = "pgd:eps=2/255,steps=10"
+    with pytest.raises(ValueError, match="other attacks"):
+        pool_evaluations([r0, other])
+    other = per_class_results([f"x{i}" for i in range(10)], B, LABELS)
+    other["data"]["classes"] = ["a", "b", "c"]
+    with pytest.raises(ValueError, match="other classes"):
+        pool_evaluations([r0, other])
+    with pytest.raises(ValueError, match="per-sample"):
+        pool_evaluations([r0, {"clean": {}}])
+
+
+def test_compare_pooled_pairs_images_by_path_whatever_the_fold_order():
+    from fortify.evaluation.cv import compare_pooled
+
+    xs = [f"x{i}" for i in range(10)]
+    a = [per_class_results(PATHS, A, LABELS), per_class_results(xs, A, LABELS)]
+    b = [per_class_results(xs, B, LABELS), per_class_results(PATHS, B, LABELS)]  # folds in the other order
+    comp = compare_pooled(a, b, "a", "b")
+    assert comp["n"] == 20
+    assert (comp["metrics"]["pgd"]["b01"], comp["metrics"]["pgd"]["b10"]) == (0, 14)
+    with pytest.raises(ValueError, match="different test images"):
+        compare_pooled(a, b[:1], "a", "b")

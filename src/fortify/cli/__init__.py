@@ -43,6 +43,7 @@ def _register_all() -> None:
         detect_command,
         evaluate_command,
         explain_command,
+        pool_command,
         report_commands,
         train_command,
     )
@@ -55,6 +56,7 @@ def _register_all() -> None:
         explain_command,
         detect_command,
         certify_command,
+        pool_command,
         report_commands,
     ):
         module.register(app)

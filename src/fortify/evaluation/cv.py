@@ -207,3 +207,140 @@ def summarize_folds(fold_results: list[dict[str, Any]]) -> dict[str, Any]:
         except ValueError as e:  # folds evaluated on different images per model
             warnings.append(f"pooled comparison impossible: {e}")
     return out
+
+
+POOL_FORMAT = "fortify-pool/1"
+
+
+def _class_counts(results: dict[str, Any], key: str) -> dict[str, tuple[int, int]]:
+    """class -> (correct, support) for one metric (clean, an attack, worst_case) of one results.json, from
+    its per-class recall (sensitivity x support is a whole number of images)."""
+    m = results.get(key) if key in ("clean", "worst_case") else (results.get("attacks") or {}).get(key)
+    out = {}
+    for name, c in ((m or {}).get("per_class") or {}).items():
+        support = c.get("support")
+        recall = _float_or_none(c.get("sensitivity"))
+        if isinstance(support, int) and recall is not None:
+            out[name] = (round(recall * support), support)
+    return out
+
+
+def _attack_specs(results: dict[str, Any]) -> dict[str, str | None]:
+    return {k: (a or {}).get("spec") for k, a in (results.get("attacks") or {}).items()}
+
+
+def pool_evaluations(results: list[dict[str, Any]], sources: list[str] | None = None) -> dict[str, Any]:
+    """One model's K-fold figures from its `fortify evaluate` results.json files, one per test fold: each
+    fold's numbers, their mean, std and t-interval over folds, and the pooled accuracy over every image
+    with its Wilson interval, overall and per class (what `fortify reproduce --folds K` writes for its own
+    folds, for checkpoints trained elsewhere, e.g. by benchmarks/recipes.py).
+
+    Raises ValueError unless the files form one K-fold study of one model: each has per-sample records,
+    no image is in two of them (pooled accuracy counts each image once), and they share the classes and
+    every attack's spec (pooling PGD-20 on one fold with PGD-10 on another would be no number at all)."""
+    if not results:
+        raise ValueError("no results to pool")
+    sources = sources or [f"fold {i}" for i in range(len(results))]
+    per_sample = _concat_per_sample(results)
+    if per_sample is None:
+        raise ValueError("every results.json needs its per-sample records (written by fortify evaluate)")
+    seen: dict[str, int] = {}
+    for i, r in enumerate(results):
+        for p in r["per_sample"].get("paths") or []:
+            if p in seen:
+                raise ValueError(
+                    f"{p!r} is a test image of both {sources[seen[p]]} and {sources[i]}: "
+                    "pooling needs every image in one test fold only"
+                )
+            seen[p] = i
+    first_classes = ((results[0].get("data") or {}).get("classes")) or []
+    first_specs = _attack_specs(results[0])
+    for src, r in zip(sources[1:], results[1:], strict=True):
+        if (((r.get("data") or {}).get("classes")) or []) != first_classes:
+            raise ValueError(f"{src} has other classes than {sources[0]}")
+        if _attack_specs(r) != first_specs:
+            raise ValueError(
+                f"{src} ran other attacks than {sources[0]} ({_attack_specs(r)} against {first_specs})"
+            )
+
+    folds = []
+    for src, r in zip(sources, results, strict=True):
+        sentinel = r.get("leakage_sentinel") or {}
+        folds.append(
+            {
+                "source": src,
+                "n": len(r["per_sample"].get("paths") or []),
+                "numbers": table_numbers(r),
+                "sentinel": _float_or_none(sentinel.get("accuracy")),
+                "malignant_to_normal": r.get("malignant_to_normal"),
+                "sanity_failed": [
+                    f"{c.get('check')}: {c.get('detail')}"
+                    for c in r.get("sanity") or []
+                    if not c.get("passed")
+                ],
+                "full_strength": (r.get("budget") or {}).get("full_strength"),
+            }
+        )
+    pooled = _pooled(per_sample)
+    per_class: dict[str, dict[str, Any]] = {}
+    level = INTERVAL["level"]
+    for key in per_sample["correct"]:
+        counts = [_class_counts(r, key) for r in results]
+        for name in first_classes:
+            if not all(name in c for c in counts):
+                continue  # a fold without this metric's per-class numbers: no pooled recall
+            correct, n = sum(c[name][0] for c in counts), sum(c[name][1] for c in counts)
+            per_class.setdefault(name, {})[key] = {
+                "correct": correct,
+                "n": n,
+                "recall": correct / n if n else None,
+                "recall_ci": interval_or_none(correct, n, level),
+            }
+    m2n: dict[str, int] = {}
+    for f in folds:
+        for key, count in (f["malignant_to_normal"] or {}).items():
+            m2n[key] = m2n.get(key, 0) + int(count)
+    flags = [f["full_strength"] for f in folds]
+    return {
+        "format": POOL_FORMAT,
+        "k": len(results),
+        "interval": {
+            "folds": "t-interval for the mean over folds, clipped to [0, 1]",
+            "pooled": dict(INTERVAL),
+        },
+        "classes": list(first_classes),
+        "attacks": first_specs,
+        "threat_model": results[0].get("threat_model"),
+        # a cut budget anywhere makes every pooled robust number an upper bound
+        "full_strength": False if False in flags else (True if all(flags) else None),
+        "synthetic": any(bool((r.get("data") or {}).get("synthetic")) for r in results),
+        "folds": folds,
+        "summary": _summarize([f["numbers"] for f in folds]),
+        "sentinel": mean_std_interval(
+            [s for f in folds if (s := f["sentinel"]) is not None], bounds=(0.0, 1.0)
+        ),
+        "pooled": {**pooled, "per_class": per_class},
+        "malignant_to_normal": m2n or None,
+        "sanity_failed": sum(len(f["sanity_failed"]) for f in folds),
+    }
+
+
+def compare_pooled(
+    a: list[dict[str, Any]], b: list[dict[str, Any]], a_name: str = "a", b_name: str = "b"
+) -> dict[str, Any]:
+    """Paired comparison (exact McNemar, Newcombe interval) of two models over all their folds' images:
+    the per-image records of each side end to end, b's put in a's image order. Raises ValueError unless
+    both sides scored the same images."""
+    sides = []
+    for results in (a, b):
+        ps = _concat_per_sample(results)
+        if ps is None:
+            raise ValueError("every results.json needs its per-sample records (written by fortify evaluate)")
+        sides.append(ps)
+    pa, pb = sides
+    if sorted(pa["paths"]) != sorted(pb["paths"]):
+        raise ValueError(f"{a_name!r} and {b_name!r} were evaluated on different test images")
+    where = {p: i for i, p in enumerate(pb["paths"])}
+    order = [where[p] for p in pa["paths"]]
+    pb = {"paths": pa["paths"], "correct": {k: [v[i] for i in order] for k, v in pb["correct"].items()}}
+    return compare_results({"per_sample": pa}, {"per_sample": pb}, a_name=a_name, b_name=b_name)

@@ -1,0 +1,68 @@
+"""`fortify pool` through the real entry point: per-fold results.json in, the K-fold table out."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from fortify.cli import main
+
+_spec = importlib.util.spec_from_file_location(
+    "cv_fixture", Path(__file__).resolve().parents[1] / "evaluation" / "test_compare_cv.py"
+)
+cv_fixture = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cv_fixture)
+
+
+def cli(args: list[str]) -> int:
+    try:
+        main(args)
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def write_folds(root: Path, correct: list[dict]) -> list[Path]:
+    dirs = []
+    for i, c in enumerate(correct):
+        d = root / f"fold-{i}"
+        d.mkdir(parents=True)
+        paths = [f"f{i}/img{j}.jpg" for j in range(10)]
+        (d / "results.json").write_text(json.dumps(cv_fixture.per_class_results(paths, c, cv_fixture.LABELS)))
+        dirs.append(d)
+    return dirs
+
+
+def test_pool_prints_folds_mean_and_pooled_and_compares(tmp_path, capsys):
+    a = write_folds(tmp_path / "a", [cv_fixture.A, cv_fixture.B])
+    write_folds(tmp_path / "b", [cv_fixture.B, cv_fixture.B])
+    out = tmp_path / "pool.json"
+    code = cli(["pool", *map(str, a), "--against", str(tmp_path / "b" / "fold-*"), "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "fold-0" in text and "fold-1" in text
+    assert "17/20 = 85.0" in text  # pooled clean: 9 + 8 of 20
+    assert "recall, benign: clean 4/4" in text
+    assert "sanity checks: all passed" in text
+    assert "paired over 20 images" in text
+    saved = json.loads(out.read_text())
+    assert saved["pool"]["pooled"]["clean"]["correct"] == 17
+    assert saved["comparison"]["metrics"]["clean"]["b10"] == 1  # image 8 of fold 0: right in a only
+
+
+def test_pool_errors_are_one_line_and_write_nothing(tmp_path, capsys):
+    a = write_folds(tmp_path / "a", [cv_fixture.A])
+    out = tmp_path / "pool.json"
+    cases = [
+        ([str(tmp_path / "nope")], "no such results.json"),
+        ([str(a[0]), str(a[0])], "test image of both"),  # the same fold twice is not a K-fold study
+        ([str(tmp_path / "a" / "x*")], "matches no file"),
+    ]
+    (tmp_path / "bad.json").write_text("{not json")
+    cases.append(([str(tmp_path / "bad.json")], "not readable as JSON"))
+    for args, message in cases:
+        assert cli(["pool", *args, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert not out.exists()
