@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import sys
 from pathlib import Path
 
-from fortify.cli import main
-
-_spec = importlib.util.spec_from_file_location(
-    "cv_fixture", Path(__file__).resolve().parents[1] / "evaluation" / "test_compare_cv.py"
-)
-cv_fixture = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cv_fixture)
-
-
-def cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluation"))
+from test_compare_cv import LABELS, A, B, per_class_results  # noqa: E402
 
 
 def write_folds(root: Path, correct: list[dict]) -> list[Path]:
@@ -29,14 +16,14 @@ def write_folds(root: Path, correct: list[dict]) -> list[Path]:
         d = root / f"fold-{i}"
         d.mkdir(parents=True)
         paths = [f"f{i}/img{j}.jpg" for j in range(10)]
-        (d / "results.json").write_text(json.dumps(cv_fixture.per_class_results(paths, c, cv_fixture.LABELS)))
+        (d / "results.json").write_text(json.dumps(per_class_results(paths, c, LABELS)))
         dirs.append(d)
     return dirs
 
 
-def test_pool_prints_folds_mean_and_pooled_and_compares(tmp_path, capsys):
-    a = write_folds(tmp_path / "a", [cv_fixture.A, cv_fixture.B])
-    write_folds(tmp_path / "b", [cv_fixture.B, cv_fixture.B])
+def test_pool_prints_folds_mean_and_pooled_and_compares(cli, tmp_path, capsys):
+    a = write_folds(tmp_path / "a", [A, B])
+    write_folds(tmp_path / "b", [B, B])
     out = tmp_path / "pool.json"
     code = cli(["pool", *map(str, a), "--against", str(tmp_path / "b" / "fold-*"), "--out", str(out)])
     assert code == 0
@@ -51,8 +38,8 @@ def test_pool_prints_folds_mean_and_pooled_and_compares(tmp_path, capsys):
     assert saved["comparison"]["metrics"]["clean"]["b10"] == 1  # image 8 of fold 0: right in a only
 
 
-def test_pool_errors_are_one_line_and_write_nothing(tmp_path, capsys):
-    a = write_folds(tmp_path / "a", [cv_fixture.A])
+def test_pool_errors_are_one_line_and_write_nothing(cli, tmp_path, capsys):
+    a = write_folds(tmp_path / "a", [A])
     out = tmp_path / "pool.json"
     cases = [
         ([str(tmp_path / "nope")], "no such results.json"),

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from fortify.cli import main
-
 _spec = importlib.util.spec_from_file_location(
     "report_fixture", Path(__file__).resolve().parents[1] / "report" / "conftest.py"
 )
@@ -16,15 +14,7 @@ report_fixture = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(report_fixture)
 
 
-def cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
-def test_report_command_builds_and_prints_table1(tmp_path, capsys):
+def test_report_command_builds_and_prints_table1(cli, tmp_path, capsys):
     run = report_fixture.make_run(tmp_path / "run", failing=True)
     assert cli(["report", str(run)]) == 0
     out = capsys.readouterr().out
@@ -33,7 +23,7 @@ def test_report_command_builds_and_prints_table1(tmp_path, capsys):
     assert "83.33!" in out  # adversarial PGD undermined by a failed sanity check
 
 
-def test_report_on_missing_dir_is_one_line_error(tmp_path, capsys):
+def test_report_on_missing_dir_is_one_line_error(cli, tmp_path, capsys):
     assert cli(["report", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fortify: error: run directory not found")
@@ -47,7 +37,7 @@ def test_report_on_missing_dir_is_one_line_error(tmp_path, capsys):
         (["--precision", "fp8"], "unknown precision"),
     ],
 )
-def test_reproduce_bad_options(tmp_path, capsys, extra, message):
+def test_reproduce_bad_options(cli, tmp_path, capsys, extra, message):
     out = tmp_path / "run"
     assert cli(["reproduce", "--data", "phantom", "--out", str(out), *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -55,14 +45,14 @@ def test_reproduce_bad_options(tmp_path, capsys, extra, message):
     assert not out.exists()
 
 
-def test_reproduce_missing_data(tmp_path, capsys):
+def test_reproduce_missing_data(cli, tmp_path, capsys):
     out = tmp_path / "run"
     assert cli(["reproduce", "--data", str(tmp_path / "nope"), "--out", str(out), "--profile", "smoke"]) == 2
     assert "data path not found" in capsys.readouterr().err
     assert not out.exists()
 
 
-def test_reproduce_refuses_dir_holding_another_run(tmp_path, capsys):
+def test_reproduce_refuses_dir_holding_another_run(cli, tmp_path, capsys):
     run = report_fixture.make_run(tmp_path / "run")  # a finished run on other data
     before = sorted(p.name for p in run.iterdir())
     assert cli(["reproduce", "--data", "phantom", "--out", str(run), "--profile", "smoke", "--resume"]) == 2
@@ -71,7 +61,7 @@ def test_reproduce_refuses_dir_holding_another_run(tmp_path, capsys):
     assert sorted(p.name for p in run.iterdir()) == before
 
 
-def test_profile_show_prints_a_loadable_profile(tmp_path, capsys):
+def test_profile_show_prints_a_loadable_profile(cli, tmp_path, capsys):
     from fortify.pipeline.profiles import load_profile
 
     assert cli(["profile", "show", "quick"]) == 0
@@ -80,7 +70,7 @@ def test_profile_show_prints_a_loadable_profile(tmp_path, capsys):
     assert load_profile(str(tmp_path / "copy.yaml")) == load_profile("quick")
 
 
-def test_reproduce_set_with_a_bad_key_is_one_line_and_writes_nothing(tmp_path, capsys):
+def test_reproduce_set_with_a_bad_key_is_one_line_and_writes_nothing(cli, tmp_path, capsys):
     out = tmp_path / "run"
     assert cli(["reproduce", "--data", "phantom", "--out", str(out), "--set", "train.epoch=2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
