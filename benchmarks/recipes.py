@@ -130,6 +130,12 @@ RECIPES: dict[str, dict[str, Any]] = {
         "mode": "pgd",
         "set": {"model": "smallcnn", "adversarial.awp_gamma": 5e-3, "train.balanced_sampling": True},
     },
+    # a milder benign fix than balanced sampling: the fine-tune's loss weighted by inverse class frequency
+    "smallcnn-pgd-at-awp-cb": {
+        "from": "smallcnn",
+        "mode": "pgd",
+        "set": {"model": "smallcnn", "adversarial.awp_gamma": 5e-3, "train.class_balanced": True},
+    },
     # the same defence fine-tuning the normal model's LAST epoch: benchmarks/selection.py found that
     # selecting the normal epoch on validation accuracy gives up the benign class (cross-fit on validation)
     "smallcnn-last-pgd-at-awp": {
