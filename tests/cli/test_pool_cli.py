@@ -32,10 +32,20 @@ def test_pool_prints_folds_mean_and_pooled_and_compares(cli, tmp_path, capsys):
     assert "17/20 = 85.0" in text  # pooled clean: 9 + 8 of 20
     assert "recall, benign: clean 4/4" in text
     assert "sanity checks: all passed" in text
+    assert "LEAKAGE" not in text  # no fold's sentinel warned
     assert "paired over 20 images" in text
     saved = json.loads(out.read_text())
     assert saved["pool"]["pooled"]["clean"]["correct"] == 17
     assert saved["comparison"]["metrics"]["clean"]["b10"] == 1  # image 8 of fold 0: right in a only
+
+
+def test_pool_shows_a_fold_whose_model_does_not_beat_the_sentinel(cli, tmp_path, capsys):
+    a = write_folds(tmp_path / "a", [A, B])
+    results = json.loads((a[1] / "results.json").read_text())
+    results["leakage_sentinel"]["warning"] = "LEAKAGE SUSPECTED: the model does not beat 1-NN"
+    (a[1] / "results.json").write_text(json.dumps(results))
+    assert cli(["pool", *map(str, a)]) == 0
+    assert "fold-1: LEAKAGE SUSPECTED" in capsys.readouterr().out
 
 
 def test_pool_errors_are_one_line_and_write_nothing(cli, tmp_path, capsys):

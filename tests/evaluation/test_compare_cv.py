@@ -187,6 +187,7 @@ def test_pool_evaluations_pools_each_image_once_overall_and_per_class():
     r1 = per_class_results([f"x{i}" for i in range(10)], B, LABELS)
     r1["sanity"][0]["passed"] = False
     r1["budget"]["full_strength"] = False
+    r1["leakage_sentinel"]["warning"] = "LEAKAGE SUSPECTED: ..."
     pool = pool_evaluations([r0, r1], sources=["fold-0", "fold-1"])
     assert pool["format"] == "fortify-pool/1" and pool["k"] == 2
     assert pool["summary"]["clean"]["values"] == [0.9, 0.8]
@@ -202,6 +203,7 @@ def test_pool_evaluations_pools_each_image_once_overall_and_per_class():
     assert pool["pooled"]["per_class"]["normal"]["clean"]["correct"] == 5
     assert pool["malignant_to_normal"] == {"clean": 2, "pgd": 4, "worst_case": 6}
     assert pool["sentinel"]["mean"] == pytest.approx(0.5)
+    assert [f["sentinel_warning"] for f in pool["folds"]] == [None, "LEAKAGE SUSPECTED: ..."]
     assert pool["sanity_failed"] == 1 and pool["folds"][1]["sanity_failed"] == ["more steps: ok"]
     assert pool["full_strength"] is False  # one cut budget makes every robust number an upper bound
     assert pool["attacks"] == {"pgd": "pgd:eps=2/255,steps=20"}

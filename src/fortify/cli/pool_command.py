@@ -89,6 +89,9 @@ def _print_pool(pool: dict[str, Any], console: Console) -> None:
             f"raw-pixel 1-NN sentinel: {_pct(sentinel['mean'])} ± {_pct(sentinel['std'])} over "
             f"{sentinel['n']} folds (the model's clean mean: {_pct(pool['summary']['clean']['mean'])})"
         )
+    for f in pool["folds"]:
+        if f["sentinel_warning"]:
+            console.print(f"[bold yellow]![/] {f['source']}: {f['sentinel_warning']}")
     for key, spec in pool["attacks"].items():
         console.print(f"attack {key}: {spec}")
     if pool["full_strength"] is False:

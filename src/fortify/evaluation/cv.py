@@ -272,6 +272,8 @@ def pool_evaluations(results: list[dict[str, Any]], sources: list[str] | None = 
                 "n": len(r["per_sample"].get("paths") or []),
                 "numbers": table_numbers(r),
                 "sentinel": _float_or_none(sentinel.get("accuracy")),
+                # set when the fold's model does not clearly beat raw-pixel 1-NN (a leak, or little learned)
+                "sentinel_warning": sentinel.get("warning"),
                 "malignant_to_normal": r.get("malignant_to_normal"),
                 "sanity_failed": [
                     f"{c.get('check')}: {c.get('detail')}"
