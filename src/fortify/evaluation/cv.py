@@ -83,18 +83,18 @@ def _concat_per_sample(results: list[dict[str, Any] | None]) -> dict[str, Any] |
     return {"paths": paths, "correct": {k: [int(bool(v)) for p in parts for v in p[k]] for k in keys}}
 
 
+def _tally(correct: int, n: int, name: str) -> dict[str, Any]:
+    """{"correct", "n", name: correct / n, name_ci: Wilson interval} (None where n is 0)."""
+    return {
+        "correct": correct,
+        "n": n,
+        name: correct / n if n else None,
+        f"{name}_ci": interval_or_none(correct, n, INTERVAL["level"]),
+    }
+
+
 def _pooled(per_sample: dict[str, Any]) -> dict[str, Any]:
-    level = INTERVAL["level"]
-    out = {}
-    for key, values in per_sample["correct"].items():
-        n, correct = len(values), sum(values)
-        out[key] = {
-            "correct": correct,
-            "n": n,
-            "accuracy": correct / n if n else None,
-            "accuracy_ci": interval_or_none(correct, n, level),
-        }
-    return out
+    return {key: _tally(sum(v), len(v), "accuracy") for key, v in per_sample["correct"].items()}
 
 
 def _pooled_per_class(
@@ -103,20 +103,14 @@ def _pooled_per_class(
     """class -> metric -> pooled recall over every fold's test images of that class, with its Wilson interval.
     Benign has ~15 scans in IQ-OTH/NCCD, so one fold's benign recall rests on 2-4 scans; pooled is the number
     to quote. `labels` maps a per-sample path to its class index (from the folds' split manifests)."""
-    level = INTERVAL["level"]
     label_of = [labels.get(p) for p in per_sample["paths"]]
     out: dict[str, dict[str, Any]] = {}
     for c, name in enumerate(classes):
         rows = [i for i, label in enumerate(label_of) if label == c]
-        out[name] = {}
-        for key, values in per_sample["correct"].items():
-            correct = sum(values[i] for i in rows)
-            out[name][key] = {
-                "correct": correct,
-                "n": len(rows),
-                "recall": correct / len(rows) if rows else None,
-                "recall_ci": interval_or_none(correct, len(rows), level),
-            }
+        out[name] = {
+            key: _tally(sum(values[i] for i in rows), len(rows), "recall")
+            for key, values in per_sample["correct"].items()
+        }
     return out
 
 
@@ -285,19 +279,13 @@ def pool_evaluations(results: list[dict[str, Any]], sources: list[str] | None = 
         )
     pooled = _pooled(per_sample)
     per_class: dict[str, dict[str, Any]] = {}
-    level = INTERVAL["level"]
     for key in per_sample["correct"]:
         counts = [_class_counts(r, key) for r in results]
         for name in first_classes:
             if not all(name in c for c in counts):
                 continue  # a fold without this metric's per-class numbers: no pooled recall
             correct, n = sum(c[name][0] for c in counts), sum(c[name][1] for c in counts)
-            per_class.setdefault(name, {})[key] = {
-                "correct": correct,
-                "n": n,
-                "recall": correct / n if n else None,
-                "recall_ci": interval_or_none(correct, n, level),
-            }
+            per_class.setdefault(name, {})[key] = _tally(correct, n, "recall")
     m2n: dict[str, int] = {}
     for f in folds:
         for key, count in (f["malignant_to_normal"] or {}).items():
