@@ -63,3 +63,7 @@ def test_pool_errors_are_one_line_and_write_nothing(cli, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
         assert not out.exists()
+    (tmp_path / "file").write_text("")  # an --out under a file: no folder can be made there
+    assert cli(["pool", str(a[0]), "--out", str(tmp_path / "file" / "pool.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write" in err[0], err

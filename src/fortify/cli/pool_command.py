@@ -165,5 +165,8 @@ def register(app: typer.Typer) -> None:
         if comparison:
             _print_comparison(comparison, console)
         if out:
-            write_json(out, {"pool": pool, "comparison": comparison})
+            try:
+                write_json(out, {"pool": pool, "comparison": comparison})
+            except OSError as e:
+                raise FortifyError(f"--out {out}: cannot write ({e.strerror or e})") from None
             console.print(f"written: {out}")

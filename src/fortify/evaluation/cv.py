@@ -60,6 +60,11 @@ def _summarize(rows: list[dict[str, float | None]]) -> dict[str, Any]:
     return out
 
 
+def _intervals() -> dict[str, Any]:
+    """How the two summaries' intervals are computed (the "interval" entry of summary.json and pool)."""
+    return {"folds": "t-interval for the mean over folds, clipped to [0, 1]", "pooled": dict(INTERVAL)}
+
+
 def _sentinel_row(sentinel: dict[str, Any] | None) -> dict[str, Any] | None:
     if not sentinel:
         return None
@@ -121,10 +126,9 @@ def _comparison_row(comp: Any) -> dict[str, Any] | None:
     return {key: {f: m.get(f) for f in keep} for key, m in comp["metrics"].items()}
 
 
-def _full_strength(folds: list[dict[str, Any]]) -> bool | None:
-    """False if any fold's attacks ran below full strength (its robust numbers are upper bounds), True if
-    every evaluation says full strength, None when no evaluation recorded its budget."""
-    flags = [b.get("full_strength") for f in folds for b in f["budget"].values() if isinstance(b, dict)]
+def _full_strength(flags: list[bool | None]) -> bool | None:
+    """False if any evaluation's attacks ran below full strength (its robust numbers are upper bounds),
+    True if every evaluation says full strength, None when one recorded no budget (or there is none)."""
     if any(flag is False for flag in flags):
         return False
     return True if flags and all(flag is True for flag in flags) else None
@@ -176,11 +180,10 @@ def summarize_folds(fold_results: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "format": FORMAT,
         "k": len(fold_results),
-        "interval": {
-            "folds": "t-interval for the mean over folds, clipped to [0, 1]",
-            "pooled": dict(INTERVAL),
-        },
-        "full_strength": _full_strength(folds),
+        "interval": _intervals(),
+        "full_strength": _full_strength(
+            [b.get("full_strength") for f in folds for b in f["budget"].values() if isinstance(b, dict)]
+        ),
         # The phantom's numbers say nothing about CT scans; the CV report must say so, as build_report does.
         "synthetic": any(
             bool(((fr.get(m) or {}).get("data") or {}).get("synthetic"))
@@ -290,19 +293,15 @@ def pool_evaluations(results: list[dict[str, Any]], sources: list[str] | None = 
     for f in folds:
         for key, count in (f["malignant_to_normal"] or {}).items():
             m2n[key] = m2n.get(key, 0) + int(count)
-    flags = [f["full_strength"] for f in folds]
     return {
         "format": POOL_FORMAT,
         "k": len(results),
-        "interval": {
-            "folds": "t-interval for the mean over folds, clipped to [0, 1]",
-            "pooled": dict(INTERVAL),
-        },
+        "interval": _intervals(),
         "classes": list(first_classes),
         "attacks": first_specs,
         "threat_model": results[0].get("threat_model"),
         # a cut budget anywhere makes every pooled robust number an upper bound
-        "full_strength": False if False in flags else (True if all(flags) else None),
+        "full_strength": _full_strength([f["full_strength"] for f in folds]),
         "synthetic": any(bool((r.get("data") or {}).get("synthetic")) for r in results),
         "folds": folds,
         "summary": _summarize([f["numbers"] for f in folds]),
