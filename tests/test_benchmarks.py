@@ -70,3 +70,27 @@ def test_selection_rules_pick_their_epoch_and_cross_fit_scores_held_out_images(
     fit = sel["cross_fit"](rec, repeats=3, seed=0)
     assert set(fit) == {"last", "accuracy", "balanced"}
     assert fit["last"]["benign"] == 0.0 and fit["balanced"]["benign"] > 0.5
+
+
+def test_sentinel_pairs_adjacency_and_fold_analysis_agree_with_the_sentinel(tmp_path: Path) -> None:
+    from fortify.data import load_dataset, make_folds, save_manifest
+    from fortify.data.sentinel import leakage_sentinel
+    from fortify.data.split import load_split
+
+    sp = runpy.run_path(str(BENCHMARKS / "sentinel_pairs.py"), run_name="sentinel_pairs")
+    assert sp["adjacent"](("m", 1, 10), ("m", 12, 20), 3)  # touching spans of one class folder
+    assert sp["adjacent"](("m", 12, 20), ("m", 1, 10), 3)
+    assert not sp["adjacent"](("m", 1, 10), ("m", 15, 20), 3)  # 5 numbers apart
+    assert not sp["adjacent"](("m", 1, 10), ("n", 11, 20), 3)  # another class folder
+    assert not sp["adjacent"](("m", 1, 10), ("m", 5, 20), 3)  # overlapping spans are not neighbours
+
+    ds = load_dataset("phantom:n=30", image_size=32)
+    path = save_manifest(make_folds(ds, 3, seed=0)[1], tmp_path / "fold-1.json")
+    r = sp["analyse_fold"](ds, str(path), 3)
+    parts = load_split(path, "phantom:n=30", image_size=32)
+    assert r["sentinel"] == pytest.approx(leakage_sentinel(parts["train"], parts["test"])["accuracy"])
+    assert r["n_test"] == len(parts["test"]) and r["n_train"] == len(parts["train"])
+    assert 0 <= r["hits_from_adjacent_run"] <= r["nearest_from_adjacent_run"] <= r["n_test"]
+    assert 0.0 <= r["sentinel_without_adjacent_runs"] <= 1.0
+    assert sum(c["n"] for c in r["per_class"].values()) == r["n_test"]
+    assert sum(c["sentinel_hits"] for c in r["per_class"].values()) == round(r["sentinel"] * r["n_test"])
