@@ -154,6 +154,16 @@ def test_sentinel_known_answers() -> None:
     assert "LEAKAGE" in sentinel_warning(s, 0.9)
     assert "LEAKAGE" in sentinel_warning(s, 1.04)  # within 5 points
     assert sentinel_warning({**s, "accuracy": 0.6}, 0.9) is None
+    assert "trails" not in sentinel_warning(s, 0.9)  # no per-class recalls given: none named
+
+
+def test_sentinel_warning_names_the_classes_where_the_model_trails() -> None:
+    s = {"accuracy": 0.764, "per_class_recall": {"benign": 0.143, "malignant": 0.936, "normal": 0.691}}
+    line = sentinel_warning(s, 0.759, {"benign": 0.0, "malignant": 1.0, "normal": 0.63, "other": None})
+    assert line.startswith("LEAKAGE SUSPECTED")
+    assert line.endswith("per class the model trails it on benign 0.0% vs 14.3%, normal 63.0% vs 69.1%")
+    assert "malignant" not in line  # the model beats the sentinel there
+    assert sentinel_warning(s, 0.9, {"benign": 0.0}) is None  # clear margin overall: no warning at all
 
 
 def test_sentinel_threshold_is_documented_value() -> None:

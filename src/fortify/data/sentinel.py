@@ -72,16 +72,33 @@ def leakage_sentinel(train: ImageDataset, test: ImageDataset, chunk: int = 256) 
     }
 
 
-def sentinel_warning(sentinel: dict[str, Any] | None, model_accuracy: float | None) -> str | None:
-    """A loud one-liner when the model does not beat the sentinel by SENTINEL_MARGIN; else None."""
+def sentinel_warning(
+    sentinel: dict[str, Any] | None,
+    model_accuracy: float | None,
+    model_recalls: dict[str, float | None] | None = None,
+) -> str | None:
+    """A loud one-liner when the model does not beat the sentinel by SENTINEL_MARGIN; else None.
+
+    With the model's per-class recalls, the line names the classes on which the model trails the
+    sentinel: on IQ-OTH/NCCD a fold can trip the sentinel because one class's slices look alike across
+    patients (benchmarks/sentinel_pairs.py), and the classes show where the model learned too little."""
     if not sentinel or sentinel.get("accuracy") is None or model_accuracy is None:
         return None
     s = float(sentinel["accuracy"])
     if model_accuracy - s > SENTINEL_MARGIN:
         return None
-    return (
+    line = (
         f"LEAKAGE SUSPECTED: the model ({100 * model_accuracy:.1f}%) does not beat a 1-nearest-neighbour "
         f"classifier on raw pixels ({100 * s:.1f}%) by more than {100 * SENTINEL_MARGIN:.0f} points: either "
         "the test images are near-copies of training images (the split leaks) or the model learned little "
         "beyond recognising them"
     )
+    sentinel_recalls = sentinel.get("per_class_recall") or {}
+    trailing = [
+        f"{cls} {100 * model_recalls[cls]:.1f}% vs {100 * r:.1f}%"
+        for cls, r in sentinel_recalls.items()
+        if model_recalls and model_recalls.get(cls) is not None and model_recalls[cls] < r
+    ]
+    if trailing:
+        line += "; per class the model trails it on " + ", ".join(trailing)
+    return line

@@ -376,7 +376,11 @@ def _record(
             **sentinel,
             "model_clean_accuracy": clean_acc,
             "evaluated_n": len(ds),
-            "warning": sentinel_warning(sentinel, clean_acc),
+            "warning": sentinel_warning(
+                sentinel,
+                clean_acc,
+                {cls: m["sensitivity"] for cls, m in results["clean"]["per_class"].items()},
+            ),
         }
     return results
 
