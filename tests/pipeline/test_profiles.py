@@ -105,6 +105,15 @@ def test_best_extends_quick_and_changes_only_the_model_and_the_defence():
     assert load_profile("best", {"adversarial.epochs": 2}).adversarial["epochs"] == 2
 
 
+def test_best_eps4_is_best_with_the_threat_model_at_4_over_255():
+    best, best4 = load_profile("best"), load_profile("best-eps4")
+    assert best.eps == pytest.approx(2 / 255) and best4.eps == pytest.approx(4 / 255)  # trains and evaluates
+    changed = ("name", "description", "eps")
+    assert {k: v for k, v in best.to_dict().items() if k not in changed} == {
+        k: v for k, v in best4.to_dict().items() if k not in changed
+    }
+
+
 def test_extends_merges_sections_and_refuses_loops_and_bad_defences(tmp_path):
     (tmp_path / "a.yaml").write_text("extends: smoke\nname: a\ntrain: {epochs: 4}\n")
     a = load_profile(str(tmp_path / "a.yaml"))

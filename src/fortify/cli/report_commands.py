@@ -80,9 +80,7 @@ def _register_profile(app: typer.Typer) -> None:
 
     @profile_app.command("show")
     def profile_show(
-        name: str = typer.Argument(
-            ..., help="A built-in profile (smoke, quick, best, paper) or a YAML file."
-        ),
+        name: str = typer.Argument(..., help="A built-in profile (`fortify profile list`) or a YAML file."),
     ) -> None:
         """Print a profile's YAML (with its comments): copy it, edit it, run it with --profile FILE."""
         from fortify.pipeline.profiles import load_profile, profile_path
