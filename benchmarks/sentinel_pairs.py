@@ -42,7 +42,7 @@ from fortify.data.groups import (
     file_number,
     leakage_groups,
 )
-from fortify.data.sentinel import thumbnails
+from fortify.data.sentinel import nearest_neighbours, thumbnails
 from fortify.data.split import load_manifest
 from fortify.errors import FortifyError
 from fortify.fileio import write_json
@@ -64,17 +64,6 @@ def adjacent(a: tuple[str, int, int], b: tuple[str, int, int], gap: int) -> bool
     if a[0] != b[0]:
         return False
     return 0 < b[1] - a[2] <= gap or 0 < a[1] - b[2] <= gap
-
-
-def nearest(query: torch.Tensor, bank: torch.Tensor, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index and distance (mean |difference|, grey levels) of each query's nearest bank row."""
-    idx, dist = [], []
-    for s in range(0, len(query), chunk):
-        d = torch.cdist(query[s : s + chunk], bank, p=1) / bank.shape[1]
-        v, i = d.min(1)
-        idx.append(i)
-        dist.append(v)
-    return torch.cat(idx), torch.cat(dist)
 
 
 def quantiles(values: list[float]) -> dict[str, float]:
@@ -110,7 +99,7 @@ def analyse_fold(ds, manifest_path: str, gap: int) -> dict[str, Any]:
     train = torch.tensor(parts["train"])
     test = torch.tensor(parts["test"])
     y_train, y_test = ds.labels[train], ds.labels[test]
-    nn_idx, nn_dist = nearest(thumbs[test], thumbs[train])
+    nn_idx, nn_dist = nearest_neighbours(thumbs[test], thumbs[train])
     hit = y_train[nn_idx] == y_test
     test_runs = {run_of[pos[int(i)]] for i in test}
     train_run = [run_of[pos[int(i)]] for i in train]
@@ -122,7 +111,7 @@ def analyse_fold(ds, manifest_path: str, gap: int) -> dict[str, Any]:
         r for r in set(train_run) if any(adjacent(spans[r], spans[t], gap) for t in test_runs)
     }
     keep_train = torch.tensor([r not in adjacent_train_runs for r in train_run])
-    c_idx, _ = nearest(thumbs[test], thumbs[train][keep_train])
+    c_idx, _ = nearest_neighbours(thumbs[test], thumbs[train][keep_train])
     coarse_hit = y_train[keep_train][c_idx] == y_test
     # reference distances: consecutive slices of one run; nearest training image in another same-class run
     consecutive = []
@@ -130,7 +119,6 @@ def analyse_fold(ds, manifest_path: str, gap: int) -> dict[str, Any]:
         ordered = sorted(g, key=lambda k: file_number(paths[k]) or 0)
         for a, b in zip(ordered[:-1], ordered[1:], strict=True):
             consecutive.append(float((thumbs[kept[a]] - thumbs[kept[b]]).abs().mean()))
-    other_run = []
     t_thumbs = thumbs[train]
     d_all = torch.cdist(t_thumbs, t_thumbs, p=1) / t_thumbs.shape[1]
     runs_t = torch.tensor(train_run)

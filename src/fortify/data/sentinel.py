@@ -42,15 +42,20 @@ def _neighbours(a: str, b: str) -> bool:
     return pa.parent == pb.parent and na is not None and nb is not None and abs(na - nb) <= NEIGHBOUR_WINDOW
 
 
+def nearest_neighbours(
+    query: torch.Tensor, bank: torch.Tensor, chunk: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index and distance (mean |difference| per pixel) of each query row's nearest bank row."""
+    found = [torch.cdist(query[s : s + chunk], bank, p=1).min(1) for s in range(0, len(query), chunk)]
+    return torch.cat([f.indices for f in found]), torch.cat([f.values for f in found]) / bank.shape[1]
+
+
 def leakage_sentinel(train: ImageDataset, test: ImageDataset, chunk: int = 256) -> dict[str, Any]:
     """1-NN accuracy train -> test with its Wilson interval, and the file-number-neighbour share."""
     n = len(test)
     if n == 0 or len(train) == 0:
         return {"method": SENTINEL_METHOD, "thumbnail": SENTINEL_THUMBNAIL, "n_test": n, "accuracy": None}
-    tr, te = thumbnails(train), thumbnails(test)
-    nearest = torch.cat(
-        [(torch.cdist(te[s : s + chunk], tr, p=1) / tr.shape[1]).argmin(1) for s in range(0, n, chunk)]
-    )
+    nearest, _ = nearest_neighbours(thumbnails(test), thumbnails(train), chunk)
     correct = int((train.labels[nearest] == test.labels).sum())
     neighbour = sum(_neighbours(test.paths[i], train.paths[j]) for i, j in enumerate(nearest.tolist()))
     per_class = {}
