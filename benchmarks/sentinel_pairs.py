@@ -89,23 +89,23 @@ def analyse_fold(ds, manifest_path: str, gap: int) -> dict[str, Any]:
         grouping=m.grouping.get("applied", "scan"),
         scan_threshold=threshold,
     )
-    pos = {ds_i: k for k, ds_i in enumerate(kept)}  # dataset index -> position in `kept`
-    run_of = [0] * len(kept)
+    run_of: dict[int, int] = {}  # dataset index -> its run (group) index
     for r, g in enumerate(grouping.groups):
         for k in g:
-            run_of[k] = r
+            run_of[kept[k]] = r
     spans = run_spans(paths, grouping.groups)
-    thumbs = thumbnails(ds).float()
+    thumbs = thumbnails(ds)
     train = torch.tensor(parts["train"])
     test = torch.tensor(parts["test"])
     y_train, y_test = ds.labels[train], ds.labels[test]
     nn_idx, nn_dist = nearest_neighbours(thumbs[test], thumbs[train])
     hit = y_train[nn_idx] == y_test
-    test_runs = {run_of[pos[int(i)]] for i in test}
-    train_run = [run_of[pos[int(i)]] for i in train]
-    from_adjacent = []
-    for t, j in zip(test.tolist(), nn_idx.tolist(), strict=True):
-        from_adjacent.append(adjacent(spans[run_of[pos[t]]], spans[train_run[j]], gap))
+    test_run = [run_of[i] for i in test.tolist()]
+    train_run = [run_of[i] for i in train.tolist()]
+    test_runs = set(test_run)
+    adj_all = torch.tensor(
+        [adjacent(spans[r], spans[train_run[j]], gap) for r, j in zip(test_run, nn_idx.tolist(), strict=True)]
+    )
     # the sentinel once every training run adjacent to some test run is dropped (a coarser grouping)
     adjacent_train_runs = {
         r for r in set(train_run) if any(adjacent(spans[r], spans[t], gap) for t in test_runs)
@@ -134,10 +134,10 @@ def analyse_fold(ds, manifest_path: str, gap: int) -> dict[str, Any]:
         n = int(mask.sum())
         if not n:
             continue
-        adj = torch.tensor(from_adjacent)[mask]
+        adj = adj_all[mask]
         per_class[cls] = {
             "n": n,
-            "test_runs": len({run_of[pos[int(i)]] for i in test[mask]}),
+            "test_runs": len({r for r, m in zip(test_run, mask.tolist(), strict=True) if m}),
             "sentinel_hits": int(hit[mask].sum()),
             "hits_from_adjacent_run": int((hit[mask] & adj).sum()),
             "nearest_from_adjacent_run": int(adj.sum()),
@@ -145,7 +145,6 @@ def analyse_fold(ds, manifest_path: str, gap: int) -> dict[str, Any]:
             "nearest_distance_hits": quantiles(nn_dist[mask & hit].tolist()),
             "nearest_distance_misses": quantiles(nn_dist[mask & ~hit].tolist()),
         }
-    adj_all = torch.tensor(from_adjacent)
     return {
         "split": str(manifest_path),
         "fold": m.fold.get("index") if isinstance(m.fold, dict) else None,
