@@ -61,6 +61,16 @@ def test_reproduce_refuses_dir_holding_another_run(cli, tmp_path, capsys):
     assert sorted(p.name for p in run.iterdir()) == before
 
 
+def test_reproduce_help_names_every_built_in_profile(cli, capsys):
+    from fortify.cli.report_commands import PROFILES_HELP
+    from fortify.pipeline.profiles import list_profiles
+
+    assert sorted(PROFILES_HELP.split(" | ")) == list_profiles()
+    assert cli(["profile", "list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == list_profiles()
+
+
 def test_profile_show_prints_a_loadable_profile(cli, tmp_path, capsys):
     from fortify.pipeline.profiles import load_profile
 
