@@ -43,6 +43,7 @@ def _register_all() -> None:
         detect_command,
         evaluate_command,
         explain_command,
+        operating_point_command,
         pool_command,
         report_commands,
         train_command,
@@ -56,6 +57,7 @@ def _register_all() -> None:
         explain_command,
         detect_command,
         certify_command,
+        operating_point_command,
         pool_command,
         report_commands,
     ):

@@ -6,6 +6,8 @@
   `add_transfer_checks(results_json, pairs)` attaches its sanity check to the target's results.json
 - `attack_checkpoint` -> adversarial PNGs + attacks.json (`fortify attack`)
 - `default_attack_specs`, `cw_l2_budget`: the default attacks and the CW L2 budget (threat model)
+- `choose_class_bias` / `choose_for_checkpoint`: an operating point (logit offsets) chosen on validation
+  images (`fortify operating-point`)
 - `EvalSettings`: every evaluation budget, defaulted in one place (`settings.DEFAULTS`)
 - `metrics`, `sanity`: pure functions, usable on their own
 """
@@ -14,6 +16,7 @@ from fortify.evaluation.any_model import evaluate_model
 from fortify.evaluation.attack_images import attack_checkpoint
 from fortify.evaluation.evaluate import DEFAULT_EPS_CURVE, add_transfer_checks, evaluate_checkpoint
 from fortify.evaluation.inputs import check_out_dir
+from fortify.evaluation.operating_point import choose_class_bias, choose_for_checkpoint
 from fortify.evaluation.settings import EvalSettings
 from fortify.evaluation.specs import DEFAULT_CURVE_ATTACKS, DEFAULT_EPS, cw_l2_budget, default_attack_specs
 from fortify.evaluation.transfer import evaluate_transfer
@@ -26,6 +29,8 @@ __all__ = [
     "add_transfer_checks",
     "attack_checkpoint",
     "check_out_dir",
+    "choose_class_bias",
+    "choose_for_checkpoint",
     "cw_l2_budget",
     "default_attack_specs",
     "evaluate_checkpoint",

@@ -102,6 +102,7 @@ def checkpoint_record(checkpoint: str | Path | ContractModel, info: dict) -> dic
         "mode": info.get("mode"),
         "train_eps": info.get("eps"),
         "epoch": info.get("epoch"),
+        "class_bias": info.get("class_bias"),  # the operating point's logit offsets, when one was chosen
         "input_contract": contract,
     }
 
@@ -192,8 +193,10 @@ def open_test_set(
     limit: int | None = None,
     progress: bool = False,
     cache_dir: str | Path | None = None,
+    part: str = "test",
 ) -> TestSet:
-    """The test split at the checkpoint's image size, checked against the checkpoint's classes."""
+    """The test split (or `part`: "val" for choices made before testing) at the checkpoint's image size,
+    checked against the checkpoint's classes."""
     checkpoint = Path(checkpoint)
     size = int(info["image_size"])
     manifest_path: Path | None = Path(split) if split is not None else None
@@ -221,7 +224,7 @@ def open_test_set(
         split_seed = 0
         manifest = make_split(data, seed=split_seed, image_size=size, progress=progress, cache_dir=cache_dir)
         splits = load_split(manifest, data, image_size=size, progress=progress, cache_dir=cache_dir)
-    test = splits["test"]
+    test = splits[part]
     _same_classes(info, test, checkpoint)
     if test.image_size != size:
         raise CheckpointError(
@@ -229,7 +232,7 @@ def open_test_set(
         )
     test = stratified_limit(test, limit)
     if len(test) == 0:
-        raise DataError("the test split is empty")
+        raise DataError(f"the {part} split is empty")
     return TestSet(
         test, str(manifest_path) if manifest_path is not None else None, split_seed, manifest.sentinel or None
     )

@@ -23,7 +23,7 @@ from torch import nn
 
 from fortify.errors import CheckpointError
 from fortify.fileio import atomic_write, read_json, sha256_file, write_json
-from fortify.models import build_model
+from fortify.models import build_model, with_class_bias
 
 FORMAT = "fortify-checkpoint/1"
 REQUIRED_KEYS = ("model", "num_classes", "in_channels", "image_size", "classes")
@@ -152,6 +152,13 @@ def load_model(checkpoint: str | Path, *, device: str | torch.device = "cpu") ->
     if set(own) != set(weights) or any(own[k].shape != weights[k].shape for k in own):
         raise CheckpointError(f"{weights_path}: weights do not match model {info['model']!r} in its JSON")
     model.load_state_dict(weights)
+    bias = info.get("class_bias")  # the operating point chosen on validation (`fortify operating-point`)
+    try:
+        if bias is not None and (not isinstance(bias, list) or len(bias) != int(info["num_classes"])):
+            raise ValueError(f"expected a list of {info['num_classes']} numbers, got {bias!r}")
+        model = with_class_bias(model, bias)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{weights_path}: class_bias in its JSON is not usable: {e}") from e
     return model.to(device).eval(), info
 
 

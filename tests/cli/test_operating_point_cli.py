@@ -1,0 +1,109 @@
+"""`fortify operating-point` through the real CLI entry point, and the checkpoints it writes."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluation"))
+from fortify_eval_fixtures import PHANTOM, tiny_checkpoint_path  # noqa: E402
+
+from fortify.cli import main  # noqa: E402
+from fortify.errors import CheckpointError  # noqa: E402
+from fortify.evaluation.inputs import checkpoint_record, open_test_set  # noqa: E402
+from fortify.fileio import read_json, write_json  # noqa: E402
+from fortify.models import ClassBias  # noqa: E402
+from fortify.training.checkpoints import load_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def handicapped(tmp_path_factory) -> Path:
+    """The tiny phantom model with its benign logit pushed down by 6: it never predicts benign."""
+    src = tiny_checkpoint_path(tmp_path_factory)
+    folder = tmp_path_factory.mktemp("handicapped")
+    dst = folder / "model.safetensors"
+    shutil.copy(src, dst)
+    info = read_json(src.with_suffix(".json"))
+    write_json(dst.with_suffix(".json"), info | {"class_bias": [-6.0, 0.0, 0.0]})
+    return dst
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(exc.value.code or 0), out, err
+
+
+def test_loaded_model_carries_the_offsets_of_its_json(handicapped, tmp_path_factory):
+    plain, _ = load_model(tiny_checkpoint_path(tmp_path_factory))
+    biased, info = load_model(handicapped)
+    x = torch.rand(4, 1, 32, 32)
+    assert torch.allclose(biased(x), plain(x) + torch.tensor([-6.0, 0.0, 0.0]), atol=1e-6)
+    assert checkpoint_record(handicapped, info)["class_bias"] == [-6.0, 0.0, 0.0]  # results.json says so
+
+
+@pytest.mark.parametrize("bias", [[1.0, 0.0], "high", [float("nan"), 0.0, 0.0]])
+def test_unusable_offsets_in_a_json_are_refused(handicapped, tmp_path, bias):
+    dst = tmp_path / "m.safetensors"
+    shutil.copy(handicapped, dst)
+    write_json(dst.with_suffix(".json"), read_json(handicapped.with_suffix(".json")) | {"class_bias": bias})
+    with pytest.raises(CheckpointError, match="class_bias"):
+        load_model(dst)
+
+
+def test_operating_point_undoes_a_handicap_on_validation_only(handicapped, tmp_path, capsys):
+    out = tmp_path / "op" / "model.safetensors"
+    code, stdout, err = run(
+        ["operating-point", "--checkpoint", str(handicapped), "--data", PHANTOM, "--out", str(out)], capsys
+    )
+    assert code == 0, err
+    info = read_json(out.with_suffix(".json"))
+    point = info["operating_point"]
+    assert point["chosen_on"]["split"] == "val" and point["chosen_on"]["manifest_sha256"]
+    assert point["before"]["per_class"]["benign"]["sensitivity"] == 0.0
+    assert point["after"]["balanced_accuracy"] > point["before"]["balanced_accuracy"]
+    bias = info["class_bias"]
+    assert bias[0] - max(bias[1:]) > -6.0  # the benign logit came back up against the others
+    assert out.read_bytes() == handicapped.read_bytes()  # same weights
+    model, _ = load_model(out)
+    assert any(isinstance(m, ClassBias) for m in model.modules())
+    # The validation figures printed are the ones recomputed from the written checkpoint.
+    val = open_test_set(PHANTOM, info, out, part="val").dataset
+    x, y = val.tensors()
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    assert (pred == y).float().mean().item() == pytest.approx(point["after"]["accuracy"])
+    assert "validation images" in stdout and "fortify evaluate" in stdout
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--min-recall", "malignant"], "expected CLASS=FLOOR"),
+        (["--min-recall", "malignant=2"], "expected a number in [0, 1]"),
+        (["--move", "cyst"], "unknown class 'cyst'"),
+    ],
+)
+def test_bad_requests_are_one_line_and_write_nothing(handicapped, tmp_path, capsys, extra, message):
+    out = tmp_path / "x.safetensors"
+    code, _, err = run(
+        ["operating-point", "--checkpoint", str(handicapped), "--data", PHANTOM, "--out", str(out), *extra],
+        capsys,
+    )
+    assert code != 0 and err.strip().count("\n") == 0 and message in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_it_never_overwrites_its_input_or_an_existing_file(handicapped, tmp_path, capsys):
+    args = ["operating-point", "--checkpoint", str(handicapped), "--data", PHANTOM, "--out"]
+    code, _, err = run([*args, str(handicapped), "--force"], capsys)
+    assert code != 0 and "must differ from --checkpoint" in err
+    taken = tmp_path / "taken.safetensors"
+    taken.write_bytes(b"mine")
+    code, _, err = run([*args, str(taken)], capsys)
+    assert code != 0 and "exists" in err and taken.read_bytes() == b"mine"
