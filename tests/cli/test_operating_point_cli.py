@@ -20,16 +20,19 @@ from fortify.models import ClassBias  # noqa: E402
 from fortify.training.checkpoints import load_model  # noqa: E402
 
 
+def _with_offsets(factory, bias: list[float]) -> Path:
+    """A copy of the tiny phantom model whose JSON adds `bias` to its logits."""
+    src = tiny_checkpoint_path(factory)
+    dst = factory.mktemp("offsets") / "model.safetensors"
+    shutil.copy(src, dst)
+    write_json(dst.with_suffix(".json"), read_json(src.with_suffix(".json")) | {"class_bias": bias})
+    return dst
+
+
 @pytest.fixture(scope="module")
 def handicapped(tmp_path_factory) -> Path:
-    """The tiny phantom model with its benign logit pushed down by 6: it never predicts benign."""
-    src = tiny_checkpoint_path(tmp_path_factory)
-    folder = tmp_path_factory.mktemp("handicapped")
-    dst = folder / "model.safetensors"
-    shutil.copy(src, dst)
-    info = read_json(src.with_suffix(".json"))
-    write_json(dst.with_suffix(".json"), info | {"class_bias": [-6.0, 0.0, 0.0]})
-    return dst
+    """The benign logit pushed down by 6: benign is (almost) never predicted, within the search's reach."""
+    return _with_offsets(tmp_path_factory, [-6.0, 0.0, 0.0])
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -107,3 +110,19 @@ def test_it_never_overwrites_its_input_or_an_existing_file(handicapped, tmp_path
     taken.write_bytes(b"mine")
     code, _, err = run([*args, str(taken)], capsys)
     assert code != 0 and "exists" in err and taken.read_bytes() == b"mine"
+
+
+def test_evaluate_attacks_the_model_with_its_offsets(tmp_path_factory, tmp_path, capsys):
+    # A benign logit 1000 below the others is never the largest, under attack or not: evaluate must score
+    # (and attack) the function with the offsets, and say so.
+    muted = _with_offsets(tmp_path_factory, [-1000.0, 0.0, 0.0])
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--checkpoint", str(muted), "--data", PHANTOM, "--out", str(out)]
+    cheap = ["--attacks", "pgd:eps=8/255,steps=3", "--eps-curve", "0,8/255", "--curve-attack", "pgd:steps=2"]
+    code, stdout, err = run([*argv, *cheap, "--precision", "fp32", "--device", "cpu"], capsys)
+    assert code == 0, err
+    results = read_json(out / "results.json")
+    assert results["checkpoint"]["class_bias"] == [-1000.0, 0.0, 0.0]
+    assert "logit offsets [-1000.0, 0.0, 0.0]" in stdout
+    for block in (results["clean"], results["attacks"]["pgd"]):
+        assert [row[0] for row in block["confusion"]] == [0, 0, 0]  # nothing predicted benign

@@ -65,6 +65,8 @@ def print_summary(results: dict, console: Console, out: Path | None = None) -> N
     synthetic = "  [bold red](SYNTHETIC phantom data)[/]" if data["synthetic"] else ""
     m2n = results.get("malignant_to_normal")
     title = f"{ckpt['model']} ({ckpt['mode']}) on {data['n']} test images, {data['image_size']} px{synthetic}"
+    if ckpt.get("class_bias"):  # an operating point: the offsets are part of the model that was attacked
+        title += f", logit offsets {ckpt['class_bias']}"
     table = Table(title=title, title_justify="left")
     for col in ("set", "threat model", "acc", "bal. acc", "success", "malig.->normal", "s", "sanity"):
         table.add_column(col, justify="left" if col in ("set", "threat model", "sanity") else "right")
