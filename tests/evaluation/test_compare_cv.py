@@ -239,3 +239,23 @@ def test_compare_pooled_pairs_images_by_path_whatever_the_fold_order():
     assert (comp["metrics"]["pgd"]["b01"], comp["metrics"]["pgd"]["b10"]) == (0, 14)
     with pytest.raises(ValueError, match="different test images"):
         compare_pooled(a, b[:1], "a", "b")
+
+
+def test_compare_pooled_pairs_only_what_both_sides_measured_with_the_same_attacks():
+    from fortify.evaluation.compare import MIXED
+    from fortify.evaluation.cv import compare_pooled
+
+    xs = [f"x{i}" for i in range(10)]
+    a = [per_class_results(PATHS, A, LABELS), per_class_results(xs, A, LABELS)]
+    b = [per_class_results(PATHS, B, LABELS), per_class_results(xs, B, LABELS)]
+    for r in b:  # the other model was attacked at another budget: its "pgd" is another measurement
+        r["attacks"]["pgd"]["spec"] = "pgd:eps=8/255,steps=20"
+        r["worst_case"]["attacks"] = ["pgd"]
+    for r in a:
+        r["worst_case"]["attacks"] = ["pgd"]
+    comp = compare_pooled(a, b, "a", "b")
+    assert set(comp["metrics"]) == {"clean"}
+    assert comp["not_compared"]["pgd"] == {"a": "pgd:eps=2/255,steps=20", "b": "pgd:eps=8/255,steps=20"}
+    assert comp["not_compared"]["worst_case"]["b"] == "pgd:eps=8/255,steps=20"
+    b[1]["attacks"]["pgd"]["spec"] = "pgd:eps=2/255,steps=20"  # folds that disagree are not one measurement
+    assert compare_pooled(a, b, "a", "b")["not_compared"]["pgd"]["b"] == MIXED

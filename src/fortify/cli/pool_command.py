@@ -128,6 +128,11 @@ def _print_comparison(comp: dict[str, Any], console: Console) -> None:
             f"{m['p_value']:.3g}",
         )
     console.print(table)
+    for key, what in (comp.get("not_compared") or {}).items():
+        console.print(
+            f"not compared: {key} (measured differently: {comp['a']} {what[comp['a']]}; "
+            f"{comp['b']} {what[comp['b']]})"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -24,6 +24,38 @@ METHOD = {
 }
 
 
+MIXED = "(differs between folds)"
+
+
+def metric_attacks(results: list[dict[str, Any]]) -> dict[str, str]:
+    """What each per-image metric of these evaluations (one, or a model's folds) measured: "clean", an
+    attack's spec, or for the combined and worst case the specs of the attacks they take; MIXED where the
+    folds disagree."""
+    seen: dict[str, set[str]] = {}
+    for r in results:
+        specs = {k: str(v.get("spec")) for k, v in (r.get("attacks") or {}).items()}
+        what = {"clean": "clean", **specs}
+        for key in ("combined", "worst_case"):
+            block = r.get(key)
+            if isinstance(block, dict):
+                what[key] = " + ".join(sorted(specs.get(a, str(a)) for a in block.get("attacks") or []))
+        for key, spec in what.items():
+            seen.setdefault(key, set()).add(spec)
+    return {k: next(iter(v)) if len(v) == 1 else MIXED for k, v in seen.items()}
+
+
+def comparable(
+    keys_a: Any, keys_b: Any, what_a: dict[str, str], what_b: dict[str, str], a_name: str, b_name: str
+) -> tuple[set[str], dict[str, dict[str, str | None]]]:
+    """(metrics both sides measured with the same attacks, {other shared metric: what each side ran}).
+
+    Pairing a worst case over PGD-20 with one over AutoAttack, or 2/255 with 4/255, would flatter the
+    weaker evaluation, so such metrics are listed, not compared."""
+    shared = set(keys_a) & set(keys_b)
+    same = {k for k in shared if what_a.get(k) == what_b.get(k) != MIXED}
+    return same, {k: {a_name: what_a.get(k), b_name: what_b.get(k)} for k in sorted(shared - same)}
+
+
 def _per_sample(results: dict[str, Any], name: str) -> tuple[list[str], dict[str, list[int]]]:
     ps = results.get("per_sample")
     if not isinstance(ps, dict) or "paths" not in ps or not isinstance(ps.get("correct"), dict):
@@ -56,9 +88,12 @@ def compare_results(
             "a paired comparison needs the same images in the same order"
         )
     n = len(paths_a)
+    same, not_compared = comparable(
+        correct_a, correct_b, metric_attacks([a]), metric_attacks([b]), a_name, b_name
+    )
     metrics: dict[str, Any] = {}
     for key in correct_a:  # a's order: clean, attacks..., worst_case as evaluate wrote them
-        if key not in correct_b:
+        if key not in same:
             continue
         ca, cb = correct_a[key], correct_b[key]
         b01 = sum(x and not y for x, y in zip(ca, cb, strict=True))
@@ -73,4 +108,12 @@ def compare_results(
             "b10": b10,
             "p_value": mcnemar_exact(b01, b10),
         }
-    return {"format": FORMAT, "a": a_name, "b": b_name, "n": n, "method": dict(METHOD), "metrics": metrics}
+    return {
+        "format": FORMAT,
+        "a": a_name,
+        "b": b_name,
+        "n": n,
+        "method": dict(METHOD),
+        "metrics": metrics,
+        "not_compared": not_compared,
+    }

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fortify.evaluation.compare import compare_results
+from fortify.evaluation.compare import comparable, compare_results, metric_attacks
 from fortify.evaluation.metrics import INTERVAL
 from fortify.evaluation.stats import interval_or_none, mean_std_interval
 
@@ -319,7 +319,9 @@ def compare_pooled(
 ) -> dict[str, Any]:
     """Paired comparison (exact McNemar, Newcombe interval) of two models over all their folds' images:
     the per-image records of each side end to end, b's put in a's image order. Raises ValueError unless
-    both sides scored the same images."""
+    both sides scored the same images. A metric is compared only where both sides measured it with the
+    same attacks (a worst case over PGD-20 against one over AutoAttack would flatter the weaker
+    evaluation); the others are listed in `not_compared`."""
     sides = []
     for results in (a, b):
         ps = _concat_per_sample(results)
@@ -329,7 +331,15 @@ def compare_pooled(
     pa, pb = sides
     if sorted(pa["paths"]) != sorted(pb["paths"]):
         raise ValueError(f"{a_name!r} and {b_name!r} were evaluated on different test images")
+    same, not_compared = comparable(
+        pa["correct"], pb["correct"], metric_attacks(a), metric_attacks(b), a_name, b_name
+    )
     where = {p: i for i, p in enumerate(pb["paths"])}
     order = [where[p] for p in pa["paths"]]
-    pb = {"paths": pa["paths"], "correct": {k: [v[i] for i in order] for k, v in pb["correct"].items()}}
-    return compare_results({"per_sample": pa}, {"per_sample": pb}, a_name=a_name, b_name=b_name)
+    pa = {"paths": pa["paths"], "correct": {k: v for k, v in pa["correct"].items() if k in same}}
+    pb = {
+        "paths": pa["paths"],
+        "correct": {k: [v[i] for i in order] for k, v in pb["correct"].items() if k in same},
+    }
+    comparison = compare_results({"per_sample": pa}, {"per_sample": pb}, a_name=a_name, b_name=b_name)
+    return {**comparison, "not_compared": not_compared}
