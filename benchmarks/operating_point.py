@@ -63,6 +63,17 @@ def scores(logits: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, classes: l
     return out
 
 
+def ranking_auc(logits: torch.Tensor, y: torch.Tensor, classes: list[str]) -> float | None:
+    """P(a benign image scores above a normal one) on benign-minus-normal logit (ties count half): how well
+    the model ranks the two, whatever its threshold. None without both classes."""
+    score = logits[:, classes.index("benign")] - logits[:, classes.index("normal")]
+    pos, neg = score[y == classes.index("benign")], score[y == classes.index("normal")]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    diff = pos[:, None] - neg[None, :]
+    return float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
+
+
 def cross_fit(logits, y, groups, classes, repeats: int, seed: int) -> dict[str, dict]:
     """Sums (counts) and means (rates) of each variant's held-out-half scores over the halvings."""
     rng = random.Random(seed)
@@ -109,13 +120,18 @@ def main() -> None:
         logits = validation_logits(model, x)
         res = cross_fit(logits, y, groups, list(val.classes), args.repeats, args.seed)
         full = choose_class_bias(logits, y, list(val.classes)).bias  # what the command would write
+        res["benign_normal_auc"] = ranking_auc(logits, y, list(val.classes))
         per_fold.append(
             {"fold": k, "checkpoint": str(ckpt), "groups": len(groups), "chosen_on_all_val": full, **res}
         )
         line = "  ".join(
             f"{v} acc {100 * res[v]['accuracy']:.1f} bal {100 * res[v]['balanced']:.1f}" for v in VARIANTS
         )
-        print(f"fold {k} ({len(groups)} scan groups): {line}", flush=True)
+        print(
+            f"fold {k} ({len(groups)} scan groups, benign-vs-normal AUC "
+            f"{res['benign_normal_auc']:.3f}): {line}",
+            flush=True,
+        )
     print(f"\nheld-out halves, mean ± sd over {len(per_fold)} folds ({args.repeats} halvings x 2 per fold)")
     print(
         "variant          accuracy      balanced      benign recall (pooled)   malignant recall   "
@@ -145,6 +161,8 @@ def main() -> None:
             f"{100 * summary[v]['malignant_recall']:5.1f}%             {m2n}"
         )
     seconds = time.perf_counter() - t0
+    aucs = [f["benign_normal_auc"] for f in per_fold if f["benign_normal_auc"] is not None]
+    print(f"benign-vs-normal ranking AUC on validation: {statistics.mean(aucs):.3f} (per fold {aucs})")
     print(f"{seconds:.0f} s, CPU {cpu_kind()}")
     if args.out:
         write_json(

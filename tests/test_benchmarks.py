@@ -113,3 +113,18 @@ def test_operating_point_cross_fit_scores_every_image_held_out_once_per_halving(
         assert res[variant]["benign_n"] == 3 * 6 and res[variant]["malignant_n"] == 3 * 10
     assert res["none"]["benign_hit"] == 0 and res["none"]["balanced"] == pytest.approx(2 / 3)
     assert res["benign"]["benign_hit"] == 3 * 6 and res["benign"]["accuracy"] == 1.0
+
+
+def test_operating_point_ranking_auc_counts_ties_half(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    op = runpy.run_path(str(BENCHMARKS / "operating_point.py"), run_name="operating_point")
+    classes = ["benign", "malignant", "normal"]
+    # benign scores (benign - normal logit): 1, 0; normal scores: 0, -1 -> pairs 1>0, 1>-1, 0=0, 0>-1
+    logits = torch.tensor(
+        [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 5.0, 0.0]]
+    )
+    y = torch.tensor([0, 0, 2, 2, 1])
+    assert op["ranking_auc"](logits, y, classes) == pytest.approx(3.5 / 4)
+    assert op["ranking_auc"](logits[2:], y[2:], classes) is None
