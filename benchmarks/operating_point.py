@@ -162,7 +162,8 @@ def main() -> None:
         )
     seconds = time.perf_counter() - t0
     aucs = [f["benign_normal_auc"] for f in per_fold if f["benign_normal_auc"] is not None]
-    print(f"benign-vs-normal ranking AUC on validation: {statistics.mean(aucs):.3f} (per fold {aucs})")
+    per = ", ".join(f"{a:.3f}" for a in aucs)
+    print(f"benign-vs-normal ranking AUC on validation: {statistics.mean(aucs):.3f} (per fold {per})")
     print(f"{seconds:.0f} s, CPU {cpu_kind()}")
     if args.out:
         write_json(
