@@ -67,3 +67,18 @@ def test_pool_errors_are_one_line_and_write_nothing(cli, tmp_path, capsys):
     assert cli(["pool", str(a[0]), "--out", str(tmp_path / "file" / "pool.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot write" in err[0], err
+
+
+def test_pool_against_other_attacks_compares_clean_only_and_says_why(cli, tmp_path, capsys):
+    a = write_folds(tmp_path / "a", [A, B])
+    b = write_folds(tmp_path / "b", [B, B])
+    for d in b:  # the other model was attacked at 8/255: its robust numbers are another measurement
+        results = json.loads((d / "results.json").read_text())
+        results["attacks"]["pgd"]["spec"] = "pgd:eps=8/255,steps=20"
+        (d / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "pool.json"
+    assert cli(["pool", *map(str, a), "--against", str(tmp_path / "b" / "fold-*"), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "not compared: pgd (measured differently: against pgd:eps=8/255,steps=20; results" in text
+    saved = json.loads(out.read_text())["comparison"]
+    assert "clean" in saved["metrics"] and "pgd" not in saved["metrics"] and "pgd" in saved["not_compared"]
