@@ -126,3 +126,19 @@ def test_evaluate_attacks_the_model_with_its_offsets(tmp_path_factory, tmp_path,
     assert "logit offsets [-1000.0, 0.0, 0.0]" in stdout
     for block in (results["clean"], results["attacks"]["pgd"]):
         assert [row[0] for row in block["confusion"]] == [0, 0, 0]  # nothing predicted benign
+
+
+def test_a_split_the_model_did_not_train_on_is_warned_about(handicapped, tmp_path, capsys):
+    # Its validation images may be the model's training images: offsets chosen there would be overfitted.
+    from fortify.data import make_split, save_manifest
+
+    other = tmp_path / "other-split.json"
+    save_manifest(make_split(PHANTOM, seed=7, image_size=32), other)
+    out = tmp_path / "op.safetensors"
+    code, _, err = run(
+        ["operating-point", "--checkpoint", str(handicapped), "--data", PHANTOM, "--split", str(other)]
+        + ["--out", str(out)],
+        capsys,
+    )
+    assert code == 0 and out.is_file()
+    assert "fortify: warning:" in err and "is not the split" in err

@@ -87,18 +87,20 @@ def register(app: typer.Typer) -> None:
         """Choose one logit offset per class on the split's validation images (maximising balanced
         accuracy, e.g. to give a rare class back its predictions) and write a checkpoint that carries them.
         The test images are not read; evaluate the new checkpoint to measure it."""
+        from fortify.cli.evaluate_command import data_warnings_reported
         from fortify.evaluation.operating_point import choose_for_checkpoint
 
         if (out.exists() or out.with_suffix(".json").exists()) and not force:
             raise ConfigError(f"--out {out} exists; choose another path or pass --force")
-        record = choose_for_checkpoint(
-            checkpoint,
-            data,
-            out,
-            split=split,
-            move=move,
-            min_recall=_floors(min_recall),
-            max_offset=max_offset,
-            step=step,
-        )
+        with data_warnings_reported():  # e.g. a --split other than the one the model trained on
+            record = choose_for_checkpoint(
+                checkpoint,
+                data,
+                out,
+                split=split,
+                move=move,
+                min_recall=_floors(min_recall),
+                max_offset=max_offset,
+                step=step,
+            )
         print_summary(record, out, Console())
