@@ -33,7 +33,7 @@ from fortify.data import load_split  # noqa: E402
 from fortify.data.groups import leakage_groups  # noqa: E402
 from fortify.errors import FortifyError  # noqa: E402
 from fortify.evaluation.metrics import classification_metrics  # noqa: E402
-from fortify.evaluation.operating_point import choose_class_bias, validation_logits  # noqa: E402
+from fortify.evaluation.operating_point import choose_class_bias, resolve_floors, validation_logits  # noqa: E402
 from fortify.fileio import write_json  # noqa: E402
 from fortify.runtime import cpu_kind  # noqa: E402
 from fortify.training import load_model  # noqa: E402
@@ -47,9 +47,10 @@ def choose(variant: str, logits: torch.Tensor, y: torch.Tensor, classes: list[st
         return torch.zeros(len(classes))
     move = ["benign"] if variant == "benign" else None
     floors = None
-    if variant == "all-keep-malig":
-        before = classification_metrics(y, logits.argmax(1), classes)["per_class"]["malignant"]["sensitivity"]
-        floors = {"malignant": before} if before is not None else None
+    if variant == "all-keep-malig":  # malignant recall at least what it is without offsets
+        floors = resolve_floors(
+            {"malignant": "keep"}, classes, classification_metrics(y, logits.argmax(1), classes)
+        )
     return torch.tensor(choose_class_bias(logits, y, classes, move=move, min_recall=floors).bias)
 
 

@@ -183,13 +183,14 @@ def choose_for_checkpoint(
     record = {k: v for k, v in info.items() if k not in ("format", "weights_file", "weights_sha256")}
     record["class_bias"] = [round(a + b, 6) + 0.0 for a, b in zip(old, point.bias, strict=True)]
     manifest = Path(val.manifest).resolve() if val.manifest else None
+    manifest_sha = sha256_file(manifest) if manifest else None
     record["operating_point"] = {
         "from_checkpoint": str(checkpoint.resolve()),
         "from_sha256": info.get("weights_sha256"),
         "chosen_on": {
             "split": "val",
             "manifest": str(manifest) if manifest else None,
-            "manifest_sha256": sha256_file(manifest) if manifest else None,
+            "manifest_sha256": manifest_sha,
             "n": len(y),
         },
         "objective": "balanced_accuracy",
@@ -197,7 +198,7 @@ def choose_for_checkpoint(
         **point.to_dict(),
     }
     if manifest is not None:  # the new file may live elsewhere: point evaluations at the same split
-        record["split"] = {"manifest": str(manifest), "sha256": sha256_file(manifest), "in_run_dir": False}
+        record["split"] = {"manifest": str(manifest), "sha256": manifest_sha, "in_run_dir": False}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out.with_suffix(""), model, record)  # the offsets are not weights: same weights file
     return record
