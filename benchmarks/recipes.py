@@ -357,6 +357,7 @@ def main() -> None:
             for fold in use:
                 if any(r["recipe"] == name and r["fold"] == fold for r in rows):
                     continue
+                print(f"{name}, fold {fold}: running (a JSON row follows when it is measured)", flush=True)
                 row = run_recipe_fold(name, fold, manifests[fold], args, runtime)
                 rows.append(row)
                 write_json(rows_path, rows)
