@@ -27,7 +27,7 @@ from fortify.certify.smoothing import (
 )
 from fortify.data import ImageDataset
 from fortify.errors import ConfigError
-from fortify.evaluation.batches import count_passes, progress_bars
+from fortify.evaluation.batches import count_passes
 from fortify.evaluation.inputs import (
     TestSet,
     check_checkpoint_path,
@@ -36,6 +36,7 @@ from fortify.evaluation.inputs import (
     stratified_limit,
 )
 from fortify.fileio import read_json, sha256_file, write_json
+from fortify.progress import tasks as progress_tasks
 from fortify.report.certify_section import certified_accuracy_figure
 from fortify.runtime import Runtime
 
@@ -277,7 +278,7 @@ def _certify_all(
     t_cert = time.perf_counter()
     per = s.save_every
     batches = [list(range(i, min(i + per, len(ds)))) for i in range(0, len(ds), per)]
-    with progress_bars(progress) as start:
+    with progress_tasks(progress) as start:
         advance = start("certify", len(ds))
         advance(resumed)
         for b, idx in enumerate(batches):

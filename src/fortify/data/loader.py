@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import torch
@@ -34,33 +32,15 @@ from fortify.data.dicom import (
 from fortify.data.discover import discover
 from fortify.data.phantom import PHANTOM_CLASSES, PHANTOM_SIZE, parse_phantom_spec, phantom_files
 from fortify.errors import DataError
+from fortify.progress import track
 
 # More unreadable files than this fraction means something is systematically wrong (wrong folder,
 # wrong format); below it, the bad files are skipped and listed.
 MAX_UNREADABLE_FRACTION = 0.10
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 2048
 
-T = TypeVar("T")
-
-
 class DataWarning(UserWarning):
     """Something about the data the user should know (skipped files, lossy conversions)."""
-
-
-def _track(items: Iterable[T], total: int, description: str, progress: bool) -> Iterator[T]:
-    if not progress:
-        yield from items
-        return
-    from rich.console import Console
-    from rich.progress import track
-
-    # stderr, so `fortify audit --json` keeps stdout pure JSON; only on a terminal, so logs and
-    # captured output do not fill with blank lines from a bar nobody sees.
-    console = Console(stderr=True, soft_wrap=True)  # a log file gets whole lines, not 80 columns
-    if not console.is_terminal:
-        yield from items
-        return
-    yield from track(items, total=total, description=description, transient=True, console=console)
 
 
 def _check_image_size(image_size: int) -> None:
@@ -135,7 +115,7 @@ def _decode_all(
 ) -> CacheEntries:
     """Decode one file per distinct content hash (`todo`: sha256 -> relative path)."""
     imgs, fps, decoded, unreadable = [], [], {}, {}
-    for sha, rel in _track(todo.items(), len(todo), "Decoding images", progress):
+    for sha, rel in track(todo.items(), len(todo), "Decoding images", progress):
         tags = None
         try:
             if is_dicom(rel):
@@ -183,7 +163,7 @@ def _load_folder(
 
     hashes, sizes = [], []
     read_errors: dict[str, str] = {}  # a file we cannot even open (permissions) is skipped like a corrupt one
-    for rel, _ in _track(found.files, len(found.files), "Hashing files", progress):
+    for rel, _ in track(found.files, len(found.files), "Hashing files", progress):
         try:
             blob = (root / rel).read_bytes()
         except OSError as e:

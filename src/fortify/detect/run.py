@@ -19,9 +19,9 @@ from fortify.detect.fit import Start, fit_detector
 from fortify.detect.plots import draw_all
 from fortify.detect.settings import DetectSettings
 from fortify.errors import DataError
-from fortify.evaluation.batches import progress_bars
 from fortify.evaluation.inputs import check_checkpoint_path, open_checkpoint, open_test_set
 from fortify.fileio import write_json
+from fortify.progress import tasks as progress_tasks
 from fortify.runtime import Runtime, seed_everything
 
 DETECT_FORMAT = "fortify-detect/1"
@@ -182,7 +182,7 @@ def run_detect(
     out = Path(out_dir)
 
     models = {}
-    with progress_bars(progress) as start:
+    with progress_tasks(progress) as start:
         for name, ckpt in todo:
             models[name] = detect_checkpoint(
                 ckpt,

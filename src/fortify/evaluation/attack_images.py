@@ -19,12 +19,13 @@ from PIL import Image
 
 from fortify import __version__
 from fortify.attacks import parse_spec
-from fortify.evaluation.batches import attack_dataset, predict, progress_bars
+from fortify.evaluation.batches import attack_dataset, predict
 from fortify.evaluation.inputs import check_checkpoint_path, checkpoint_record, open_model, open_test_set
 from fortify.evaluation.metrics import perturbation_norms
 from fortify.evaluation.specs import for_evaluation, threat_model_dict
 from fortify.fileio import atomic_write_bytes, write_json
 from fortify.models.contract import ContractModel
+from fortify.progress import tasks as progress_tasks
 from fortify.runtime import Runtime, seed_everything
 
 
@@ -69,7 +70,7 @@ def attack_checkpoint(
 
     seed_everything(seed)
     t0 = time.perf_counter()
-    with progress_bars(progress) as start:
+    with progress_tasks(progress) as start:
         advance = start(f"attack {spec}", len(x))
         # CW with max_l2 returns the input unchanged where no example within the budget exists.
         x_adv = attack_dataset(spec, model, x, y, runtime, batch_size, advance)

@@ -10,54 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
 from fortify.attacks import AttackSpec, cw_l2_detailed, run_attack_detailed, strong_detailed
+from fortify.progress import Advance
 from fortify.runtime import Runtime
-
-Advance = Callable[[int], None]
-
-
-@contextlib.contextmanager
-def progress_bars(enabled: bool) -> Iterator[Callable[[str, int], Advance]]:
-    """Yield `start(description, total) -> advance(n)`; no output when disabled."""
-    if not enabled:
-        yield lambda description, total: lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True, soft_wrap=True)  # a log file gets whole lines, not 80 columns
-    if not console.is_terminal:
-        # A log file sees no live bar: one line as each piece of work starts, with the time since the last.
-        last = [time.perf_counter()]
-
-        def start_logged(description: str, total: int) -> Advance:
-            now = time.perf_counter()
-            console.print(f"  {description} ({total} images; previous step {now - last[0]:.0f} s)")
-            last[0] = now
-            return lambda n: None
-
-        yield start_logged
-        return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=False,
-        console=console,
-    ) as progress:
-
-        def start(description: str, total: int) -> Advance:
-            task = progress.add_task(description, total=total)
-            return lambda n: progress.advance(task, n)
-
-        yield start
 
 
 @dataclass

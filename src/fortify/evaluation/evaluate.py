@@ -27,7 +27,6 @@ from fortify.evaluation.batches import (
     count_passes,
     cw_dataset,
     predict,
-    progress_bars,
     sign_noise,
 )
 from fortify.evaluation.examples import example_indices, write_examples
@@ -68,6 +67,7 @@ from fortify.evaluation.specs import (
 from fortify.fileio import read_json, write_json
 from fortify.models.contract import ContractModel
 from fortify.models.fuse import fold_batchnorm
+from fortify.progress import tasks as progress_tasks
 from fortify.runtime import Runtime, seed_everything
 
 DEFAULT_EPS_CURVE = tuple(float(e) for e in DEFAULTS.eps_curve)
@@ -150,7 +150,7 @@ def evaluate_checkpoint(
     # Scores are computed at `score_precision` (fp32 by default) whatever precision the attacks ran in:
     # a bf16 verdict near the decision boundary can differ from the fp32 one (see `_settle`).
     clean_pred, clean_prob = predict(ev.model, ev.x, ev.score_rt, batch_size)
-    with progress_bars(progress) as start:
+    with progress_tasks(progress) as start:
         ctx = _Context(ev.model, ev.x, ev.y, clean_pred, ev.runtime, ev.score_rt, batch_size, seed, start)
         outcomes = {key: _attack(ctx, key, spec, ev.classes) for key, spec in ev.specs.items()}
         with count_passes(ev.model) as curve_count:

@@ -14,10 +14,11 @@ from pathlib import Path
 from fortify.attacks import parse_spec
 from fortify.errors import CheckpointError
 from fortify.evaluation import sanity
-from fortify.evaluation.batches import attack_dataset, predict, progress_bars
+from fortify.evaluation.batches import attack_dataset, predict
 from fortify.evaluation.inputs import check_checkpoint_path, open_checkpoint, open_test_set
 from fortify.evaluation.settings import DEFAULTS
 from fortify.evaluation.specs import default_pgd_spec, for_evaluation
+from fortify.progress import tasks as progress_tasks
 from fortify.runtime import Runtime, seed_everything
 
 
@@ -75,7 +76,7 @@ def evaluate_transfer(
     )
     x, y = test.dataset.tensors()
 
-    with progress_bars(progress) as start:
+    with progress_tasks(progress) as start:
         seed_everything(seed)
         x_src = attack_dataset(
             craft_spec, source, x, y, runtime, batch_size, start(f"transfer: craft {craft_spec}", len(x))

@@ -19,8 +19,9 @@ import torch
 from fortify.attacks import AttackSpec
 from fortify.errors import ConfigError
 from fortify.evaluation import sanity
-from fortify.evaluation.batches import Advance, attack_dataset, predict
+from fortify.evaluation.batches import attack_dataset, predict
 from fortify.intervals import interval_or_none
+from fortify.progress import Advance
 from fortify.runtime import Runtime, seed_everything
 from fortify.training import TrainConfig, train
 from fortify.training.config import config_differences

@@ -22,7 +22,7 @@ import torch
 
 from fortify.attacks import AttackSpec, parse_spec
 from fortify.errors import CheckpointError, ConfigError
-from fortify.evaluation.batches import attack_dataset, predict, progress_bars
+from fortify.evaluation.batches import attack_dataset, predict
 from fortify.evaluation.inputs import TestSet, check_checkpoint_path, open_checkpoint, open_test_set
 from fortify.explain.cam import METHODS, TargetLayer, check_method, class_activation_maps, target_layer
 from fortify.explain.crossarch import train_surrogate, transfer_to_targets
@@ -31,6 +31,7 @@ from fortify.explain.shift import bootstrap_mean, paired_difference, shift_metri
 from fortify.fileio import write_json
 from fortify.intervals import interval_or_none
 from fortify.models import list_models
+from fortify.progress import tasks as progress_tasks
 from fortify.runtime import Runtime, seed_everything
 
 FORMAT = "fortify-explain/1"
@@ -265,7 +266,7 @@ def explain_checkpoints(
 
     per_model: dict[str, dict] = {}
     held: dict[str, _Explained] = {}  # tensors for figures and transfer, never written
-    with progress_bars(progress) as start:
+    with progress_tasks(progress) as start:
         for label, model in inputs.models.items():
             per_model[label], held[label] = _explain_model(inputs, label, model, start)
 

@@ -1,0 +1,79 @@
+"""`StageSettings`: the one way every stage (evaluate, explain, detect, certify) states its budgets.
+
+A stage's settings are a plain dataclass subclassing this one. Its field defaults are the stage's
+defaults and nothing else restates them; `PRESETS` names the changes a preset makes to them (smoke,
+quick, ...); `from_dict` builds a validated instance from a profile section or JSON, refusing unknown
+keys with a one-line error that lists the valid ones; `preset(name, **changes)` is a preset with some
+fields changed. Every stage entry point takes one such object:
+
+    evaluate_checkpoint(checkpoint, data=..., settings=EvalSettings.preset("smoke"))
+    run_certify(normal, adversarial, data=..., out_dir=..., settings=CertifySettings.preset("quick"))
+
+A leaf module: imports nothing from fortify but errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, ClassVar, TypeVar
+
+from fortify.errors import ConfigError
+
+S = TypeVar("S", bound="StageSettings")
+DEFAULTS_PRESET = "defaults"
+
+
+@dataclass
+class StageSettings:
+    STAGE: ClassVar[str] = "stage"  # the profile section and error-message prefix ("evaluate", "certify")
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}  # preset name -> field changes from the defaults
+
+    def validate(self: S) -> S:
+        """Raise ConfigError (one line) on a value the stage cannot run with; return self."""
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls: type[S], d: dict[str, Any] | None) -> S:
+        """A validated instance from a mapping (a profile section, a JSON record); unknown keys refused."""
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in dict(d or {}).items()}
+        valid = cls.field_names()
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise ConfigError(
+                f"unknown {cls.STAGE} setting(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
+            )
+        return cls(**d).validate()
+
+    @classmethod
+    def preset_names(cls) -> list[str]:
+        return [DEFAULTS_PRESET, *cls.PRESETS]
+
+    @classmethod
+    def preset(cls: type[S], name: str = DEFAULTS_PRESET, **changes: Any) -> S:
+        """The preset `name` ("defaults" = the field defaults) with `changes` applied, validated."""
+        if name != DEFAULTS_PRESET and name not in cls.PRESETS:
+            raise ConfigError(
+                f"{cls.STAGE}.preset: unknown preset {name!r}; valid: {', '.join(cls.preset_names())}"
+            )
+        return cls.from_dict({**cls.PRESETS.get(name, {}), **changes})
+
+    @classmethod
+    def from_section(cls: type[S], section: dict[str, Any] | None) -> S:
+        """A profile section: `preset` (default "defaults") picks the base; other keys change fields."""
+        section = dict(section or {})
+        name = section.pop("preset", DEFAULTS_PRESET)
+        try:
+            return cls.preset(name, **section)
+        except ConfigError as e:
+            raise ConfigError(f"profile section {cls.STAGE!r}: {e}") from e
+
+    def replace(self: S, **changes: Any) -> S:
+        """A validated copy with some fields changed."""
+        return replace(self, **changes).validate()
