@@ -12,12 +12,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from fortify.config_files import configs_dir
 from fortify.errors import ConfigError
 from fortify.evaluation.settings import EvalSettings
 from fortify.fileio import read_yaml
 from fortify.numbers import parse_number
 from fortify.pipeline.extras import EXTRAS, load
-from fortify.report.study import configs_dir
 
 DEFENSES = ("mixed", "pgd", "fast", "trades", "mart")
 

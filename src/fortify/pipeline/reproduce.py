@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fortify import __version__
+from fortify.config_files import configs_dir
 from fortify.errors import ConfigError
 from fortify.fileio import read_json, sha256_file, write_json, write_yaml
 from fortify.pipeline.estimate import (
@@ -35,7 +36,6 @@ from fortify.pipeline.estimate import (
 from fortify.pipeline.fingerprint import data_identity, fingerprint, is_up_to_date, write_record
 from fortify.pipeline.profiles import Profile, check_defense, load_profile
 from fortify.pipeline.rundir import check_data, prepare_out, run_config
-from fortify.report.study import configs_dir
 from fortify.runtime import Runtime
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@
 from fortify.report.build import build_report, table1_summary
 from fortify.report.cvreport import build_cv_report
 from fortify.report.rundir import RunData, load_run
-from fortify.report.study import configs_dir, load_study_table
+from fortify.report.study import load_study_table
 
 __all__ = [
     "build_report",
@@ -11,6 +11,5 @@ __all__ = [
     "table1_summary",
     "load_run",
     "RunData",
-    "configs_dir",
     "load_study_table",
 ]

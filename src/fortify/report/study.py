@@ -1,29 +1,16 @@
-"""The study's published Table 1 (configs/study_table1.yaml), whether it applies to a run, and the locator
-for the configs folder."""
+"""The study's published Table 1 (configs/study_table1.yaml) and whether it applies to a run."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
+from fortify.config_files import configs_dir
 from fortify.errors import ConfigError
 from fortify.fileio import read_yaml
 
 STUDY_COLUMNS = ("clean", "pgd", "fgsm", "cw", "combined")
 STUDY_DATASET = "IQ-OTH/NCCD"  # the name fortify.data.identity writes into audit.json's dataset.identity
-
-
-def configs_dir() -> Path:
-    """Where the shipped configs live: $FORTIFY_CONFIGS, else the package's own `configs/` (package data, so
-    a wheel carries them; the repository's top-level `configs` is a link to it)."""
-    env = os.environ.get("FORTIFY_CONFIGS")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[1] / "configs")
-    for path in candidates:
-        if path.is_dir():
-            return path
-    raise ConfigError("cannot find fortify's configs/ folder; set FORTIFY_CONFIGS to it")
 
 
 def load_study_table(path: str | Path | None = None) -> dict[str, Any]:
