@@ -2,6 +2,7 @@
 
     python tools/output_identity.py record ROOT DIGEST.json [--real PATH]
     python tools/output_identity.py compare BEFORE.json AFTER.json
+    python tools/output_identity.py reports BEFORE_ROOT ROOT   (the report stage alone, over BEFORE's runs)
 
 `record` runs, under ROOT (same ROOT before and after, so paths inside the outputs agree):
   1. `fortify reproduce --data phantom --profile smoke`        -> ROOT/phantom
@@ -25,7 +26,7 @@ from pathlib import Path
 # Keys whose values are measurements of the machine or the moment, not of the model.
 VOLATILE = re.compile(
     r"(seconds|_s$|^s$|created|started|finished|wall|cpu|elapsed|duration|time|host|version|"
-    r"images_per_s|throughput|estimate|threads)",
+    r"images_per_s|throughput|estimate|threads|fingerprint|^inputs$)",
     re.IGNORECASE,
 )
 # In text: durations ("12 s", "3.4 min", "0:01:02"), dates and versions.
@@ -36,6 +37,8 @@ TEXT_VOLATILE = [
     re.compile(r"(fortify|torch|torchvision)\s+\d+\.\d+[\w.+]*"),
 ]
 SKIP_SUFFIXES = {".pt", ".log"}  # pickled optimizer/RNG state and logs: not outputs a user reads
+# Timings and machine measurements throughout (the report's are checked exactly by `reports` instead).
+SKIP_NAMES = {"estimate.json", "report.md", "report.html"}
 
 
 def _clean(value):
@@ -54,7 +57,7 @@ def digest_tree(root: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = str(path.relative_to(root))
-        if path.suffix in SKIP_SUFFIXES or "/cache/" in f"/{rel}":
+        if path.suffix in SKIP_SUFFIXES or path.name in SKIP_NAMES or "/cache/" in f"/{rel}":
             continue
         if path.suffix == ".json":
             out[rel] = _sha(json.dumps(_clean(json.loads(path.read_text())), sort_keys=True).encode())
@@ -100,7 +103,8 @@ def record(root: Path, digest: Path, real: str) -> None:
             _fortify("reproduce", "--data", data, "--profile", "smoke", "--out", str(root / name))
     ts = root / "ts"
     if not (ts / "eval" / "results.json").exists():
-        _torchscript(root / "smoke" / "normal" / "best.safetensors", ts / "model.pt")
+        if not (ts / "model.pt").exists():  # a TorchScript archive is not byte-stable: reuse one to compare
+            _torchscript(root / "smoke" / "normal" / "best.safetensors", ts / "model.pt")
         _fortify(
             "evaluate",
             "--checkpoint",
@@ -134,6 +138,34 @@ def record(root: Path, digest: Path, real: str) -> None:
     print(f"{sum(len(v) for v in result.values())} files digested -> {digest}")
 
 
+def rebuild_reports(before_root: Path, root: Path) -> None:
+    """The report stage alone, with this checkout's code, over a copy of `before_root`'s run directories
+    placed at `root` (the path the runs were made at): its report must equal the one recorded there."""
+    import shutil
+
+    from fortify.report import build_report
+
+    for name in ("phantom", "smoke"):
+        shutil.rmtree(root / name, ignore_errors=True)
+        shutil.copytree(before_root / name, root / name)
+        shutil.rmtree(root / name / "report")
+        build_report(root / name)
+        for f in ("report.md", "report.html"):
+            old, new = (r / name / "report" / f for r in (before_root, root))
+            strip = [re.compile(r"report built \d{4}-\d\d-\d\d \d\d:\d\d UTC")]
+            a, b = old.read_text(), new.read_text()
+            for pattern in strip:
+                a, b = pattern.sub("#", a), pattern.sub("#", b)
+            print(f"{name}/report/{f}: {'identical' if a == b else 'DIFFERS'} (build date aside)")
+        figs = sorted((before_root / name / "report" / "figures").glob("*.png"))
+        same = [
+            f.name
+            for f in figs
+            if f.read_bytes() == (root / name / "report" / "figures" / f.name).read_bytes()
+        ]
+        print(f"{name}/report/figures: {len(same)} of {len(figs)} PNGs byte-identical")
+
+
 def compare(before: Path, after: Path) -> int:
     a, b = json.loads(before.read_text()), json.loads(after.read_text())
     differ = 0
@@ -150,7 +182,9 @@ def compare(before: Path, after: Path) -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "record":
+    if sys.argv[1] == "reports":
+        rebuild_reports(Path(sys.argv[2]), Path(sys.argv[3]))
+    elif sys.argv[1] == "record":
         real = (
             sys.argv[sys.argv.index("--real") + 1] if "--real" in sys.argv else "../shared/datasets/iqothnccd"
         )

@@ -16,9 +16,11 @@ from fortify.attacks.spec import (
     AttackSpec,
     ThreatModel,
     attack_defaults,
+    format_value,
     parse_spec,
     run_attack,
     run_attack_detailed,
+    spec_name,
 )
 from fortify.attacks.square import square
 from fortify.attacks.strong import StrongResult, strong, strong_detailed
@@ -40,10 +42,12 @@ __all__ = [
     "cw_l2",
     "cw_l2_detailed",
     "fgsm",
+    "format_value",
     "parse_spec",
     "pgd",
     "run_attack",
     "run_attack_detailed",
+    "spec_name",
     "square",
     "strong",
     "strong_detailed",

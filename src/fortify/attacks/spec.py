@@ -35,37 +35,86 @@ STRONG_VERSIONS = ("full", "standard")  # fortify.attacks.strong.VERSIONS (spec.
 
 @dataclass(frozen=True)
 class ThreatModel:
+    """The set an adversary may move an image within: an L-inf or L2 ball of radius eps in [0,1] pixels."""
+
     norm: str  # "linf" | "l2"
     eps: float
 
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise SpecError(f"unknown norm {self.norm!r}; valid: {', '.join(NORMS)}")
+        if math.isnan(self.eps) or self.eps < 0:
+            raise SpecError(f"eps must be >= 0, got {self.eps}")
+
     def __str__(self) -> str:
-        return f"{self.norm}:eps={_fmt(self.eps)}"
+        return f"{self.norm}:eps={format_value(self.eps)}"
+
+    def to_dict(self) -> dict[str, str | float]:
+        return {"norm": self.norm, "eps": float(self.eps)}
 
 
 @dataclass(frozen=True)
 class AttackSpec:
+    """One attack and its parameters, typed and validated against the attack function's signature.
+
+    Build one in code with `AttackSpec.build("pgd", eps=2/255, steps=10)`, from a person's text with
+    `parse_spec("pgd:eps=2/255,steps=10")`. A *template* (`AttackSpec.template("pgd", steps=10)`) leaves
+    eps out: each use sets it with `at_eps` (an eps curve). `str(spec)` is the one text form, used for
+    records and reports only, and `parse_spec(str(spec)) == spec`.
+    """
+
     name: str
     params: dict[str, float | int | str | bool] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, name: str, /, **params: float | int | str | bool) -> AttackSpec:
+        """A validated spec: known attack, known parameters, values of the declared types and ranges."""
+        return _make(name, params, template=False)
+
+    @classmethod
+    def template(cls, name: str, /, **params: float | int | str | bool) -> AttackSpec:
+        """As `build`, but eps may be missing: `at_eps` sets it for each use."""
+        return _make(name, params, template=True)
+
+    @property
+    def is_template(self) -> bool:
+        return "eps" not in self.params and "eps" in _required(self.name)
+
+    def at_eps(self, eps: float) -> AttackSpec:
+        """A validated copy at `eps` (added after the template's own parameters, or replacing its eps)."""
+        return self.replace(eps=float(eps))
+
+    def without_eps(self) -> AttackSpec:
+        """The template this spec is an instance of (eps left out)."""
+        return AttackSpec(self.name, {k: v for k, v in self.params.items() if k != "eps"})
+
+    @property
+    def norm(self) -> str | None:
+        """The norm of the ball the attack works in (None for CW, which minimises L2 without one)."""
+        if self.name == "cw":
+            return None
+        return str(self.params.get("norm", _default(self.name, "norm")))
 
     def threat_model(self) -> ThreatModel | None:
         """The set the adversarial examples live in; None for CW without max_l2 (unbounded)."""
         if self.name == "cw":
             max_l2 = self.params.get("max_l2")
             return None if max_l2 is None else ThreatModel("l2", float(max_l2))
-        norm = str(self.params.get("norm", _default(self.name, "norm")))
-        return ThreatModel(norm, float(self.params["eps"]))
+        return ThreatModel(str(self.norm), float(self.params["eps"]))
 
     def replace(self, **params: float | int | str | bool) -> AttackSpec:
         """A validated copy with some parameters changed (e.g. eps for an eps curve)."""
-        return parse_spec(str(AttackSpec(self.name, {**self.params, **params})))
+        return _make(self.name, {**self.params, **params}, template=False)
 
     def __str__(self) -> str:
         if not self.params:
             return self.name
-        return self.name + ":" + ",".join(f"{k}={_fmt(v)}" for k, v in self.params.items())
+        return self.name + ":" + ",".join(f"{k}={format_value(v)}" for k, v in self.params.items())
 
 
-def _fmt(value: float | int | str | bool) -> str:
+def format_value(value: float | int | str | bool) -> str:
+    """The one text form of a spec value or an eps: `2/255` when a float is a whole number of 8-bit
+    levels and reads back exactly, short decimals as typed, `true`/`false` for booleans."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
@@ -76,6 +125,12 @@ def _fmt(value: float | int | str | bool) -> str:
             return f"{k}/255"  # readable and exact: float("4/255" parsed) == 4 / 255
         return repr(value)
     return str(value)
+
+
+def spec_name(text: str) -> str:
+    """The attack a recorded spec text names ("pgd:eps=..." -> "pgd"), without parsing its values."""
+    name = text.strip().partition(":")[0].strip().lower()
+    return ALIASES.get(name, name)
 
 
 def _params(name: str) -> dict[str, inspect.Parameter]:
@@ -89,6 +144,10 @@ def _params(name: str) -> dict[str, inspect.Parameter]:
 
 def _default(name: str, param: str):
     return _params(name)[param].default
+
+
+def _required(name: str) -> list[str]:
+    return [k for k, p in _params(name).items() if p.default is inspect.Parameter.empty]
 
 
 def attack_defaults(name: str) -> dict[str, float | int | str | bool | None]:
@@ -127,7 +186,7 @@ def _convert(text: str, key: str, kind: str) -> float | int | str | bool:
 def _validate(name: str, params: dict) -> None:
     for key, value in params.items():
         if key in ("eps", "alpha", "lr", "max_l2", "c") and (math.isnan(value) or value < 0):
-            raise SpecError(f"{name}: {key} must be >= 0, got {_fmt(value)}")
+            raise SpecError(f"{name}: {key} must be >= 0, got {format_value(value)}")
         if key in ("lr", "c", "max_l2") and value == 0:
             raise SpecError(f"{name}: {key} must be > 0")
         if key in ("steps", "restarts", "binary_steps", "n_target_classes", "queries") and value < 1:
@@ -135,25 +194,59 @@ def _validate(name: str, params: dict) -> None:
         if key == "square_queries" and value < 0:
             raise SpecError(f"{name}: square_queries must be >= 0 (0 disables Square), got {value}")
         if key == "p_init" and not 0 < value <= 1:
-            raise SpecError(f"{name}: p_init must be in (0, 1], got {_fmt(value)}")
+            raise SpecError(f"{name}: p_init must be in (0, 1], got {format_value(value)}")
         if key == "kappa" and value < 0:
-            raise SpecError(f"{name}: kappa must be >= 0, got {_fmt(value)}")
+            raise SpecError(f"{name}: kappa must be >= 0, got {format_value(value)}")
         if key == "norm" and value not in NORMS:
             raise SpecError(f"{name}: unknown norm {value!r}; valid: {', '.join(NORMS)}")
         if key == "loss" and value not in LOSSES_BY_ATTACK.get(name, ()):
             raise SpecError(f"{name}: unknown loss {value!r}; valid: {', '.join(LOSSES_BY_ATTACK[name])}")
         if key == "version" and value not in STRONG_VERSIONS:
             raise SpecError(f"{name}: unknown version {value!r}; valid: {', '.join(STRONG_VERSIONS)}")
-    required = [k for k, p in _params(name).items() if p.default is inspect.Parameter.empty]
-    missing = [k for k in required if k not in params]
+
+def _check_complete(name: str, params: dict, template: bool) -> None:
+    missing = [k for k in _required(name) if k not in params and not (template and k == "eps")]
     if missing:
         raise SpecError(f"{name} needs {', '.join(missing)} (e.g. {name}:{missing[0]}=4/255)")
 
 
-def parse_spec(text: str | AttackSpec) -> AttackSpec:
-    """Parse "name:key=value,..." into a validated AttackSpec (SpecError on any problem)."""
+def _typed(value: object, key: str, kind: str) -> float | int | str | bool:
+    """A value given in code, converted to the type the attack declares (an int where a float is
+    declared, a whole float where an int is); SpecError for anything else."""
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "int" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if float(value).is_integer():
+            return int(value)
+        raise SpecError(f"{key}={value!r} must be a whole number")
+    if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind == "str" and isinstance(value, str):
+        return value
+    raise SpecError(f"{key}={value!r} is not a {kind}")
+
+
+def _make(name: str, params: dict, *, template: bool) -> AttackSpec:
+    name = ALIASES.get(name.strip().lower(), name.strip().lower())
+    if name not in ATTACKS:
+        raise SpecError(f"unknown attack {name!r}; valid: {', '.join(sorted(ATTACKS))}")
+    allowed = _params(name)
+    typed: dict[str, float | int | str | bool] = {}
+    for key, value in params.items():
+        if key not in allowed:
+            raise SpecError(f"{name} has no parameter {key!r}; valid: {', '.join(allowed)}")
+        typed[key] = _typed(value, key, _kind(allowed[key]))
+    _validate(name, typed)
+    _check_complete(name, typed, template)
+    return AttackSpec(name, typed)
+
+
+def parse_spec(text: str | AttackSpec, *, template: bool = False) -> AttackSpec:
+    """Parse what a person wrote, "name:key=value,...", into a validated AttackSpec (SpecError on any
+    problem). `template=True` accepts a spec without eps (an eps curve's attack). An AttackSpec passes
+    through unchanged: code that already holds one never goes back to text."""
     if isinstance(text, AttackSpec):
-        return parse_spec(str(text))
+        return text
     name, _, rest = text.strip().partition(":")
     name = ALIASES.get(name.strip().lower(), name.strip().lower())
     if name not in ATTACKS:
@@ -170,15 +263,14 @@ def parse_spec(text: str | AttackSpec) -> AttackSpec:
         if key in params:
             raise SpecError(f"{name}: parameter {key!r} given twice")
         params[key] = _convert(value, key, _kind(allowed[key]))
-    _validate(name, params)
-    return AttackSpec(name, params)
+    return _make(name, params, template=template)
 
 
 def run_attack(
     spec: AttackSpec | str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **extra
 ) -> torch.Tensor:
     """Run a spec on one batch; `extra` passes objects a string cannot hold (e.g. generator=)."""
-    spec = parse_spec(spec)
+    spec = parse_spec(spec)  # a CLI/test convenience: text is parsed here, an AttackSpec passes through
     return ATTACKS[spec.name](model, x, y, **spec.params, **extra)
 
 

@@ -12,10 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fortify.attacks import format_value
 from fortify.cli import model_options, options
 from fortify.errors import ConfigError
 from fortify.evaluation.settings import DEFAULTS
-from fortify.evaluation.specs import fraction_text
 from fortify.numbers import parse_number
 
 
@@ -154,14 +154,16 @@ def evaluate(
     ),
     eps: str = typer.Option("2/255", "--eps", help="Headline L-inf budget for the default attacks."),
     eps_curve: str = typer.Option(
-        ",".join(fraction_text(e) for e in DEFAULTS.eps_curve),
+        ",".join(format_value(e) for e in DEFAULTS.eps_curve),
         "--eps-curve",
         help="Comma-separated eps values for the curves.",
     ),
     curve_attacks: list[str] | None = typer.Option(
         None,
         "--curve-attack",
-        help=f"Curve attack template without eps, repeatable (default: {', '.join(DEFAULTS.curve_attacks)}).",
+        help="Curve attack template without eps, repeatable (default: "
+        + ", ".join(str(t) for t in DEFAULTS.curve_attacks)
+        + ").",
     ),
     batch_size: int = options.batch_size(DEFAULTS.batch_size),
     limit: int | None = options.limit("Evaluate only N test images (stratified)."),
@@ -190,65 +192,77 @@ def evaluate(
     std: str | None = model_options.STD,
 ) -> None:
     """Evaluate a checkpoint: clean, per-attack, combined and worst-case accuracy, curves, sanity checks."""
-    from fortify.attacks import parse_spec
-    from fortify.evaluation import check_out_dir, evaluate_checkpoint, evaluate_transfer
+    from fortify.evaluation import check_out_dir
     from fortify.evaluation.inputs import check_checkpoint_path
-    from fortify.evaluation.specs import DEFAULT_CURVE_ATTACKS, curve_specs, default_pgd_spec, keyed_specs
     from fortify.runtime import Runtime
 
     # Every check that can fail on user input runs before any work, so a mistake costs nothing.
     model = model_options.open_model_options(
         checkpoint, arch, weights, num_classes, channels, image_size, mean, std
     )
-    headline = parse_number(eps, "--eps", lo=0, hi=1)
-    curve_eps = [parse_number(v, "--eps-curve", lo=0, hi=1) for v in eps_curve.split(",") if v.strip()]
-    if attacks:
-        keyed_specs(attacks)
-    curve_templates = curve_attacks or list(DEFAULT_CURVE_ATTACKS)
-    curve_specs(curve_templates)
-    transfer_spec = transfer_attack or default_pgd_spec(headline)
+    settings = _settings(
+        eps, eps_curve, attacks, curve_attacks, transfer_attack, batch_size, limit, examples_per_class, seed
+    )
     if transfer_from is not None:
         if not isinstance(model, Path):
             raise ConfigError("--transfer-from needs a fortify checkpoint as --checkpoint")
         check_checkpoint_path(transfer_from)
-        parse_spec(transfer_spec)
     check_out_dir(out, force)
     runtime = Runtime.resolve(device, precision)
-
     with data_warnings_reported():
-        transfer = None
-        if transfer_from is not None:
-            pair = evaluate_transfer(
-                transfer_from,
-                checkpoint,
-                data=data,
-                split=split,
-                attack=transfer_spec,
-                runtime=runtime,
-                batch_size=batch_size,
-                progress=True,
-                limit=limit,
-                seed=seed,
-            )
-            transfer = [pair]
-        results = evaluate_checkpoint(
-            model,
-            data=data,
-            split=split,
-            attacks=attacks or None,
-            out_dir=out,
-            eps=headline,
-            eps_curve=curve_eps,
-            curve_attacks=curve_templates,
-            runtime=runtime,
-            batch_size=batch_size,
-            progress=True,
-            limit=limit,
-            examples_per_class=examples_per_class,
-            seed=seed,
-            transfer=transfer,
-        )
+        results = _run_evaluation(model, checkpoint, transfer_from, data, split, out, settings, runtime)
     print_summary(results, wide_console(120), out)
+
+
+def _settings(
+    eps, eps_curve, attacks, curve_attacks, transfer_attack, batch_size, limit, examples_per_class, seed
+):
+    """The options as EvalSettings: every attack text a person typed is parsed here, once."""
+    from fortify.attacks import ThreatModel, parse_spec
+    from fortify.evaluation import EvalSettings
+
+    headline = parse_number(eps, "--eps", lo=0, hi=1)
+    return EvalSettings(
+        threat_model=ThreatModel("linf", headline),
+        attacks=[parse_spec(a) for a in attacks] if attacks else None,
+        eps_curve=[parse_number(v, "--eps-curve", lo=0, hi=1) for v in eps_curve.split(",") if v.strip()],
+        curve_attacks=(
+            [parse_spec(t, template=True) for t in curve_attacks] if curve_attacks else DEFAULTS.curve_attacks
+        ),
+        transfer_attack=parse_spec(transfer_attack) if transfer_attack else None,
+        batch_size=batch_size,
+        limit=limit,
+        examples_per_class=examples_per_class,
+        seed=seed,
+    ).validate()
+
+
+def _run_evaluation(model, checkpoint, transfer_from, data, split, out, settings, runtime) -> dict:
+    """Transfer first (when asked), then the evaluation that records it."""
+    from fortify.evaluation import evaluate_checkpoint, evaluate_transfer
+
+    transfer = None
+    if transfer_from is not None:
+        pair = evaluate_transfer(
+            transfer_from,
+            checkpoint,
+            data=data,
+            settings=settings,
+            split=split,
+            runtime=runtime,
+            progress=True,
+        )
+        transfer = [pair]
+    return evaluate_checkpoint(
+        model,
+        data=data,
+        settings=settings,
+        split=split,
+        out_dir=out,
+        runtime=runtime,
+        progress=True,
+        transfer=transfer,
+    )
 
 
 def register(app: typer.Typer) -> None:

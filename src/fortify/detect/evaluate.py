@@ -16,13 +16,14 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from fortify.attacks import cw_l2_detailed, parse_spec
+from fortify.attacks import ThreatModel, cw_l2_detailed, parse_spec
 from fortify.detect.adaptive import adaptive_pgd
 from fortify.detect.detector import Detector
 from fortify.detect.fit import attack_images, chunks, detector_outputs
 from fortify.detect.metrics import detection_metrics, rate
 from fortify.detect.settings import DetectSettings
 from fortify.evaluation.batches import count_passes
+from fortify.evaluation.settings import EvalSettings
 from fortify.evaluation.specs import default_attack_specs
 from fortify.runtime import Runtime
 
@@ -118,14 +119,13 @@ def evaluate_detector(
         "scores": [round(float(v), 5) for v in neg],
         "seconds": time.perf_counter() - t0,
     }
-    fgsm, pgd, cw = default_attack_specs(
-        s.eps,
-        image_size=image_size,
-        in_channels=in_channels,
-        pgd_steps=s.pgd_steps,
-        cw_steps=s.cw_steps,
-        cw_binary_steps=s.cw_binary_steps,
-    )[:3]
+    budgets = EvalSettings(pgd_steps=s.pgd_steps, cw_steps=s.cw_steps, cw_binary_steps=s.cw_binary_steps)
+    fgsm, pgd, cw = (
+        str(spec)
+        for spec in default_attack_specs(
+            ThreatModel("linf", s.eps), budgets, image_size=image_size, in_channels=in_channels
+        )[:3]
+    )
     attacks: dict[str, dict] = {}
     images: dict[str, torch.Tensor] = {}
     outputs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}

@@ -8,15 +8,16 @@
 - `default_attack_specs`, `cw_l2_budget`: the default attacks and the CW L2 budget (threat model)
 - `choose_class_bias` / `choose_for_checkpoint`: an operating point (logit offsets) chosen on validation
   images (`fortify operating-point`)
-- `EvalSettings`: every evaluation budget, defaulted in one place (`settings.DEFAULTS`)
+- `EvalSettings`: the threat model and every evaluation budget, defaulted in one place (`settings.DEFAULTS`)
 - `metrics`, `sanity`: pure functions, usable on their own
 """
 
 from fortify.evaluation.any_model import evaluate_model
 from fortify.evaluation.attack_images import attack_checkpoint
-from fortify.evaluation.evaluate import DEFAULT_EPS_CURVE, add_transfer_checks, evaluate_checkpoint
+from fortify.evaluation.evaluate import DEFAULT_EPS_CURVE, evaluate_checkpoint
 from fortify.evaluation.inputs import check_out_dir
 from fortify.evaluation.operating_point import choose_class_bias, choose_for_checkpoint
+from fortify.evaluation.sanity_runs import add_transfer_checks
 from fortify.evaluation.settings import EvalSettings
 from fortify.evaluation.specs import DEFAULT_CURVE_ATTACKS, DEFAULT_EPS, cw_l2_budget, default_attack_specs
 from fortify.evaluation.transfer import evaluate_transfer

@@ -13,12 +13,14 @@ from torch import nn
 
 from fortify.errors import ConfigError
 from fortify.evaluation.evaluate import evaluate_checkpoint
+from fortify.evaluation.settings import EvalSettings
 from fortify.models import ContractModel, load_external_model, wrap_module
 
 
 def evaluate_model(
     model: nn.Module | str | Path,
     data: str | Path,
+    settings: EvalSettings | None = None,
     *,
     channels: int | None = None,
     image_size: int | None = None,
@@ -34,8 +36,9 @@ def evaluate_model(
     `channels` (1 or 3; default what the model's first convolution takes; the gray slice is repeated
     for 3), `image_size` (default 128, or what an exported program fixes) and `mean`/`std` (the
     normalization the model expects, applied inside a wrapper so attacks stay in [0, 1] pixels; leave
-    them out when the model normalizes itself). Other keyword arguments are `evaluate_checkpoint`'s
-    (attacks, eps, split, out_dir, runtime, limit, seed, ...). The model is put in eval mode.
+    them out when the model normalizes itself). `settings` (`EvalSettings`: threat model, attacks, budgets;
+    e.g. `EvalSettings.preset("smoke")`) and the other keyword arguments (split, out_dir, runtime,
+    progress, ...) are `evaluate_checkpoint`'s. The model is put in eval mode.
     """
     contract_args = {"channels": channels, "image_size": image_size, "mean": mean, "std": std}
     if isinstance(model, (str, Path)):
@@ -43,7 +46,7 @@ def evaluate_model(
         if path.is_dir() or path.suffix in (".safetensors", ".json"):
             if any(v is not None for v in contract_args.values()):
                 raise ConfigError("a fortify checkpoint carries its own input contract")
-            return evaluate_checkpoint(path, data=data, **kwargs)
+            return evaluate_checkpoint(path, data=data, settings=settings, **kwargs)
         model = load_external_model(path, **contract_args)
     elif isinstance(model, ContractModel):
         if any(v is not None for v in contract_args.values()):
@@ -52,4 +55,4 @@ def evaluate_model(
         model = wrap_module(model, **contract_args)
     else:
         raise ConfigError(f"expected a torch.nn.Module or a model file, got {type(model).__name__}")
-    return evaluate_checkpoint(model, data=data, **kwargs)
+    return evaluate_checkpoint(model, data=data, settings=settings, **kwargs)

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from fortify import __version__
-from fortify.attacks import parse_spec
+from fortify.attacks import AttackSpec
 from fortify.evaluation.batches import attack_dataset, predict
 from fortify.evaluation.inputs import check_checkpoint_path, checkpoint_record, open_model, open_test_set
 from fortify.evaluation.metrics import perturbation_norms
@@ -46,7 +46,7 @@ def attack_checkpoint(
     checkpoint: str | Path | ContractModel,
     *,
     data: str | Path,
-    attack: str,
+    attack: AttackSpec,
     out_dir: str | Path,
     split: str | Path | None = None,
     limit: int | None = None,
@@ -60,7 +60,7 @@ def attack_checkpoint(
     may also be a model from elsewhere behind its input contract (`fortify.models.load_external_model`)."""
     if not isinstance(checkpoint, ContractModel):
         check_checkpoint_path(checkpoint)
-    spec = for_evaluation(parse_spec(attack))
+    spec = for_evaluation(attack)
     runtime = runtime or Runtime.resolve()
     model, info, ref = open_model(checkpoint)
     model = runtime.prepare_model(model).eval()

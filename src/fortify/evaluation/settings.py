@@ -1,15 +1,20 @@
-"""EvalSettings: every budget of an evaluation, defaulted here and nowhere else.
+"""EvalSettings: the threat model and every budget of an evaluation, defaulted here and nowhere else.
 
-`evaluate_checkpoint`'s keyword defaults, `default_attack_specs`' budgets, `fortify evaluate`'s option
-defaults and a profile's `evaluate:` section all read this dataclass: a profile states only what it
-changes, and anything it leaves out is the value below (tests/evaluation/test_settings.py checks that
-no other place restates one).
+`evaluate_checkpoint(checkpoint, data=..., settings=...)` takes one of these; `default_attack_specs`,
+`fortify evaluate`'s option defaults and a profile's `evaluate:` section all read it: a profile states
+only what it changes, and anything it leaves out is the value below (tests/evaluation/test_settings.py
+checks that no other place restates one). Attacks are typed `AttackSpec`s, never text: a person's text
+is parsed once, where it is written (the CLI's options, a profile file, `--set`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from fortify.attacks import AttackSpec, ThreatModel
+from fortify.errors import ConfigError
+from fortify.stage_settings import StageSettings
 
 # The fields `default_attack_specs` reads (the headline attack set's budgets).
 ATTACK_BUDGET_FIELDS = (
@@ -23,15 +28,43 @@ ATTACK_BUDGET_FIELDS = (
     "l2_steps",
     "strong_version",
 )
+# Set from a profile's top level (its `eps` and `seed`), so its `evaluate:` record leaves them out.
+FROM_PROFILE_TOP_LEVEL = ("threat_model", "seed")
+# Fields added after run directories were first written: a record states them only when changed, so a
+# run recorded before they existed still resumes (pipeline.rundir compares records).
+RECORDED_WHEN_CHANGED = ("large_eps",)
+
+
+def _curve_templates() -> list[AttackSpec]:
+    return [AttackSpec.template("pgd", steps=10), AttackSpec.template("strong", steps=10, square_queries=100)]
 
 
 @dataclass
-class EvalSettings:
-    """Budgets for `fortify.evaluation.evaluate_checkpoint` (attacks at the profile's headline eps)."""
+class EvalSettings(StageSettings):
+    """Threat model and budgets for `fortify.evaluation.evaluate_checkpoint`."""
 
-    attacks: list[str] | None = (
-        None  # explicit specs; None -> FGSM, PGD, budgeted CW, strong from the fields below
-    )
+    STAGE: ClassVar[str] = "evaluate"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # Seconds on a 32 px smallcnn: proves the evaluation runs end to end; its numbers mean nothing.
+        "smoke": {
+            "pgd_steps": 3,
+            "cw_steps": 5,
+            "cw_binary_steps": 2,
+            "strong_steps": 3,
+            "square_queries": 10,
+            "l2_steps": 3,
+            "eps_curve": [0, 2 / 255, 8 / 255],
+            "curve_attacks": [AttackSpec.template("pgd", steps=3)],
+            "examples_per_class": 1,
+            "limit": 24,
+            "sanity_restarts": 1,
+        },
+    }
+
+    # The headline threat model: the default attacks (FGSM, PGD, strong) run in this L-inf ball, CW and
+    # APGD-L2 in the L2 ball of the same corner length (see evaluation.specs).
+    threat_model: ThreatModel = ThreatModel("linf", 2 / 255)
+    attacks: list[AttackSpec] | None = None  # explicit attacks; None -> FGSM, PGD, CW, strong, APGD-L2
     pgd_steps: int = 20
     pgd_restarts: int = 1
     cw_steps: int = 100  # CW-L2's own defaults (100 steps x 5 binary-search rounds)
@@ -44,10 +77,8 @@ class EvalSettings:
     score_precision: str = "fp32"  # every reported prediction is scored in this precision
     fold_bn: bool = True  # attack a copy with batch norm folded into the convolutions (same function)
     eps_curve: list[float] = field(default_factory=lambda: [0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255])
-    # A curve attacks at every eps, so it gets its own (smaller) step budgets.
-    curve_attacks: list[str] = field(
-        default_factory=lambda: ["pgd:steps=10", "strong:steps=10,square_queries=100"]
-    )
+    # A curve attacks at every eps, so it gets its own (smaller) step budgets: templates without eps.
+    curve_attacks: list[AttackSpec] = field(default_factory=_curve_templates)
     # An image fooled at one eps keeps its example at every larger eps and is not attacked again there
     # (a point = robust at every eps up to it); False attacks every eps independently over all images.
     curve_cumulative: bool = True
@@ -56,11 +87,46 @@ class EvalSettings:
     examples_per_class: int = 2
     sanity_steps_factor: int = 2
     sanity_restarts: int = 2
-    transfer_attack: str | None = None  # None -> the PGD spec of `attacks`
+    large_eps: float = 1.0  # the "accuracy falls to ~0" sanity check attacks at this L-inf eps
+    transfer_attack: AttackSpec | None = None  # None -> the PGD spec of `attacks`
+    seed: int = 0
+
+    def validate(self) -> EvalSettings:
+        for name in ("attacks", "curve_attacks"):
+            specs = getattr(self, name)
+            if specs is not None and not all(isinstance(s, AttackSpec) for s in specs):
+                raise ConfigError(f"evaluate.{name} must hold attack specs (fortify.attacks.parse_spec)")
+        if self.score_precision not in ("fp32", "bf16", "attack"):
+            raise ConfigError(f"score precision must be fp32, bf16 or attack, got {self.score_precision!r}")
+        return self
+
+    @property
+    def eps(self) -> float:
+        return float(self.threat_model.eps)
 
     def attack_budgets(self) -> dict[str, Any]:
         """The keyword arguments `default_attack_specs` takes from these settings."""
         return {name: getattr(self, name) for name in ATTACK_BUDGET_FIELDS}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/YAML-ready: attacks as their one text form (`str(spec)`), the threat model as a mapping."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["threat_model"] = self.threat_model.to_dict()
+        out["attacks"] = None if self.attacks is None else [str(s) for s in self.attacks]
+        out["curve_attacks"] = [str(s) for s in self.curve_attacks]
+        out["transfer_attack"] = None if self.transfer_attack is None else str(self.transfer_attack)
+        out["eps_curve"] = list(self.eps_curve)
+        return out
+
+    def profile_record(self) -> dict[str, Any]:
+        """The `evaluate:` section of a run's config.yaml (FROM_PROFILE_TOP_LEVEL, RECORDED_WHEN_CHANGED)."""
+        out = self.to_dict()
+        for name in FROM_PROFILE_TOP_LEVEL:
+            out.pop(name)
+        for name in RECORDED_WHEN_CHANGED:
+            if out[name] == getattr(DEFAULTS, name):
+                out.pop(name)
+        return out
 
 
 DEFAULTS = EvalSettings()

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import inspect
 import math
-import re
 from collections.abc import Sequence
 
-from fortify.attacks import ATTACKS, AttackSpec, attack_defaults, parse_spec
-from fortify.evaluation.settings import DEFAULTS
+from fortify.attacks import ATTACKS, AttackSpec, ThreatModel, attack_defaults
+from fortify.evaluation.settings import DEFAULTS, EvalSettings
 
-DEFAULT_EPS = 2 / 255
+DEFAULT_THREAT_MODEL = DEFAULTS.threat_model
+DEFAULT_EPS = DEFAULTS.eps
 DEFAULT_CURVE_ATTACKS = tuple(DEFAULTS.curve_attacks)
 # The study's pooled adversarial set ("combined") is made of these attacks' outputs.
 COMBINED_ATTACKS = ("fgsm", "pgd", "cw")
@@ -35,12 +35,10 @@ def cw_l2_budget(eps: float, image_size: int, in_channels: int = 1) -> float:
     return eps * math.sqrt(in_channels * image_size * image_size) / 2
 
 
-def fraction_text(value: float) -> str:
-    """`2/255` when value is a whole number of 8-bit levels, else a short decimal (parse_spec reads both)."""
-    levels = value * 255
-    if abs(levels - round(levels)) < 1e-9 and round(levels) != 0:
-        return f"{round(levels)}/255"
-    return f"{value:.6g}"
+def stated_radius(value: float) -> float:
+    """An L2 radius as results.json states it: 4 significant digits (0.502 at 2/255 and 128 px), the
+    value the attacks then run with, so the record and the run agree exactly."""
+    return float(f"{value:.4g}")
 
 
 # The headline attack's AutoAttack-standard budget (Croce & Hein 2020): a profile that runs `strong` with
@@ -50,49 +48,44 @@ FULL_STRENGTH = {"steps": 100, "square_queries": 5000, "n_target_classes": 2}
 STRONG_DEFAULTS = attack_defaults("strong")
 
 
-def default_pgd_spec(eps: float = DEFAULT_EPS) -> str:
+def default_pgd_spec(threat_model: ThreatModel = DEFAULT_THREAT_MODEL) -> AttackSpec:
     """PGD at the default evaluation budget: transfer's default attack and the large-eps check's base."""
-    return f"pgd:eps={fraction_text(eps)},steps={DEFAULTS.pgd_steps}"
+    return AttackSpec.build("pgd", eps=threat_model.eps, steps=DEFAULTS.pgd_steps)
 
 
 def default_attack_specs(
-    eps: float = DEFAULT_EPS,
+    threat_model: ThreatModel = DEFAULT_THREAT_MODEL,
+    settings: EvalSettings = DEFAULTS,
     *,
     image_size: int = 128,
     in_channels: int = 1,
-    pgd_steps: int = DEFAULTS.pgd_steps,
-    pgd_restarts: int = DEFAULTS.pgd_restarts,
-    cw_steps: int = DEFAULTS.cw_steps,
-    cw_binary_steps: int = DEFAULTS.cw_binary_steps,
-    cw_budget: float | None = DEFAULTS.cw_budget,
-    strong_steps: int | None = DEFAULTS.strong_steps,
-    square_queries: int | None = DEFAULTS.square_queries,
-    l2_steps: int | None = DEFAULTS.l2_steps,
-    strong_version: str | None = DEFAULTS.strong_version,
-) -> list[str]:
+) -> list[AttackSpec]:
     """FGSM, PGD, CW-L2 (minimum norm, scored against the L2 budget), the strong ensemble at one
     L-inf eps, and APGD-L2 at the CW budget's radius (a stronger, cheaper bound for that ball).
 
-    The budgets default to EvalSettings' (pass `**settings.attack_budgets()` for a profile's): there
-    `strong_steps` / `square_queries` are None, i.e. `strong`'s own (AutoAttack-standard) budgets,
-    `strong_version` None its own component set ("full"); `l2_steps` None means the strong steps.
+    The budgets are `settings`' (`EvalSettings.attack_budgets`): there `strong_steps` / `square_queries`
+    None mean `strong`'s own (AutoAttack-standard) budgets, `strong_version` None its own component set
+    ("full"); `l2_steps` None means the strong steps.
     """
-    e = fraction_text(eps)
-    budget = cw_budget if cw_budget is not None else cw_l2_budget(eps, image_size, in_channels)
-    strong = f"strong:eps={e}"
-    if strong_steps is not None:
-        strong += f",steps={strong_steps}"
-    if square_queries is not None:
-        strong += f",square_queries={square_queries}"
-    if strong_version is not None:
-        strong += f",version={strong_version}"
-    l2 = l2_steps or strong_steps or STRONG_DEFAULTS["steps"]
+    b = settings
+    eps = float(threat_model.eps)
+    radius = stated_radius(
+        b.cw_budget if b.cw_budget is not None else cw_l2_budget(eps, image_size, in_channels)
+    )
+    strong_budget = {
+        "steps": b.strong_steps,
+        "square_queries": b.square_queries,
+        "version": b.strong_version,
+    }
+    l2_steps = b.l2_steps or b.strong_steps or STRONG_DEFAULTS["steps"]
     return [
-        f"fgsm:eps={e}",
-        f"pgd:eps={e},steps={pgd_steps},restarts={pgd_restarts}",
-        f"cw:steps={cw_steps},binary_steps={cw_binary_steps},c=0.1,kappa=0,max_l2={budget:.4g}",
-        strong,
-        f"apgd:eps={budget:.4g},norm=l2,steps={l2},loss=ce",
+        AttackSpec.build("fgsm", eps=eps),
+        AttackSpec.build("pgd", eps=eps, steps=b.pgd_steps, restarts=b.pgd_restarts),
+        AttackSpec.build(
+            "cw", steps=b.cw_steps, binary_steps=b.cw_binary_steps, c=0.1, kappa=0, max_l2=radius
+        ),
+        AttackSpec.build("strong", eps=eps, **{k: v for k, v in strong_budget.items() if v is not None}),
+        AttackSpec.build("apgd", eps=radius, norm="l2", steps=l2_steps, loss="ce"),
     ]
 
 
@@ -105,34 +98,28 @@ def for_evaluation(spec: AttackSpec) -> AttackSpec:
     """
     if "early_stop" in spec.params or "early_stop" not in inspect.signature(ATTACKS[spec.name]).parameters:
         return spec
-    return spec.replace(early_stop=True)
+    return AttackSpec(spec.name, {**spec.params, "early_stop": True})
 
 
-def keyed_specs(specs: Sequence[str | AttackSpec]) -> dict[str, AttackSpec]:
-    """Parse specs (SpecError on the first bad one), set them up for evaluation (`for_evaluation`)
-    and key them by attack name: pgd, pgd-2, ..."""
+def keyed_specs(specs: Sequence[AttackSpec]) -> dict[str, AttackSpec]:
+    """Set specs up for evaluation (`for_evaluation`) and key them by attack name: pgd, pgd-2, ..."""
     keyed: dict[str, AttackSpec] = {}
-    for text in specs:
-        spec = for_evaluation(parse_spec(text) if isinstance(text, str) else text)
+    for spec in specs:
         key, i = spec.name, 2
         while key in keyed:
             key, i = f"{spec.name}-{i}", i + 1
-        keyed[key] = spec
+        keyed[key] = for_evaluation(spec)
     return keyed
 
 
-def spec_at_eps(template: str | AttackSpec, eps: float) -> AttackSpec:
-    """`template` ("pgd:steps=10", "strong") with its eps set to `eps` (validated by parse_spec)."""
-    text = str(template).strip()
-    if not re.search(r"(^|[:,])\s*eps\s*=", text):  # not "steps=" ...
-        text += ("," if ":" in text else ":") + f"eps={eps!r}"
-    return for_evaluation(parse_spec(text).replace(eps=float(eps)))
+def spec_at_eps(template: AttackSpec, eps: float) -> AttackSpec:
+    """`template` (an attack without eps, or with one to replace) at `eps`, set up for evaluation."""
+    return for_evaluation(template.at_eps(eps))
 
 
-def curve_specs(templates: Sequence[str | AttackSpec]) -> dict[str, AttackSpec]:
-    """Curve templates keyed like attacks; parsed at eps=1/255 so a typo fails before any work."""
-    keyed = keyed_specs([spec_at_eps(t, 1 / 255) for t in templates])
-    return keyed
+def curve_specs(templates: Sequence[AttackSpec]) -> dict[str, AttackSpec]:
+    """Curve templates keyed like attacks (eps left out: each point of a curve sets it)."""
+    return keyed_specs([t.without_eps() for t in templates])
 
 
 def is_cw(spec: AttackSpec) -> bool:
@@ -141,4 +128,10 @@ def is_cw(spec: AttackSpec) -> bool:
 
 def threat_model_dict(spec: AttackSpec) -> dict | None:
     tm = spec.threat_model()
-    return None if tm is None else {"norm": tm.norm, "eps": float(tm.eps)}
+    return None if tm is None else tm.to_dict()
+
+
+def fraction_text(value: float) -> str:  # TODO(remove after the cli/extras merges): format_value's old name
+    from fortify.attacks import format_value
+
+    return format_value(value) if value else "0"

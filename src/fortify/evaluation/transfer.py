@@ -11,12 +11,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fortify.attacks import parse_spec
 from fortify.errors import CheckpointError
 from fortify.evaluation import sanity
 from fortify.evaluation.batches import attack_dataset, predict
 from fortify.evaluation.inputs import check_checkpoint_path, open_checkpoint, open_test_set
-from fortify.evaluation.settings import DEFAULTS
+from fortify.evaluation.settings import EvalSettings
 from fortify.evaluation.specs import default_pgd_spec, for_evaluation
 from fortify.progress import tasks as progress_tasks
 from fortify.runtime import Runtime, seed_everything
@@ -31,18 +30,17 @@ def evaluate_transfer(
     target_ckpt: str | Path,
     *,
     data: str | Path,
+    settings: EvalSettings | None = None,
     split: str | Path | None = None,
-    attack: str = default_pgd_spec(),
     runtime: Runtime | None = None,
-    batch_size: int = DEFAULTS.batch_size,
     progress: bool = False,
-    limit: int | None = None,
-    seed: int = 0,
     cache_dir: str | Path | None = None,
     source_name: str | None = None,
     target_name: str | None = None,
 ) -> dict:
-    """Craft `attack` on the source model, measure on the target; also white-box on the target.
+    """Craft `settings.transfer_attack` (default: PGD at the default budget in `settings.threat_model`) on
+    the source model, measure on the target; also white-box on the target. `settings` also gives the
+    batch size, the test-image limit and the seed.
 
     Returns one `transfer.json` pair: source, target, attack (white-box), craft_attack (run on the
     source without early stopping), transfer_accuracy,
@@ -52,7 +50,9 @@ def evaluate_transfer(
     started = time.perf_counter()
     check_checkpoint_path(source_ckpt)
     check_checkpoint_path(target_ckpt)
-    requested = parse_spec(attack)
+    s = (settings or EvalSettings()).validate()
+    requested = s.transfer_attack or default_pgd_spec(s.threat_model)
+    batch_size, seed = s.batch_size, s.seed
     spec = for_evaluation(requested)  # white-box on the target: the first success per image suffices
     # Crafting on the source runs every step unless the spec says otherwise: an image retired at the
     # source's first success sits on the source's decision boundary and rarely transfers, which made
@@ -72,7 +72,7 @@ def evaluate_transfer(
             )
     source, target = runtime.prepare_model(source).eval(), runtime.prepare_model(target).eval()
     test = open_test_set(
-        data, target_info, target_ckpt, split=split, limit=limit, progress=progress, cache_dir=cache_dir
+        data, target_info, target_ckpt, split=split, limit=s.limit, progress=progress, cache_dir=cache_dir
     )
     x, y = test.dataset.tensors()
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from fortify.attacks import AttackSpec
 from fortify.runtime import Runtime
 
 # Guesses used until a stage has been measured: the share of test images a model classifies correctly,
@@ -111,11 +112,10 @@ def _attacked(n: int, steps: float) -> float:
     return correct * (ROBUST_SHARE * steps + (1 - ROBUST_SHARE) * min(steps, STEPS_TO_FOOL))
 
 
-def attack_passes(spec: str, n: int) -> tuple[float, float]:
+def attack_passes(s: AttackSpec, n: int) -> tuple[float, float]:
     """(gradient evaluations, forward passes) an evaluation attack is expected to cost on n images."""
-    from fortify.attacks import attack_defaults, parse_spec
+    from fortify.attacks import attack_defaults
 
-    s = parse_spec(spec)
     p = {**attack_defaults(s.name), **s.params}  # what the attack runs with, not a restated default
     steps = float(p.get("steps", 1))
     restarts = float(p.get("restarts", 1))
@@ -245,8 +245,8 @@ def train_seconds(cfg: Any, n_train: int, n_val: int, speed: MachineSpeed) -> fl
 
 
 def eval_seconds(
-    specs: list[str],
-    curve: list[tuple[str, float]],
+    specs: list[AttackSpec],
+    curve: list[tuple[AttackSpec, float]],
     n: int,
     sanity_factor: int,
     sanity_restarts: int,
@@ -266,15 +266,13 @@ def eval_seconds(
     seen: dict[str, int] = {}  # nonzero points of each curve so far
     for template, eps in sorted(curve, key=lambda te: te[1]):
         if eps > 0:
-            i = seen[template] = seen.get(template, -1) + 1
-            g, f = attack_passes(str(spec_at_eps(template, eps)), n)
+            i = seen[str(template)] = seen.get(str(template), -1) + 1
+            g, f = attack_passes(spec_at_eps(template, eps), n)
             share = ROBUST_SHARE**i if cumulative else 1.0
             grads, forwards = grads + share * g, forwards + share * f
-    pgd = next((s for s in specs if s.startswith("pgd")), None)
+    pgd = next((s for s in specs if s.name == "pgd"), None)
     if pgd is not None:  # more steps and restarts (the large-eps run fools everything within a few steps)
-        from fortify.attacks import parse_spec
-
-        steps = float(parse_spec(pgd).params.get("steps", 10)) * sanity_factor * sanity_restarts
+        steps = float(pgd.params.get("steps", 10)) * sanity_factor * sanity_restarts
         grads += _attacked(n, steps) + n * STEPS_TO_FOOL
     return grads * speed.gradient + forwards * speed.forward
 

@@ -8,13 +8,14 @@ and are recorded in RUN_DIR/config.yaml like everything else.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from fortify.attacks import ThreatModel, parse_spec
 from fortify.config_files import configs_dir
-from fortify.errors import ConfigError
-from fortify.evaluation.settings import EvalSettings
+from fortify.errors import ConfigError, SpecError
+from fortify.evaluation.settings import FROM_PROFILE_TOP_LEVEL, EvalSettings
 from fortify.fileio import read_yaml
 from fortify.numbers import parse_number
 from fortify.pipeline.extras import EXTRAS, load
@@ -49,7 +50,10 @@ class Profile:
     certify: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The profile as a run's config.yaml records it: attacks as text, eps and seed at the top level."""
+        out = asdict(replace(self, evaluate=EvalSettings()))
+        out["evaluate"] = self.evaluate.profile_record()
+        return out
 
 
 def check_defense(name: str, where: str = "") -> str:
@@ -125,7 +129,7 @@ def _check_override_keys(raw: dict[str, Any], overrides: dict[str, Any] | None, 
 
     sections = {
         "": {f.name for f in fields(Profile)},
-        "evaluate": {f.name for f in fields(EvalSettings)},
+        "evaluate": {f.name for f in fields(EvalSettings)} - set(FROM_PROFILE_TOP_LEVEL),
         **{s: {f.name for f in fields(TrainConfig)} for s in ("train", "normal", "adversarial")},
     }
     for key in overrides or {}:
@@ -174,6 +178,32 @@ def _read_raw(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     return _merge(inherited, raw)
 
 
+def _evaluate_settings(section: dict[str, Any], profile: Profile, where: str) -> EvalSettings:
+    """The profile's `evaluate:` section as EvalSettings. This is where a profile's attack texts are
+    parsed, once: evaluation and the pipeline only ever see AttackSpec objects. The threat model and
+    seed are the profile's top-level `eps` and `seed` (one value for training and evaluation)."""
+    section = dict(section)
+    misplaced = sorted(set(section) & set(FROM_PROFILE_TOP_LEVEL))
+    if misplaced:
+        raise ConfigError(f"{where}: set {', '.join(misplaced)} at the profile's top level (eps, seed)")
+    _build(EvalSettings, section, where)  # unknown keys: one line naming the known ones
+    if section.get("eps_curve") is not None:
+        section["eps_curve"] = [parse_number(e, "evaluate.eps_curve") for e in section["eps_curve"]]
+    if section.get("cw_budget") is not None:
+        section["cw_budget"] = parse_number(section["cw_budget"], "evaluate.cw_budget")
+    try:
+        if section.get("attacks"):
+            section["attacks"] = [parse_spec(str(t)) for t in section["attacks"]]
+        if section.get("curve_attacks") is not None:
+            section["curve_attacks"] = [parse_spec(str(t), template=True) for t in section["curve_attacks"]]
+        if section.get("transfer_attack"):
+            section["transfer_attack"] = parse_spec(str(section["transfer_attack"]))
+    except SpecError as e:
+        raise ConfigError(f"{where}: {e}") from e
+    section.update(threat_model=ThreatModel("linf", profile.eps), seed=profile.seed)
+    return EvalSettings.from_dict(section)
+
+
 def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
     """Load a built-in profile (configs/profiles/<name>.yaml) or a user's YAML file, then apply
     dotted-key overrides; ConfigError (one line, naming the valid choices) for anything unknown."""
@@ -185,12 +215,9 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
     ev = raw.pop("evaluate", None) or {}
     if not isinstance(ev, dict):
         raise ConfigError(f"{path}: 'evaluate' must be a mapping")
-    ev_settings = _build(EvalSettings, ev, f"{path} evaluate")
-    ev_settings.eps_curve = [parse_number(e, "evaluate.eps_curve") for e in ev_settings.eps_curve]
-    if ev_settings.cw_budget is not None:
-        ev_settings.cw_budget = parse_number(ev_settings.cw_budget, "evaluate.cw_budget")
-    profile = _build(Profile, {**raw, "evaluate": ev_settings}, str(path))
+    profile = _build(Profile, {**raw, "evaluate": EvalSettings()}, str(path))
     profile.eps = parse_number(profile.eps, "eps")
+    profile.evaluate = _evaluate_settings(ev, profile, f"{path} evaluate")
     profile.fractions = [parse_number(f, "fractions") for f in profile.fractions]
     from fortify.data import SPLIT_GROUPINGS, parse_window
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fortify import __version__
+from fortify.attacks import AttackSpec
 from fortify.config_files import configs_dir
 from fortify.errors import ConfigError
+from fortify.evaluation.settings import EvalSettings
 from fortify.fileio import read_json, sha256_file, write_json, write_yaml
 from fortify.pipeline.estimate import (
     Budget,
@@ -117,24 +119,15 @@ def train_config(
     return TrainConfig.from_dict(values).validate()
 
 
-def attack_specs(profile: Profile) -> list[str]:
+def attack_specs(profile: Profile) -> list[AttackSpec]:
     """The evaluation attacks: the profile's explicit list, or evaluation's default set (FGSM, PGD,
-    budgeted CW, strong) at the profile's eps with the profile's step budgets."""
+    budgeted CW, strong) in the profile's threat model with the profile's step budgets."""
     from fortify.evaluation import default_attack_specs
 
     ev = profile.evaluate
     if ev.attacks:
         return list(ev.attacks)
-    return default_attack_specs(profile.eps, image_size=profile.image_size, **ev.attack_budgets())
-
-
-def _check_specs(specs: list[str], curve: list[str], transfer: str) -> None:
-    from fortify.attacks import parse_spec
-    from fortify.evaluation.specs import curve_specs
-
-    for s in [*specs, transfer]:
-        parse_spec(s)
-    curve_specs(curve)
+    return default_attack_specs(ev.threat_model, ev, image_size=profile.image_size)
 
 
 def _sha(path: Path) -> str:
@@ -162,8 +155,8 @@ class _Run:
     runtime: Runtime
     out: Path
     progress: bool
-    specs: list[str]
-    transfer_attack: str
+    specs: list[AttackSpec]
+    transfer_attack: AttackSpec
     data_id: dict[str, str]
     sizes: tuple[int, int, int] = (0, 0, 0)  # expected train / val / test images (for the time budget)
     extras: dict[str, Any] = field(default_factory=dict)  # extra stage name -> its resolved settings
@@ -175,17 +168,22 @@ class _Run:
             self.data_id["data"] = data_identity(self.data)
         return dict(self.data_id)
 
-    def eval_kwargs(self) -> dict[str, Any]:
+    def eval_settings(self) -> EvalSettings:
+        """What each model's evaluation runs: the profile's settings with the attacks resolved."""
+        return replace(self.prof.evaluate, attacks=self.specs)
+
+    def eval_record(self) -> dict[str, Any]:
+        """The evaluation stages' recorded config (their fingerprint hashes it): attacks as text."""
         ev = self.prof.evaluate
         return {
-            "attacks": self.specs,
-            "eps": self.prof.eps,
+            "attacks": [str(s) for s in self.specs],
+            "eps": ev.eps,
             "eps_curve": list(ev.eps_curve),
-            "curve_attacks": list(ev.curve_attacks),
+            "curve_attacks": [str(t) for t in ev.curve_attacks],
             "batch_size": ev.batch_size,
             "limit": ev.limit,
             "examples_per_class": ev.examples_per_class,
-            "seed": self.prof.seed,
+            "seed": ev.seed,
             "sanity_steps_factor": ev.sanity_steps_factor,
             "sanity_restarts": ev.sanity_restarts,
             "score_precision": ev.score_precision,
@@ -193,13 +191,17 @@ class _Run:
             "curve_cumulative": ev.curve_cumulative,
         }
 
-    def transfer_kwargs(self) -> dict[str, Any]:
+    def transfer_settings(self) -> EvalSettings:
+        return replace(self.prof.evaluate, transfer_attack=self.transfer_attack)
+
+    def transfer_record(self) -> dict[str, Any]:
+        """The transfer stage's recorded config (also written into transfer.json)."""
         ev = self.prof.evaluate
         return {
-            "attack": self.transfer_attack,
+            "attack": str(self.transfer_attack),
             "batch_size": ev.batch_size,
             "limit": ev.limit,
-            "seed": self.prof.seed,
+            "seed": ev.seed,
         }
 
 
@@ -355,7 +357,7 @@ def _study_stages(run: _Run, root: Path, prefix: str = "") -> list[Stage]:
                 f"evaluate the {name} model",
                 root / name / "eval" / "stage.json",
                 [root / name / "eval" / "results.json"],
-                run.eval_kwargs(),
+                run.eval_record(),
                 At(run, root, name),
                 _run_eval,
                 _checkpoint_inputs,
@@ -370,7 +372,7 @@ def _study_stages(run: _Run, root: Path, prefix: str = "") -> list[Stage]:
             "transfer between the two models",
             root / "transfer.stage.json",
             [root / "transfer.json"],
-            run.transfer_kwargs(),
+            run.transfer_record(),
             here,
             _run_transfer,
             _both_checkpoints,
@@ -458,10 +460,10 @@ def _run_eval(at: At) -> None:
         at.root / at.name / "best.safetensors",
         data=run.data,
         split=at.split,
+        settings=run.eval_settings(),
         out_dir=at.root / at.name / "eval",
         runtime=run.runtime,
         progress=run.progress,
-        **run.eval_kwargs(),
     )
 
 
@@ -478,7 +480,6 @@ def _run_transfer(at: At) -> None:
     from fortify.evaluation import evaluate_transfer
 
     run, root = at.run, at.root
-    transfer_kwargs = run.transfer_kwargs()
     pairs = [
         evaluate_transfer(
             root / src / "best.safetensors",
@@ -487,13 +488,13 @@ def _run_transfer(at: At) -> None:
             split=at.split,
             runtime=run.runtime,
             progress=run.progress,
+            settings=run.transfer_settings(),
             source_name=src,
             target_name=dst,
-            **transfer_kwargs,
         )
         for src, dst in (("normal", "adversarial"), ("adversarial", "normal"))
     ]
-    write_json(root / "transfer.json", {"pairs": pairs, "config": transfer_kwargs})
+    write_json(root / "transfer.json", {"pairs": pairs, "config": run.transfer_record()})
 
 
 def _transfer_cost(at: At, speed: MachineSpeed) -> float:
@@ -743,9 +744,10 @@ def _plan(
     cfg["folds"] = folds
     specs = attack_specs(prof)
     ev = prof.evaluate
-    pgd_spec = next((s for s in specs if s.startswith("pgd")), f"pgd:eps={prof.eps!r},steps={ev.pgd_steps}")
-    transfer_attack = ev.transfer_attack or pgd_spec
-    _check_specs(specs, ev.curve_attacks, transfer_attack)
+    pgd_spec = next((s for s in specs if s.name == "pgd"), None)
+    transfer_attack = (
+        ev.transfer_attack or pgd_spec or AttackSpec.build("pgd", eps=ev.eps, steps=ev.pgd_steps)
+    )
     from fortify.pipeline.extras import parse_extras, resolve_settings
 
     extras = {name: resolve_settings(name, getattr(prof, name)) for name in parse_extras(prof.extras)}
@@ -771,7 +773,7 @@ def _plan(
     if folds is not None:
         stages.append(_cv_stage(run, folds))
     # the resolved attack specs, so config.yaml alone says exactly what was run
-    cfg["resolved"] = {"attacks": specs, "transfer_attack": transfer_attack}
+    cfg["resolved"] = {"attacks": [str(s) for s in specs], "transfer_attack": str(transfer_attack)}
     return run, stages, cfg
 
 
