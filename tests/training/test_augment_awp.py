@@ -80,7 +80,7 @@ def test_balanced_sampling_draws_every_class_about_equally_often_in_an_epoch_of_
     from types import SimpleNamespace
 
     from fortify.training.distributed import DistInfo
-    from fortify.training.loop import _epoch_batches
+    from fortify.training.epoch import epoch_batches
 
     y = torch.tensor([0] * 30 + [1] * 150 + [2] * 120)  # benign-like minority: 10%
     splits = SimpleNamespace(train_y=y, train_x=torch.zeros(300, 1, 2, 2), classes=["a", "b", "c"])
@@ -93,7 +93,7 @@ def test_balanced_sampling_draws_every_class_about_equally_often_in_an_epoch_of_
             info=DistInfo(),
             per_rank_batch=32,
         )
-        return torch.cat(_epoch_batches(run))
+        return torch.cat(epoch_batches(run))
 
     plain, balanced = epoch(False), epoch(True)
     assert sorted(plain.tolist()) == list(range(300))  # a permutation: every image once

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from fortify.errors import CheckpointError, ConfigError
-from fortify.training import load_model, train
-from fortify.training import loop as loop_module
+from fortify.training import epoch as epoch_module
+from fortify.training import load_model, selection, train, validation
 from fortify.training.augment import augment_batch
+from fortify.training.checkpoints import load_training_state
 from fortify.training.config import TrainConfig
 
 TIMING = ("train_seconds", "val_seconds", "epoch_seconds")
@@ -44,7 +45,7 @@ def test_best_checkpoint_uses_robust_accuracy_for_adversarial_modes(
     tiny_config, monkeypatch, mode, expected_best, new_best
 ):
     script = [(0.9, 0.2), (0.7, 0.5), (0.6, 0.3)]
-    monkeypatch.setattr(loop_module, "evaluate", _scripted_evaluate(script))
+    monkeypatch.setattr(validation, "evaluate", _scripted_evaluate(script))
     cfg = tiny_config(mode=mode, epochs=3)
     summary = train(cfg, progress=False)
     assert summary["best_epoch"] == expected_best
@@ -73,7 +74,7 @@ def test_balanced_selection_keeps_the_epoch_that_recognises_the_rare_class(
             "val_robust_bal_acc": None,
         }
 
-    monkeypatch.setattr(loop_module, "evaluate", fake)
+    monkeypatch.setattr(validation, "evaluate", fake)
     plain = train(tiny_config(epochs=3, out=str(tmp_path / "acc")), progress=False)
     balanced = train(tiny_config(epochs=3, select_on="balanced", out=str(tmp_path / "bal")), progress=False)
     assert (plain["best_epoch"], plain["selection"]) == (1, "val_clean_acc")
@@ -111,16 +112,16 @@ def test_validation_reports_balanced_accuracy_as_mean_recall_over_present_classe
         seed=0,
         num_classes=3,
     )
-    m = loop_module.evaluate(_Constant(), x, y, robust=True, **common)
+    m = validation.evaluate(_Constant(), x, y, robust=True, **common)
     assert m["val_clean_acc"] == pytest.approx(0.8)  # 8 of 10 are class 0
     assert m["val_clean_bal_acc"] == pytest.approx(0.5)  # recalls 1.0 and 0.0; absent class 2 not counted
     assert m["val_robust_bal_acc"] == pytest.approx(0.5)
-    m = loop_module.evaluate(_Constant(), x, y, robust=False, **common)
+    m = validation.evaluate(_Constant(), x, y, robust=False, **common)
     assert m["val_robust_bal_acc"] is None and m["val_robust_acc"] is None
 
 
 def test_early_stopping_with_patience(tiny_config, monkeypatch):
-    monkeypatch.setattr(loop_module, "evaluate", _scripted_evaluate([(0.9, 0.9), (0.5, 0.5), (0.4, 0.4)] * 2))
+    monkeypatch.setattr(validation, "evaluate", _scripted_evaluate([(0.9, 0.9), (0.5, 0.5), (0.4, 0.4)] * 2))
     cfg = tiny_config(mode="fast", epochs=5, patience=2, val_robust=True)
     summary = train(cfg, progress=False)
     assert summary["epochs_completed"] == 3 and summary["best_epoch"] == 1
@@ -191,7 +192,7 @@ def test_out_of_memory_is_a_one_line_error_and_run_dir_stays_consistent(tiny_con
             "DefaultCPUAllocator: can't allocate memory: you tried to allocate 9999999999 bytes"
         )
 
-    monkeypatch.setattr(loop_module, "training_step_loss", oom)
+    monkeypatch.setattr(epoch_module, "training_step_loss", oom)
     cfg = tiny_config()
     with pytest.raises(ConfigError, match="batch size 12 does not fit"):
         train(cfg, progress=False)
@@ -226,24 +227,24 @@ def test_bad_config_values(tiny_config, overrides, match):
 
 def test_catastrophic_overfitting_detection():
     cfg = TrainConfig(mode="fast")
-    state = loop_module.LoopState()
+    state = selection.LoopState()
     healthy = {"epoch": 1, "val_robust_acc": 0.6, "val_fgsm_acc": 0.7}
-    loop_module._check_catastrophic_overfitting(cfg, healthy, state)
+    selection.check_catastrophic_overfitting(cfg, healthy, state)
     assert healthy["catastrophic_overfitting"] is False
     collapsed = {"epoch": 2, "val_robust_acc": 0.05, "val_fgsm_acc": 0.8}
-    with pytest.warns(loop_module.CatastrophicOverfittingWarning, match="epoch 2"):
-        loop_module._check_catastrophic_overfitting(cfg, collapsed, state)
+    with pytest.warns(selection.CatastrophicOverfittingWarning, match="epoch 2"):
+        selection.check_catastrophic_overfitting(cfg, collapsed, state)
     assert collapsed["catastrophic_overfitting"] is True and state.co_epochs == [2]
     both_low = {"epoch": 3, "val_robust_acc": 0.1, "val_fgsm_acc": 0.15}  # just a weak model, not CO
-    loop_module._check_catastrophic_overfitting(cfg, both_low, state)
+    selection.check_catastrophic_overfitting(cfg, both_low, state)
     assert both_low["catastrophic_overfitting"] is False
 
 
 def test_catastrophic_overfitting_stop_keeps_best(tiny_config, monkeypatch):
-    monkeypatch.setattr(loop_module, "evaluate", _scripted_evaluate([(0.8, 0.6), (0.9, 0.02), (0.9, 0.01)]))
-    monkeypatch.setattr(loop_module, "CO_FGSM_GAP", 0.3)
+    monkeypatch.setattr(validation, "evaluate", _scripted_evaluate([(0.8, 0.6), (0.9, 0.02), (0.9, 0.01)]))
+    monkeypatch.setattr(selection, "CO_FGSM_GAP", 0.3)
     cfg = tiny_config(mode="fast", epochs=3, co_action="stop")
-    with pytest.warns(loop_module.CatastrophicOverfittingWarning):
+    with pytest.warns(selection.CatastrophicOverfittingWarning):
         summary = train(cfg, progress=False)
     assert summary["catastrophic_overfitting"] and summary["co_epochs"] == [2]
     assert summary["epochs_completed"] == 2 and summary["best_epoch"] == 1
@@ -299,7 +300,7 @@ def test_ema_checkpoints_hold_the_average_and_resume_bit_exactly(tiny_config, tm
     train(plain, progress=False)
     ema, raw = _weights(Path(full.out) / "last.safetensors"), _weights(Path(plain.out) / "last.safetensors")
     # same seed and data order: the trained weights match the plain run, so the saved average must differ
-    trained = loop_module.load_training_state(Path(full.out) / "last.state.pt")["extra"]["trained_weights"]
+    trained = load_training_state(Path(full.out) / "last.state.pt")["extra"]["trained_weights"]
     conv = next(k for k in raw if k.endswith("weight") and raw[k].dim() == 4)
     assert torch.equal(trained[conv], raw[conv])
     assert not torch.allclose(ema[conv], raw[conv])
@@ -315,7 +316,7 @@ def test_ema_checkpoints_hold_the_average_and_resume_bit_exactly(tiny_config, tm
 def test_update_ema_is_the_exponential_average():
     model, ema = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
     start = ema.weight.detach().clone()
-    loop_module._update_ema(ema, model, 0.75)
+    epoch_module.update_ema(ema, model, 0.75)
     assert torch.allclose(ema.weight, 0.75 * start + 0.25 * model.weight.detach())
 
 

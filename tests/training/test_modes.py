@@ -10,7 +10,7 @@ import torch
 
 from fortify.fileio import read_yaml
 from fortify.training import ADVERSARIAL_MODES, MODES, TrainConfig, load_model, train
-from fortify.training import loop as loop_module
+from fortify.training import epoch as epoch_module
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -53,14 +53,14 @@ def test_mode_runs_one_epoch_and_writes_run_dir(tiny_config, mode):
 
 def test_mixed_rotates_fgsm_pgd_cw_within_every_epoch(tiny_config, monkeypatch):
     seen: list[tuple[int, str]] = []
-    real = loop_module.training_step_loss
+    real = epoch_module.training_step_loss
 
     def spy(*args, **kwargs):
         out = real(*args, **kwargs)
         seen.append((kwargs["epoch"], out.attack))
         return out
 
-    monkeypatch.setattr(loop_module, "training_step_loss", spy)
+    monkeypatch.setattr(epoch_module, "training_step_loss", spy)
     cfg = tiny_config(mode="mixed", epochs=2, batch_size=6, eps_warmup_epochs=0)  # 3-4 batches per epoch
     train(cfg, progress=False)
     for epoch in (0, 1):

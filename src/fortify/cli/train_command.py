@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
 
 def _train_command(*, resume: bool, force: bool, as_json: bool, **values: Any) -> None:
     from fortify.training import TrainConfig, train
-    from fortify.training.loop import CatastrophicOverfittingWarning
+    from fortify.training.selection import CatastrophicOverfittingWarning
 
     cfg = TrainConfig(**values)
     with warnings.catch_warnings(record=True) as caught:

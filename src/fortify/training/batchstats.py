@@ -1,6 +1,6 @@
 """Craft training attacks against batch statistics without touching batch-norm running statistics.
 
-Why: between recalibrations (see `loop.recalibrate_batchnorm`) the running statistics lag the
+Why: between recalibrations (see `validation.recalibrate_batchnorm`) the running statistics lag the
 weights, so an eval-mode attack during training aims at a model that is not the one being trained.
 Madry et al. and Wong et al. craft training examples in train mode, i.e. against the statistics of
 the batch itself. The attacks in fortify.attacks always switch their model to eval() (their
