@@ -16,7 +16,9 @@ from pathlib import Path
 
 import torch
 
+from fortify.attacks import ThreatModel, parse_spec
 from fortify.data import load_split, make_split, save_manifest
+from fortify.evaluation import EvalSettings
 from fortify.models import build_model
 from fortify.runtime import seed_everything
 from fortify.training.checkpoints import save_checkpoint, sha256_file
@@ -31,13 +33,37 @@ FAST_ATTACKS = [
     "cw:steps=10,binary_steps=2,c=1,max_l2=0.5",
     "strong:eps=8/255,steps=3,pgd_restarts=1,square_queries=20",
 ]
-FAST_EVAL = dict(
+
+
+def eval_settings(
+    *,
+    attacks: list[str] | None = None,
+    eps: float | None = None,
+    curve_attacks: tuple[str, ...] | list[str] | None = None,
+    transfer_attack: str | None = None,
+    **fields,
+) -> EvalSettings:
+    """EvalSettings from attack texts as a person types them (parsed here, once, like the CLI does)."""
+    typed = dict(fields)
+    if attacks is not None:
+        typed["attacks"] = [parse_spec(a) for a in attacks]
+    if eps is not None:
+        typed["threat_model"] = ThreatModel("linf", eps)
+    if curve_attacks is not None:
+        typed["curve_attacks"] = [parse_spec(t, template=True) for t in curve_attacks]
+    if transfer_attack is not None:
+        typed["transfer_attack"] = parse_spec(transfer_attack)
+    if "eps_curve" in typed:
+        typed["eps_curve"] = list(typed["eps_curve"])
+    return EvalSettings(**typed).validate()
+
+
+FAST_EVAL = eval_settings(
     attacks=FAST_ATTACKS,
     eps=EPS,
     eps_curve=(0.0, 4 / 255, 16 / 255),
     curve_attacks=("pgd:steps=3",),
     batch_size=32,
-    progress=False,
     examples_per_class=2,
     sanity_steps_factor=2,
     sanity_restarts=1,

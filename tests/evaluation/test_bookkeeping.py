@@ -1,4 +1,4 @@
-"""An attack's own success flags against the scorer's verdicts (evaluate._settle): disagreements are
+"""An attack's own success flags against the scorer's verdicts (attack_runs.settle): disagreements are
 counted, re-attacked at the scoring precision when the attack ran in another one, and never flatter."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from fortify.attacks import parse_spec
+from fortify.evaluation.attack_runs import settle
 from fortify.evaluation.batches import AttackRun, predict
-from fortify.evaluation.evaluate import _settle
 from fortify.runtime import Runtime
 
 FP32 = Runtime(torch.device("cpu"), "fp32", channels_last=False)
@@ -34,7 +34,7 @@ def test_false_successes_are_counted_and_reattacked_at_the_scoring_precision() -
     x, y = _data()
     lying = torch.tensor([True, False, True, False, False, False, True, False])
     run = AttackRun(x.clone(), lying.clone())  # claims 3 successes on images it never changed
-    x_adv, book = _settle(SPEC, model, x, y, run, BF16, FP32, batch_size=4, seed=0)
+    x_adv, book = settle(SPEC, model, x, y, run, BF16, FP32, batch_size=4, seed=0)
     assert book == {"verdict_mismatches": 3, "reattacked_fp32": 3, "recovered_by_reattack": 3}
     pred, _ = predict(model, x_adv, FP32, 4)
     assert torch.equal(pred != y, lying)  # the re-attack really fooled exactly the flagged images
@@ -46,7 +46,7 @@ def test_same_precision_counts_without_reattacking() -> None:
     x, y = _data()
     lying = torch.zeros(8, dtype=torch.bool)
     lying[0] = True
-    x_adv, book = _settle(SPEC, model, x, y, AttackRun(x.clone(), lying), FP32, FP32, batch_size=8, seed=0)
+    x_adv, book = settle(SPEC, model, x, y, AttackRun(x.clone(), lying), FP32, FP32, batch_size=8, seed=0)
     assert book == {"verdict_mismatches": 1, "reattacked_fp32": 0, "recovered_by_reattack": 0}
     assert torch.equal(x_adv, x)  # the scorer's verdict (correct) stands: no flattering success
 
@@ -57,7 +57,7 @@ def test_missed_successes_are_counted_and_kept() -> None:
     fooling = x.clone()
     fooling[:2] = 0.3  # really misclassified, but the attack says it failed
     run = AttackRun(fooling, torch.zeros(8, dtype=torch.bool))
-    x_adv, book = _settle(SPEC, model, x, y, run, BF16, FP32, batch_size=8, seed=0)
+    x_adv, book = settle(SPEC, model, x, y, run, BF16, FP32, batch_size=8, seed=0)
     assert book["verdict_mismatches"] == 2 and book["recovered_by_reattack"] == 0
     pred, _ = predict(model, x_adv, FP32, 8)
     assert (pred[:2] != 0).all()  # the fp32 verdict (fooled) counts against the model

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fortify_eval_fixtures import EPS, FAST_EVAL, IMAGE_SIZE, PHANTOM
+from fortify_eval_fixtures import EPS, FAST_ATTACKS, FAST_EVAL, IMAGE_SIZE, PHANTOM, eval_settings
 from safetensors.torch import load_file
 
 from fortify.attacks import parse_spec
 from fortify.errors import CheckpointError, ConfigError, SpecError
-from fortify.evaluation import add_transfer_checks, evaluate_checkpoint, evaluate_transfer
+from fortify.evaluation import EvalSettings, add_transfer_checks, evaluate_checkpoint, evaluate_transfer
 from fortify.evaluation.inputs import check_out_dir
 from fortify.evaluation.specs import for_evaluation
 from fortify.fileio import read_json
@@ -22,7 +22,9 @@ METRIC_KEYS = {"accuracy", "balanced_accuracy", "n", "correct", "per_class", "co
 @pytest.fixture(scope="module")
 def evaluated(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
-    results = evaluate_checkpoint(tiny_checkpoint, data=PHANTOM, out_dir=out, runtime=RUNTIME, **FAST_EVAL)
+    results = evaluate_checkpoint(
+        tiny_checkpoint, data=PHANTOM, settings=FAST_EVAL, out_dir=out, runtime=RUNTIME, progress=False
+    )
     return results, out
 
 
@@ -91,7 +93,7 @@ def test_metrics_are_internally_consistent(evaluated):
     assert results["clean"]["accuracy"] > 0.5  # the tiny model learned something: attacks are meaningful
     for key, res in results["attacks"].items():
         _check_metrics(res, n, classes)
-        given = parse_spec(FAST_EVAL["attacks"][list(results["attacks"]).index(key)])
+        given = parse_spec(FAST_ATTACKS[list(results["attacks"]).index(key)])
         assert parse_spec(res["spec"]) == for_evaluation(given)  # the stored spec reproduces the run
         assert 0.0 <= res["success_rate"] <= 1.0 and res["seconds"] > 0
     worst = results["worst_case"]
@@ -160,10 +162,17 @@ def test_cumulative_curve_attacks_only_the_survivors_of_the_previous_eps(tiny_ch
     """FGSM costs one gradient evaluation per attacked image, so the curve's count says exactly which
     images each eps attacked: cumulatively, those still robust at the previous eps; independently, every
     image the clean model gets right at every eps."""
-    kw = {**FAST_EVAL, "curve_attacks": ("fgsm",), "eps_curve": (0.0, 2 / 255, 4 / 255, 8 / 255)}
+    curve = {
+        "curve_attacks": [parse_spec("fgsm", template=True)],
+        "eps_curve": [0.0, 2 / 255, 4 / 255, 8 / 255],
+    }
     runs = {
         cumulative: evaluate_checkpoint(
-            tiny_checkpoint, data=PHANTOM, runtime=RUNTIME, curve_cumulative=cumulative, **kw
+            tiny_checkpoint,
+            data=PHANTOM,
+            settings=FAST_EVAL.replace(curve_cumulative=cumulative, **curve),
+            runtime=RUNTIME,
+            progress=False,
         )
         for cumulative in (True, False)
     }
@@ -202,23 +211,32 @@ def test_examples_file_has_every_attack(evaluated):
 
 
 def test_limit_keeps_every_class_and_bad_specs_fail_before_work(tiny_checkpoint, tmp_path):
+    # Attack text is parsed where a person writes it; a typo fails there, before any evaluation exists.
     with pytest.raises(SpecError):
+        eval_settings(attacks=["pgd:eps=2/255,stpes=3"])
+    with pytest.raises(SpecError):
+        eval_settings(curve_attacks=["nosuch"])
+    # Text handed to the evaluation itself is refused before anything is loaded or written.
+    with pytest.raises(ConfigError, match="attack specs"):
         evaluate_checkpoint(
-            tiny_checkpoint, data=PHANTOM, attacks=["pgd:eps=2/255,stpes=3"], out_dir=tmp_path / "o"
+            tiny_checkpoint,
+            data=PHANTOM,
+            settings=EvalSettings(attacks=["pgd:eps=2/255"]),
+            out_dir=tmp_path / "o",
         )
-    with pytest.raises(SpecError):
-        evaluate_checkpoint(tiny_checkpoint, data=PHANTOM, curve_attacks=["nosuch"], out_dir=tmp_path / "o")
     assert not (tmp_path / "o").exists()
     r = evaluate_checkpoint(
         tiny_checkpoint,
         data=PHANTOM,
-        attacks=["fgsm:eps=8/255"],
-        eps_curve=(0.0,),
-        curve_attacks=("pgd",),
+        settings=eval_settings(
+            attacks=["fgsm:eps=8/255"],
+            eps_curve=(0.0,),
+            curve_attacks=("pgd",),
+            limit=4,
+            examples_per_class=1,
+        ),
         runtime=RUNTIME,
         progress=False,
-        limit=4,
-        examples_per_class=1,
     )
     assert r["data"]["n"] == 4
     assert all(r["clean"]["per_class"][c]["support"] >= 1 for c in r["data"]["classes"])
@@ -245,7 +263,7 @@ def test_transfer_between_two_checkpoints(tiny_checkpoint, tiny_checkpoint_b, ev
         tiny_checkpoint_b,
         tiny_checkpoint,
         data=PHANTOM,
-        attack="pgd:eps=8/255,steps=3",
+        settings=eval_settings(transfer_attack="pgd:eps=8/255,steps=3"),
         runtime=RUNTIME,
         source_name="b",
         target_name="a",

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 import torchvision
-from fortify_eval_fixtures import IMAGE_SIZE, PHANTOM
+from fortify_eval_fixtures import IMAGE_SIZE, PHANTOM, eval_settings
 from safetensors.torch import save_file
 
 import fortify
@@ -20,15 +20,17 @@ from fortify.runtime import Runtime
 from fortify.training.checkpoints import load_model
 
 CHEAP = dict(
-    attacks=["fgsm:eps=8/255"],
-    eps=8 / 255,
-    eps_curve=(0.0, 8 / 255),
-    curve_attacks=("pgd:steps=2",),
-    batch_size=32,
+    settings=eval_settings(
+        attacks=["fgsm:eps=8/255"],
+        eps=8 / 255,
+        eps_curve=(0.0, 8 / 255),
+        curve_attacks=("pgd:steps=2",),
+        batch_size=32,
+        examples_per_class=0,
+        sanity_steps_factor=1,
+        sanity_restarts=1,
+    ),
     progress=False,
-    examples_per_class=0,
-    sanity_steps_factor=1,
-    sanity_restarts=1,
     runtime=Runtime.resolve("cpu", "fp32"),
 )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fortify_eval_fixtures import _fit_head
+from fortify_eval_fixtures import _fit_head, eval_settings
 
 from fortify.data import load_split, make_split, save_manifest
 from fortify.evaluation import evaluate_checkpoint
@@ -41,16 +41,18 @@ def test_evaluate_on_real_test_slice(real_data_path, cache_dir, tmp_path):
         tmp_path / "best.safetensors",
         data=real_data_path,
         out_dir=tmp_path / "eval",
-        limit=12,
-        attacks=["fgsm:eps=2/255", "pgd:eps=2/255,steps=3"],
-        eps_curve=(0.0, 2 / 255),
-        curve_attacks=("pgd:steps=2",),
+        settings=eval_settings(
+            limit=12,
+            attacks=["fgsm:eps=2/255", "pgd:eps=2/255,steps=3"],
+            eps_curve=(0.0, 2 / 255),
+            curve_attacks=("pgd:steps=2",),
+            examples_per_class=1,
+            sanity_steps_factor=2,
+            sanity_restarts=1,
+        ),
         runtime=Runtime.resolve("cpu", "fp32"),
         progress=False,
         cache_dir=cache_dir,
-        examples_per_class=1,
-        sanity_steps_factor=2,
-        sanity_restarts=1,
     )
     assert results["data"]["synthetic"] is False and results["data"]["manifest"] == str(manifest)
     assert results["data"]["n"] == 12 and results["data"]["root"] == str(real_data_path.resolve())

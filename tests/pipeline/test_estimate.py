@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fortify.attacks import parse_spec
 from fortify.models import build_model
 from fortify.pipeline.estimate import (
     Budget,
@@ -23,19 +24,21 @@ SPEED = MachineSpeed(
 
 
 def test_attack_cost_grows_with_budget_and_counts_square_as_forward_passes():
-    g10, _ = attack_passes("pgd:eps=2/255,steps=10", 100)
-    g20, _ = attack_passes("pgd:eps=2/255,steps=20", 100)
+    g10, _ = attack_passes(parse_spec("pgd:eps=2/255,steps=10"), 100)
+    g20, _ = attack_passes(parse_spec("pgd:eps=2/255,steps=20"), 100)
     assert g20 > g10 > 0
-    g_sq, f_sq = attack_passes("square:eps=2/255,queries=1000", 100)
+    g_sq, f_sq = attack_passes(parse_spec("square:eps=2/255,queries=1000"), 100)
     assert g_sq == 0 and f_sq > 1000
-    g_few, f_few = attack_passes("strong:eps=2/255,steps=10,square_queries=100", 100)
-    g_many, f_many = attack_passes("strong:eps=2/255,steps=100,square_queries=5000", 100)
+    g_few, f_few = attack_passes(parse_spec("strong:eps=2/255,steps=10,square_queries=100"), 100)
+    g_many, f_many = attack_passes(parse_spec("strong:eps=2/255,steps=100,square_queries=5000"), 100)
     assert g_many > 5 * g_few and f_many > 10 * f_few
-    g_std, _ = attack_passes("strong:eps=2/255,steps=100,square_queries=5000,version=standard", 100)
+    g_std, _ = attack_passes(
+        parse_spec("strong:eps=2/255,steps=100,square_queries=5000,version=standard"), 100
+    )
     assert g_std < g_many
     assert (
-        attack_passes("cw:steps=20,binary_steps=3", 100)[0]
-        > attack_passes("cw:steps=20,binary_steps=1", 100)[0]
+        attack_passes(parse_spec("cw:steps=20,binary_steps=3"), 100)[0]
+        > attack_passes(parse_spec("cw:steps=20,binary_steps=1"), 100)[0]
     )
 
 
@@ -53,12 +56,13 @@ def test_training_estimate_ranks_modes_by_cost():
 
 
 def test_eval_estimate_counts_curves_and_sanity():
-    specs = ["fgsm:eps=2/255", "pgd:eps=2/255,steps=20"]
+    specs = [parse_spec("fgsm:eps=2/255"), parse_spec("pgd:eps=2/255,steps=20")]
+    pgd5 = parse_spec("pgd:steps=5", template=True)
     bare = eval_seconds(specs, [], 100, 2, 2, SPEED)
-    with_curve = eval_seconds(specs, [("pgd:steps=5", 0.0), ("pgd:steps=5", 4 / 255)], 100, 2, 2, SPEED)
+    with_curve = eval_seconds(specs, [(pgd5, 0.0), (pgd5, 4 / 255)], 100, 2, 2, SPEED)
     assert with_curve > bare > 0
     # a cumulative curve attacks only the previous eps's survivors: its later points cost less
-    three = [("pgd:steps=5", e) for e in (1 / 255, 2 / 255, 4 / 255)]
+    three = [(pgd5, e) for e in (1 / 255, 2 / 255, 4 / 255)]
     cumulative = eval_seconds(specs, three, 100, 2, 2, SPEED) - bare
     independent = eval_seconds(specs, three, 100, 2, 2, SPEED, cumulative=False) - bare
     first = eval_seconds(specs, three[:1], 100, 2, 2, SPEED) - bare

@@ -63,7 +63,7 @@ def run_headline_attack(ctx: AttackRunner, key: str, spec: AttackSpec, classes: 
             x_adv, book, extra = _cw_attack(ctx, spec, advance)
         else:
             run = ctx.run(spec, advance)
-            x_adv, book = _settle(
+            x_adv, book = settle(
                 spec, ctx.model, ctx.x, ctx.y, run, ctx.runtime, ctx.score_rt, ctx.batch_size, ctx.seed
             )
             if run.fooled_by is not None:
@@ -90,7 +90,7 @@ def run_headline_attack(ctx: AttackRunner, key: str, spec: AttackSpec, classes: 
 def _cw_attack(ctx: AttackRunner, spec: AttackSpec, advance: Callable) -> tuple[torch.Tensor, dict, dict]:
     """CW-L2 settled at the scoring precision: (x_adv within the L2 budget, bookkeeping, CW's own numbers)."""
     clean_correct = ctx.clean_pred == ctx.y
-    run, book = _settle_cw(
+    run, book = settle_cw(
         spec, ctx.model, ctx.x, ctx.y, ctx.runtime, ctx.score_rt, ctx.batch_size, ctx.seed, advance
     )
     budget = spec.params.get("max_l2")
@@ -157,7 +157,7 @@ class AttackRunner:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_adv, scored predictions) of `run`, settled like the headline attacks."""
         run = self.run(spec, self.start(label, self.n_attacked(todo)), todo, start)
-        x_adv, _ = _settle(
+        x_adv, _ = settle(
             spec, self.model, self.x, self.y, run, self.runtime, self.score_rt, self.batch_size, self.seed
         )
         pred, _ = predict(self.model, x_adv, self.score_rt, self.batch_size)
@@ -183,7 +183,7 @@ def _disagreements(model, x_adv, y, success, attack_rt, score_rt, batch_size):
     return pred, book, mismatch.nonzero().squeeze(1)
 
 
-def _settle(spec, model, x, y, run: AttackRun, attack_rt, score_rt, batch_size, seed):
+def settle(spec, model, x, y, run: AttackRun, attack_rt, score_rt, batch_size, seed):
     """Compare the attack's own success flags with the scoring precision's verdicts.
 
     Returns (x_adv, bookkeeping). A sample whose verdicts differ (a bf16 "fooled" that fp32 calls
@@ -205,7 +205,7 @@ def _settle(spec, model, x, y, run: AttackRun, attack_rt, score_rt, batch_size, 
     return x_adv, book
 
 
-def _settle_cw(spec, model, x, y, attack_rt, score_rt, batch_size, seed, advance):
+def settle_cw(spec, model, x, y, attack_rt, score_rt, batch_size, seed, advance):
     """CW over the set, its success flags checked (and re-attacked) at the scoring precision."""
     run = cw_dataset(spec, model, x, y, attack_rt, batch_size, advance)
     pred, book, idx = _disagreements(model, run.x_adv, y, run.success, attack_rt, score_rt, batch_size)
