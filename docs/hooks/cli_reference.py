@@ -11,6 +11,7 @@ command objects themselves (duck typing), whichever click built them.
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 WIDTH = 100
 
 
+@functools.cache  # registering twice (mkdocs serve rebuilds) would add every command again
 def _command() -> Any:
     if str(SRC) not in sys.path:
         sys.path.insert(0, str(SRC))  # this checkout's fortify, installed or not
@@ -27,6 +29,11 @@ def _command() -> Any:
 
     import fortify.cli
 
+    for name in ("app", "_register_all"):
+        if not hasattr(fortify.cli, name):
+            raise RuntimeError(
+                f"docs/hooks/cli_reference.py: fortify.cli.{name} is gone; point the hook at what replaced it"
+            )
     fortify.cli._register_all()
     return typer.main.get_command(fortify.cli.app)
 
