@@ -42,6 +42,32 @@ def _png_name(i: int, cls: str, path: str) -> str:
     return f"{i:04d}_{cls}_{stem}.png"
 
 
+def _write_images(out: Path, ds, x_adv, y, preds: dict, adv_prob, l2, linf) -> list[dict]:
+    """One 8-bit PNG per attacked image under out/images/, and its record for attacks.json."""
+    clean_pred, adv_pred, png_pred = preds["clean_pred"], preds["adv_pred"], preds["png_pred"]
+    records = []
+    for i in range(len(ds)):
+        cls = ds.classes[int(y[i])]
+        name = _png_name(i, cls, ds.paths[i])
+        atomic_write_bytes(out / "images" / name, to_png_bytes(x_adv[i]))
+        correct = bool(clean_pred[i] == y[i])
+        records.append(
+            {
+                "path": ds.paths[i],
+                "png": f"images/{name}",
+                "label": cls,
+                "clean_pred": ds.classes[int(clean_pred[i])],
+                "adv_pred": ds.classes[int(adv_pred[i])],
+                "adv_conf": float(adv_prob[i, adv_pred[i]]),
+                "png_pred": ds.classes[int(png_pred[i])],
+                "success": correct and bool(adv_pred[i] != y[i]),
+                "l2": float(l2[i]),
+                "linf": float(linf[i]),
+            }
+        )
+    return records
+
+
 def attack_checkpoint(
     checkpoint: str | Path | ContractModel,
     *,
@@ -82,26 +108,8 @@ def attack_checkpoint(
     l2, linf = perturbation_norms(x, x_adv)
 
     out = Path(out_dir)
-    records = []
-    for i in range(len(ds)):
-        cls = ds.classes[int(y[i])]
-        name = _png_name(i, cls, ds.paths[i])
-        atomic_write_bytes(out / "images" / name, to_png_bytes(x_adv[i]))
-        correct = bool(clean_pred[i] == y[i])
-        records.append(
-            {
-                "path": ds.paths[i],
-                "png": f"images/{name}",
-                "label": cls,
-                "clean_pred": ds.classes[int(clean_pred[i])],
-                "adv_pred": ds.classes[int(adv_pred[i])],
-                "adv_conf": float(adv_prob[i, adv_pred[i]]),
-                "png_pred": ds.classes[int(png_pred[i])],
-                "success": correct and bool(adv_pred[i] != y[i]),
-                "l2": float(l2[i]),
-                "linf": float(linf[i]),
-            }
-        )
+    preds = {"clean_pred": clean_pred, "adv_pred": adv_pred, "png_pred": png_pred}
+    records = _write_images(out, ds, x_adv, y, preds, adv_prob, l2, linf)
     n_correct = int((clean_pred == y).sum())
     n_fooled = sum(r["success"] for r in records)
     summary = {
