@@ -31,7 +31,7 @@ def _defaults(fn) -> dict:
 
 def test_default_attack_specs_read_every_budget_from_eval_settings():
     assert set(ATTACK_BUDGET_FIELDS) <= {f.name for f in fields(EvalSettings)}
-    assert _defaults(default_attack_specs)["settings"] is D
+    assert _defaults(default_attack_specs)["settings"] == D
     specs = default_attack_specs()
     assert all(isinstance(s, AttackSpec) for s in specs)
     assert specs == default_attack_specs(D.threat_model, EvalSettings())
