@@ -126,6 +126,10 @@ def test_settings_are_validated_with_one_line_errors():
             out_dir="/tmp/none",
             settings=CertifySettings(start_from="adversarial"),
         )
+    with pytest.raises(ConfigError, match="adversarial"):  # a dict goes through CertifySettings.from_dict
+        run_certify(
+            "x.safetensors", None, data="phantom", out_dir="/tmp/none", settings={"start_from": "adversarial"}
+        )
 
 
 def test_spread_subset_is_stratified_and_spans_each_class():

@@ -168,6 +168,8 @@ def test_settings_validate_and_round_trip():
         with pytest.raises(ConfigError):
             ExplainSettings(**bad).validate()
     assert ExplainSettings(surrogate="none").validate().surrogate == "none"
+    with pytest.raises(ConfigError, match="unknown explain setting"):  # a dict goes through from_dict
+        run_explain("x.safetensors", None, data="phantom", out_dir="/tmp/none", settings={"methd": "gradcam"})
 
 
 def test_paired_numbers_and_verdict_on_hand_made_per_image_values():
