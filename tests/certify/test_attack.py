@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from fortify.certify import CertifySettings, smoothed_counts, smoothed_pgd
+from fortify.certify.images import certify_batch
 from fortify.certify.metrics import certified_at, consistency_check, empirical_at
-from fortify.certify.run import certify_batch
 from fortify.runtime import Runtime
 
 RUNTIME = Runtime.resolve("cpu", "fp32", channels_last=False)

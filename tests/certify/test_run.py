@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fortify.certify import CertifySettings, run
+from fortify.certify import CertifySettings, images
 from fortify.certify.run import run_certify, spread_subset
 from fortify.data import ImageDataset
 from fortify.errors import ConfigError
@@ -65,7 +65,7 @@ def test_interrupted_run_continues_from_the_partial_file(
         tiny_checkpoint, None, data=phantom, out_dir=tmp_path / "a", settings=s, runtime=RUNTIME
     )
 
-    real, calls = run.certify_batch, []
+    real, calls = images.certify_batch, []
 
     def dies_after_first_batch(*args, **kwargs):
         if calls:
@@ -73,20 +73,28 @@ def test_interrupted_run_continues_from_the_partial_file(
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(run, "certify_batch", dies_after_first_batch)
+    monkeypatch.setattr(images, "certify_batch", dies_after_first_batch)
     with pytest.raises(KeyboardInterrupt):
         run_certify(tiny_checkpoint, None, data=phantom, out_dir=tmp_path / "b", settings=s, runtime=RUNTIME)
     partial = read_json(tmp_path / "b" / "certify.partial.json")
     assert len(partial["images"]) == s.save_every
+    partial_text = (tmp_path / "b" / "certify.partial.json").read_text()
     assert not (tmp_path / "b" / "certify.json").exists()
 
-    monkeypatch.setattr(run, "certify_batch", real)
+    monkeypatch.setattr(images, "certify_batch", real)
     resumed = run_certify(
-        tiny_checkpoint, None, data=phantom, out_dir=tmp_path / "b", settings=s, runtime=RUNTIME
+        tiny_checkpoint, None, data=phantom, out_dir=tmp_path / "b", settings=s, runtime=RUNTIME, resume=True
     )
     assert resumed["cost"]["images_from_partial"] == s.save_every
     assert _strip_timing(resumed["per_image"]) == _strip_timing(reference["per_image"])
     assert resumed["certified"] == reference["certified"] and resumed["empirical"] == reference["empirical"]
+
+    # Without resume=True (the default) a run starts over, a matching partial file notwithstanding.
+    (tmp_path / "b" / "certify.partial.json").write_text(partial_text)
+    fresh = run_certify(
+        tiny_checkpoint, None, data=phantom, out_dir=tmp_path / "b", settings=s, runtime=RUNTIME
+    )
+    assert fresh["cost"]["images_from_partial"] == 0
 
     # A partial file from other settings is not reused.
     (tmp_path / "b" / "certify.partial.json").write_text((tmp_path / "b" / "certify.json").read_text())
@@ -97,6 +105,7 @@ def test_interrupted_run_continues_from_the_partial_file(
         out_dir=tmp_path / "b",
         settings=tiny_settings(seed=1, limit=2),
         runtime=RUNTIME,
+        resume=True,
     )
     assert other["cost"]["images_from_partial"] == 0
 
@@ -107,7 +116,8 @@ def test_settings_are_validated_with_one_line_errors():
     assert "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="valid: sigma"):
         CertifySettings.from_dict({"sigmaa": 0.5})
-    assert CertifySettings.from_dict(CertifySettings.QUICK.to_dict()) == CertifySettings.QUICK
+    quick = CertifySettings.preset("quick")
+    assert CertifySettings.from_dict(quick.to_dict()) == quick
     with pytest.raises(ConfigError, match="adversarial"):
         run_certify(
             "x.safetensors",
@@ -115,6 +125,10 @@ def test_settings_are_validated_with_one_line_errors():
             data="phantom",
             out_dir="/tmp/none",
             settings=CertifySettings(start_from="adversarial"),
+        )
+    with pytest.raises(ConfigError, match="adversarial"):  # a dict goes through CertifySettings.from_dict
+        run_certify(
+            "x.safetensors", None, data="phantom", out_dir="/tmp/none", settings={"start_from": "adversarial"}
         )
 
 

@@ -10,7 +10,7 @@ from detect_task import make_task, tiny_smallcnn
 from scipy.spatial.distance import mahalanobis
 
 from fortify.detect import Detector, MahalanobisScore, fit_gaussian, resolve_layers
-from fortify.detect.fit import features_of
+from fortify.detect.batches import features_of
 from fortify.errors import ConfigError
 from fortify.models import build_model
 

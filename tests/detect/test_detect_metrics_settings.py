@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fortify.detect import QUICK, SMOKE, DetectSettings, detection_metrics, threshold_at_fpr
+from fortify.detect import DetectSettings, detection_metrics, threshold_at_fpr
 from fortify.errors import ConfigError
 
 
@@ -39,7 +39,7 @@ def test_detection_metrics_count_fooled_examples_only():
 
 
 def test_settings_round_trip_and_refuse_unknown_keys():
-    for preset in (SMOKE, QUICK, DetectSettings()):
+    for preset in (DetectSettings.preset("smoke"), DetectSettings.preset("quick"), DetectSettings()):
         assert DetectSettings.from_dict(preset.to_dict()) == preset
     with pytest.raises(ConfigError, match="valid: seed, models") as e:
         DetectSettings.from_dict({"stepz": 3})
@@ -72,7 +72,7 @@ def _block(tpr_k: int, n_fooled: int) -> dict:
     ],
 )
 def test_headline_verdict_says_it_plainly(adaptive, pgd, defeated, text):
-    from fortify.detect.evaluate import headline
+    from fortify.detect.scoring import headline
 
     h = headline({"adaptive": _block(*adaptive), "pgd": _block(*pgd)})
     assert h["defeated"] is defeated and text in h["verdict"] and h["attack"] == "adaptive"

@@ -13,10 +13,10 @@ from fortify.explain.cam import (
     TARGET_LAYERS,
     check_method,
     class_activation_maps,
-    overlay,
     target_layer,
 )
 from fortify.models import build_model, list_models
+from fortify.report.figures.explain import overlay
 
 
 def _inputs(n: int = 3, size: int = 32, seed: int = 0) -> torch.Tensor:

@@ -12,7 +12,7 @@ from conftest import PHANTOM
 from fortify.attacks import parse_spec, run_attack
 from fortify.errors import ConfigError
 from fortify.evaluation.inputs import open_checkpoint, open_test_set
-from fortify.explain import QUICK, SMOKE, ExplainSettings, run_explain
+from fortify.explain import ExplainSettings, run_explain
 from fortify.explain.crossarch import transfer_to_targets
 from fortify.fileio import read_json
 from fortify.runtime import Runtime, seed_everything
@@ -158,7 +158,7 @@ def test_true_class_target_and_other_method(tiny_checkpoint, tmp_path):
 
 
 def test_settings_validate_and_round_trip():
-    for preset in (SMOKE, QUICK):
+    for preset in (ExplainSettings.preset("smoke"), ExplainSettings.preset("quick")):
         assert ExplainSettings.from_dict(preset.to_dict()) == preset
     with pytest.raises(ConfigError) as e:
         ExplainSettings.from_dict({"methd": "gradcam"})
@@ -168,10 +168,12 @@ def test_settings_validate_and_round_trip():
         with pytest.raises(ConfigError):
             ExplainSettings(**bad).validate()
     assert ExplainSettings(surrogate="none").validate().surrogate == "none"
+    with pytest.raises(ConfigError, match="unknown explain setting"):  # a dict goes through from_dict
+        run_explain("x.safetensors", None, data="phantom", out_dir="/tmp/none", settings={"methd": "gradcam"})
 
 
 def test_paired_numbers_and_verdict_on_hand_made_per_image_values():
-    from fortify.explain.run import _paired, _summaries, verdict
+    from fortify.explain.summaries import paired_summaries, shift_summaries, verdict
 
     labels = np.array([0, 0, 1, 1, 2, 2])
     outcome_n = np.array(["resisted", "fooled", "resisted", "fooled", "resisted", "clean_error"])
@@ -181,7 +183,7 @@ def test_paired_numbers_and_verdict_on_hand_made_per_image_values():
     adversarial = {"rho": np.array([1.0, 0.9, 0.9, 0.8, 0.2, 0.5]), "outcome": outcome_a}
     adversarial["ovl"] = adversarial["rho"] - 0.1
     settings = ExplainSettings(n_boot=200)
-    paired = _paired(normal, adversarial, labels, ["a", "b", "c"], settings)
+    paired = paired_summaries(normal, adversarial, labels, ["a", "b", "c"], settings)
     same = paired["top_overlap"]["both_resisted"]
     assert same["n"] == 2  # images 0 and 2
     assert same["mean"] == pytest.approx(0.1)
@@ -192,7 +194,7 @@ def test_paired_numbers_and_verdict_on_hand_made_per_image_values():
     assert paired["top_overlap"]["per_class"]["b"]["mean"] == pytest.approx(0.45)
     stats = dict(classes=["a", "b", "c"], seed=0, n_boot=200)
     models = {
-        name: {k: _summaries(h[key], labels, h["outcome"], **stats) for key, k in
+        name: {k: shift_summaries(h[key], labels, h["outcome"], **stats) for key, k in
                (("rho", "rank_correlation"), ("ovl", "top_overlap"))}
         for name, h in (("normal", normal), ("adversarial", adversarial))
     }  # fmt: skip
@@ -206,10 +208,10 @@ def test_paired_numbers_and_verdict_on_hand_made_per_image_values():
 
 
 def test_figure_rows_prefer_images_every_model_gets_right():
-    from fortify.explain.run import _figure_indices
+    from fortify.explain.run import figure_indices
 
     labels = np.array([0, 0, 0, 1, 1, 2])
     clean_ok = np.array([False, True, True, False, False, True])
-    assert _figure_indices(labels, clean_ok, 3, 2) == [1, 2, 3, 4, 5]
-    assert _figure_indices(labels, clean_ok, 3, 1) == [1, 3, 5]
-    assert _figure_indices(labels, clean_ok, 3, 0) == []
+    assert figure_indices(labels, clean_ok, 3, 2) == [1, 2, 3, 4, 5]
+    assert figure_indices(labels, clean_ok, 3, 1) == [1, 3, 5]
+    assert figure_indices(labels, clean_ok, 3, 0) == []

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 from fortify.errors import ConfigError
 from fortify.fileio import read_json, read_yaml
 from fortify.pipeline import reproduce
-from fortify.pipeline.extras import EXTRAS, parse_extras, resolve_settings
+from fortify.pipeline.extras import EXTRAS, load, parse_extras, resolve_settings
 
 
 def test_extras_are_validated_and_ordered():
@@ -15,6 +17,15 @@ def test_extras_are_validated_and_ordered():
     assert parse_extras(None) == [] and parse_extras([]) == []
     with pytest.raises(ConfigError, match="unknown extra.*valid: explain, detect, certify"):
         parse_extras("explain,dream")
+
+
+def test_every_extra_runs_with_one_call_shape():
+    shapes = {
+        name: [(p.name, p.kind, p.default) for p in inspect.signature(load(extra.run)).parameters.values()]
+        for name, extra in EXTRAS.items()
+    }
+    assert len({tuple(shape) for shape in shapes.values()}) == 1, shapes
+    assert [p[0] for p in shapes["explain"]][-3:] == ["progress", "cache_dir", "resume"]
 
 
 @pytest.mark.parametrize("name", list(EXTRAS))

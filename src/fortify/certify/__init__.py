@@ -2,10 +2,12 @@
 
 - `smoothed_counts`, `certify`, `predict_from_counts`: votes under Gaussian noise, CERTIFY, PREDICT
 - `smoothed_pgd`: SmoothAdv-style L2 PGD on the smoothed classifier (Salman et al. 2019), the empirical check
-- `run_certify(normal, adversarial, *, data, split, out_dir, settings, runtime, progress)` -> certify.json:
-  noise fine-tuning, certified accuracy vs L2 radius, abstain rate, per class, the L-inf threat model's L2
-  radii, empirical accuracy under attack, the consistency sanity check, cost per image; resumable
-- `CertifySettings` (with `SMOKE` and `QUICK` presets)
+- `run_certify(normal, adversarial, *, data, split, out_dir, settings, runtime, progress, cache_dir,
+  resume)` -> certify.json: noise fine-tuning, certified accuracy vs L2 radius, abstain rate, per class,
+  the L-inf threat model's L2 radii, empirical accuracy under attack, the consistency sanity check, cost
+  per image; resumable (settings.py, finetune.py, images.py, run.py; the figure in
+  fortify.report.figures.certify)
+- `CertifySettings` (presets smoke and quick: `CertifySettings.preset("smoke")`)
 """
 
 from fortify.certify.attack import smoothed_pgd
@@ -23,13 +25,8 @@ from fortify.certify.smoothing import (
     smoothed_counts,
 )
 
-SMOKE = CertifySettings.SMOKE
-QUICK = CertifySettings.QUICK
-
 __all__ = [
     "ABSTAIN",
-    "QUICK",
-    "SMOKE",
     "Certificate",
     "CertifySettings",
     "certify",

@@ -3,16 +3,46 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from fortify.errors import ConfigError
+from fortify.stage_settings import StageSettings
 
 START_FROM = ("normal", "adversarial")
 
 
 @dataclass
-class CertifySettings:
+class CertifySettings(StageSettings):
+    STAGE: ClassVar[str] = "certify"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # Seconds on 32 px smallcnn (24 test images): a check that the stage runs, not a result.
+        "smoke": {
+            "finetune_epochs": 1,
+            "n0": 10,
+            "n": 50,
+            "batch_size": 100,
+            "limit": 24,
+            "radii": [0.1, 0.2],
+            "attack_steps": 2,
+            "attack_samples": 2,
+            "attack_n": 20,
+            "save_every": 8,
+        },
+        # ResNet18 128 px on 2 shared CPU cores (~11 ms per forward pass): n=1000 on all 158 test images
+        # would take about half an hour, so quick certifies a class-stratified 48 with n=500 (minutes, not
+        # a benchmark).
+        "quick": {
+            "finetune_epochs": 3,
+            "n": 500,
+            "limit": 48,
+            "attack_steps": 5,
+            "attack_samples": 4,
+            "attack_n": 100,
+            "save_every": 8,
+        },
+    }
+
     sigma: float = 0.25  # Gaussian noise std in [0,1] pixel units (training and smoothing)
     finetune_epochs: int = 3  # noise-mode fine-tuning of the start checkpoint; 0 certifies it as is
     finetune_lr: float = 1e-3
@@ -32,9 +62,6 @@ class CertifySettings:
     attack_n: int | None = None  # votes that judge the attacked image; None -> n
     save_every: int = 4  # images between writes of certify.partial.json
     seed: int = 0
-
-    SMOKE: ClassVar[CertifySettings]
-    QUICK: ClassVar[CertifySettings]
 
     def validate(self) -> CertifySettings:
         if not (self.sigma > 0 and math.isfinite(self.sigma)):
@@ -64,42 +91,10 @@ class CertifySettings:
     def votes_under_attack(self) -> int:
         return self.attack_n or self.n
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CertifySettings:
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise ConfigError(f"unknown certify setting(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
-        out = cls(**d)
-        out.radii = [float(r) for r in out.radii]
-        return out.validate()
-
-
-# Seconds on 32 px smallcnn (24 test images): a check that the stage runs, not a result.
-CertifySettings.SMOKE = CertifySettings(
-    finetune_epochs=1,
-    n0=10,
-    n=50,
-    batch_size=100,
-    limit=24,
-    radii=[0.1, 0.2],
-    attack_steps=2,
-    attack_samples=2,
-    attack_n=20,
-    save_every=8,
-)
-# ResNet18 128 px on 2 shared CPU cores (~11 ms per forward pass): n=1000 on all 158 test images would take
-# about half an hour, so QUICK certifies a class-stratified 48 with n=500 (minutes, not a benchmark).
-CertifySettings.QUICK = replace(
-    CertifySettings(),
-    finetune_epochs=3,
-    n=500,
-    limit=48,
-    attack_steps=5,
-    attack_samples=4,
-    attack_n=100,
-    save_every=8,
-)
+    def from_dict(cls, d: dict[str, Any] | None) -> CertifySettings:
+        """As every stage's, with the radii as floats (a profile may write 1 for 1.0)."""
+        d = dict(d or {})
+        if "radii" in d and set(d) <= set(cls.field_names()):  # unknown keys: the base's error
+            d["radii"] = [float(r) for r in d["radii"]]
+        return super().from_dict(d)

@@ -3,6 +3,11 @@
 The Mahalanobis detector of Lee et al. (2018) on intermediate features of the classifier, fitted on
 the training split with its threshold set on the validation split, evaluated on the test split
 against FGSM, PGD, CW and an adaptive attack (Carlini & Wagner 2017; Tramer et al. 2020).
+
+Files: settings.py (`DetectSettings`, presets smoke and quick), features.py and mahalanobis.py (the score),
+detector.py (classifier + detector as one module), batches.py (batched passes), fit.py (train and val),
+adaptive.py (the attack that knows the detector), scoring.py (the test split under attack), run.py
+(`run_detect` -> detect.json; its figures are drawn by fortify.report.figures.detect).
 """
 
 from fortify.detect.adaptive import AdaptiveResult, adaptive_pgd

@@ -20,84 +20,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from fortify.attacks import parse_spec, run_attack
+from fortify.detect.batches import Start, attack_images, detector_outputs, features_of, layer_scores_of
 from fortify.detect.detector import Detector
 from fortify.detect.features import resolve_layers
 from fortify.detect.mahalanobis import MahalanobisScore, fit_gaussian, fit_head
 from fortify.detect.metrics import threshold_at_fpr
 from fortify.detect.settings import DetectSettings, spec_with_eps
-from fortify.runtime import Runtime, seed_everything
+from fortify.runtime import Runtime
 
-Start = Callable[[str, int], Callable[[int], None]]
+# Per fit attack (its spec): the adversarial images, which of them fool the classifier, their features.
+FitAttacks = dict[str, tuple[torch.Tensor, np.ndarray, list[np.ndarray]]]
 
 
 def _no_bar(_description: str, _total: int) -> Callable[[int], None]:
     return lambda n: None
-
-
-def chunks(n: int, size: int) -> list[slice]:
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
-
-
-@torch.no_grad()
-def features_of(
-    model: nn.Module, layers: list[str], x: torch.Tensor, runtime: Runtime, batch_size: int
-) -> tuple[torch.Tensor, list[np.ndarray]]:
-    """(logits float32 CPU, per-layer pooled features as float64 arrays) for every image."""
-    probe = Detector(model, layers, MahalanobisScore([]))
-    logits, feats = [], [[] for _ in layers]
-    model.eval()
-    for sl in chunks(len(x), batch_size):
-        with runtime.autocast():
-            out, fs = probe.features(runtime.to_device(x[sl]))
-        logits.append(out.float().cpu())
-        for acc, f in zip(feats, fs, strict=True):
-            acc.append(f.double().cpu().numpy())
-    return torch.cat(logits), [np.concatenate(a) for a in feats]
-
-
-def detector_outputs(
-    detector: Detector, x: torch.Tensor, runtime: Runtime, batch_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, detector logit), float32 CPU; gradients only when preprocessing needs them."""
-    logits, scores = [], []
-    detector.eval()
-    for sl in chunks(len(x), batch_size):
-        with torch.set_grad_enabled(detector.preprocess_eps > 0), runtime.autocast():
-            out, d = detector(runtime.to_device(x[sl]))
-        logits.append(out.detach().float().cpu())
-        scores.append(d.detach().float().cpu())
-    return torch.cat(logits), torch.cat(scores)
-
-
-def layer_scores_of(detector: Detector, x: torch.Tensor, runtime: Runtime, batch_size: int) -> np.ndarray:
-    out = []
-    for sl in chunks(len(x), batch_size):
-        with torch.set_grad_enabled(detector.preprocess_eps > 0), runtime.autocast():
-            out.append(detector.layer_scores(runtime.to_device(x[sl]))[1].detach().double().cpu().numpy())
-    return np.concatenate(out)
-
-
-def attack_images(
-    spec_text: str,
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    runtime: Runtime,
-    batch_size: int,
-    seed: int,
-    advance: Callable[[int], None] | None = None,
-) -> torch.Tensor:
-    spec = parse_spec(spec_text)
-    seed_everything(seed)
-    out = []
-    for sl in chunks(len(x), batch_size):
-        with runtime.autocast():
-            adv = run_attack(spec, model, runtime.to_device(x[sl]), y[sl].to(runtime.device))
-        out.append(adv.detach().float().cpu())
-        if advance:
-            advance(sl.stop - sl.start)
-    return torch.cat(out) if out else x.clone()
 
 
 def stratified_sample(labels: np.ndarray, k: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -137,7 +73,6 @@ def fit_detector(
 ) -> Fitted:
     """Gaussians on clean train images, head on train clean vs train adversarial, threshold on val."""
     s = settings
-    bs = s.batch_size
     score_rt = replace(runtime, precision="fp32")  # every reported score and the threshold in fp32
     layers = resolve_layers(model, model_name, s.layers)
     x_tr, y_tr = train
@@ -145,7 +80,7 @@ def fit_detector(
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    logits_tr, feats_tr = features_of(model, layers, x_tr, score_rt, bs)
+    logits_tr, feats_tr = features_of(model, layers, x_tr, score_rt, s.batch_size)
     gaussians = [fit_gaussian(f, labels, num_classes, s.shrinkage) for f in feats_tr]
     seconds["gaussians"] = time.perf_counter() - t0
 
@@ -153,21 +88,89 @@ def fit_detector(
     t0 = time.perf_counter()
     rng = np.random.default_rng(s.seed)
     sub = stratified_sample(labels, s.fit_images, rng)
-    x_sub, y_sub = x_tr[sub], y_tr[sub]
-    correct_sub = (logits_tr[sub].argmax(1) == y_sub).numpy()
-    adv: dict[str, tuple[torch.Tensor, np.ndarray, list[np.ndarray]]] = {}
+    correct_sub = (logits_tr[sub].argmax(1) == y_tr[sub]).numpy()
+    adv = _fit_attacks(model, layers, x_tr[sub], y_tr[sub], correct_sub, s, runtime, score_rt, start)
+    seconds["fit_attacks"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    fold = rng.permutation(len(x_tr)) % s.cross_fit_folds
+    oof = _out_of_fold_scores(
+        model, layers, feats_tr, labels, num_classes, fold, sub, x_tr[sub], adv, s, score_rt
+    )
+    weight, bias, head_info = _fit_head(*oof, adv, len(sub), s)
+    score = MahalanobisScore(gaussians)
+    score.set_head(weight, bias)
+    detector = Detector(model, layers, score, preprocess_eps=s.preprocess_eps).to(runtime.device)
+    seconds["head"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    _, val_scores = detector_outputs(detector, val_x, score_rt, s.batch_size)
+    detector.threshold = threshold_at_fpr(val_scores.numpy(), s.fpr)
+    seconds["threshold"] = time.perf_counter() - t0
+
+    info = {
+        "layers": [
+            {"name": n, "dim": int(f.shape[1]), "shrinkage": g.shrinkage}
+            for n, f, g in zip(layers, feats_tr, gaussians, strict=True)
+        ],
+        "score": "per layer: Mahalanobis distance to the nearest class mean; logistic head on the distances",
+        "shrinkage": s.shrinkage,
+        "preprocess_eps": s.preprocess_eps,
+        "gaussians": {"split": "train", "n": len(x_tr), "images": "clean"},
+        "head": head_info,
+        "threshold": {
+            "value": detector.threshold,
+            "split": "val",
+            "n": len(val_x),
+            "target_fpr": s.fpr,
+            "val_fpr": float((val_scores.numpy() > detector.threshold).mean()),
+            "rule": "flag when detector logit > threshold",
+        },
+        "seconds": seconds,
+    }
+    return Fitted(detector, info)
+
+
+def _fit_attacks(
+    model: nn.Module,
+    layers: list[str],
+    x_sub: torch.Tensor,
+    y_sub: torch.Tensor,
+    correct_sub: np.ndarray,
+    s: DetectSettings,
+    runtime: Runtime,
+    score_rt: Runtime,
+    start: Start,
+) -> FitAttacks:
+    """Each fit attack at the headline eps on the sampled training images, with its fooling mask (fooled:
+    correct on the clean image, wrong on the adversarial one, in fp32) and its features."""
+    adv: FitAttacks = {}
     for i, template in enumerate(s.fit_attacks):
         text = spec_with_eps(template, s.eps)
         adv_x = attack_images(
-            text, model, x_sub, y_sub, runtime, bs, s.seed + i, start(f"fit: {text}", len(sub))
+            text, model, x_sub, y_sub, runtime, s.batch_size, s.seed + i, start(f"fit: {text}", len(x_sub))
         )
-        adv_logits, adv_feats = features_of(model, layers, adv_x, score_rt, bs)
+        adv_logits, adv_feats = features_of(model, layers, adv_x, score_rt, s.batch_size)
         adv[text] = adv_x, correct_sub & (adv_logits.argmax(1) != y_sub).numpy(), adv_feats
-    seconds["fit_attacks"] = time.perf_counter() - t0
+    return adv
 
-    # Out-of-fold distances for the head.
-    t0 = time.perf_counter()
-    fold = rng.permutation(len(x_tr)) % s.cross_fit_folds
+
+def _out_of_fold_scores(
+    model: nn.Module,
+    layers: list[str],
+    feats_tr: list[np.ndarray],
+    labels: np.ndarray,
+    num_classes: int,
+    fold: np.ndarray,
+    sub: np.ndarray,
+    x_sub: torch.Tensor,
+    adv: FitAttacks,
+    s: DetectSettings,
+    score_rt: Runtime,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per-layer distances of the sampled clean images and of their adversarial versions, each scored by
+    Gaussians fitted without the image's fold: (clean (n_sub, layers), {attack: (n_sub, layers)})."""
+    bs = s.batch_size
     clean_scores = np.zeros((len(sub), len(layers)))
     adv_scores = {k: np.zeros((len(sub), len(layers))) for k in adv}
     for k in range(s.cross_fit_folds):
@@ -188,6 +191,17 @@ def fit_detector(
             clean_scores[rows] = _scores(scorer, [f[sub[rows]] for f in feats_tr])
             for key, (_, _, adv_feats) in adv.items():
                 adv_scores[key][rows] = _scores(scorer, [f[rows] for f in adv_feats])
+    return clean_scores, adv_scores
+
+
+def _fit_head(
+    clean_scores: np.ndarray,
+    adv_scores: dict[str, np.ndarray],
+    adv: FitAttacks,
+    n_sub: int,
+    s: DetectSettings,
+) -> tuple[np.ndarray, float, dict]:
+    """The logistic head on clean (0) vs adversarial (1) distances: (weight, bias, its info block)."""
     fooled_total = sum(int(m.sum()) for _, m, _ in adv.values())
     # Too few fooling examples (a robust model at a small eps): learn from every adversarial example.
     positives_rule = "fooled" if fooled_total >= 5 else "all adversarial (fewer than 5 fooled the model)"
@@ -195,45 +209,16 @@ def fit_detector(
         [adv_scores[k][m if fooled_total >= 5 else np.ones_like(m)] for k, (_, m, _) in adv.items()]
     )
     weight, bias = fit_head(clean_scores, pos)
-    score = MahalanobisScore(gaussians)
-    score.set_head(weight, bias)
-    detector = Detector(model, layers, score, preprocess_eps=s.preprocess_eps).to(runtime.device)
-    seconds["head"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    _, val_scores = detector_outputs(detector, val_x, score_rt, bs)
-    detector.threshold = threshold_at_fpr(val_scores.numpy(), s.fpr)
-    seconds["threshold"] = time.perf_counter() - t0
-
     info = {
-        "layers": [
-            {"name": n, "dim": int(f.shape[1]), "shrinkage": g.shrinkage}
-            for n, f, g in zip(layers, feats_tr, gaussians, strict=True)
-        ],
-        "score": "per layer: Mahalanobis distance to the nearest class mean; logistic head on the distances",
-        "shrinkage": s.shrinkage,
-        "preprocess_eps": s.preprocess_eps,
-        "gaussians": {"split": "train", "n": len(x_tr), "images": "clean"},
-        "head": {
-            "kind": "logistic regression (scikit-learn, balanced class weights, C=1)",
-            "weight": [float(w) for w in weight],
-            "bias": bias,
-            "split": "train",
-            "n_images": len(sub),
-            "n_clean": len(sub),
-            "n_adversarial": len(pos),
-            "positives": positives_rule,
-            "attacks": {k: {"n_fooled": int(m.sum()), "n": len(m)} for k, (_, m, _) in adv.items()},
-            "cross_fit_folds": s.cross_fit_folds,
-        },
-        "threshold": {
-            "value": detector.threshold,
-            "split": "val",
-            "n": len(val_x),
-            "target_fpr": s.fpr,
-            "val_fpr": float((val_scores.numpy() > detector.threshold).mean()),
-            "rule": "flag when detector logit > threshold",
-        },
-        "seconds": seconds,
+        "kind": "logistic regression (scikit-learn, balanced class weights, C=1)",
+        "weight": [float(w) for w in weight],
+        "bias": bias,
+        "split": "train",
+        "n_images": n_sub,
+        "n_clean": n_sub,
+        "n_adversarial": len(pos),
+        "positives": positives_rule,
+        "attacks": {k: {"n_fooled": int(m.sum()), "n": len(m)} for k, (_, m, _) in adv.items()},
+        "cross_fit_folds": s.cross_fit_folds,
     }
-    return Fitted(detector, info)
+    return weight, bias, info

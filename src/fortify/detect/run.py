@@ -14,14 +14,15 @@ import torch
 
 from fortify import __version__
 from fortify.data import load_split, make_split
-from fortify.detect.evaluate import evaluate_detector
-from fortify.detect.fit import Start, fit_detector
-from fortify.detect.plots import draw_all
+from fortify.detect.batches import Start
+from fortify.detect.fit import fit_detector
+from fortify.detect.scoring import score_detector
 from fortify.detect.settings import DetectSettings
 from fortify.errors import DataError
 from fortify.evaluation.inputs import check_checkpoint_path, open_checkpoint, open_test_set
 from fortify.fileio import write_json
 from fortify.progress import tasks as progress_tasks
+from fortify.report.figures.detect import detect_figures
 from fortify.runtime import Runtime, seed_everything
 
 DETECT_FORMAT = "fortify-detect/1"
@@ -54,7 +55,7 @@ def detect_on_splits(
     runtime: Runtime,
     start: Start | None = None,
 ) -> dict:
-    """Fit on train/val, evaluate on test. The test images reach only `evaluate_detector`."""
+    """Fit on train/val, score on test. The test images reach only `score_detector`."""
     start = start or (lambda _d, _n: lambda _k: None)
     seed_everything(settings.seed)
     fitted = fit_detector(
@@ -67,7 +68,7 @@ def detect_on_splits(
         runtime=runtime,
         start=start,
     )
-    result = evaluate_detector(
+    result = score_detector(
         fitted.detector,
         *test,
         image_size=image_size,
@@ -160,13 +161,17 @@ def run_detect(
     runtime: Runtime | None = None,
     progress: bool = False,
     cache_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> dict:
     """Detector for the normal model (and the adversarial one when settings.models == "both" and it
-    is given); writes out_dir/detect.json atomically at the end and the figures; returns the dict."""
+    is given); writes out_dir/detect.json atomically at the end and the figures; returns the dict.
+
+    `resume` is there for the call shape every extra shares: detect keeps no partial state."""
     started = time.perf_counter()
-    if not isinstance(settings, DetectSettings):
+    if isinstance(settings, DetectSettings):
+        settings = settings.validate()
+    else:
         settings = DetectSettings.from_dict(settings)
-    settings.validate()
     check_checkpoint_path(normal_checkpoint)
     todo = [("normal", normal_checkpoint)]
     skipped = None
@@ -205,7 +210,7 @@ def run_detect(
         "adversarial_skipped": skipped,
         "models": models,
     }
-    payload["figures"] = draw_all(payload, out / "figures")
+    payload["figures"] = detect_figures(payload, out / "figures")
     payload["seconds_total"] = time.perf_counter() - started
     write_json(out / "detect.json", payload)
     return payload

@@ -1,13 +1,14 @@
-"""DetectSettings: every budget and choice of the detection stage, validated, with two presets."""
+"""`DetectSettings`: every budget and choice of the detection stage, validated, with two presets."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from fortify.attacks import parse_spec
 from fortify.errors import ConfigError, SpecError
+from fortify.stage_settings import StageSettings
 
 MODELS = ("normal", "both")
 
@@ -22,7 +23,40 @@ def spec_with_eps(template: str, eps: float) -> str:
 
 
 @dataclass
-class DetectSettings:
+class DetectSettings(StageSettings):
+    STAGE: ClassVar[str] = "detect"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # Seconds on a 32 px smallcnn with 24 test images: plumbing, not numbers.
+        "smoke": {
+            "models": "both",
+            "fit_images": 30,
+            "fit_attacks": ["fgsm", "pgd:steps=3"],
+            "cross_fit_folds": 3,
+            "test_limit": 24,
+            "pgd_steps": 3,
+            "cw_steps": 5,
+            "cw_binary_steps": 1,
+            "adaptive_steps": 5,
+            "adaptive_lambdas": [1.0],
+            "bootstrap": 100,
+        },
+        # The normal ResNet18 at 128 px, all 158 test images: ~5 CPU-minutes (1 thread, bf16 attacks), most
+        # of it in CW and the adaptive attack. Cuts against the defaults, all recorded in detect.json:
+        # 100 training images attacked for the head, CW with 2 binary steps, adaptive PGD 50 steps x 2
+        # lambdas.
+        "quick": {
+            "models": "normal",
+            "fit_images": 100,
+            "fit_attacks": ["fgsm", "pgd:steps=10"],
+            "test_limit": None,
+            "pgd_steps": 20,
+            "cw_steps": 20,
+            "cw_binary_steps": 2,
+            "adaptive_steps": 50,
+            "adaptive_lambdas": [1.0, 10.0],
+        },
+    }
+
     seed: int = 0
     models: str = "both"  # "normal" (normal model only) | "both" (normal, then the adversarial one)
     eps: float = 2 / 255  # headline L-inf budget; CW's L2 budget follows from it (evaluation.specs)
@@ -85,50 +119,7 @@ class DetectSettings:
                 raise ConfigError(f"fit_attacks: use L-inf fgsm, pgd or apgd, got {spec.name!r}")
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> DetectSettings:
-        d = dict(d or {})
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown detect setting(s) {', '.join(unknown)}; valid: {', '.join(known)}")
-        for key in ("layers", "fit_attacks", "adaptive_lambdas"):
-            if isinstance(d.get(key), tuple):
-                d[key] = list(d[key])
-        return cls(**d).validate()
-
-    def replace(self, **changes: Any) -> DetectSettings:
-        return replace(self, **changes).validate()
-
-
-# Seconds on a 32 px smallcnn with 24 test images: plumbing, not numbers.
-SMOKE = DetectSettings(
-    models="both",
-    fit_images=30,
-    fit_attacks=["fgsm", "pgd:steps=3"],
-    cross_fit_folds=3,
-    test_limit=24,
-    pgd_steps=3,
-    cw_steps=5,
-    cw_binary_steps=1,
-    adaptive_steps=5,
-    adaptive_lambdas=[1.0],
-    bootstrap=100,
-)
-# The normal ResNet18 at 128 px, all 158 test images: ~5 CPU-minutes (1 thread, bf16 attacks), most
-# of it in CW and the adaptive attack. Cuts against the defaults, all recorded in detect.json:
-# 100 training images attacked for the head, CW with 2 binary steps, adaptive PGD 50 steps x 2 lambdas.
-QUICK = DetectSettings(
-    models="normal",
-    fit_images=100,
-    fit_attacks=["fgsm", "pgd:steps=10"],
-    test_limit=None,
-    pgd_steps=20,
-    cw_steps=20,
-    cw_binary_steps=2,
-    adaptive_steps=50,
-    adaptive_lambdas=[1.0, 10.0],
-)
+# The presets as instances, for `fortify detect --preset` (fortify.cli.detect_command).
+SMOKE = DetectSettings.preset("smoke")
+QUICK = DetectSettings.preset("quick")

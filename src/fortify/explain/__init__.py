@@ -2,18 +2,13 @@
 
 - `class_activation_maps`, `target_layer`, `METHODS`, `TARGET_LAYERS`: CAMs via the grad-cam package
 - `rank_correlation`, `top_overlap`, `shift_metrics`, `bootstrap_mean`, `paired_difference`
-- `run_explain(normal, adversarial, ...)` -> explain.json + figures; `ExplainSettings`, `SMOKE`, `QUICK`
+- `run_explain(normal, adversarial, ...)` -> explain.json + figures; `ExplainSettings` (presets smoke, quick)
+- `overlay`: a CAM over a scan (drawn with the figures, in fortify.report.figures.explain)
 """
 
-from fortify.explain.cam import (
-    METHODS,
-    TARGET_LAYERS,
-    TargetLayer,
-    class_activation_maps,
-    overlay,
-    target_layer,
-)
-from fortify.explain.run import QUICK, SMOKE, ExplainSettings, explain_checkpoints, run_explain
+from fortify.explain.cam import METHODS, TARGET_LAYERS, TargetLayer, class_activation_maps, target_layer
+from fortify.explain.run import explain_checkpoints, run_explain
+from fortify.explain.settings import ExplainSettings
 from fortify.explain.shift import (
     bootstrap_mean,
     paired_difference,
@@ -21,11 +16,10 @@ from fortify.explain.shift import (
     shift_metrics,
     top_overlap,
 )
+from fortify.report.figures.explain import overlay
 
 __all__ = [
     "METHODS",
-    "QUICK",
-    "SMOKE",
     "TARGET_LAYERS",
     "ExplainSettings",
     "TargetLayer",

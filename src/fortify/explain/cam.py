@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM
-from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
@@ -163,9 +162,3 @@ def class_activation_maps(
         return np.zeros((0, *x.shape[-2:]), dtype=np.float32)
     # The package rescales each map by its max + 1e-7 and bilinear resizing can overshoot a hair.
     return np.clip(np.concatenate(out), 0.0, 1.0)
-
-
-def overlay(gray: np.ndarray, cam: np.ndarray, image_weight: float = 0.5) -> np.ndarray:
-    """uint8 RGB heat map over a grayscale image in [0,1] (the package's overlay expects RGB floats)."""
-    rgb = np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=-1).astype(np.float32)
-    return show_cam_on_image(rgb, cam.astype(np.float32), use_rgb=True, image_weight=image_weight)

@@ -42,6 +42,7 @@ def train_surrogate(
     seed: int,
     runtime: Runtime,
     progress: bool,
+    cache_dir: str | Path | None = None,
 ) -> tuple[Path, dict]:
     """Standard training of `arch` into run_dir (reused when it already holds this exact run)."""
     cfg = TrainConfig(
@@ -61,6 +62,7 @@ def train_surrogate(
         # Standard training keeps its running statistics current; recalibrating would cost a pass.
         bn_recalibrate=False,
         limit_per_class=limit_per_class,
+        cache_dir=str(cache_dir) if cache_dir is not None else None,
     )
     try:
         old = read_run_config(run_dir)

@@ -1,8 +1,9 @@
 """The stages beyond the study (`reproduce --extras explain,detect,certify`): what each runs and reports.
 
-Each extra is a package with a settings dataclass (validated `from_dict`, `to_dict`), presets for the
-smoke and quick budgets, and `run_<name>(normal_ckpt, adversarial_ckpt, *, data, split, out_dir,
-settings, runtime, progress)` writing ROOT/<name>/<name>.json; the report has `section_<name>`. A
+Each extra is a package with a settings class (a `fortify.stage_settings.StageSettings`: validated
+`from_dict`, `to_dict`, `PRESETS` for the smoke and quick budgets) and `run_<name>(normal_ckpt,
+adversarial_ckpt=None, *, data, split=None, out_dir, settings=None, runtime=None, progress=False,
+cache_dir=None, resume=False)` writing ROOT/<name>/<name>.json; the report has `section_<name>`. A
 profile's section of the same name holds the settings: `preset` (smoke | quick | defaults) picks the
 base, every other key overrides one field, and unknown keys are a one-line error listing the valid ones.
 """
@@ -15,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from fortify.errors import ConfigError
+from fortify.stage_settings import DEFAULTS_PRESET, StageSettings
 
 
 @dataclass(frozen=True)
 class Extra:
     name: str
     title: str
-    settings: str  # "module:attribute" of the settings class
-    presets: dict[str, str]  # preset name -> "module:attribute" of a settings instance
+    settings: str  # "module:attribute" of the settings class (a StageSettings: its PRESETS are the presets)
     run: str  # "module:attribute" of run_<name>
     section: str  # "module:attribute" of the report's section_<name>
 
@@ -31,8 +32,7 @@ EXTRAS: dict[str, Extra] = {
     "explain": Extra(
         "explain",
         "explain: class-activation maps, attention shift, cross-architecture transfer",
-        "fortify.explain.run:ExplainSettings",
-        {"smoke": "fortify.explain.run:SMOKE", "quick": "fortify.explain.run:QUICK"},
+        "fortify.explain.settings:ExplainSettings",
         "fortify.explain.run:run_explain",
         "fortify.report.explain_section:section_explain",
     ),
@@ -40,7 +40,6 @@ EXTRAS: dict[str, Extra] = {
         "detect",
         "detect: Mahalanobis detector, non-adaptive and adaptive attacks",
         "fortify.detect.settings:DetectSettings",
-        {"smoke": "fortify.detect.settings:SMOKE", "quick": "fortify.detect.settings:QUICK"},
         "fortify.detect.run:run_detect",
         "fortify.report.detect_section:section_detect",
     ),
@@ -48,10 +47,6 @@ EXTRAS: dict[str, Extra] = {
         "certify",
         "certify: randomized smoothing",
         "fortify.certify.settings:CertifySettings",
-        {
-            "smoke": "fortify.certify.settings:CertifySettings.SMOKE",
-            "quick": "fortify.certify.settings:CertifySettings.QUICK",
-        },
         "fortify.certify.run:run_certify",
         "fortify.report.certify_section:section_certify",
     ),
@@ -77,27 +72,19 @@ def parse_extras(value: str | list[str] | None) -> list[str]:
     return [n for n in EXTRAS if n in names]
 
 
-def resolve_settings(name: str, section: dict[str, Any] | None) -> Any:
+def resolve_settings(name: str, section: dict[str, Any] | None) -> StageSettings:
     """The settings instance for one extra from a profile section ({"preset": ..., field: value})."""
-    extra = EXTRAS[name]
-    section = dict(section or {})
-    preset = section.pop("preset", "defaults")
-    cls = load(extra.settings)
-    if preset == "defaults":
-        base: dict[str, Any] = {}
-    elif preset in extra.presets:
-        base = load(extra.presets[preset]).to_dict()
-    else:
-        raise ConfigError(
-            f"{name}.preset: unknown preset {preset!r}; valid: defaults, {', '.join(extra.presets)}"
-        )
-    try:
-        return cls.from_dict({**base, **section})
-    except ConfigError as e:
-        raise ConfigError(f"profile section {name!r}: {e}") from e
+    cls: type[StageSettings] = load(EXTRAS[name].settings)
+    preset = (section or {}).get("preset", DEFAULTS_PRESET)
+    if preset not in cls.preset_names():  # said as "<name>.preset: ...", not as a field of the section
+        raise ConfigError(f"{name}.preset: unknown preset {preset!r}; valid: {', '.join(cls.preset_names())}")
+    return cls.from_section(section)
 
 
-def run_extra(name: str, settings: Any, root: Path, *, data: str, runtime: Any, progress: bool) -> dict:
+def run_extra(
+    name: str, settings: StageSettings, root: Path, *, data: str, runtime: Any, progress: bool
+) -> dict:
+    """Run one extra on ROOT's two models and split; a partial run left in ROOT/<name> is continued."""
     run = load(EXTRAS[name].run)
     return run(
         root / "normal" / "best.safetensors",
@@ -108,4 +95,5 @@ def run_extra(name: str, settings: Any, root: Path, *, data: str, runtime: Any, 
         settings=settings,
         runtime=runtime,
         progress=progress,
+        resume=True,
     )

@@ -9,11 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure as MplFigure
-
-from fortify.fileio import atomic_write
 from fortify.report.doc import Document, Figure, Heading, Para, Table
+from fortify.report.figures.detect import report_roc_curves
 from fortify.report.fmt import DASH, fmt_eps, num
 
 LABELS = {"fgsm": "FGSM", "pgd": "PGD", "cw": "CW-L2", "adaptive": "Adaptive PGD (knows the detector)"}
@@ -46,31 +43,6 @@ def _budget(a: dict) -> str:
         return "unbounded"
     norm = tm.get("norm", "linf")
     return f"{'L-inf' if norm == 'linf' else 'L2'} {fmt_eps(tm.get('eps'), norm)}"
-
-
-def _roc_figure(entry: dict, title: str, path: Path) -> Path:
-    fig = MplFigure(figsize=(4.6, 4.2))
-    ax = fig.subplots()
-    for key, a in (entry.get("attacks") or {}).items():
-        roc = a.get("roc")
-        if roc:
-            ax.plot(
-                roc["fpr"],
-                roc["tpr"],
-                lw=2.2 if a.get("adaptive") else 1.1,
-                label=f"{LABELS.get(key, key)}: AUROC {num(a.get('auroc'), 3)}",
-            )
-    ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls=":")
-    fpr = ((entry.get("detector") or {}).get("threshold") or {}).get("target_fpr")
-    if fpr is not None:
-        ax.axvline(fpr, color="black", lw=0.8, ls="--")
-    ax.set_xlabel("false-positive rate (clean test images)")
-    ax.set_ylabel("true-positive rate (fooling adversarial)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
-    FigureCanvasAgg(fig)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    return path
 
 
 def section_detect(doc: Document, payload: dict, source: str, fig_dir: Path | None = None) -> None:
@@ -171,12 +143,20 @@ def _model_block(doc: Document, name: str, entry: dict, source: str, fig_dir: Pa
         )
     )
     if fig_dir is not None and any(a.get("roc") for a in attacks.values()):
-        path = _roc_figure(entry, f"{label}: Mahalanobis detector", Path(fig_dir) / f"detect_roc_{name}.png")
-        doc.add(
-            Figure(
-                path,
-                f"{label}: ROC curves of the detector, clean test vs fooling adversarial "
-                "examples (thick: adaptive attack; dashed: target FPR)",
-                f"{source} roc",
-            )
+        _roc_block(doc, name, entry, source, Path(fig_dir))
+
+
+def _roc_block(doc: Document, name: str, entry: dict, source: str, fig_dir: Path) -> None:
+    """The model's ROC figure, drawn into the report's figures folder from the payload's ROC points."""
+    label = MODEL_LABELS.get(name, name)
+    path = report_roc_curves(
+        entry, f"{label}: Mahalanobis detector", fig_dir / f"detect_roc_{name}.png", LABELS
+    )
+    doc.add(
+        Figure(
+            path,
+            f"{label}: ROC curves of the detector, clean test vs fooling adversarial "
+            "examples (thick: adaptive attack; dashed: target FPR)",
+            f"{source} roc",
         )
+    )

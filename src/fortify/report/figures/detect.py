@@ -1,22 +1,17 @@
-"""Figures of one model's detection results (drawn from the numbers stored in detect.json)."""
+"""Figures of the detection stage, drawn from the numbers stored in detect.json: per model, the detector's
+score histograms and ROC curves beside detect.json (`detect_figures`), and the report's ROC figure."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from fortify.fileio import atomic_write
+from fortify.report.figures.png import save_png
+from fortify.report.fmt import num
 
 LABELS = {"fgsm": "FGSM", "pgd": "PGD", "cw": "CW-L2", "adaptive": "ADAPTIVE (knows the detector)"}
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    FigureCanvasAgg(fig)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    return path
 
 
 def score_histograms(entry: dict, title: str, path: Path) -> Path:
@@ -39,7 +34,7 @@ def score_histograms(entry: dict, title: str, path: Path) -> Path:
         ax.legend(fontsize=6)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def roc_curves(entry: dict, title: str, path: Path) -> Path:
@@ -61,10 +56,10 @@ def roc_curves(entry: dict, title: str, path: Path) -> Path:
     ax.set_ylabel("true-positive rate (fooling adversarial)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
-def draw_all(payload: dict, fig_dir: Path) -> dict[str, list[str]]:
+def detect_figures(payload: dict, fig_dir: Path) -> dict[str, list[str]]:
     """Both figures for every model; returns {model: [paths relative to fig_dir's parent]}."""
     out: dict[str, list[str]] = {}
     for name, entry in payload["models"].items():
@@ -73,3 +68,27 @@ def draw_all(payload: dict, fig_dir: Path) -> dict[str, list[str]]:
         r = roc_curves(entry, title, fig_dir / f"detect_{name}_roc.png")
         out[name] = [p.relative_to(fig_dir.parent).as_posix() for p in (h, r)]
     return out
+
+
+def report_roc_curves(entry: dict, title: str, path: Path, labels: dict[str, str]) -> Path:
+    """The report's ROC figure of one model (its own attack names in `labels`), from the stored ROC points."""
+    fig = Figure(figsize=(4.6, 4.2))
+    ax = fig.subplots()
+    for key, a in (entry.get("attacks") or {}).items():
+        roc = a.get("roc")
+        if roc:
+            ax.plot(
+                roc["fpr"],
+                roc["tpr"],
+                lw=2.2 if a.get("adaptive") else 1.1,
+                label=f"{labels.get(key, key)}: AUROC {num(a.get('auroc'), 3)}",
+            )
+    ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls=":")
+    fpr = ((entry.get("detector") or {}).get("threshold") or {}).get("target_fpr")
+    if fpr is not None:
+        ax.axvline(fpr, color="black", lw=0.8, ls="--")
+    ax.set_xlabel("false-positive rate (clean test images)")
+    ax.set_ylabel("true-positive rate (fooling adversarial)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    return save_png(fig, path)

@@ -12,14 +12,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
 
 from fortify.attacks import ThreatModel, cw_l2_detailed, parse_spec
 from fortify.detect.adaptive import adaptive_pgd
+from fortify.detect.batches import Start, attack_images, chunks, detector_outputs
 from fortify.detect.detector import Detector
-from fortify.detect.fit import attack_images, chunks, detector_outputs
 from fortify.detect.metrics import detection_metrics, rate
 from fortify.detect.settings import DetectSettings
 from fortify.evaluation.batches import count_passes
@@ -27,7 +28,6 @@ from fortify.evaluation.settings import EvalSettings
 from fortify.evaluation.specs import default_attack_specs
 from fortify.runtime import Runtime
 
-Start = Callable[[str, int], Callable[[int], None]]
 # Below this TPR under the adaptive attack, most fooling examples pass the detector: it is defeated.
 DEFEATED_TPR = 0.5
 
@@ -91,7 +91,11 @@ def _adaptive_images(
     return torch.cat(advs), torch.cat(flags)
 
 
-def evaluate_detector(
+# detector_outputs' result: (class logits, detector logit), both fp32.
+Outputs = tuple[torch.Tensor, torch.Tensor]
+
+
+def score_detector(
     detector: Detector,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -102,34 +106,48 @@ def evaluate_detector(
     runtime: Runtime,
     start: Start,
 ) -> dict:
+    """The fitted detector on the test images: clean, FGSM, PGD and CW, then the adaptive attack."""
     s = settings
     score_rt = replace(runtime, precision="fp32")
     tau = detector.threshold
-    model = detector.model
     t0 = time.perf_counter()
     clean_logits, clean_d = detector_outputs(detector, x, score_rt, s.batch_size)
     correct = clean_logits.argmax(1) == y
     neg = clean_d.numpy()
-    n_correct = int(correct.sum())
     clean = {
         "n": len(x),
         "accuracy": float(correct.double().mean()) if len(x) else None,
-        "n_correct": n_correct,
+        "n_correct": int(correct.sum()),
         "test_fpr": rate(int((neg > tau).sum()), len(neg)),  # measured here, never used to set tau
         "scores": [round(float(v), 5) for v in neg],
         "seconds": time.perf_counter() - t0,
     }
     budgets = EvalSettings(pgd_steps=s.pgd_steps, cw_steps=s.cw_steps, cw_binary_steps=s.cw_binary_steps)
-    fgsm, pgd, cw = (
-        str(spec)
-        for spec in default_attack_specs(
-            ThreatModel("linf", s.eps), budgets, image_size=image_size, in_channels=in_channels
-        )[:3]
-    )
+    specs = default_attack_specs(
+        ThreatModel("linf", s.eps), budgets, image_size=image_size, in_channels=in_channels
+    )[:3]
+    attacks, pgd = _non_adaptive(detector, x, y, correct, neg, specs, s, runtime, start)
+    attacks["adaptive"] = _adaptive(detector, x, y, correct, neg, pgd, s, runtime, start)
+    return {"clean": clean, "attacks": attacks, "headline": headline(attacks)}
+
+
+def _non_adaptive(
+    detector: Detector,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    correct: torch.Tensor,
+    neg: np.ndarray,
+    specs: list[str],
+    s: DetectSettings,
+    runtime: Runtime,
+    start: Start,
+) -> tuple[dict[str, dict], tuple[torch.Tensor, Outputs]]:
+    """FGSM, PGD and CW (`specs`, in that order), each scored: ({key: entry}, (PGD's images, outputs))."""
+    score_rt = replace(runtime, precision="fp32")
+    model = detector.model
     attacks: dict[str, dict] = {}
-    images: dict[str, torch.Tensor] = {}
-    outputs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    for i, (key, text) in enumerate((("fgsm", fgsm), ("pgd", pgd), ("cw", cw))):
+    kept: dict[str, tuple[torch.Tensor, Outputs]] = {}
+    for i, (key, text) in enumerate(zip(("fgsm", "pgd", "cw"), specs, strict=True)):
         t0 = time.perf_counter()
         advance = start(f"test: {key}", len(x))
         with count_passes(model) as count:
@@ -138,18 +156,33 @@ def evaluate_detector(
             else:
                 x_adv = attack_images(text, model, x, y, runtime, s.batch_size, s.seed + i, advance)
         seconds = time.perf_counter() - t0
-        images[key] = x_adv
-        outputs[key] = detector_outputs(detector, x_adv, score_rt, s.batch_size)
-        attacks[key] = _scored(
-            detector, x, y, x_adv, outputs[key], correct, neg, text, s, count, seconds, False
-        )
+        outputs = detector_outputs(detector, x_adv, score_rt, s.batch_size)
+        kept[key] = x_adv, outputs
+        attacks[key] = _scored(detector, x, y, x_adv, outputs, correct, neg, text, s, count, seconds, False)
+    return attacks, kept["pgd"]
 
-    # The adaptive attack, on the correctly classified images only (the others are not attacks).
+
+def _adaptive(
+    detector: Detector,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    correct: torch.Tensor,
+    neg: np.ndarray,
+    pgd: tuple[torch.Tensor, Outputs],
+    s: DetectSettings,
+    runtime: Runtime,
+    start: Start,
+) -> dict:
+    """The adaptive attack on the correctly classified images only (the others are not attacks), never
+    weaker than PGD in fp32: per sample, whichever of its example and PGD's is better."""
+    score_rt = replace(runtime, precision="fp32")
+    tau = detector.threshold
+    pgd_x, (lg_p, d_p) = pgd
     t0 = time.perf_counter()
     idx = torch.nonzero(correct).flatten()
     advance = start("test: adaptive", len(idx))
-    with count_passes(model) as count:
-        adv_sub, own = _adaptive_images(detector, x[idx], y[idx], images["pgd"][idx], s, runtime, advance)
+    with count_passes(detector.model) as count:
+        adv_sub, own = _adaptive_images(detector, x[idx], y[idx], pgd_x[idx], s, runtime, advance)
     x_adv = x.clone()
     x_adv[idx] = adv_sub
     # The attack picked its examples by its own (runtime-precision) verdicts; count where fp32 disagrees,
@@ -157,10 +190,9 @@ def evaluate_detector(
     # reported adaptive attack is never weaker than PGD because of bf16 rounding near a boundary.
     lg, d = detector_outputs(detector, x_adv, score_rt, s.batch_size)
     disagreements = int((own != (_level(lg, d, y, correct, tau) == 2)[idx]).sum())
-    lg_p, d_p = outputs["pgd"]
     lv, lv_p = _level(lg, d, y, correct, tau), _level(lg_p, d_p, y, correct, tau)
     take = (lv_p > lv) | ((lv_p == lv) & (lv_p > 0) & (d_p < d))
-    x_adv[take] = images["pgd"][take]
+    x_adv[take] = pgd_x[take]
     lg[take], d[take] = lg_p[take], d_p[take]
     seconds = time.perf_counter() - t0
     spec = (
@@ -169,7 +201,14 @@ def evaluate_detector(
         + f",kappa={s.adaptive_kappa:g}"
     )
     result = _scored(detector, x, y, x_adv, (lg, d), correct, neg, spec, s, count, seconds, True)
-    result["params"] = {
+    result["params"] = _adaptive_params(s)
+    result["attack_verdict_disagreements"] = disagreements
+    result["pgd_example_kept"] = int(take.sum())
+    return result
+
+
+def _adaptive_params(s: DetectSettings) -> dict[str, Any]:
+    return {
         "eps": s.eps,
         "norm": "linf",
         "steps": s.adaptive_steps,
@@ -184,10 +223,6 @@ def evaluate_detector(
         "skip_succeeded": "a sample already fooled and undetected (e.g. by its PGD example) is not optimized "
         "further: the attack targets the threshold, so its AUROC is not the lowest an attacker could reach",
     }
-    result["attack_verdict_disagreements"] = disagreements
-    result["pgd_example_kept"] = int(take.sum())
-    attacks["adaptive"] = result
-    return {"clean": clean, "attacks": attacks, "headline": headline(attacks)}
 
 
 def _scored(

@@ -1,4 +1,4 @@
-"""Matplotlib figures for the report (object API + Agg canvas: no global pyplot state, no display needed).
+"""The report's figures of the study: confusion grids, accuracy vs eps, training curves, example scans.
 
 Each function draws from numbers already in the run directory and writes one PNG atomically."""
 
@@ -8,18 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from fortify.fileio import atomic_write
-
-
-def _save(fig: Figure, path: Path, tight: bool = True) -> Path:
-    FigureCanvasAgg(fig)
-    # bbox_inches="tight" draws the figure twice; the big example grid lays itself out instead.
-    bbox = "tight" if tight else None
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches=bbox))
-    return path
+from fortify.report.figures.png import save_png
 
 
 def confusion_grid(
@@ -49,7 +40,7 @@ def confusion_grid(
         row[0].set_ylabel("true", fontsize=8)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def eps_curves(series: list[tuple[str, list[list[float]]]], norm: str, path: Path) -> Path:
@@ -70,7 +61,7 @@ def eps_curves(series: list[tuple[str, list[list[float]]]], norm: str, path: Pat
     ax.legend(fontsize=8)
     ax.set_title("Accuracy vs attack budget")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def training_curves(metrics: list[dict[str, Any]], title: str, path: Path) -> Path | None:
@@ -101,7 +92,7 @@ def training_curves(metrics: list[dict[str, Any]], title: str, path: Path) -> Pa
             ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _pick_examples(labels: np.ndarray, per_class: int) -> list[int]:
@@ -117,6 +108,46 @@ def _tile(img: np.ndarray, size: int) -> np.ndarray:
     return np.kron(img, np.ones((k, k)))
 
 
+# One tile of the mosaic: RGB, predicted class (None for a perturbation), its confidence, the title.
+Cell = tuple[np.ndarray, int | None, float, str]
+
+
+def _scan_cells(
+    t: dict, clean: np.ndarray, i: int, attacks: list[str], size: int, clean_label: str
+) -> list[Cell]:
+    """One scan's row of the mosaic: the clean tile, then per attack the adversarial tile and its
+    perturbation scaled to the full range (red = brighter, blue = darker)."""
+    from matplotlib import colormaps
+
+    gray, seismic = colormaps["gray"], colormaps["seismic"]
+    img = clean[i, 0]
+    cells: list[Cell] = [
+        (gray(_tile(img, size))[..., :3], int(t["clean_pred"][i]), float(t["clean_conf"][i]), clean_label)
+    ]
+    for attack in attacks:
+        adv = t[f"adv.{attack}"].float().numpy()[i, 0]
+        delta = adv - img
+        amp = float(np.abs(delta).max())
+        cells.append(
+            (
+                gray(_tile(adv, size))[..., :3],
+                int(t[f"pred.{attack}"][i]),
+                float(t[f"conf.{attack}"][i]),
+                attack,
+            )
+        )
+        shown = delta / amp if amp > 0 else delta
+        cells.append(
+            (
+                seismic((_tile(shown, size) + 1) / 2)[..., :3],
+                None,
+                0.0,
+                f"{attack} perturbation\nx{1 / amp:.0f}" if amp > 0 else f"{attack}\nno change",
+            )
+        )
+    return cells
+
+
 def example_scans(
     examples_path: Path, attacks: list[str], classes: list[str], title: str, path: Path, per_class: int = 2
 ) -> Path | None:
@@ -125,7 +156,6 @@ def example_scans(
     with the predicted class and its confidence (red when wrong).
 
     Drawn as one mosaic image with text labels: one axes instead of dozens keeps this fast."""
-    from matplotlib import colormaps
     from safetensors.torch import load_file  # lazy: torch is heavy and only needed here
 
     t = load_file(str(examples_path))
@@ -141,7 +171,6 @@ def example_scans(
     def name(k: int) -> str:
         return classes[k] if 0 <= k < len(classes) else str(k)
 
-    gray, seismic = colormaps["gray"], colormaps["seismic"]
     size = max(96, clean.shape[-1])
     tile = _tile(clean[0, 0], size).shape[0]
     gap_x, gap_y = tile // 10, tile // 2  # room between tiles for two lines of title
@@ -153,37 +182,8 @@ def example_scans(
     labels_at: list[tuple[float, float, str, str]] = []
     for r, i in enumerate(rows):
         y0 = gap_y + r * (tile + gap_y)
-        img = clean[i, 0]
         truth = int(labels[i])
-        cells = [
-            (
-                gray(_tile(img, size))[..., :3],
-                int(t["clean_pred"][i]),
-                float(t["clean_conf"][i]),
-                f"true {name(truth)}\nclean",
-            )
-        ]
-        for attack in attacks:
-            adv = t[f"adv.{attack}"].float().numpy()[i, 0]
-            delta = adv - img
-            amp = float(np.abs(delta).max())
-            cells.append(
-                (
-                    gray(_tile(adv, size))[..., :3],
-                    int(t[f"pred.{attack}"][i]),
-                    float(t[f"conf.{attack}"][i]),
-                    attack,
-                )
-            )
-            shown = delta / amp if amp > 0 else delta
-            cells.append(
-                (
-                    seismic((_tile(shown, size) + 1) / 2)[..., :3],
-                    None,
-                    0.0,
-                    f"{attack} perturbation\nx{1 / amp:.0f}" if amp > 0 else f"{attack}\nno change",
-                )
-            )
+        cells = _scan_cells(t, clean, i, attacks, size, f"true {name(truth)}\nclean")
         for c, (rgb, pred, conf, label) in enumerate(cells):
             x0 = frame + c * (tile + gap_x)
             # a gray frame, so an all-white tile (no perturbation) still reads as a tile
@@ -203,4 +203,4 @@ def example_scans(
         ax.text(x, y, text, ha="center", va="bottom", fontsize=6.5, color=color)
     ax.set_axis_off()
     fig.suptitle(title, fontsize=10, y=0.995)
-    return _save(fig, path, tight=False)
+    return save_png(fig, path, tight=False)

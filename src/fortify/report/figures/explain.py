@@ -1,18 +1,16 @@
-"""The study's Fig. 3-6 with CAMs: per image, clean scan, adversarial scan, amplified perturbation,
-CAM on clean, CAM on adversarial, each titled with the predicted class and its confidence.
-
-Object API on an Agg canvas (no pyplot state, no display), written atomically."""
+"""The explain stage's figure, the study's Fig. 3-6 with CAMs: per image, clean scan, adversarial scan,
+amplified perturbation, CAM on clean, CAM on adversarial, each titled with the predicted class and its
+confidence; and `overlay`, the heat map of a CAM over a scan."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from pytorch_grad_cam.utils.image import show_cam_on_image
 
-from fortify.explain.cam import overlay
-from fortify.fileio import atomic_write
+from fortify.report.figures.png import save_png
 
 COLUMNS = ("clean", "adversarial", "perturbation", "CAM clean", "CAM adversarial")
 
@@ -53,6 +51,10 @@ def explain_figure(
             ax.set_yticks([])
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
-    FigureCanvasAgg(fig)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
-    return path
+    return save_png(fig, path, tight=False, dpi=80)
+
+
+def overlay(gray: np.ndarray, cam: np.ndarray, image_weight: float = 0.5) -> np.ndarray:
+    """uint8 RGB heat map over a grayscale image in [0,1] (the package's overlay expects RGB floats)."""
+    rgb = np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=-1).astype(np.float32)
+    return show_cam_on_image(rgb, cam.astype(np.float32), use_rgb=True, image_weight=image_weight)
