@@ -9,15 +9,21 @@ fields changed. Every stage entry point takes one such object:
     evaluate_checkpoint(checkpoint, data=..., settings=EvalSettings.preset("smoke"))
     run_certify(normal, adversarial, data=..., out_dir=..., settings=CertifySettings.preset("quick"))
 
-A leaf module: imports nothing from fortify but errors.
+Attacks are typed: a field named in `SPEC_FIELDS` holds `AttackSpec`s, and `from_dict` is where text
+written in a profile, a `--set` or a JSON record becomes one (`parse_spec`), once; `to_dict` writes
+the one text form back for records. Code that builds settings passes AttackSpec objects directly.
+
+Imports only errors and fortify.attacks' spec module (attacks import nothing above the leaf modules).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+import copy
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, TypeVar
 
-from fortify.errors import ConfigError
+from fortify.attacks.spec import AttackSpec, parse_spec
+from fortify.errors import ConfigError, SpecError
 
 S = TypeVar("S", bound="StageSettings")
 DEFAULTS_PRESET = "defaults"
@@ -27,13 +33,16 @@ DEFAULTS_PRESET = "defaults"
 class StageSettings:
     STAGE: ClassVar[str] = "stage"  # the profile section and error-message prefix ("evaluate", "certify")
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}  # preset name -> field changes from the defaults
+    # field -> "spec" | "specs" (a list) | "template" | "templates" (eps left out: each use sets it)
+    SPEC_FIELDS: ClassVar[dict[str, str]] = {}
 
     def validate(self: S) -> S:
         """Raise ConfigError (one line) on a value the stage cannot run with; return self."""
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON/YAML-ready: attack specs as their one text form (`str(spec)`), everything else copied."""
+        return {f.name: _as_record(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -42,13 +51,16 @@ class StageSettings:
     @classmethod
     def from_dict(cls: type[S], d: dict[str, Any] | None) -> S:
         """A validated instance from a mapping (a profile section, a JSON record); unknown keys refused."""
-        d = {k: list(v) if isinstance(v, tuple) else v for k, v in dict(d or {}).items()}
+        d = {k: list(v) if isinstance(v, tuple) else copy.deepcopy(v) for k, v in dict(d or {}).items()}
         valid = cls.field_names()
         unknown = sorted(set(d) - set(valid))
         if unknown:
             raise ConfigError(
                 f"unknown {cls.STAGE} setting(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
             )
+        for name, kind in cls.SPEC_FIELDS.items():
+            if d.get(name) is not None:
+                d[name] = _typed_specs(d[name], kind, f"{cls.STAGE}.{name}")
         return cls(**d).validate()
 
     @classmethod
@@ -77,3 +89,33 @@ class StageSettings:
     def replace(self: S, **changes: Any) -> S:
         """A validated copy with some fields changed."""
         return replace(self, **changes).validate()
+
+
+def _typed_specs(value: Any, kind: str, where: str) -> Any:
+    """Text (or a list of texts) as AttackSpecs; specs already typed pass through."""
+    template = kind.startswith("template")
+
+    def one(v: Any) -> AttackSpec:
+        if isinstance(v, AttackSpec):
+            return v
+        try:
+            spec = parse_spec(str(v), template=template)
+        except SpecError as e:
+            raise ConfigError(f"{where}: {e}") from e
+        return spec.without_eps() if template else spec
+
+    if kind.endswith("s"):
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list of attack specs, got {value!r}")
+        return [one(v) for v in value]
+    return one(value)
+
+
+def _as_record(value: Any) -> Any:
+    if isinstance(value, AttackSpec):
+        return str(value)
+    if isinstance(value, list):
+        return [_as_record(v) for v in value]
+    if hasattr(value, "to_dict"):  # a ThreatModel
+        return value.to_dict()
+    return copy.deepcopy(value)

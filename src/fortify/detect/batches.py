@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fortify.attacks import parse_spec, run_attack
+from fortify.attacks import AttackSpec, run_attack
 from fortify.detect.detector import Detector
 from fortify.detect.mahalanobis import MahalanobisScore
 from fortify.runtime import Runtime, seed_everything
@@ -62,7 +62,7 @@ def layer_scores_of(detector: Detector, x: torch.Tensor, runtime: Runtime, batch
 
 
 def attack_images(
-    spec_text: str,
+    spec: AttackSpec,
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -71,7 +71,6 @@ def attack_images(
     seed: int,
     advance: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    spec = parse_spec(spec_text)
     seed_everything(seed)
     out = []
     for sl in chunks(len(x), batch_size):

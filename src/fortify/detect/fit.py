@@ -25,7 +25,7 @@ from fortify.detect.detector import Detector
 from fortify.detect.features import resolve_layers
 from fortify.detect.mahalanobis import MahalanobisScore, fit_gaussian, fit_head
 from fortify.detect.metrics import threshold_at_fpr
-from fortify.detect.settings import DetectSettings, spec_with_eps
+from fortify.detect.settings import DetectSettings
 from fortify.runtime import Runtime
 
 # Per fit attack (its spec): the adversarial images, which of them fool the classifier, their features.
@@ -146,9 +146,10 @@ def _fit_attacks(
     correct on the clean image, wrong on the adversarial one, in fp32) and its features."""
     adv: FitAttacks = {}
     for i, template in enumerate(s.fit_attacks):
-        text = spec_with_eps(template, s.eps)
+        spec = template.at_eps(s.eps)
+        text = str(spec)
         adv_x = attack_images(
-            text, model, x_sub, y_sub, runtime, s.batch_size, s.seed + i, start(f"fit: {text}", len(x_sub))
+            spec, model, x_sub, y_sub, runtime, s.batch_size, s.seed + i, start(f"fit: {text}", len(x_sub))
         )
         adv_logits, adv_feats = features_of(model, layers, adv_x, score_rt, s.batch_size)
         adv[text] = adv_x, correct_sub & (adv_logits.argmax(1) != y_sub).numpy(), adv_feats

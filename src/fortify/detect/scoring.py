@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fortify.attacks import ThreatModel, cw_l2_detailed, parse_spec
+from fortify.attacks import AttackSpec, ThreatModel, cw_l2_detailed
 from fortify.detect.adaptive import adaptive_pgd
 from fortify.detect.batches import Start, attack_images, chunks, detector_outputs
 from fortify.detect.detector import Detector
@@ -33,7 +33,7 @@ DEFEATED_TPR = 0.5
 
 
 def _cw_images(
-    spec_text: str,
+    spec: AttackSpec,
     model: torch.nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -43,7 +43,6 @@ def _cw_images(
 ) -> torch.Tensor:
     """CW-L2 run unbounded (its own minimum-norm search), kept only where its L2 is within the
     spec's max_l2 budget, as fortify's evaluation scores it; elsewhere the clean image."""
-    spec = parse_spec(spec_text)
     params = {k: v for k, v in spec.params.items() if k != "max_l2"}
     budget = spec.params.get("max_l2")
     out = []
@@ -137,7 +136,7 @@ def _non_adaptive(
     y: torch.Tensor,
     correct: torch.Tensor,
     neg: np.ndarray,
-    specs: list[str],
+    specs: list[AttackSpec],
     s: DetectSettings,
     runtime: Runtime,
     start: Start,
@@ -147,18 +146,18 @@ def _non_adaptive(
     model = detector.model
     attacks: dict[str, dict] = {}
     kept: dict[str, tuple[torch.Tensor, Outputs]] = {}
-    for i, (key, text) in enumerate(zip(("fgsm", "pgd", "cw"), specs, strict=True)):
+    for i, (key, spec) in enumerate(zip(("fgsm", "pgd", "cw"), specs, strict=True)):
         t0 = time.perf_counter()
         advance = start(f"test: {key}", len(x))
         with count_passes(model) as count:
             if key == "cw":
-                x_adv = _cw_images(text, model, x, y, runtime, s.batch_size, advance)
+                x_adv = _cw_images(spec, model, x, y, runtime, s.batch_size, advance)
             else:
-                x_adv = attack_images(text, model, x, y, runtime, s.batch_size, s.seed + i, advance)
+                x_adv = attack_images(spec, model, x, y, runtime, s.batch_size, s.seed + i, advance)
         seconds = time.perf_counter() - t0
         outputs = detector_outputs(detector, x_adv, score_rt, s.batch_size)
         kept[key] = x_adv, outputs
-        attacks[key] = _scored(detector, x, y, x_adv, outputs, correct, neg, text, s, count, seconds, False)
+        attacks[key] = _scored(detector, x, y, x_adv, outputs, correct, neg, spec, s, count, seconds, False)
     return attacks, kept["pgd"]
 
 
@@ -233,7 +232,7 @@ def _scored(
     outputs: tuple[torch.Tensor, torch.Tensor],
     correct: torch.Tensor,
     neg: np.ndarray,
-    spec: str,
+    spec: AttackSpec | str,
     s: DetectSettings,
     count,
     seconds: float,
@@ -246,14 +245,13 @@ def _scored(
     )
     linf = (x_adv - x).flatten(1).abs().amax(dim=1)
     l2 = (x_adv - x).flatten(1).norm(dim=1)
-    if adaptive:
+    if isinstance(spec, AttackSpec):
+        tm = spec.threat_model()
+        params, threat = dict(spec.params), (None if tm is None else {"norm": tm.norm, "eps": tm.eps})
+    else:  # the adaptive attack: a text of its own (its parameters are recorded beside it)
         params, threat = {}, {"norm": "linf", "eps": s.eps}
-    else:
-        parsed = parse_spec(spec)
-        tm = parsed.threat_model()
-        params, threat = dict(parsed.params), (None if tm is None else {"norm": tm.norm, "eps": tm.eps})
     return {
-        "spec": spec,
+        "spec": str(spec),
         "params": params,
         "threat_model": threat,
         "adaptive": adaptive,

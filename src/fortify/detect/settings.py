@@ -6,25 +6,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from fortify.attacks import parse_spec
+from fortify.attacks import AttackSpec
 from fortify.errors import ConfigError, SpecError
 from fortify.stage_settings import StageSettings
 
 MODELS = ("normal", "both")
 
 
-def spec_with_eps(template: str, eps: float) -> str:
-    """'pgd:steps=10' -> 'pgd:steps=10,eps=<eps>' (eps given in the template is replaced)."""
-    from fortify.evaluation.specs import fraction_text
-
-    name, _, rest = template.strip().partition(":")
-    params = [p for p in rest.split(",") if p.strip() and p.split("=")[0].strip() != "eps"]
-    return f"{name}:" + ",".join([*params, f"eps={fraction_text(eps)}"])
-
-
 @dataclass
 class DetectSettings(StageSettings):
     STAGE: ClassVar[str] = "detect"
+    SPEC_FIELDS: ClassVar[dict[str, str]] = {"fit_attacks": "templates"}
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # Seconds on a 32 px smallcnn with 24 test images: plumbing, not numbers.
         "smoke": {
@@ -64,7 +56,10 @@ class DetectSettings(StageSettings):
     shrinkage: float | str = "auto"  # "auto" = Ledoit-Wolf, or a fixed coefficient in [0, 1]
     preprocess_eps: float = 0.0  # Lee's input preprocessing step; 0 = off (see detect.detector)
     fit_images: int | None = 240  # training images (class-stratified sample) attacked to fit the head
-    fit_attacks: list[str] = field(default_factory=lambda: ["fgsm", "pgd:steps=10"])  # eps filled in
+    # attacked at `eps` (templates: eps left out)
+    fit_attacks: list[AttackSpec] = field(
+        default_factory=lambda: [AttackSpec.template("fgsm"), AttackSpec.template("pgd", steps=10)]
+    )
     cross_fit_folds: int = 5  # head fitted on out-of-fold distances (see detect.fit)
     fpr: float = 0.05  # target false-positive rate; threshold from clean VALIDATION images
     test_limit: int | None = None  # class-stratified subset of the test split
@@ -111,8 +106,10 @@ class DetectSettings(StageSettings):
         if not self.fit_attacks:
             raise ConfigError("fit_attacks must name at least one attack")
         for t in self.fit_attacks:
+            if not isinstance(t, AttackSpec):
+                raise ConfigError("fit_attacks must hold attack specs (AttackSpec; from_dict reads text)")
             try:
-                spec = parse_spec(spec_with_eps(t, self.eps))
+                spec = t.at_eps(self.eps)
             except SpecError as e:
                 raise ConfigError(f"fit_attacks: {e}") from e
             if spec.name not in ("fgsm", "pgd", "apgd"):

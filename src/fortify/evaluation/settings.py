@@ -9,11 +9,12 @@ is parsed once, where it is written (the CLI's options, a profile file, `--set`)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from fortify.attacks import AttackSpec, ThreatModel
 from fortify.errors import ConfigError
+from fortify.numbers import parse_number
 from fortify.stage_settings import StageSettings
 
 # The fields `default_attack_specs` reads (the headline attack set's budgets).
@@ -44,6 +45,11 @@ class EvalSettings(StageSettings):
     """Threat model and budgets for `fortify.evaluation.evaluate_checkpoint`."""
 
     STAGE: ClassVar[str] = "evaluate"
+    SPEC_FIELDS: ClassVar[dict[str, str]] = {
+        "attacks": "specs",
+        "curve_attacks": "templates",
+        "transfer_attack": "spec",
+    }
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # Seconds on a 32 px smallcnn: proves the evaluation runs end to end; its numbers mean nothing.
         "smoke": {
@@ -54,7 +60,7 @@ class EvalSettings(StageSettings):
             "square_queries": 10,
             "l2_steps": 3,
             "eps_curve": [0, 2 / 255, 8 / 255],
-            "curve_attacks": [AttackSpec.template("pgd", steps=3)],
+            "curve_attacks": ["pgd:steps=3"],
             "examples_per_class": 1,
             "limit": 24,
             "sanity_restarts": 1,
@@ -95,7 +101,7 @@ class EvalSettings(StageSettings):
         for name in ("attacks", "curve_attacks"):
             specs = getattr(self, name)
             if specs is not None and not all(isinstance(s, AttackSpec) for s in specs):
-                raise ConfigError(f"evaluate.{name} must hold attack specs (fortify.attacks.parse_spec)")
+                raise ConfigError(f"evaluate.{name} must hold AttackSpecs (from_dict reads text)")
         if self.score_precision not in ("fp32", "bf16", "attack"):
             raise ConfigError(f"score precision must be fp32, bf16 or attack, got {self.score_precision!r}")
         return self
@@ -108,15 +114,21 @@ class EvalSettings(StageSettings):
         """The keyword arguments `default_attack_specs` takes from these settings."""
         return {name: getattr(self, name) for name in ATTACK_BUDGET_FIELDS}
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON/YAML-ready: attacks as their one text form (`str(spec)`), the threat model as a mapping."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["threat_model"] = self.threat_model.to_dict()
-        out["attacks"] = None if self.attacks is None else [str(s) for s in self.attacks]
-        out["curve_attacks"] = [str(s) for s in self.curve_attacks]
-        out["transfer_attack"] = None if self.transfer_attack is None else str(self.transfer_attack)
-        out["eps_curve"] = list(self.eps_curve)
-        return out
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> EvalSettings:
+        """As StageSettings.from_dict, and numbers written as text ("2/255") read with parse_number, the
+        threat model from its record ({"norm": "linf", "eps": ...})."""
+        d = dict(d or {})
+        if isinstance(d.get("threat_model"), dict):
+            tm = d["threat_model"]
+            d["threat_model"] = ThreatModel(
+                str(tm.get("norm", "linf")), parse_number(tm["eps"], "evaluate.eps")
+            )
+        if d.get("eps_curve") is not None:
+            d["eps_curve"] = [parse_number(e, "evaluate.eps_curve") for e in d["eps_curve"]]
+        if d.get("cw_budget") is not None:
+            d["cw_budget"] = parse_number(d["cw_budget"], "evaluate.cw_budget")
+        return super().from_dict(d)
 
     def profile_record(self) -> dict[str, Any]:
         """The `evaluate:` section of a run's config.yaml (FROM_PROFILE_TOP_LEVEL, RECORDED_WHEN_CHANGED)."""

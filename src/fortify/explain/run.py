@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fortify.attacks import parse_spec
 from fortify.errors import ConfigError
 from fortify.evaluation.inputs import check_checkpoint_path, open_checkpoint
 from fortify.explain.crossarch import train_surrogate, transfer_to_targets
@@ -89,7 +88,7 @@ def explain_checkpoints(
         raise ConfigError("give at least one checkpoint to explain")
     for path in checkpoints.values():
         check_checkpoint_path(path)
-    spec = parse_spec(settings.attack)
+    spec = settings.attack
     runtime = runtime or Runtime.resolve()
     out = Path(out_dir)
     t = time.perf_counter()

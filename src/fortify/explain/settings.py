@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from fortify.attacks import parse_spec
+from fortify.attacks import AttackSpec
 from fortify.errors import ConfigError
 from fortify.explain.cam import check_method
 from fortify.models import list_models
@@ -17,6 +17,7 @@ TARGETS = ("predicted", "true")
 @dataclass
 class ExplainSettings(StageSettings):
     STAGE: ClassVar[str] = "explain"
+    SPEC_FIELDS: ClassVar[dict[str, str]] = {"attack": "spec"}
     # smoke: seconds on 32 px smallcnn (24 test images). quick (the defaults): ResNet18 at 128 px, all 158
     # test images, about 10 CPU-minutes on 2 cores (fp32), 7 of them the smallcnn surrogate (3 epochs at
     # 128 px + crafting).
@@ -33,7 +34,8 @@ class ExplainSettings(StageSettings):
 
     method: str = "gradcam"  # gradcam | gradcam++ | xgradcam | eigencam | layercam
     target: str = "predicted"  # class each map explains: the model's prediction on that image, or the truth
-    attack: str = "pgd:eps=2/255,steps=10"  # white-box on each model, and crafted on the surrogate
+    # white-box on each model, and crafted on the surrogate
+    attack: AttackSpec = field(default_factory=lambda: AttackSpec.build("pgd", eps=2 / 255, steps=10))
     limit: int | None = None  # first N test images, class-stratified; None = the whole test split
     batch_size: int = 32
     grid: int = 32  # maps are area-averaged to at most grid x grid cells before the metrics
@@ -52,10 +54,10 @@ class ExplainSettings(StageSettings):
         check_method(self.method)
         if self.target not in TARGETS:
             raise ConfigError(f"unknown CAM target {self.target!r}; choose one of {', '.join(TARGETS)}")
-        spec = parse_spec(self.attack)
-        tm = spec.threat_model()
-        if tm is None:
-            raise ConfigError(f"attack {self.attack!r} has no threat model (give CW a max_l2)")
+        if not isinstance(self.attack, AttackSpec):
+            raise ConfigError("explain.attack must be an attack spec (AttackSpec; from_dict parses text)")
+        if self.attack.threat_model() is None:
+            raise ConfigError(f"attack {str(self.attack)!r} has no threat model (give CW a max_l2)")
         if self.surrogate != "none" and self.surrogate not in list_models():
             raise ConfigError(
                 f"unknown surrogate {self.surrogate!r}; choose one of {', '.join([*list_models(), 'none'])}"

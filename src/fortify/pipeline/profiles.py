@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from fortify.attacks import ThreatModel, parse_spec
+from fortify.attacks import ThreatModel
 from fortify.config_files import configs_dir
-from fortify.errors import ConfigError, SpecError
+from fortify.errors import ConfigError
 from fortify.evaluation.settings import FROM_PROFILE_TOP_LEVEL, EvalSettings
 from fortify.fileio import read_yaml
 from fortify.numbers import parse_number
@@ -179,29 +179,17 @@ def _read_raw(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
 
 
 def _evaluate_settings(section: dict[str, Any], profile: Profile, where: str) -> EvalSettings:
-    """The profile's `evaluate:` section as EvalSettings. This is where a profile's attack texts are
-    parsed, once: evaluation and the pipeline only ever see AttackSpec objects. The threat model and
-    seed are the profile's top-level `eps` and `seed` (one value for training and evaluation)."""
-    section = dict(section)
+    """The profile's `evaluate:` section as EvalSettings (its attack texts parsed there, once). The threat
+    model and seed are the profile's top-level `eps` and `seed` (one value for training and evaluation)."""
     misplaced = sorted(set(section) & set(FROM_PROFILE_TOP_LEVEL))
     if misplaced:
         raise ConfigError(f"{where}: set {', '.join(misplaced)} at the profile's top level (eps, seed)")
     _build(EvalSettings, section, where)  # unknown keys: one line naming the known ones
-    if section.get("eps_curve") is not None:
-        section["eps_curve"] = [parse_number(e, "evaluate.eps_curve") for e in section["eps_curve"]]
-    if section.get("cw_budget") is not None:
-        section["cw_budget"] = parse_number(section["cw_budget"], "evaluate.cw_budget")
+    top = {"threat_model": ThreatModel("linf", profile.eps), "seed": profile.seed}
     try:
-        if section.get("attacks"):
-            section["attacks"] = [parse_spec(str(t)) for t in section["attacks"]]
-        if section.get("curve_attacks") is not None:
-            section["curve_attacks"] = [parse_spec(str(t), template=True) for t in section["curve_attacks"]]
-        if section.get("transfer_attack"):
-            section["transfer_attack"] = parse_spec(str(section["transfer_attack"]))
-    except SpecError as e:
+        return EvalSettings.from_dict({**section, **top})
+    except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from e
-    section.update(threat_model=ThreatModel("linf", profile.eps), seed=profile.seed)
-    return EvalSettings.from_dict(section)
 
 
 def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:

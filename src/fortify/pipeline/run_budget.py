@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from fortify.fileio import write_json
 from fortify.pipeline.estimate import (
     Budget,
     MachineSpeed,
@@ -70,13 +71,12 @@ def first_epoch_estimate(console, budget: Budget, name: str, epoch: int, seconds
         )
 
 
-def _ignore(name: str, status: str) -> None:
-    return None
-
-
 def first_budget(run: RunPlan, stages: list[Stage], skipped: list[str], console) -> Budget:
     """Measure this machine, predict every stage (those already skipped cost nothing), print, save."""
     speed = measure(run, console)
     budget = Budget(speed, [StageEstimate(s.name, s.kind, s.cost(speed)) for s in stages])
     for name in skipped:
         budget.skipped(name)
+    print_budget(console, budget, stages, first=True)
+    write_json(run.out / "estimate.json", budget.to_dict())
+    return budget
