@@ -2,45 +2,21 @@
 
 from __future__ import annotations
 
-import sys
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from fortify.cli import model_options, options
+from fortify.cli.printing import data_warnings_reported, wide_console
 from fortify.errors import ConfigError
 from fortify.evaluation.settings import DEFAULTS
 from fortify.evaluation.specs import fraction_text
 from fortify.numbers import parse_number
 
-
-@contextmanager
-def data_warnings_reported() -> Iterator[None]:
-    """Record the block's warnings, then print them after it: data warnings one line each (no repeats
-    lost to Python's once-per-place filter), anything else as Python shows it."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    print_data_warnings(caught)
-
-
-def wide_console(min_width: int) -> Console:
-    """A stdout console at least `min_width` columns wide, so a results table is not squeezed."""
-    return Console(width=max(Console().width, min_width))
-
-
-def print_data_warnings(caught: list[warnings.WarningMessage]) -> None:
-    """Data warnings as one `fortify: warning: ...` line each; anything else as Python shows it."""
-    for w in caught:
-        if w.category.__name__ == "DataWarning":
-            print(f"fortify: warning: {w.message}", file=sys.stderr)
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+NAME = "evaluate"
 
 
 def _pct(value: float | None) -> str:
@@ -61,6 +37,32 @@ def _fails_for(results: dict, keys: list[str]) -> list[str]:
 
 
 def print_summary(results: dict, console: Console, out: Path | None = None) -> None:
+    """The results table, the accuracy-vs-eps curves, transfer, the sanity checks and where the files are."""
+    console.print(_results_table(results))
+    for key, res in results["attacks"].items():
+        if res.get("cw_median_l2") is not None:
+            console.print(
+                f"{key}: median L2 of unbounded CW on correctly classified images {res['cw_median_l2']:.3g}"
+            )
+    if results["curves"]:
+        console.print(_curves_table(results["curves"]))
+    for pair in results.get("transfer", []):
+        console.print(
+            f"transfer {pair['attack']} from {pair['source']}: accuracy {_pct(pair['transfer_accuracy'])} "
+            f"(white-box on this model {_pct(pair['white_box_accuracy'])}, "
+            f"clean {_pct(pair['clean_accuracy'])})"
+        )
+    _print_sanity(results["sanity"], console)
+    if out is not None:
+        console.print(
+            f"results: {out / 'results.json'}  examples: {out / 'examples.safetensors'}  "
+            f"({results['seconds_total']:.0f} s)"
+        )
+
+
+def _results_table(results: dict) -> Table:
+    """One row per set (clean, each attack, combined, worst case); a number a failed check undermines is
+    red."""
     data, ckpt = results["data"], results["checkpoint"]
     synthetic = "  [bold red](SYNTHETIC phantom data)[/]" if data["synthetic"] else ""
     m2n = results.get("malignant_to_normal")
@@ -89,57 +91,43 @@ def print_summary(results: dict, console: Console, out: Path | None = None) -> N
         )
 
     row("clean", "none", results["clean"], [], "clean")
-    notes = []
     for key, res in results["attacks"].items():
         row(key, _threat(res["threat_model"]), res, [key], key, res)
-        if res.get("cw_median_l2") is not None:
-            notes.append(
-                f"{key}: median L2 of unbounded CW on correctly classified images {res['cw_median_l2']:.3g}"
-            )
     if "combined" in results:
         comb = results["combined"]
         row("combined", "+".join(comb["attacks"]), comb, comb["attacks"], None)
     worst = results["worst_case"]
     row("worst case", "any attack", worst, worst["attacks"], "worst_case")
-    console.print(table)
-    for note in notes:
-        console.print(note)
+    return table
 
-    curves = Table(title="Accuracy vs eps", title_justify="left")
-    curves.add_column("attack")
-    eps_values = sorted({p[0] for c in results["curves"].values() for p in c["points"]})
+
+def _curves_table(curves: dict) -> Table:
+    """Accuracy at each eps of the curves, one row per curve attack."""
+    table = Table(title="Accuracy vs eps", title_justify="left")
+    table.add_column("attack")
+    eps_values = sorted({p[0] for c in curves.values() for p in c["points"]})
     for e in eps_values:
-        curves.add_column(f"{255 * e:g}/255", justify="right")
-    for key, curve in results["curves"].items():
+        table.add_column(f"{255 * e:g}/255", justify="right")
+    for key, curve in curves.items():
         by_eps = {p[0]: p[1] for p in curve["points"]}
-        curves.add_row(f"{key} ({curve['spec']})", *(_pct(by_eps.get(e)) for e in eps_values))
-    if results["curves"]:
-        console.print(curves)
+        table.add_row(f"{key} ({curve['spec']})", *(_pct(by_eps.get(e)) for e in eps_values))
+    return table
 
-    for pair in results.get("transfer", []):
-        console.print(
-            f"transfer {pair['attack']} from {pair['source']}: accuracy {_pct(pair['transfer_accuracy'])} "
-            f"(white-box on this model {_pct(pair['white_box_accuracy'])}, "
-            f"clean {_pct(pair['clean_accuracy'])})"
-        )
 
+def _print_sanity(sanity: list[dict], console: Console) -> None:
+    """The sanity checks, PASS or FAIL, and a warning line when any failed."""
     checks = Table(title="Sanity checks (Carlini et al. 2019)", title_justify="left")
     for col in ("", "check", "detail"):
         checks.add_column(col)
-    for c in results["sanity"]:
+    for c in sanity:
         verdict = "[green]PASS[/]" if c["passed"] else "[bold red]FAIL[/]"
         checks.add_row(verdict, c["check"], c["detail"])
     console.print(checks)
-    failed = [c for c in results["sanity"] if not c["passed"]]
+    failed = [c for c in sanity if not c["passed"]]
     if failed:
         console.print(
             f"[bold red]{len(failed)} sanity check(s) FAILED: the numbers marked FAIL above may overstate "
             "robustness.[/]"
-        )
-    if out is not None:
-        console.print(
-            f"results: {out / 'results.json'}  examples: {out / 'examples.safetensors'}  "
-            f"({results['seconds_total']:.0f} s)"
         )
 
 
@@ -190,16 +178,70 @@ def evaluate(
     std: str | None = model_options.STD,
 ) -> None:
     """Evaluate a checkpoint: clean, per-attack, combined and worst-case accuracy, curves, sanity checks."""
+    checked = _check_inputs(
+        checkpoint=checkpoint,
+        model_args=(arch, weights, num_classes, channels, image_size, mean, std),
+        attacks=attacks,
+        eps=eps,
+        eps_curve=eps_curve,
+        curve_attacks=curve_attacks,
+        transfer_from=transfer_from,
+        transfer_attack=transfer_attack,
+        out=out,
+        force=force,
+        device=device,
+        precision=precision,
+    )
+    results = _run_evaluation(
+        checked,
+        checkpoint=checkpoint,
+        data=data,
+        split=split,
+        attacks=attacks,
+        out=out,
+        transfer_from=transfer_from,
+        batch_size=batch_size,
+        limit=limit,
+        examples_per_class=examples_per_class,
+        seed=seed,
+    )
+    print_summary(results, wide_console(120), out)
+
+
+class CheckedInputs(NamedTuple):
+    """The options `evaluate` parsed and checked before any work."""
+
+    model: Any  # a fortify checkpoint's path, or a loaded model from elsewhere
+    eps: float
+    eps_curve: list[float]
+    curve_attacks: list[str]
+    transfer_spec: str
+    runtime: Any
+
+
+def _check_inputs(
+    *,
+    checkpoint: Path | None,
+    model_args: tuple,
+    attacks: list[str] | None,
+    eps: str,
+    eps_curve: str,
+    curve_attacks: list[str] | None,
+    transfer_from: Path | None,
+    transfer_attack: str | None,
+    out: Path,
+    force: bool,
+    device: str,
+    precision: str,
+) -> CheckedInputs:
+    """Every check that can fail on user input, run before any work, so a mistake costs nothing."""
     from fortify.attacks import parse_spec
-    from fortify.evaluation import check_out_dir, evaluate_checkpoint, evaluate_transfer
+    from fortify.evaluation import check_out_dir
     from fortify.evaluation.inputs import check_checkpoint_path
     from fortify.evaluation.specs import DEFAULT_CURVE_ATTACKS, curve_specs, default_pgd_spec, keyed_specs
     from fortify.runtime import Runtime
 
-    # Every check that can fail on user input runs before any work, so a mistake costs nothing.
-    model = model_options.open_model_options(
-        checkpoint, arch, weights, num_classes, channels, image_size, mean, std
-    )
+    model = model_options.open_model_options(checkpoint, *model_args)
     headline = parse_number(eps, "--eps", lo=0, hi=1)
     curve_eps = [parse_number(v, "--eps-curve", lo=0, hi=1) for v in eps_curve.split(",") if v.strip()]
     if attacks:
@@ -214,6 +256,26 @@ def evaluate(
         parse_spec(transfer_spec)
     check_out_dir(out, force)
     runtime = Runtime.resolve(device, precision)
+    return CheckedInputs(model, headline, curve_eps, curve_templates, transfer_spec, runtime)
+
+
+def _run_evaluation(
+    checked: CheckedInputs,
+    *,
+    checkpoint: Path | None,
+    data: str,
+    split: Path | None,
+    attacks: list[str] | None,
+    out: Path,
+    transfer_from: Path | None,
+    batch_size: int,
+    limit: int | None,
+    examples_per_class: int,
+    seed: int,
+) -> dict:
+    """The transfer attack (with --transfer-from), then the evaluation that writes results.json; the data
+    warnings of both are printed after them."""
+    from fortify.evaluation import evaluate_checkpoint, evaluate_transfer
 
     with data_warnings_reported():
         transfer = None
@@ -223,8 +285,8 @@ def evaluate(
                 checkpoint,
                 data=data,
                 split=split,
-                attack=transfer_spec,
-                runtime=runtime,
+                attack=checked.transfer_spec,
+                runtime=checked.runtime,
                 batch_size=batch_size,
                 progress=True,
                 limit=limit,
@@ -232,15 +294,15 @@ def evaluate(
             )
             transfer = [pair]
         results = evaluate_checkpoint(
-            model,
+            checked.model,
             data=data,
             split=split,
             attacks=attacks or None,
             out_dir=out,
-            eps=headline,
-            eps_curve=curve_eps,
-            curve_attacks=curve_templates,
-            runtime=runtime,
+            eps=checked.eps,
+            eps_curve=checked.eps_curve,
+            curve_attacks=checked.curve_attacks,
+            runtime=checked.runtime,
             batch_size=batch_size,
             progress=True,
             limit=limit,
@@ -248,9 +310,9 @@ def evaluate(
             seed=seed,
             transfer=transfer,
         )
-    print_summary(results, wide_console(120), out)
+    return results
 
 
 def register(app: typer.Typer) -> None:
     """Add `fortify evaluate` to the app."""
-    app.command("evaluate")(evaluate)
+    app.command(NAME)(evaluate)
