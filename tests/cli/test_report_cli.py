@@ -62,7 +62,7 @@ def test_reproduce_refuses_dir_holding_another_run(cli, tmp_path, capsys):
 
 
 def test_reproduce_help_names_every_built_in_profile(cli, capsys):
-    from fortify.cli.report_commands import PROFILES_HELP
+    from fortify.cli.reproduce_command import PROFILES_HELP
     from fortify.pipeline.profiles import list_profiles
 
     assert sorted(PROFILES_HELP.split(" | ")) == list_profiles()
@@ -89,7 +89,7 @@ def test_reproduce_set_with_a_bad_key_is_one_line_and_writes_nothing(cli, tmp_pa
 
 
 def test_reproduce_shortcut_options_become_profile_overrides(tmp_path):
-    from fortify.cli.report_commands import _overrides
+    from fortify.cli.reproduce_command import _overrides
     from fortify.errors import ConfigError
 
     weights = tmp_path / "w.pth"

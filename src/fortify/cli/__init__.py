@@ -1,11 +1,15 @@
 """The `fortify` command. Parses arguments, calls the Python API, prints. No logic of its own.
 
-Each group of subcommands lives in its own module with a `register(app)` function, so the
-people building data, training and evaluation each own one file here.
+Each command lives in its own module, `fortify.cli.<name>_command`, which defines the command as a plain
+function and a `register(app)` that adds it with `app.command(NAME)(function)` (`profile` adds its group
+of `list` and `show`). `COMMANDS` below is the one table of them; `_register_all` registers them in its
+order, which is the order of `fortify --help`. A module is imported only then, and imports the heavy
+libraries (torch, ...) inside its command's body, so `fortify --help` stays quick.
 """
 
 from __future__ import annotations
 
+import importlib
 import shlex
 import sys
 
@@ -35,33 +39,28 @@ def _root(
         raise typer.Exit()
 
 
-def _register_all() -> None:
-    from fortify.cli import (
-        attack_command,
-        certify_command,
-        data_commands,
-        detect_command,
-        evaluate_command,
-        explain_command,
-        operating_point_command,
-        pool_command,
-        report_commands,
-        train_command,
-    )
+# command name -> the module under fortify.cli that defines it and has its `register(app)`
+COMMANDS: dict[str, str] = {
+    "audit": "audit_command",
+    "split": "split_command",
+    "train": "train_command",
+    "attack": "attack_command",
+    "evaluate": "evaluate_command",
+    "explain": "explain_command",
+    "detect": "detect_command",
+    "certify": "certify_command",
+    "operating-point": "operating_point_command",
+    "pool": "pool_command",
+    "report": "report_command",
+    "profile": "profile_command",
+    "reproduce": "reproduce_command",
+}
 
-    for module in (
-        data_commands,
-        train_command,
-        attack_command,
-        evaluate_command,
-        explain_command,
-        detect_command,
-        certify_command,
-        operating_point_command,
-        pool_command,
-        report_commands,
-    ):
-        module.register(app)
+
+def _register_all() -> None:
+    """Add every command of `COMMANDS` to `app`."""
+    for module_name in COMMANDS.values():
+        importlib.import_module(f"fortify.cli.{module_name}").register(app)
 
 
 def error_exit(message: str, code: int = 2) -> None:

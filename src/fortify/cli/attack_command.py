@@ -11,6 +11,8 @@ from rich.table import Table
 from fortify.cli import model_options, options
 from fortify.evaluation.settings import DEFAULTS
 
+NAME = "attack"
+
 
 def attack(
     checkpoint: Path | None = model_options.CHECKPOINT,
@@ -34,7 +36,7 @@ def attack(
 ) -> None:
     """Attack the test split of a checkpoint; write 8-bit PNGs at the model's input size and attacks.json."""
     from fortify.attacks import parse_spec
-    from fortify.cli.evaluate_command import data_warnings_reported
+    from fortify.cli.printing import data_warnings_reported
     from fortify.evaluation import attack_checkpoint, check_out_dir
     from fortify.runtime import Runtime
 
@@ -48,7 +50,7 @@ def attack(
         summary = attack_checkpoint(
             model,
             data=data,
-            attack=str(spec),
+            attack=spec,
             out_dir=out,
             split=split,
             limit=limit,
@@ -57,18 +59,23 @@ def attack(
             progress=True,
             seed=seed,
         )
+    _print_summary(summary, out)
 
-    def pct(v: float | None) -> str:
-        return "n/a" if v is None else f"{100 * v:.1f}%"
 
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    """Accuracy clean, attacked and after 8-bit PNG rounding, the success rate, and where the files are."""
     table = Table(title=f"{summary['attack']} on {summary['data']['n']} test images", title_justify="left")
     for col in ("clean acc", "adversarial acc", "after 8-bit PNG", "success rate", "seconds"):
         table.add_column(col, justify="right")
     table.add_row(
-        pct(summary["clean_accuracy"]),
-        pct(summary["adv_accuracy"]),
-        pct(summary["png_accuracy"]),
-        pct(summary["success_rate"]),
+        _pct(summary["clean_accuracy"]),
+        _pct(summary["adv_accuracy"]),
+        _pct(summary["png_accuracy"]),
+        _pct(summary["success_rate"]),
         f"{summary['seconds']:.1f}",
     )
     console = Console()
@@ -78,4 +85,4 @@ def attack(
 
 def register(app: typer.Typer) -> None:
     """Add `fortify attack` to the app."""
-    app.command("attack")(attack)
+    app.command(NAME)(attack)

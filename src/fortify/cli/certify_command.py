@@ -8,9 +8,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fortify.certify.settings import CertifySettings
 from fortify.cli import options
+from fortify.cli.printing import data_warnings_reported, wide_console
 from fortify.errors import ConfigError
 from fortify.numbers import parse_number
+
+NAME = "certify"
+_DEFAULTS = CertifySettings()  # the options' defaults
 
 
 def _radii(text: str) -> list[float]:
@@ -59,87 +64,84 @@ def print_summary(payload: dict, console: Console, out: Path) -> None:
     )
 
 
+def certify(
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", help="Start checkpoint .safetensors (its .json beside)."
+    ),
+    data: str = options.data(),
+    split: Path | None = options.split(),
+    out: Path = options.out("Output folder for certify.json, figures/, noise-model/."),
+    sigma: float = typer.Option(_DEFAULTS.sigma, "--sigma", help="Gaussian noise std in [0,1] pixel units."),
+    n: int = typer.Option(_DEFAULTS.n, "--n", help="Votes that bound the top class's probability."),
+    n0: int = typer.Option(_DEFAULTS.n0, "--n0", help="Votes that select the class."),
+    alpha: float = typer.Option(_DEFAULTS.alpha, "--alpha", help="Failure probability of each certificate."),
+    finetune_epochs: int = typer.Option(
+        _DEFAULTS.finetune_epochs,
+        "--finetune-epochs",
+        help="Fine-tune with Gaussian noise first (0: certify the checkpoint as is).",
+    ),
+    finetune_lr: float = typer.Option(_DEFAULTS.finetune_lr, "--finetune-lr"),
+    limit: int | None = options.limit("Certify only N test images (stratified).", min=None),
+    radii: str = typer.Option(
+        ",".join(f"{r:g}" for r in _DEFAULTS.radii), "--radii", help="Reported L2 radii, comma-separated."
+    ),
+    eps: str = typer.Option("2/255", "--eps", help="L-inf threat model to express as L2 radii."),
+    attack_steps: int = typer.Option(_DEFAULTS.attack_steps, "--attack-steps", help="Smoothed PGD steps."),
+    attack_samples: int = typer.Option(
+        _DEFAULTS.attack_samples, "--attack-samples", help="Noise samples per PGD step (EOT)."
+    ),
+    attack_n: int | None = typer.Option(
+        None, "--attack-n", help="Votes judging an attacked image (default n)."
+    ),
+    batch_size: int = options.batch_size(_DEFAULTS.batch_size, "Noisy copies per forward pass."),
+    seed: int = options.seed(_DEFAULTS.seed),
+    device: str = options.device(),
+    precision: str = options.precision(),
+    force: bool = options.force(),
+    resume: bool = options.resume(),
+) -> None:
+    """Certify a randomized-smoothing classifier (Cohen et al. 2019) and attack it (smoothed PGD)."""
+    from fortify.certify import run_certify
+    from fortify.evaluation import check_out_dir
+    from fortify.evaluation.inputs import check_checkpoint_path
+    from fortify.runtime import Runtime
+
+    if force and resume:
+        raise ConfigError("--force starts over and --resume continues: pass one of them")
+    settings = CertifySettings(
+        sigma=sigma,
+        finetune_epochs=finetune_epochs,
+        finetune_lr=finetune_lr,
+        n0=n0,
+        n=n,
+        alpha=alpha,
+        batch_size=batch_size,
+        limit=limit,
+        radii=_radii(radii),
+        eps=parse_number(eps, "--eps", lo=0, hi=1),
+        attack_steps=attack_steps,
+        attack_samples=attack_samples,
+        attack_n=attack_n,
+        seed=seed,
+    ).validate()
+    check_checkpoint_path(checkpoint)
+    check_out_dir(out, force or resume)
+    runtime = Runtime.resolve(device, precision)
+    with data_warnings_reported():
+        payload = run_certify(
+            checkpoint,
+            None,
+            data=data,
+            split=split,
+            out_dir=out,
+            settings=settings,
+            runtime=runtime,
+            progress=True,
+            resume=not force,
+        )
+    print_summary(payload, wide_console(120), out)
+
+
 def register(app: typer.Typer) -> None:
     """Add `fortify certify` to the app."""
-    from fortify.certify import CertifySettings
-
-    d = CertifySettings()
-
-    @app.command("certify")
-    def certify(
-        checkpoint: Path = typer.Option(
-            ..., "--checkpoint", help="Start checkpoint .safetensors (its .json beside)."
-        ),
-        data: str = options.data(),
-        split: Path | None = options.split(),
-        out: Path = options.out("Output folder for certify.json, figures/, noise-model/."),
-        sigma: float = typer.Option(d.sigma, "--sigma", help="Gaussian noise std in [0,1] pixel units."),
-        n: int = typer.Option(d.n, "--n", help="Votes that bound the top class's probability."),
-        n0: int = typer.Option(d.n0, "--n0", help="Votes that select the class."),
-        alpha: float = typer.Option(d.alpha, "--alpha", help="Failure probability of each certificate."),
-        finetune_epochs: int = typer.Option(
-            d.finetune_epochs,
-            "--finetune-epochs",
-            help="Fine-tune with Gaussian noise first (0: certify the checkpoint as is).",
-        ),
-        finetune_lr: float = typer.Option(d.finetune_lr, "--finetune-lr"),
-        limit: int | None = options.limit("Certify only N test images (stratified).", min=None),
-        radii: str = typer.Option(
-            ",".join(f"{r:g}" for r in d.radii), "--radii", help="Reported L2 radii, comma-separated."
-        ),
-        eps: str = typer.Option("2/255", "--eps", help="L-inf threat model to express as L2 radii."),
-        attack_steps: int = typer.Option(d.attack_steps, "--attack-steps", help="Smoothed PGD steps."),
-        attack_samples: int = typer.Option(
-            d.attack_samples, "--attack-samples", help="Noise samples per PGD step (EOT)."
-        ),
-        attack_n: int | None = typer.Option(
-            None, "--attack-n", help="Votes judging an attacked image (default n)."
-        ),
-        batch_size: int = options.batch_size(d.batch_size, "Noisy copies per forward pass."),
-        seed: int = options.seed(d.seed),
-        device: str = options.device(),
-        precision: str = options.precision(),
-        force: bool = options.force(),
-        resume: bool = options.resume(),
-    ) -> None:
-        """Certify a randomized-smoothing classifier (Cohen et al. 2019) and attack it (smoothed PGD)."""
-        from fortify.certify import run_certify
-        from fortify.cli.evaluate_command import data_warnings_reported, wide_console
-        from fortify.evaluation import check_out_dir
-        from fortify.evaluation.inputs import check_checkpoint_path
-        from fortify.runtime import Runtime
-
-        if force and resume:
-            raise ConfigError("--force starts over and --resume continues: pass one of them")
-        settings = CertifySettings(
-            sigma=sigma,
-            finetune_epochs=finetune_epochs,
-            finetune_lr=finetune_lr,
-            n0=n0,
-            n=n,
-            alpha=alpha,
-            batch_size=batch_size,
-            limit=limit,
-            radii=_radii(radii),
-            eps=parse_number(eps, "--eps", lo=0, hi=1),
-            attack_steps=attack_steps,
-            attack_samples=attack_samples,
-            attack_n=attack_n,
-            seed=seed,
-        ).validate()
-        check_checkpoint_path(checkpoint)
-        check_out_dir(out, force or resume)
-        runtime = Runtime.resolve(device, precision)
-        with data_warnings_reported():
-            payload = run_certify(
-                checkpoint,
-                None,
-                data=data,
-                split=split,
-                out_dir=out,
-                settings=settings,
-                runtime=runtime,
-                progress=True,
-                resume=not force,
-            )
-        print_summary(payload, wide_console(120), out)
+    app.command(NAME)(certify)

@@ -9,10 +9,11 @@ from rich.console import Console
 from rich.table import Table
 
 from fortify.cli import options
-from fortify.cli.evaluate_command import data_warnings_reported, wide_console
+from fortify.cli.printing import data_warnings_reported, wide_console
 from fortify.errors import ConfigError
 from fortify.numbers import parse_number
 
+NAME = "detect"
 PRESETS = ("default", "quick", "smoke")
 
 
@@ -120,4 +121,4 @@ def detect(
 
 def register(app: typer.Typer) -> None:
     """Add `fortify detect` to the app."""
-    app.command("detect")(detect)
+    app.command(NAME)(detect)

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -14,33 +10,12 @@ from rich.table import Table
 
 from fortify.attacks import format_value
 from fortify.cli import model_options, options
+from fortify.cli.printing import data_warnings_reported, wide_console
 from fortify.errors import ConfigError
 from fortify.evaluation.settings import DEFAULTS
 from fortify.numbers import parse_number
 
-
-@contextmanager
-def data_warnings_reported() -> Iterator[None]:
-    """Record the block's warnings, then print them after it: data warnings one line each (no repeats
-    lost to Python's once-per-place filter), anything else as Python shows it."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    print_data_warnings(caught)
-
-
-def wide_console(min_width: int) -> Console:
-    """A stdout console at least `min_width` columns wide, so a results table is not squeezed."""
-    return Console(width=max(Console().width, min_width))
-
-
-def print_data_warnings(caught: list[warnings.WarningMessage]) -> None:
-    """Data warnings as one `fortify: warning: ...` line each; anything else as Python shows it."""
-    for w in caught:
-        if w.category.__name__ == "DataWarning":
-            print(f"fortify: warning: {w.message}", file=sys.stderr)
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+NAME = "evaluate"
 
 
 def _pct(value: float | None) -> str:
@@ -61,6 +36,32 @@ def _fails_for(results: dict, keys: list[str]) -> list[str]:
 
 
 def print_summary(results: dict, console: Console, out: Path | None = None) -> None:
+    """The results table, the accuracy-vs-eps curves, transfer, the sanity checks and where the files are."""
+    console.print(_results_table(results))
+    for key, res in results["attacks"].items():
+        if res.get("cw_median_l2") is not None:
+            console.print(
+                f"{key}: median L2 of unbounded CW on correctly classified images {res['cw_median_l2']:.3g}"
+            )
+    if results["curves"]:
+        console.print(_curves_table(results["curves"]))
+    for pair in results.get("transfer", []):
+        console.print(
+            f"transfer {pair['attack']} from {pair['source']}: accuracy {_pct(pair['transfer_accuracy'])} "
+            f"(white-box on this model {_pct(pair['white_box_accuracy'])}, "
+            f"clean {_pct(pair['clean_accuracy'])})"
+        )
+    _print_sanity(results["sanity"], console)
+    if out is not None:
+        console.print(
+            f"results: {out / 'results.json'}  examples: {out / 'examples.safetensors'}  "
+            f"({results['seconds_total']:.0f} s)"
+        )
+
+
+def _results_table(results: dict) -> Table:
+    """One row per set (clean, each attack, combined, worst case); a number a failed check undermines is
+    red."""
     data, ckpt = results["data"], results["checkpoint"]
     synthetic = "  [bold red](SYNTHETIC phantom data)[/]" if data["synthetic"] else ""
     m2n = results.get("malignant_to_normal")
@@ -89,57 +90,43 @@ def print_summary(results: dict, console: Console, out: Path | None = None) -> N
         )
 
     row("clean", "none", results["clean"], [], "clean")
-    notes = []
     for key, res in results["attacks"].items():
         row(key, _threat(res["threat_model"]), res, [key], key, res)
-        if res.get("cw_median_l2") is not None:
-            notes.append(
-                f"{key}: median L2 of unbounded CW on correctly classified images {res['cw_median_l2']:.3g}"
-            )
     if "combined" in results:
         comb = results["combined"]
         row("combined", "+".join(comb["attacks"]), comb, comb["attacks"], None)
     worst = results["worst_case"]
     row("worst case", "any attack", worst, worst["attacks"], "worst_case")
-    console.print(table)
-    for note in notes:
-        console.print(note)
+    return table
 
-    curves = Table(title="Accuracy vs eps", title_justify="left")
-    curves.add_column("attack")
-    eps_values = sorted({p[0] for c in results["curves"].values() for p in c["points"]})
+
+def _curves_table(curves: dict) -> Table:
+    """Accuracy at each eps of the curves, one row per curve attack."""
+    table = Table(title="Accuracy vs eps", title_justify="left")
+    table.add_column("attack")
+    eps_values = sorted({p[0] for c in curves.values() for p in c["points"]})
     for e in eps_values:
-        curves.add_column(f"{255 * e:g}/255", justify="right")
-    for key, curve in results["curves"].items():
+        table.add_column(f"{255 * e:g}/255", justify="right")
+    for key, curve in curves.items():
         by_eps = {p[0]: p[1] for p in curve["points"]}
-        curves.add_row(f"{key} ({curve['spec']})", *(_pct(by_eps.get(e)) for e in eps_values))
-    if results["curves"]:
-        console.print(curves)
+        table.add_row(f"{key} ({curve['spec']})", *(_pct(by_eps.get(e)) for e in eps_values))
+    return table
 
-    for pair in results.get("transfer", []):
-        console.print(
-            f"transfer {pair['attack']} from {pair['source']}: accuracy {_pct(pair['transfer_accuracy'])} "
-            f"(white-box on this model {_pct(pair['white_box_accuracy'])}, "
-            f"clean {_pct(pair['clean_accuracy'])})"
-        )
 
+def _print_sanity(sanity: list[dict], console: Console) -> None:
+    """The sanity checks, PASS or FAIL, and a warning line when any failed."""
     checks = Table(title="Sanity checks (Carlini et al. 2019)", title_justify="left")
     for col in ("", "check", "detail"):
         checks.add_column(col)
-    for c in results["sanity"]:
+    for c in sanity:
         verdict = "[green]PASS[/]" if c["passed"] else "[bold red]FAIL[/]"
         checks.add_row(verdict, c["check"], c["detail"])
     console.print(checks)
-    failed = [c for c in results["sanity"] if not c["passed"]]
+    failed = [c for c in sanity if not c["passed"]]
     if failed:
         console.print(
             f"[bold red]{len(failed)} sanity check(s) FAILED: the numbers marked FAIL above may overstate "
             "robustness.[/]"
-        )
-    if out is not None:
-        console.print(
-            f"results: {out / 'results.json'}  examples: {out / 'examples.safetensors'}  "
-            f"({results['seconds_total']:.0f} s)"
         )
 
 
@@ -227,7 +214,9 @@ def _settings(
         attacks=[parse_spec(a) for a in attacks] if attacks else None,
         eps_curve=[parse_number(v, "--eps-curve", lo=0, hi=1) for v in eps_curve.split(",") if v.strip()],
         curve_attacks=(
-            [parse_spec(t, template=True) for t in curve_attacks] if curve_attacks else DEFAULTS.curve_attacks
+            [parse_spec(t, template=True).without_eps() for t in curve_attacks]
+            if curve_attacks
+            else DEFAULTS.curve_attacks
         ),
         transfer_attack=parse_spec(transfer_attack) if transfer_attack else None,
         batch_size=batch_size,
@@ -267,4 +256,4 @@ def _run_evaluation(model, checkpoint, transfer_from, data, split, out, settings
 
 def register(app: typer.Typer) -> None:
     """Add `fortify evaluate` to the app."""
-    app.command("evaluate")(evaluate)
+    app.command(NAME)(evaluate)

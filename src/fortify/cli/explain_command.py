@@ -8,7 +8,10 @@ import typer
 from rich.console import Console
 
 from fortify.cli import options
+from fortify.cli.printing import data_warnings_reported, wide_console
 from fortify.errors import ConfigError
+
+NAME = "explain"
 
 
 def _summary(payload: dict, console: Console, out: Path) -> None:
@@ -76,7 +79,6 @@ def explain(
 ) -> None:
     """Class-activation maps on clean and attacked scans, the attention shift in numbers, cross-architecture
     transfer."""
-    from fortify.cli.evaluate_command import data_warnings_reported, wide_console
     from fortify.evaluation import check_out_dir
     from fortify.evaluation.inputs import check_checkpoint_path
     from fortify.explain import ExplainSettings, explain_checkpoints
@@ -121,4 +123,4 @@ def explain(
 
 def register(app: typer.Typer) -> None:
     """Add `fortify explain` to the app."""
-    app.command("explain")(explain)
+    app.command(NAME)(explain)

@@ -10,7 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from fortify.cli import options
+from fortify.cli.printing import data_warnings_reported
 from fortify.errors import ConfigError
+
+NAME = "operating-point"
 
 
 def _floors(items: list[str] | None) -> dict[str, str]:
@@ -59,48 +62,48 @@ def print_summary(record: dict, out: Path, console: Console) -> None:
     )
 
 
+def operating_point(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A fortify checkpoint .safetensors."),
+    data: str = options.data(),
+    split: Path | None = options.split(),
+    out: Path = options.out("The new checkpoint (.safetensors; its .json is written beside it)."),
+    move: list[str] | None = typer.Option(
+        None,
+        "--move",
+        help="A class whose logit offset may change, repeatable (default: every class but the most "
+        "frequent one, which stays at 0).",
+    ),
+    min_recall: list[str] | None = typer.Option(
+        None,
+        "--min-recall",
+        help="CLASS=FLOOR, repeatable: keep this class's validation recall at or above FLOOR (0-1), or "
+        "CLASS=keep for the recall it has without offsets (e.g. malignant=keep).",
+    ),
+    max_offset: float = typer.Option(4.0, "--max-offset", help="Largest |offset| searched.", min=0.01),
+    step: float = typer.Option(0.1, "--step", help="Grid step of the offsets.", min=0.001),
+    force: bool = options.force("Overwrite --out if it exists."),
+) -> None:
+    """Choose one logit offset per class on the split's validation images (maximising balanced
+    accuracy, e.g. to give a rare class back its predictions) and write a checkpoint that carries them.
+    The test images are not read; evaluate the new checkpoint to measure it."""
+    from fortify.evaluation.operating_point import choose_for_checkpoint
+
+    if (out.exists() or out.with_suffix(".json").exists()) and not force:
+        raise ConfigError(f"--out {out} exists; choose another path or pass --force")
+    with data_warnings_reported():  # e.g. a --split other than the one the model trained on
+        record = choose_for_checkpoint(
+            checkpoint,
+            data,
+            out,
+            split=split,
+            move=move,
+            min_recall=_floors(min_recall),
+            max_offset=max_offset,
+            step=step,
+        )
+    print_summary(record, out, Console())
+
+
 def register(app: typer.Typer) -> None:
     """Add `fortify operating-point` to the app."""
-
-    @app.command("operating-point")
-    def operating_point(
-        checkpoint: Path = typer.Option(..., "--checkpoint", help="A fortify checkpoint .safetensors."),
-        data: str = options.data(),
-        split: Path | None = options.split(),
-        out: Path = options.out("The new checkpoint (.safetensors; its .json is written beside it)."),
-        move: list[str] | None = typer.Option(
-            None,
-            "--move",
-            help="A class whose logit offset may change, repeatable (default: every class but the most "
-            "frequent one, which stays at 0).",
-        ),
-        min_recall: list[str] | None = typer.Option(
-            None,
-            "--min-recall",
-            help="CLASS=FLOOR, repeatable: keep this class's validation recall at or above FLOOR (0-1), or "
-            "CLASS=keep for the recall it has without offsets (e.g. malignant=keep).",
-        ),
-        max_offset: float = typer.Option(4.0, "--max-offset", help="Largest |offset| searched.", min=0.01),
-        step: float = typer.Option(0.1, "--step", help="Grid step of the offsets.", min=0.001),
-        force: bool = options.force("Overwrite --out if it exists."),
-    ) -> None:
-        """Choose one logit offset per class on the split's validation images (maximising balanced
-        accuracy, e.g. to give a rare class back its predictions) and write a checkpoint that carries them.
-        The test images are not read; evaluate the new checkpoint to measure it."""
-        from fortify.cli.evaluate_command import data_warnings_reported
-        from fortify.evaluation.operating_point import choose_for_checkpoint
-
-        if (out.exists() or out.with_suffix(".json").exists()) and not force:
-            raise ConfigError(f"--out {out} exists; choose another path or pass --force")
-        with data_warnings_reported():  # e.g. a --split other than the one the model trained on
-            record = choose_for_checkpoint(
-                checkpoint,
-                data,
-                out,
-                split=split,
-                move=move,
-                min_recall=_floors(min_recall),
-                max_offset=max_offset,
-                step=step,
-            )
-        print_summary(record, out, Console())
+    app.command(NAME)(operating_point)

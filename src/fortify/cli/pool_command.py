@@ -15,6 +15,8 @@ from rich.table import Table
 
 from fortify.errors import FortifyError
 
+NAME = "pool"
+
 
 def _results_files(patterns: list[str]) -> list[Path]:
     """Each argument is a results.json, a folder holding one, or a glob of either (quoted, for --against)."""
@@ -135,43 +137,46 @@ def _print_comparison(comp: dict[str, Any], console: Console) -> None:
         )
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("pool")
-    def pool_command(
-        results: list[str] = typer.Argument(
-            ..., help="One model's results.json of each test fold (or the folders holding them)."
-        ),
-        against: list[str] = typer.Option(
-            [],
-            "--against",
-            help="Another model's results on the same folds (repeat, or a quoted glob): paired comparison.",
-        ),
-        out: Path | None = typer.Option(
-            None, "--out", help="Also write the summary (and comparison) to this JSON file."
-        ),
-    ) -> None:
-        """Pool per-fold `fortify evaluate` results: each fold, mean ± sd over folds, pooled over images."""
-        from fortify.evaluation.cv import compare_pooled, pool_evaluations
-        from fortify.fileio import write_json
+def pool(
+    results: list[str] = typer.Argument(
+        ..., help="One model's results.json of each test fold (or the folders holding them)."
+    ),
+    against: list[str] = typer.Option(
+        [],
+        "--against",
+        help="Another model's results on the same folds (repeat, or a quoted glob): paired comparison.",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Also write the summary (and comparison) to this JSON file."
+    ),
+) -> None:
+    """Pool per-fold `fortify evaluate` results: each fold, mean ± sd over folds, pooled over images."""
+    from fortify.evaluation.cv import compare_pooled, pool_evaluations
+    from fortify.fileio import write_json
 
-        # rich assumes 80 columns off a terminal (logs, CI); the fold table needs more
-        console = Console(width=max(Console().width, 140))
-        files = _results_files(results)
+    # rich assumes 80 columns off a terminal (logs, CI); the fold table needs more
+    console = Console(width=max(Console().width, 140))
+    files = _results_files(results)
+    try:
+        loaded = _load(files)
+        pooled = pool_evaluations(loaded, sources=[f.parent.name or str(f) for f in files])
+        comparison = None
+        if against:
+            other = _load(_results_files(against))
+            comparison = compare_pooled(other, loaded, a_name="against", b_name="results")
+    except ValueError as e:
+        raise FortifyError(str(e)) from None
+    _print_pool(pooled, console)
+    if comparison:
+        _print_comparison(comparison, console)
+    if out:
         try:
-            loaded = _load(files)
-            pool = pool_evaluations(loaded, sources=[f.parent.name or str(f) for f in files])
-            comparison = None
-            if against:
-                other = _load(_results_files(against))
-                comparison = compare_pooled(other, loaded, a_name="against", b_name="results")
-        except ValueError as e:
-            raise FortifyError(str(e)) from None
-        _print_pool(pool, console)
-        if comparison:
-            _print_comparison(comparison, console)
-        if out:
-            try:
-                write_json(out, {"pool": pool, "comparison": comparison})
-            except OSError as e:
-                raise FortifyError(f"--out {out}: cannot write ({e.strerror or e})") from None
-            console.print(f"written: {out}")
+            write_json(out, {"pool": pooled, "comparison": comparison})
+        except OSError as e:
+            raise FortifyError(f"--out {out}: cannot write ({e.strerror or e})") from None
+        console.print(f"written: {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `fortify pool` to the app."""
+    app.command(NAME)(pool)

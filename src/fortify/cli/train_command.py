@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import warnings
@@ -18,6 +19,7 @@ from fortify.numbers import parse_number
 # as reproduce's. TrainConfig's own defaults stay the library's (other profiles build on them).
 RECIPE_PROFILE = "quick"
 RECIPE_STAGE = "normal"
+NAME = "train"
 
 
 def recipe_defaults() -> dict[str, Any]:
@@ -34,14 +36,13 @@ def recipe_defaults() -> dict[str, Any]:
     }
 
 
-def register(app: typer.Typer) -> None:
-    """Add `fortify train` to the app: one option per TrainConfig field (its default, type and comment),
-    plus --resume, --force and --json."""
-    from fortify.evaluation.specs import fraction_text
+def train_parameters(recipe: dict[str, Any]) -> list[inspect.Parameter]:
+    """`fortify train`'s options: one per TrainConfig field (its default, type and comment, the recipe's
+    default where it has one), plus --resume, --force and --json."""
+    from fortify.attacks import format_value
     from fortify.models import list_models
     from fortify.training.config import MODES, TrainConfig
 
-    recipe = recipe_defaults()
     params = options.dataclass_parameters(
         TrainConfig,
         defaults=recipe,
@@ -56,31 +57,35 @@ def register(app: typer.Typer) -> None:
             "eps": "L-inf radius in [0,1] pixels, e.g. 2/255.",
         },
         parsers={"eps": lambda text: parse_number(text, "eps", lo=0)},
-        shown={"eps": fraction_text(recipe["eps"])},
+        shown={"eps": format_value(recipe["eps"])},
     )
-    params += [
+    return params + [
         options.keyword("resume", options.resume("Continue from RUN_DIR/last.*."), bool),
         options.keyword("force", options.force("Discard an existing run in --out."), bool),
         options.keyword("as_json", options.as_json("Print the final summary as JSON."), bool),
     ]
+
+
+def train_help(recipe: dict[str, Any]) -> str:
+    """`fortify train`'s help, which names the recipe its defaults follow."""
     stated = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in recipe.items() if k != "eps")
-    doc = (
+    return (
         "Train a classifier (standard or adversarial) into a resumable run directory.\n\n"
         f"Defaults are the {RECIPE_PROFILE} profile's {RECIPE_STAGE}-model recipe ({stated}); "
         "every other default is TrainConfig's."
     )
-    command = options.with_signature(_train_command, params)
-    app.command("train", help=doc)(command)
 
 
-def _train_command(*, resume: bool, force: bool, as_json: bool, **values: Any) -> None:
-    from fortify.training import TrainConfig, train
+def train(*, resume: bool, force: bool, as_json: bool, **values: Any) -> None:
+    """Train a classifier (standard or adversarial) into a resumable run directory."""  # register: train_help
+    from fortify.training import TrainConfig
+    from fortify.training import train as run_training
     from fortify.training.selection import CatastrophicOverfittingWarning
 
     cfg = TrainConfig(**values)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CatastrophicOverfittingWarning)
-        summary = train(cfg, resume=resume, force=force, progress=not as_json)
+        summary = run_training(cfg, resume=resume, force=force, progress=not as_json)
     for w in caught:
         if issubclass(w.category, CatastrophicOverfittingWarning):
             print(f"fortify: warning: {w.message}", file=sys.stderr)
@@ -89,6 +94,11 @@ def _train_command(*, resume: bool, force: bool, as_json: bool, **values: Any) -
     if as_json:
         print(json.dumps(summary, indent=2))
         return
+    _print_summary(summary, cfg)
+
+
+def _print_summary(summary: dict[str, Any], cfg: Any) -> None:
+    """The run directory, the best epoch and its validation accuracies, why it stopped, the checkpoints."""
     best = summary["best"] or {}
     print(f"run dir: {summary['run_dir']}  ({summary['epochs_completed']} epochs)")
     line = f"best epoch {summary['best_epoch']} by {summary['selection']}"
@@ -102,3 +112,12 @@ def _train_command(*, resume: bool, force: bool, as_json: bool, **values: Any) -
     if summary["stopped"]:
         print(f"stopped: {summary['stopped']}")
     print(f"checkpoints: {Path(cfg.out) / 'best.safetensors'}, {Path(cfg.out) / 'last.safetensors'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `fortify train` to the app. Its options and help are built here, from TrainConfig and the
+    shipped quick profile, which is why registering reads the profiles."""
+    recipe = recipe_defaults()
+    options.with_signature(train, train_parameters(recipe))
+    train.__doc__ = train_help(recipe)
+    app.command(NAME)(train)

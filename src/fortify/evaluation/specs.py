@@ -130,8 +130,3 @@ def threat_model_dict(spec: AttackSpec) -> dict | None:
     tm = spec.threat_model()
     return None if tm is None else tm.to_dict()
 
-
-def fraction_text(value: float) -> str:  # TODO(remove after the cli/extras merges): format_value's old name
-    from fortify.attacks import format_value
-
-    return format_value(value) if value else "0"
