@@ -18,13 +18,13 @@ class DataError(FortifyError):
     """The dataset, an image or a split manifest cannot be used."""
 
 
-class SpecError(FortifyError):
-    """An attack spec or a parameter value does not parse."""
+class ConfigError(FortifyError):
+    """A configuration value (model, mode, eps, profile, output dir) is invalid."""
+
+
+class SpecError(ConfigError):
+    """An attack spec or a parameter value does not parse (a configuration value, so a ConfigError)."""
 
 
 class CheckpointError(FortifyError):
     """A checkpoint is missing, unsafe, or does not match the model/data."""
-
-
-class ConfigError(FortifyError):
-    """A configuration value (model, mode, eps, profile, output dir) is invalid."""

@@ -9,9 +9,9 @@ fields changed. Every stage entry point takes one such object:
     evaluate_checkpoint(checkpoint, data=..., settings=EvalSettings.preset("smoke"))
     run_certify(normal, adversarial, data=..., out_dir=..., settings=CertifySettings.preset("quick"))
 
-Attacks are typed: a field named in `SPEC_FIELDS` holds `AttackSpec`s, and `from_dict` is where text
-written in a profile, a `--set` or a JSON record becomes one (`parse_spec`), once; `to_dict` writes
-the one text form back for records. Code that builds settings passes AttackSpec objects directly.
+Attacks are typed: a field named in `SPEC_FIELDS` holds `AttackSpec`s. Text written in a profile, a
+`--set`, a JSON record or a notebook becomes one at construction (`__post_init__`, `parse_spec`), once;
+`to_dict` writes the one text form back for records. Every stage only ever sees AttackSpec objects.
 
 Imports only errors and fortify.attacks' spec module (attacks import nothing above the leaf modules).
 """
@@ -36,6 +36,14 @@ class StageSettings:
     # field -> "spec" | "specs" (a list) | "template" | "templates" (eps left out: each use sets it)
     SPEC_FIELDS: ClassVar[dict[str, str]] = {}
 
+    def __post_init__(self) -> None:
+        # Attack text given to a settings object (a profile, --set, a JSON record, a notebook's
+        # `ExplainSettings(attack="pgd:...")`) is parsed here, at construction, once.
+        for name, kind in self.SPEC_FIELDS.items():
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, _typed_specs(value, kind, f"{self.STAGE}.{name}"))
+
     def validate(self: S) -> S:
         """Raise ConfigError (one line) on a value the stage cannot run with; return self."""
         return self
@@ -58,10 +66,7 @@ class StageSettings:
             raise ConfigError(
                 f"unknown {cls.STAGE} setting(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
             )
-        for name, kind in cls.SPEC_FIELDS.items():
-            if d.get(name) is not None:
-                d[name] = _typed_specs(d[name], kind, f"{cls.STAGE}.{name}")
-        return cls(**d).validate()
+        return cls(**d).validate()  # __post_init__ parses attack text
 
     @classmethod
     def preset_names(cls) -> list[str]:
@@ -101,7 +106,7 @@ def _typed_specs(value: Any, kind: str, where: str) -> Any:
         try:
             spec = parse_spec(str(v), template=template)
         except SpecError as e:
-            raise ConfigError(f"{where}: {e}") from e
+            raise SpecError(f"{where}: {e}") from e
         return spec.without_eps() if template else spec
 
     if kind.endswith("s"):

@@ -211,19 +211,13 @@ def test_examples_file_has_every_attack(evaluated):
 
 
 def test_limit_keeps_every_class_and_bad_specs_fail_before_work(tiny_checkpoint, tmp_path):
-    # Attack text is parsed where a person writes it; a typo fails there, before any evaluation exists.
-    with pytest.raises(SpecError):
-        eval_settings(attacks=["pgd:eps=2/255,stpes=3"])
-    with pytest.raises(SpecError):
-        eval_settings(curve_attacks=["nosuch"])
-    # Text handed to the evaluation itself is refused before anything is loaded or written.
-    with pytest.raises(ConfigError, match="attack specs"):
-        evaluate_checkpoint(
-            tiny_checkpoint,
-            data=PHANTOM,
-            settings=EvalSettings(attacks=["pgd:eps=2/255"]),
-            out_dir=tmp_path / "o",
-        )
+    # Attack text is parsed where a person writes it (here: when the settings are made), so a typo fails
+    # there, naming the field, before any evaluation exists.
+    with pytest.raises(SpecError, match="evaluate.attacks: pgd has no parameter 'stpes'"):
+        EvalSettings(attacks=["pgd:eps=2/255,stpes=3"])
+    with pytest.raises(SpecError, match="evaluate.curve_attacks"):
+        EvalSettings(curve_attacks=["nosuch"])
+    assert EvalSettings(attacks=["pgd:eps=2/255"]).attacks == [parse_spec("pgd:eps=2/255")]
     assert not (tmp_path / "o").exists()
     r = evaluate_checkpoint(
         tiny_checkpoint,

@@ -204,6 +204,7 @@ def _validate(name: str, params: dict) -> None:
         if key == "version" and value not in STRONG_VERSIONS:
             raise SpecError(f"{name}: unknown version {value!r}; valid: {', '.join(STRONG_VERSIONS)}")
 
+
 def _check_complete(name: str, params: dict, template: bool) -> None:
     missing = [k for k in _required(name) if k not in params and not (template and k == "eps")]
     if missing:

@@ -98,6 +98,7 @@ class EvalSettings(StageSettings):
     seed: int = 0
 
     def validate(self) -> EvalSettings:
+        self.eps_curve = [float(e) for e in self.eps_curve]  # numbers, never ints and floats mixed
         for name in ("attacks", "curve_attacks"):
             specs = getattr(self, name)
             if specs is not None and not all(isinstance(s, AttackSpec) for s in specs):

@@ -188,8 +188,8 @@ def _evaluate_settings(section: dict[str, Any], profile: Profile, where: str) ->
     top = {"threat_model": ThreatModel("linf", profile.eps), "seed": profile.seed}
     try:
         return EvalSettings.from_dict({**section, **top})
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from e
+    except ConfigError as e:  # SpecError included: the same type, with where it was written
+        raise type(e)(f"{where}: {e}") from e
 
 
 def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
