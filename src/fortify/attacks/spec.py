@@ -18,7 +18,7 @@ import torch
 
 from fortify.attacks._common import attack_mode, fooled, logits_f32
 from fortify.errors import SpecError
-from fortify.numbers import parse_number
+from fortify.number_text import parse_number
 
 # Filled by fortify.attacks.__init__ (spec.py must not import the attack modules: no cycles).
 ATTACKS: dict[str, Callable] = {}
@@ -203,6 +203,7 @@ def _validate(name: str, params: dict) -> None:
             raise SpecError(f"{name}: unknown loss {value!r}; valid: {', '.join(LOSSES_BY_ATTACK[name])}")
         if key == "version" and value not in STRONG_VERSIONS:
             raise SpecError(f"{name}: unknown version {value!r}; valid: {', '.join(STRONG_VERSIONS)}")
+
 
 def _check_complete(name: str, params: dict, template: bool) -> None:
     missing = [k for k in _required(name) if k not in params and not (template and k == "eps")]

@@ -39,6 +39,7 @@ from fortify.progress import track
 MAX_UNREADABLE_FRACTION = 0.10
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 2048
 
+
 class DataWarning(UserWarning):
     """Something about the data the user should know (skipped files, lossy conversions)."""
 

@@ -129,4 +129,3 @@ def is_cw(spec: AttackSpec) -> bool:
 def threat_model_dict(spec: AttackSpec) -> dict | None:
     tm = spec.threat_model()
     return None if tm is None else tm.to_dict()
-
