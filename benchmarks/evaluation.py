@@ -49,24 +49,9 @@ def evaluate(profile: str, overrides: dict[str, Any], a: argparse.Namespace, run
     prof = load_profile(profile, overrides)
     ev = prof.evaluate
     t0 = time.perf_counter()
+    settings = ev.replace(attacks=attack_specs(prof), limit=a.limit if a.limit is not None else ev.limit)
     r = evaluate_checkpoint(
-        a.checkpoint,
-        data=a.data,
-        split=a.split,
-        attacks=attack_specs(prof),
-        eps=prof.eps,
-        eps_curve=list(ev.eps_curve),
-        curve_attacks=list(ev.curve_attacks),
-        runtime=runtime,
-        batch_size=ev.batch_size,
-        progress=False,
-        limit=a.limit if a.limit is not None else ev.limit,
-        seed=prof.seed,
-        sanity_steps_factor=ev.sanity_steps_factor,
-        sanity_restarts=ev.sanity_restarts,
-        score_precision=ev.score_precision,
-        fold_bn=ev.fold_bn,
-        curve_cumulative=ev.curve_cumulative,
+        a.checkpoint, data=a.data, settings=settings, split=a.split, runtime=runtime, progress=False
     )
     r["wall_seconds"] = time.perf_counter() - t0
     return r

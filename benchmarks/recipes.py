@@ -36,7 +36,7 @@ from fortify.errors import FortifyError
 from fortify.evaluation.batches import predict
 from fortify.fileio import read_json, write_json
 from fortify.intervals import wilson_interval
-from fortify.numbers import parse_number
+from fortify.number_text import parse_number
 from fortify.pipeline.profiles import load_profile
 from fortify.pipeline.reproduce import train_config
 from fortify.runtime import Runtime, cpu_kind, seed_everything

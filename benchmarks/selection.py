@@ -50,7 +50,7 @@ from fortify.data.groups import leakage_groups  # noqa: E402
 from fortify.errors import FortifyError  # noqa: E402
 from fortify.evaluation.batches import predict  # noqa: E402
 from fortify.fileio import read_json, read_jsonl, write_json  # noqa: E402
-from fortify.numbers import parse_number  # noqa: E402
+from fortify.number_text import parse_number  # noqa: E402
 from fortify.pipeline.profiles import load_profile  # noqa: E402
 from fortify.runtime import Runtime, cpu_kind  # noqa: E402
 from fortify.training import load_model, train  # noqa: E402

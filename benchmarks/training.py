@@ -37,7 +37,7 @@ from fortify.data import load_split, make_split, save_manifest
 from fortify.errors import FortifyError
 from fortify.evaluation.batches import predict
 from fortify.models import build_model
-from fortify.numbers import parse_number
+from fortify.number_text import parse_number
 from fortify.runtime import Runtime, seed_everything
 from fortify.training import MODES, TrainConfig, load_model, train
 from fortify.training.recipes import training_step_loss

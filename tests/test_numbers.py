@@ -1,11 +1,11 @@
-"""fortify.numbers.parse_number: the one parser behind attack specs, profiles, --set and --eps."""
+"""fortify.number_text.parse_number: the one parser behind attack specs, profiles, --set and --eps."""
 
 from __future__ import annotations
 
 import pytest
 
 from fortify.errors import ConfigError, SpecError
-from fortify.numbers import parse_number
+from fortify.number_text import parse_number
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from fortify_eval_fixtures import PHANTOM, tiny_checkpoint_path  # noqa: E402
 
 from fortify.cli import main  # noqa: E402
 from fortify.errors import CheckpointError  # noqa: E402
-from fortify.evaluation.inputs import checkpoint_record, open_test_set  # noqa: E402
+from fortify.evaluation.loading import checkpoint_record, open_test_set  # noqa: E402
 from fortify.fileio import read_json, write_json  # noqa: E402
 from fortify.models import ClassBias  # noqa: E402
 from fortify.training.checkpoints import load_model  # noqa: E402

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 from fortify.attacks import parse_spec
 from fortify.errors import CheckpointError, ConfigError, SpecError
 from fortify.evaluation import EvalSettings, add_transfer_checks, evaluate_checkpoint, evaluate_transfer
-from fortify.evaluation.inputs import check_out_dir
-from fortify.evaluation.specs import for_evaluation
+from fortify.evaluation.attack_set import for_evaluation
+from fortify.evaluation.loading import check_out_dir
 from fortify.fileio import read_json
 from fortify.runtime import Runtime
 
@@ -285,7 +285,7 @@ def test_other_split_warns_about_overlap_and_own_split_does_not(tiny_checkpoint,
     import warnings
 
     from fortify.data import DataWarning, make_split, save_manifest
-    from fortify.evaluation.inputs import open_checkpoint, open_test_set
+    from fortify.evaluation.loading import open_checkpoint, open_test_set
 
     _, info = open_checkpoint(tiny_checkpoint)
     other = tmp_path / "other.json"

@@ -11,9 +11,9 @@ from fortify.attacks import AttackSpec, ThreatModel, parse_spec
 from fortify.cli.evaluate_command import evaluate as evaluate_cli
 from fortify.errors import ConfigError
 from fortify.evaluation import evaluate_checkpoint, evaluate_transfer
+from fortify.evaluation.attack_set import DEFAULT_CURVE_ATTACKS, default_attack_specs, default_pgd_spec
 from fortify.evaluation.settings import ATTACK_BUDGET_FIELDS, EvalSettings
-from fortify.evaluation.specs import DEFAULT_CURVE_ATTACKS, default_attack_specs, default_pgd_spec
-from fortify.numbers import parse_number
+from fortify.number_text import parse_number
 from fortify.pipeline import load_profile
 from fortify.pipeline.estimate import attack_passes
 

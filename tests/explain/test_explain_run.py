@@ -11,7 +11,7 @@ from conftest import PHANTOM
 
 from fortify.attacks import parse_spec, run_attack
 from fortify.errors import ConfigError
-from fortify.evaluation.inputs import open_checkpoint, open_test_set
+from fortify.evaluation.loading import open_checkpoint, open_test_set
 from fortify.explain import ExplainSettings, run_explain
 from fortify.explain.crossarch import transfer_to_targets
 from fortify.fileio import read_json

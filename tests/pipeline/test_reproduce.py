@@ -9,7 +9,7 @@ import pytest
 from fortify.errors import ConfigError, DataError, SpecError
 from fortify.fileio import read_json, read_yaml, write_yaml
 from fortify.pipeline import reproduce
-from fortify.pipeline.rundir import prepare_out
+from fortify.pipeline.run_config import prepare_out
 
 STUDY = ["normal", "normal/eval", "adversarial", "adversarial/eval", "transfer", "compare", "report"]
 STAGES = ["audit", "split", *STUDY]

@@ -45,7 +45,7 @@ def test_best_checkpoint_uses_robust_accuracy_for_adversarial_modes(
     tiny_config, monkeypatch, mode, expected_best, new_best
 ):
     script = [(0.9, 0.2), (0.7, 0.5), (0.6, 0.3)]
-    monkeypatch.setattr(validation, "evaluate", _scripted_evaluate(script))
+    monkeypatch.setattr(validation, "measure_accuracy", _scripted_evaluate(script))
     cfg = tiny_config(mode=mode, epochs=3)
     summary = train(cfg, progress=False)
     assert summary["best_epoch"] == expected_best
@@ -74,7 +74,7 @@ def test_balanced_selection_keeps_the_epoch_that_recognises_the_rare_class(
             "val_robust_bal_acc": None,
         }
 
-    monkeypatch.setattr(validation, "evaluate", fake)
+    monkeypatch.setattr(validation, "measure_accuracy", fake)
     plain = train(tiny_config(epochs=3, out=str(tmp_path / "acc")), progress=False)
     balanced = train(tiny_config(epochs=3, select_on="balanced", out=str(tmp_path / "bal")), progress=False)
     assert (plain["best_epoch"], plain["selection"]) == (1, "val_clean_acc")
@@ -112,16 +112,18 @@ def test_validation_reports_balanced_accuracy_as_mean_recall_over_present_classe
         seed=0,
         num_classes=3,
     )
-    m = validation.evaluate(_Constant(), x, y, robust=True, **common)
+    m = validation.measure_accuracy(_Constant(), x, y, robust=True, **common)
     assert m["val_clean_acc"] == pytest.approx(0.8)  # 8 of 10 are class 0
     assert m["val_clean_bal_acc"] == pytest.approx(0.5)  # recalls 1.0 and 0.0; absent class 2 not counted
     assert m["val_robust_bal_acc"] == pytest.approx(0.5)
-    m = validation.evaluate(_Constant(), x, y, robust=False, **common)
+    m = validation.measure_accuracy(_Constant(), x, y, robust=False, **common)
     assert m["val_robust_bal_acc"] is None and m["val_robust_acc"] is None
 
 
 def test_early_stopping_with_patience(tiny_config, monkeypatch):
-    monkeypatch.setattr(validation, "evaluate", _scripted_evaluate([(0.9, 0.9), (0.5, 0.5), (0.4, 0.4)] * 2))
+    monkeypatch.setattr(
+        validation, "measure_accuracy", _scripted_evaluate([(0.9, 0.9), (0.5, 0.5), (0.4, 0.4)] * 2)
+    )
     cfg = tiny_config(mode="fast", epochs=5, patience=2, val_robust=True)
     summary = train(cfg, progress=False)
     assert summary["epochs_completed"] == 3 and summary["best_epoch"] == 1
@@ -241,7 +243,9 @@ def test_catastrophic_overfitting_detection():
 
 
 def test_catastrophic_overfitting_stop_keeps_best(tiny_config, monkeypatch):
-    monkeypatch.setattr(validation, "evaluate", _scripted_evaluate([(0.8, 0.6), (0.9, 0.02), (0.9, 0.01)]))
+    monkeypatch.setattr(
+        validation, "measure_accuracy", _scripted_evaluate([(0.8, 0.6), (0.9, 0.02), (0.9, 0.01)])
+    )
     monkeypatch.setattr(selection, "CO_FGSM_GAP", 0.3)
     cfg = tiny_config(mode="fast", epochs=3, co_action="stop")
     with pytest.warns(selection.CatastrophicOverfittingWarning):

@@ -18,7 +18,7 @@ import torch
 
 from fortify.attacks._common import attack_mode, fooled, logits_f32
 from fortify.errors import SpecError
-from fortify.numbers import parse_number
+from fortify.number_text import parse_number
 
 # Filled by fortify.attacks.__init__ (spec.py must not import the attack modules: no cycles).
 ATTACKS: dict[str, Callable] = {}

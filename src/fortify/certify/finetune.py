@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from fortify.certify.settings import CertifySettings
-from fortify.evaluation.inputs import TestSet
+from fortify.evaluation.loading import TestSet
 from fortify.runtime import Runtime
 
 

@@ -20,7 +20,7 @@ from fortify.certify.settings import CertifySettings
 from fortify.certify.smoothing import max_certifiable_radius
 from fortify.data import ImageDataset
 from fortify.errors import ConfigError
-from fortify.evaluation.inputs import (
+from fortify.evaluation.loading import (
     TestSet,
     check_checkpoint_path,
     open_checkpoint,

@@ -12,7 +12,7 @@ from fortify.certify.settings import CertifySettings
 from fortify.cli import options
 from fortify.cli.printing import data_warnings_reported, wide_console
 from fortify.errors import ConfigError
-from fortify.numbers import parse_number
+from fortify.number_text import parse_number
 
 NAME = "certify"
 _DEFAULTS = CertifySettings()  # the options' defaults
@@ -103,7 +103,7 @@ def certify(
     """Certify a randomized-smoothing classifier (Cohen et al. 2019) and attack it (smoothed PGD)."""
     from fortify.certify import run_certify
     from fortify.evaluation import check_out_dir
-    from fortify.evaluation.inputs import check_checkpoint_path
+    from fortify.evaluation.loading import check_checkpoint_path
     from fortify.runtime import Runtime
 
     if force and resume:

@@ -11,7 +11,7 @@ from rich.table import Table
 from fortify.cli import options
 from fortify.cli.printing import data_warnings_reported, wide_console
 from fortify.errors import ConfigError
-from fortify.numbers import parse_number
+from fortify.number_text import parse_number
 
 NAME = "detect"
 PRESETS = ("default", "quick", "smoke")
@@ -79,7 +79,7 @@ def detect(
     """Mahalanobis detector of adversarial inputs, scored against FGSM, PGD, CW and an adaptive attack."""
     from fortify.detect import QUICK, SMOKE, DetectSettings, run_detect
     from fortify.evaluation import check_out_dir
-    from fortify.evaluation.inputs import check_checkpoint_path
+    from fortify.evaluation.loading import check_checkpoint_path
     from fortify.runtime import Runtime
 
     # Every check that can fail on user input runs before any work.

@@ -13,7 +13,7 @@ from fortify.cli import model_options, options
 from fortify.cli.printing import data_warnings_reported, wide_console
 from fortify.errors import ConfigError
 from fortify.evaluation.settings import DEFAULTS
-from fortify.numbers import parse_number
+from fortify.number_text import parse_number
 
 NAME = "evaluate"
 
@@ -180,7 +180,7 @@ def evaluate(
 ) -> None:
     """Evaluate a checkpoint: clean, per-attack, combined and worst-case accuracy, curves, sanity checks."""
     from fortify.evaluation import check_out_dir
-    from fortify.evaluation.inputs import check_checkpoint_path
+    from fortify.evaluation.loading import check_checkpoint_path
     from fortify.runtime import Runtime
 
     # Every check that can fail on user input runs before any work, so a mistake costs nothing.

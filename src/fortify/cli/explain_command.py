@@ -80,7 +80,7 @@ def explain(
     """Class-activation maps on clean and attacked scans, the attention shift in numbers, cross-architecture
     transfer."""
     from fortify.evaluation import check_out_dir
-    from fortify.evaluation.inputs import check_checkpoint_path
+    from fortify.evaluation.loading import check_checkpoint_path
     from fortify.explain import ExplainSettings, explain_checkpoints
     from fortify.runtime import Runtime
 

@@ -63,7 +63,7 @@ def open_model_options(
 ):
     """A fortify checkpoint's path (loaded later, by the evaluation), or a model from elsewhere, loaded
     and checked now so that a mismatch costs nothing."""
-    from fortify.evaluation.inputs import check_checkpoint_path
+    from fortify.evaluation.loading import check_checkpoint_path
     from fortify.models import load_external_model
 
     contract = {

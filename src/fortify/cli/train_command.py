@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from fortify.cli import options
-from fortify.numbers import parse_number
+from fortify.number_text import parse_number
 
 # The recipe `fortify train`'s defaults follow: the quick profile's normal model (configs/profiles/
 # quick.yaml), the one measured to work on IQ-OTH/NCCD on a CPU, so a model trained by hand is as good

@@ -19,7 +19,7 @@ from fortify.detect.fit import fit_detector
 from fortify.detect.scoring import score_detector
 from fortify.detect.settings import DetectSettings
 from fortify.errors import DataError
-from fortify.evaluation.inputs import check_checkpoint_path, open_checkpoint, open_test_set
+from fortify.evaluation.loading import check_checkpoint_path, open_checkpoint, open_test_set
 from fortify.fileio import write_json
 from fortify.progress import tasks as progress_tasks
 from fortify.report.figures.detect import detect_figures

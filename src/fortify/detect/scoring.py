@@ -23,9 +23,9 @@ from fortify.detect.batches import Start, attack_images, chunks, detector_output
 from fortify.detect.detector import Detector
 from fortify.detect.metrics import detection_metrics, rate
 from fortify.detect.settings import DetectSettings
+from fortify.evaluation.attack_set import default_attack_specs
 from fortify.evaluation.batches import count_passes
 from fortify.evaluation.settings import EvalSettings
-from fortify.evaluation.specs import default_attack_specs
 from fortify.runtime import Runtime
 
 # Below this TPR under the adaptive attack, most fooling examples pass the detector: it is defeated.

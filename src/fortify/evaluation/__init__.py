@@ -14,12 +14,17 @@
 
 from fortify.evaluation.any_model import evaluate_model
 from fortify.evaluation.attack_images import attack_checkpoint
+from fortify.evaluation.attack_set import (
+    DEFAULT_CURVE_ATTACKS,
+    DEFAULT_EPS,
+    cw_l2_budget,
+    default_attack_specs,
+)
 from fortify.evaluation.evaluate import DEFAULT_EPS_CURVE, evaluate_checkpoint
-from fortify.evaluation.inputs import check_out_dir
+from fortify.evaluation.loading import check_out_dir
 from fortify.evaluation.operating_point import choose_class_bias, choose_for_checkpoint
 from fortify.evaluation.sanity_runs import add_transfer_checks
 from fortify.evaluation.settings import EvalSettings
-from fortify.evaluation.specs import DEFAULT_CURVE_ATTACKS, DEFAULT_EPS, cw_l2_budget, default_attack_specs
 from fortify.evaluation.transfer import evaluate_transfer
 
 __all__ = [

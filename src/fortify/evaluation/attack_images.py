@@ -19,10 +19,10 @@ from PIL import Image
 
 from fortify import __version__
 from fortify.attacks import AttackSpec
+from fortify.evaluation.attack_set import for_evaluation, threat_model_dict
 from fortify.evaluation.batches import attack_dataset, predict
-from fortify.evaluation.inputs import check_checkpoint_path, checkpoint_record, open_model, open_test_set
+from fortify.evaluation.loading import check_checkpoint_path, checkpoint_record, open_model, open_test_set
 from fortify.evaluation.metrics import perturbation_norms
-from fortify.evaluation.specs import for_evaluation, threat_model_dict
 from fortify.fileio import atomic_write_bytes, write_json
 from fortify.models.contract import ContractModel
 from fortify.progress import tasks as progress_tasks

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 import torch
 
 from fortify.attacks import AttackSpec
+from fortify.evaluation.attack_set import (
+    is_cw,
+    threat_model_dict,
+)
 from fortify.evaluation.batches import (
     AttackRun,
     attack_dataset_detailed,
@@ -28,10 +32,6 @@ from fortify.evaluation.metrics import (
     perturbation_norms,
     perturbation_stats,
     success_rate,
-)
-from fortify.evaluation.specs import (
-    is_cw,
-    threat_model_dict,
 )
 from fortify.runtime import Runtime, seed_everything
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from fortify.evaluation.attack_runs import AttackRunner, accuracy
-from fortify.evaluation.specs import (
+from fortify.evaluation.attack_set import (
     spec_at_eps,
 )
 from fortify.runtime import seed_everything

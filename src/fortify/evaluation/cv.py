@@ -23,7 +23,7 @@ SENTINEL_KEYS = ("accuracy", "neighbour_share")
 
 
 def _float_or_none(x: Any) -> float | None:
-    """A number read from results.json, or None where it is missing (not a parser: see fortify.numbers)."""
+    """A number read from results.json, or None where missing (not a parser: see fortify.number_text)."""
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
 
 

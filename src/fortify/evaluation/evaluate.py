@@ -17,10 +17,11 @@ import torch
 
 from fortify.attacks import AttackSpec
 from fortify.evaluation.attack_runs import AttackOutcome, AttackRunner, run_headline_attack
+from fortify.evaluation.attack_set import curve_specs, default_attack_specs, keyed_specs
 from fortify.evaluation.batches import count_passes, predict
 from fortify.evaluation.curves import robust_accuracy_curves
 from fortify.evaluation.examples import example_indices, write_examples
-from fortify.evaluation.inputs import TestSet, check_checkpoint_path, open_model, open_test_set
+from fortify.evaluation.loading import TestSet, check_checkpoint_path, open_model, open_test_set
 from fortify.evaluation.results_blocks import (
     opening_blocks,
     passes_block,
@@ -29,7 +30,6 @@ from fortify.evaluation.results_blocks import (
 )
 from fortify.evaluation.sanity_runs import SanityInputs, run_sanity_checks
 from fortify.evaluation.settings import DEFAULTS, EvalSettings
-from fortify.evaluation.specs import curve_specs, default_attack_specs, keyed_specs
 from fortify.fileio import write_json
 from fortify.models.contract import ContractModel
 from fortify.models.fuse import fold_batchnorm

@@ -160,7 +160,7 @@ def choose_for_checkpoint(
 ) -> dict:
     """Choose the operating point of `checkpoint` on its split's validation images and write a new
     checkpoint `out` (same weights; JSON with `class_bias` and `operating_point`). Returns that record."""
-    from fortify.evaluation.inputs import open_checkpoint, open_test_set
+    from fortify.evaluation.loading import open_checkpoint, open_test_set
     from fortify.fileio import sha256_file
     from fortify.training.checkpoints import save_checkpoint
 

@@ -13,17 +13,17 @@ from fortify import __version__
 from fortify.attacks import AttackSpec
 from fortify.data.sentinel import sentinel_warning
 from fortify.evaluation.attack_runs import AttackOutcome
-from fortify.evaluation.inputs import checkpoint_record
-from fortify.evaluation.metrics import (
-    INTERVAL,
-    classification_metrics,
-    worst_case_predictions,
-)
-from fortify.evaluation.specs import (
+from fortify.evaluation.attack_set import (
     COMBINED_ATTACKS,
     FULL_STRENGTH,
     STRONG_DEFAULTS,
     threat_model_dict,
+)
+from fortify.evaluation.loading import checkpoint_record
+from fortify.evaluation.metrics import (
+    INTERVAL,
+    classification_metrics,
+    worst_case_predictions,
 )
 from fortify.models.contract import ContractModel
 

@@ -16,16 +16,16 @@ import torch
 from fortify.attacks import AttackSpec, attack_defaults, spec_name
 from fortify.evaluation import sanity
 from fortify.evaluation.attack_runs import AttackOutcome, AttackRunner, accuracy
-from fortify.evaluation.batches import (
-    predict,
-    sign_noise,
-)
-from fortify.evaluation.specs import (
+from fortify.evaluation.attack_set import (
     default_pgd_spec,
     for_evaluation,
     is_cw,
     spec_at_eps,
     threat_model_dict,
+)
+from fortify.evaluation.batches import (
+    predict,
+    sign_noise,
 )
 from fortify.fileio import read_json, write_json
 

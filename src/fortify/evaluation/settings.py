@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from fortify.attacks import AttackSpec, ThreatModel
 from fortify.errors import ConfigError
-from fortify.numbers import parse_number
+from fortify.number_text import parse_number
 from fortify.stage_settings import StageSettings
 
 # The fields `default_attack_specs` reads (the headline attack set's budgets).
@@ -32,7 +32,7 @@ ATTACK_BUDGET_FIELDS = (
 # Set from a profile's top level (its `eps` and `seed`), so its `evaluate:` record leaves them out.
 FROM_PROFILE_TOP_LEVEL = ("threat_model", "seed")
 # Fields added after run directories were first written: a record states them only when changed, so a
-# run recorded before they existed still resumes (pipeline.rundir compares records).
+# run recorded before they existed still resumes (pipeline.run_config compares records).
 RECORDED_WHEN_CHANGED = ("large_eps",)
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from fortify.errors import CheckpointError
 from fortify.evaluation import sanity
+from fortify.evaluation.attack_set import default_pgd_spec, for_evaluation
 from fortify.evaluation.batches import attack_dataset, predict
-from fortify.evaluation.inputs import check_checkpoint_path, open_checkpoint, open_test_set
+from fortify.evaluation.loading import check_checkpoint_path, open_checkpoint, open_test_set
 from fortify.evaluation.settings import EvalSettings
-from fortify.evaluation.specs import default_pgd_spec, for_evaluation
 from fortify.progress import tasks as progress_tasks
 from fortify.runtime import Runtime, seed_everything
 

@@ -25,7 +25,7 @@ from fortify.progress import Advance
 from fortify.runtime import Runtime, seed_everything
 from fortify.training import TrainConfig, train
 from fortify.training.config import config_differences
-from fortify.training.rundir import read_run_config
+from fortify.training.run_folder import read_run_config
 
 
 def train_surrogate(

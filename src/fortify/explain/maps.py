@@ -15,7 +15,7 @@ import torch
 from fortify.attacks import AttackSpec
 from fortify.errors import CheckpointError
 from fortify.evaluation.batches import attack_dataset, predict
-from fortify.evaluation.inputs import TestSet, open_checkpoint, open_test_set
+from fortify.evaluation.loading import TestSet, open_checkpoint, open_test_set
 from fortify.explain.cam import TargetLayer, class_activation_maps, target_layer
 from fortify.explain.settings import ExplainSettings
 from fortify.explain.shift import shift_metrics

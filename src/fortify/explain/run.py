@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fortify.errors import ConfigError
-from fortify.evaluation.inputs import check_checkpoint_path, open_checkpoint
+from fortify.evaluation.loading import check_checkpoint_path, open_checkpoint
 from fortify.explain.crossarch import train_surrogate, transfer_to_targets
 from fortify.explain.maps import Explained, Inputs, explain_model, load_inputs
 from fortify.explain.records import explain_payload

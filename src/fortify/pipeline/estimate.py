@@ -257,7 +257,7 @@ def eval_seconds(
 
     A cumulative curve attacks at each eps only the previous eps's survivors: about ROBUST_SHARE of the
     images it attacked there."""
-    from fortify.evaluation.specs import spec_at_eps
+    from fortify.evaluation.attack_set import spec_at_eps
 
     grads = forwards = 0.0
     for spec in specs:

@@ -17,7 +17,7 @@ from fortify.config_files import configs_dir
 from fortify.errors import ConfigError
 from fortify.evaluation.settings import FROM_PROFILE_TOP_LEVEL, EvalSettings
 from fortify.fileio import read_yaml
-from fortify.numbers import parse_number
+from fortify.number_text import parse_number
 from fortify.pipeline.extras import EXTRAS, load
 
 DEFENSES = ("mixed", "pgd", "fast", "trades", "mart")

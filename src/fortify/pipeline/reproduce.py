@@ -27,7 +27,7 @@ from fortify.pipeline.estimate import (
 from fortify.pipeline.fingerprint import fingerprint, is_up_to_date, write_record
 from fortify.pipeline.profiles import check_defense, load_profile
 from fortify.pipeline.run_budget import first_budget, first_epoch_estimate, print_budget
-from fortify.pipeline.rundir import check_data, prepare_out, run_config
+from fortify.pipeline.run_config import check_data, prepare_out, run_config
 from fortify.pipeline.stage import RunPlan, Stage
 from fortify.pipeline.study_stages import attack_specs, study_stages
 from fortify.runtime import Runtime

@@ -2,7 +2,7 @@
 
 from fortify.report.build import build_report, table1_summary
 from fortify.report.cvreport import build_cv_report
-from fortify.report.rundir import RunData, load_run
+from fortify.report.run_files import RunData, load_run
 from fortify.report.study import load_study_table
 
 __all__ = [

@@ -17,7 +17,7 @@ from fortify.report.doc import Document, Figure, Heading, Para, Table, render_ht
 from fortify.report.fmt import STAGE_LABELS
 from fortify.report.headline import section_sanity, section_table1
 from fortify.report.paired import section_comparison
-from fortify.report.rundir import RunData, load_run
+from fortify.report.run_files import RunData, load_run
 from fortify.report.sections import (
     metric_panels,
     section_per_class,

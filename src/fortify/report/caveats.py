@@ -8,7 +8,7 @@ from typing import Any
 
 from fortify.report.doc import Document, Para
 from fortify.report.fmt import DASH, STAGE_LABELS, fmt_ci, pct
-from fortify.report.rundir import RunData
+from fortify.report.run_files import RunData
 
 UPPER_BOUND_MARK = "≤"
 

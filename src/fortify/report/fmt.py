@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fortify.report.rundir import RunData, StageData
+from fortify.report.run_files import RunData, StageData
 
 DASH = "—"
 STAGE_LABELS = {"normal": "Normal training", "adversarial": "Adversarial training"}

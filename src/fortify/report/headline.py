@@ -24,7 +24,7 @@ from fortify.report.fmt import (
     pct_ci,
     source_of,
 )
-from fortify.report.rundir import RunData
+from fortify.report.run_files import RunData
 from fortify.report.study import STUDY_COLUMNS
 
 

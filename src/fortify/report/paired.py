@@ -8,7 +8,7 @@ from typing import Any
 from fortify.report.caveats import budget_cut
 from fortify.report.doc import Document, Heading, Para, Table
 from fortify.report.fmt import DASH, STAGE_LABELS, fmt_diff, fmt_p, pct
-from fortify.report.rundir import RunData
+from fortify.report.run_files import RunData
 
 
 def comparison_table(comparison: dict[str, Any], source: str) -> Table:

@@ -8,7 +8,7 @@ from typing import Any
 from fortify.report.caveats import UPPER_BOUND_MARK, budget_cut
 from fortify.report.doc import Document, Heading, Para, Table
 from fortify.report.fmt import DASH, STAGE_LABELS, fmt_ci, fmt_eps, fmt_threat, num, pct, pct_ci
-from fortify.report.rundir import RunData
+from fortify.report.run_files import RunData
 
 
 def section_threat_model(doc: Document, run: RunData) -> None:

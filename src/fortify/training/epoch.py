@@ -19,8 +19,8 @@ from fortify.training.augment import augment_batch, mixup_batch
 from fortify.training.config import TrainConfig
 from fortify.training.out_of_memory import oom_guard
 from fortify.training.recipes import StepOutput, training_step_loss
-from fortify.training.run import TrainingRun
 from fortify.training.splits import even_batches
+from fortify.training.training_run import TrainingRun
 
 
 @dataclass

@@ -22,10 +22,10 @@ from fortify.progress import Advance, tasks
 from fortify.training import distributed as ddp
 from fortify.training.config import TrainConfig
 from fortify.training.epoch import EpochStats, epoch_batches, train_one_epoch
-from fortify.training.run import TrainingRun, setup_run
-from fortify.training.rundir import read_metrics
+from fortify.training.run_folder import read_metrics
 from fortify.training.saving import epoch_record, open_tensorboard, save_epoch
 from fortify.training.selection import update_selection
+from fortify.training.training_run import TrainingRun, setup_run
 from fortify.training.validation import validate
 
 

@@ -12,7 +12,7 @@ from fortify.training import distributed as ddp
 from fortify.training.checkpoints import rng_state, save_checkpoint
 from fortify.training.config import TrainConfig
 from fortify.training.epoch import EpochStats
-from fortify.training.run import TrainingRun
+from fortify.training.training_run import TrainingRun
 from fortify.training.validation import ValidationResult
 
 

@@ -17,8 +17,8 @@ from fortify.attacks import fgsm, pgd
 from fortify.runtime import Runtime
 from fortify.training import distributed as ddp
 from fortify.training.out_of_memory import oom_guard
-from fortify.training.run import TrainingRun
 from fortify.training.splits import even_batches
+from fortify.training.training_run import TrainingRun
 
 EVAL_BATCH = 128
 
@@ -36,7 +36,7 @@ def validate(run: TrainingRun) -> ValidationResult:
     with oom_guard(cfg, run.runtime):
         if cfg.bn_recalibrate:
             recalibrate_batchnorm(run.kept, run.splits.train_x, runtime=run.runtime, info=run.info)
-        metrics = evaluate(
+        metrics = measure_accuracy(
             run.kept,
             run.splits.val_x,
             run.splits.val_y,
@@ -85,7 +85,7 @@ def recalibrate_batchnorm(
     model.train(was_training)
 
 
-def evaluate(
+def measure_accuracy(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,

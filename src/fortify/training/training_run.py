@@ -21,7 +21,7 @@ from fortify.runtime import Runtime, seed_everything
 from fortify.training import distributed as ddp
 from fortify.training.checkpoints import load_training_state, read_checkpoint_info, set_rng_state
 from fortify.training.config import TrainConfig
-from fortify.training.rundir import prepare_run_dir, truncate_metrics
+from fortify.training.run_folder import prepare_run_dir, truncate_metrics
 from fortify.training.selection import LoopState, selection_fields
 from fortify.training.splits import Splits, class_weights, even_batches, load_splits
 
