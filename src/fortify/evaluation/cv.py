@@ -268,7 +268,7 @@ def _fold_record(src: str, r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _pooled_per_class(
+def _pooled_class_recalls(
     results: list[dict[str, Any]], keys: list[str], classes: list[str]
 ) -> dict[str, dict[str, Any]]:
     """class -> metric -> recall pooled over the folds, where every fold has per-class numbers."""
@@ -301,7 +301,7 @@ def pool_evaluations(results: list[dict[str, Any]], sources: list[str] | None = 
     first_classes, first_specs = _check_one_study(results, sources)
     folds = [_fold_record(src, r) for src, r in zip(sources, results, strict=True)]
     pooled = _pooled(per_sample)
-    per_class = _pooled_per_class(results, list(per_sample["correct"]), first_classes)
+    per_class = _pooled_class_recalls(results, list(per_sample["correct"]), first_classes)
     m2n: dict[str, int] = {}
     for f in folds:
         for key, count in (f["malignant_to_normal"] or {}).items():
