@@ -63,32 +63,14 @@ def apgd(
     """
     check_threat(norm, eps)
     check_input(x, y)
-    if loss not in APGD_LOSSES:
-        raise ValueError(f"unknown APGD loss {loss!r}; valid: {', '.join(APGD_LOSSES)}")
-    if steps < 1 or restarts < 1 or n_target_classes < 0:
-        raise ValueError("apgd needs steps >= 1, restarts >= 1, n_target_classes >= 0")
-    if targeted and n_target_classes:
-        raise ValueError("use either targeted=True (y are targets) or n_target_classes (y are labels)")
+    _check_args(loss, steps, restarts, targeted, n_target_classes)
     with attack_mode(model):
         x0 = x.detach()
         with torch.no_grad():
             clean = logits_f32(model, x0)
-        num_classes = clean.shape[1]
-        if loss == "dlr" and num_classes < 3:
+        if loss == "dlr" and clean.shape[1] < 3:
             raise ValueError("the DLR loss needs at least 3 classes")
-        if targeted:
-            y_ref, reach = clean.argmax(1), True
-            done = clean.argmax(1) == y
-            targets_list = [y]
-        else:
-            y_ref, reach = y, False
-            done = clean.argmax(1) != y
-            if n_target_classes:
-                k = min(n_target_classes, num_classes - 1)
-                ranked = clean.scatter(1, y[:, None], float("-inf")).argsort(dim=1, descending=True)
-                targets_list = [ranked[:, r] for r in range(k)]
-            else:
-                targets_list = [None]
+        y_ref, reach, done, targets_list = _goals(clean, y, targeted, n_target_classes)
         out = x0.clone()
         best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
         for target in targets_list:
@@ -117,6 +99,35 @@ def apgd(
                 done[idx[adv_hit]] = True
             best_loss.fill_(float("inf"))
     return finish(out, x)
+
+
+def _check_args(loss: str, steps: int, restarts: int, targeted: bool, n_target_classes: int) -> None:
+    if loss not in APGD_LOSSES:
+        raise ValueError(f"unknown APGD loss {loss!r}; valid: {', '.join(APGD_LOSSES)}")
+    if steps < 1 or restarts < 1 or n_target_classes < 0:
+        raise ValueError("apgd needs steps >= 1, restarts >= 1, n_target_classes >= 0")
+    if targeted and n_target_classes:
+        raise ValueError("use either targeted=True (y are targets) or n_target_classes (y are labels)")
+
+
+def _goals(clean: torch.Tensor, y: torch.Tensor, targeted: bool, n_target_classes: int):
+    """(y_ref, reach, done, targets_list) from the clean logits: the labels the loss refers to, whether
+    success means reaching the target, the samples already successful, and the targets to run (None:
+    untargeted)."""
+    if targeted:
+        y_ref, reach = clean.argmax(1), True
+        done = clean.argmax(1) == y
+        targets_list = [y]
+    else:
+        y_ref, reach = y, False
+        done = clean.argmax(1) != y
+        if n_target_classes:
+            k = min(n_target_classes, clean.shape[1] - 1)
+            ranked = clean.scatter(1, y[:, None], float("-inf")).argsort(dim=1, descending=True)
+            targets_list = [ranked[:, r] for r in range(k)]
+        else:
+            targets_list = [None]
+    return y_ref, reach, done, targets_list
 
 
 def _loss(logits, y_ref, target, loss: str) -> torch.Tensor:

@@ -114,54 +114,83 @@ def cw_l2_detailed(
         best_l2[clean_ok] = 0.0
         todo = (~clean_ok).nonzero().squeeze(1)
         if todo.numel():
-            w0 = torch.atanh((2 * x0[todo].float() - 1) * SHRINK)
-            const = torch.full((todo.numel(),), float(c), device=x.device)
-            lower = torch.zeros_like(const)
-            upper = torch.full_like(const, NO_UPPER)
-            start = torch.zeros_like(w0)
-            for _ in range(binary_steps):
-                won = _optimize(
-                    model,
-                    x0,
-                    y,
-                    todo,
-                    w0,
-                    start,
-                    const,
-                    best_adv,
-                    best_l2,
-                    kappa=kappa,
-                    steps=steps,
-                    lr=lr,
-                    targeted=targeted,
-                    abort_early=abort_early,
-                )
-                # Warm start: the next round (a smaller c for samples that succeeded) begins at the
-                # smallest adversarial example found so far, not at the clean image, so its budget is
-                # spent shrinking the perturbation instead of finding the boundary again.
-                found = torch.isfinite(best_l2[todo])
-                best_w = torch.atanh((2 * best_adv[todo].float().clamp(0, 1) - 1) * SHRINK)
-                found = found.view(-1, *([1] * (w0.dim() - 1)))
-                start = torch.where(found, best_w - w0, torch.zeros_like(w0))
-                upper = torch.where(won, torch.minimum(upper, const), upper)
-                lower = torch.where(won, lower, torch.maximum(lower, const))
-                const = torch.where(upper < NO_UPPER / 10, (lower + upper) / 2, const * 10)
+            _search_c(
+                model,
+                x0,
+                y,
+                todo,
+                best_adv,
+                best_l2,
+                c=c,
+                kappa=kappa,
+                steps=steps,
+                binary_steps=binary_steps,
+                lr=lr,
+                targeted=targeted,
+                abort_early=abort_early,
+            )
         success = torch.isfinite(best_l2)
         if max_l2 is not None:
             success &= best_l2 <= max_l2
-        keep = success[:, None].expand(n, x0[0].numel()).reshape(x0.shape)
-        x_adv = finish(torch.where(keep, best_adv, x0).clamp(0, 1), x)
-        # Each success was judged on the very iterate stored, but inside a shrinking sub-batch; a
-        # kappa=0 success sits on the decision boundary, where a batch-size-dependent rounding can
-        # flip it. Confirm on exactly the batch we return, so `success` agrees with any re-score.
-        with torch.no_grad():
-            confirmed = _success(logits_f32(model, x_adv), y, kappa, targeted)
-        lost = success & ~confirmed
-        if lost.any():
-            success = success & confirmed
-            x_adv[lost] = x0[lost].to(x_adv.dtype)
+        x_adv, success = _confirmed(model, x, y, best_adv, success, kappa=kappa, targeted=targeted)
         l2 = torch.where(success, best_l2, torch.full_like(best_l2, float("inf")))
     return CWResult(x_adv, success, l2)
+
+
+def _search_c(
+    model, x0, y, todo, best_adv, best_l2, *, c, kappa, steps, binary_steps, lr, targeted, abort_early
+) -> None:
+    """The binary search over c for samples `todo`; updates best_adv/best_l2 in place."""
+    w0 = torch.atanh((2 * x0[todo].float() - 1) * SHRINK)
+    const = torch.full((todo.numel(),), float(c), device=x0.device)
+    lower = torch.zeros_like(const)
+    upper = torch.full_like(const, NO_UPPER)
+    start = torch.zeros_like(w0)
+    for _ in range(binary_steps):
+        won = _optimize(
+            model,
+            x0,
+            y,
+            todo,
+            w0,
+            start,
+            const,
+            best_adv,
+            best_l2,
+            kappa=kappa,
+            steps=steps,
+            lr=lr,
+            targeted=targeted,
+            abort_early=abort_early,
+        )
+        # Warm start: the next round (a smaller c for samples that succeeded) begins at the
+        # smallest adversarial example found so far, not at the clean image, so its budget is
+        # spent shrinking the perturbation instead of finding the boundary again.
+        found = torch.isfinite(best_l2[todo])
+        best_w = torch.atanh((2 * best_adv[todo].float().clamp(0, 1) - 1) * SHRINK)
+        found = found.view(-1, *([1] * (w0.dim() - 1)))
+        start = torch.where(found, best_w - w0, torch.zeros_like(w0))
+        upper = torch.where(won, torch.minimum(upper, const), upper)
+        lower = torch.where(won, lower, torch.maximum(lower, const))
+        const = torch.where(upper < NO_UPPER / 10, (lower + upper) / 2, const * 10)
+
+
+def _confirmed(model, x, y, best_adv, success, *, kappa, targeted) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_adv, success): each success's best point, else the input, with `success` re-judged on x_adv."""
+    x0 = x.detach()
+    n = x0.shape[0]
+    keep = success[:, None].expand(n, x0[0].numel()).reshape(x0.shape)
+    x_adv = finish(torch.where(keep, best_adv, x0).clamp(0, 1), x)
+    # Each success was judged on the very iterate stored, but inside a shrinking sub-batch; a
+    # kappa=0 success sits on the decision boundary, where a batch-size-dependent rounding can
+    # flip it. Confirm on exactly the batch we return, so `success` agrees with any re-score.
+    with torch.no_grad():
+        confirmed = _success(logits_f32(model, x_adv), y, kappa, targeted)
+    lost = success & ~confirmed
+    if lost.any():
+        success = success & confirmed
+        x_adv[lost] = x0[lost].to(x_adv.dtype)
+    return x_adv, success
 
 
 def _optimize(

@@ -119,24 +119,18 @@ def strong_detailed(
         fooled_by = torch.full((x.shape[0],), ROBUST, dtype=torch.int64, device=x.device)
         fooled_by[~robust] = CLEAN_MISCLASSIFIED
         out = x0.clone()
-        common = dict(eps=eps, norm=norm, generator=generator)
-        grad_common = dict(steps=steps, **common)
-        components = {
-            "apgd-ce": lambda xs, ys: apgd(model, xs, ys, loss="ce", restarts=restarts, **grad_common),
-            "pgd-cw": lambda xs, ys: pgd(
-                model, xs, ys, loss="cw", restarts=pgd_restarts, early_stop=True, **grad_common
-            ),
-        }
-        if num_classes >= 3:
-            k = min(n_target_classes, num_classes - 1)
-            components["apgd-dlr"] = lambda xs, ys: apgd(
-                model, xs, ys, loss="dlr", restarts=restarts, **grad_common
-            )
-            components["apgd-t-dlr"] = lambda xs, ys: apgd(
-                model, xs, ys, loss="dlr", restarts=restarts, n_target_classes=k, **grad_common
-            )
-        if square_queries > 0:
-            components["square"] = lambda xs, ys: square(model, xs, ys, queries=square_queries, **common)
+        components = _components(
+            model,
+            num_classes,
+            eps=eps,
+            norm=norm,
+            steps=steps,
+            restarts=restarts,
+            pgd_restarts=pgd_restarts,
+            n_target_classes=n_target_classes,
+            square_queries=square_queries,
+            generator=generator,
+        )
         for i, name in enumerate(COMPONENT_NAMES):
             idx = robust.nonzero().squeeze(1)
             if idx.numel() == 0:
@@ -149,12 +143,55 @@ def strong_detailed(
             out[idx[hit]] = adv[hit]
             robust[idx[hit]] = False
             fooled_by[idx[hit]] = i
-        x_adv = finish(out, x)
-        with torch.no_grad():
-            success = fooled(logits_f32(model, x_adv), y, False)
-            lost = (fooled_by >= 0) & ~success
-            if lost.any():
-                x_adv[lost] = x0[lost].to(x_adv.dtype)
-                fooled_by[lost] = ROBUST
-                success = fooled(logits_f32(model, x_adv), y, False)
+        x_adv, success = _confirmed(model, x, y, out, fooled_by)
     return StrongResult(x_adv, success, fooled_by)
+
+
+def _components(
+    model,
+    num_classes,
+    *,
+    eps,
+    norm,
+    steps,
+    restarts,
+    pgd_restarts,
+    n_target_classes,
+    square_queries,
+    generator,
+) -> dict:
+    """name -> attack(xs, ys) for the components this model and budget allow (not yet filtered by version)."""
+    common = dict(eps=eps, norm=norm, generator=generator)
+    grad_common = dict(steps=steps, **common)
+    components = {
+        "apgd-ce": lambda xs, ys: apgd(model, xs, ys, loss="ce", restarts=restarts, **grad_common),
+        "pgd-cw": lambda xs, ys: pgd(
+            model, xs, ys, loss="cw", restarts=pgd_restarts, early_stop=True, **grad_common
+        ),
+    }
+    if num_classes >= 3:
+        k = min(n_target_classes, num_classes - 1)
+        components["apgd-dlr"] = lambda xs, ys: apgd(
+            model, xs, ys, loss="dlr", restarts=restarts, **grad_common
+        )
+        components["apgd-t-dlr"] = lambda xs, ys: apgd(
+            model, xs, ys, loss="dlr", restarts=restarts, n_target_classes=k, **grad_common
+        )
+    if square_queries > 0:
+        components["square"] = lambda xs, ys: square(model, xs, ys, queries=square_queries, **common)
+    return components
+
+
+def _confirmed(model, x, y, out, fooled_by) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_adv, success) judged by one forward pass on the returned batch; a component success this pass
+    does not confirm gets its input back and is marked ROBUST in `fooled_by` (in place)."""
+    x0 = x.detach()
+    x_adv = finish(out, x)
+    with torch.no_grad():
+        success = fooled(logits_f32(model, x_adv), y, False)
+        lost = (fooled_by >= 0) & ~success
+        if lost.any():
+            x_adv[lost] = x0[lost].to(x_adv.dtype)
+            fooled_by[lost] = ROBUST
+            success = fooled(logits_f32(model, x_adv), y, False)
+    return x_adv, success

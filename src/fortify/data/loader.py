@@ -162,36 +162,10 @@ def _load_folder(
     # The window changes DICOM pixels only: it keys the cache only when there are DICOM files.
     window_tag = window.tag if any(is_dicom(rel) for rel, _ in found.files) else None
 
-    hashes, sizes = [], []
-    read_errors: dict[str, str] = {}  # a file we cannot even open (permissions) is skipped like a corrupt one
-    for rel, _ in track(found.files, len(found.files), "Hashing files", progress):
-        try:
-            blob = (root / rel).read_bytes()
-        except OSError as e:
-            read_errors[rel] = f"cannot read file: {e.strerror or e}"
-            blob = b""
-        hashes.append(hashlib.sha256(blob).hexdigest())
-        sizes.append(len(blob))
-    readable_hashes = [h for (rel, _), h in zip(found.files, hashes, strict=True) if rel not in read_errors]
-
-    cdir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    cpath = cache_path(cdir, cache_key(readable_hashes, image_size, window_tag), image_size, window_tag)
-    entries = load_entries(cpath)
-    if entries is None or any(
-        h not in entries.decoded and h not in entries.unreadable for h in readable_hashes
-    ):
-        todo: dict[str, str] = {}
-        for (rel, _), sha in zip(found.files, hashes, strict=True):
-            if rel not in read_errors:
-                todo.setdefault(sha, rel)
-        recent = recent_entries(cdir, image_size, exclude=cpath, window_tag=window_tag)
-        known = merge_entries(recent, set(todo), image_size)
-        todo = {
-            sha: rel for sha, rel in todo.items() if sha not in known.decoded and sha not in known.unreadable
-        }
-        fresh = _decode_all(root, todo, image_size, progress, window)
-        entries = merge_entries([known, fresh], set(readable_hashes), image_size)
-        save_entries(cpath, entries)
+    hashes, sizes, read_errors = _hash_files(root, [rel for rel, _ in found.files], progress)
+    entries = _cached_entries(
+        root, found.files, hashes, read_errors, image_size, cache_dir, progress, window, window_tag
+    )
 
     rows, labels, paths, file_hashes, infos, skipped, notes, given = [], [], [], [], [], [], {}, []
     splits = found.given_splits or [""] * len(found.files)
@@ -213,14 +187,7 @@ def _load_folder(
             notes.setdefault(e["note"].split(" (")[0], []).append(rel)
 
     _check_usable(found.classes, found.class_folders, labels, skipped, len(found.files))
-    messages = []
-    if skipped:
-        messages.append(
-            f"skipped {len(skipped)} unreadable file(s): "
-            + _summarise([f"{s['path']} ({s['reason']})" for s in skipped])
-        )
-    for note, rels in notes.items():
-        messages.append(f"{note} ({len(rels)} file(s)): {_summarise(rels)}")
+    messages = _load_messages(skipped, notes)
 
     idx = torch.tensor(rows, dtype=torch.long)
     return ImageDataset(
@@ -240,6 +207,69 @@ def _load_folder(
         given_splits=given if found.given_splits is not None else None,
         window=window.name if window_tag is not None else None,
     )
+
+
+def _hash_files(root: Path, rels: list[str], progress: bool) -> tuple[list[str], list[int], dict[str, str]]:
+    """(sha256 hex per file, size in bytes per file, rel -> reason for each file that cannot be read)."""
+    hashes, sizes = [], []
+    read_errors: dict[str, str] = {}  # a file we cannot even open (permissions) is skipped like a corrupt one
+    for rel in track(rels, len(rels), "Hashing files", progress):
+        try:
+            blob = (root / rel).read_bytes()
+        except OSError as e:
+            read_errors[rel] = f"cannot read file: {e.strerror or e}"
+            blob = b""
+        hashes.append(hashlib.sha256(blob).hexdigest())
+        sizes.append(len(blob))
+    return hashes, sizes, read_errors
+
+
+def _cached_entries(
+    root: Path,
+    files: list[tuple[str, int]],
+    hashes: list[str],
+    read_errors: dict[str, str],
+    image_size: int,
+    cache_dir: str | Path | None,
+    progress: bool,
+    window: Window,
+    window_tag: str | None,
+) -> CacheEntries:
+    """The decoded images of every readable file: from this file set's cache entry when it is complete,
+    else from recent cache entries plus decoding the rest (then saved as this file set's entry)."""
+    readable_hashes = [h for (rel, _), h in zip(files, hashes, strict=True) if rel not in read_errors]
+    cdir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cpath = cache_path(cdir, cache_key(readable_hashes, image_size, window_tag), image_size, window_tag)
+    entries = load_entries(cpath)
+    if entries is None or any(
+        h not in entries.decoded and h not in entries.unreadable for h in readable_hashes
+    ):
+        todo: dict[str, str] = {}
+        for (rel, _), sha in zip(files, hashes, strict=True):
+            if rel not in read_errors:
+                todo.setdefault(sha, rel)
+        recent = recent_entries(cdir, image_size, exclude=cpath, window_tag=window_tag)
+        known = merge_entries(recent, set(todo), image_size)
+        todo = {
+            sha: rel for sha, rel in todo.items() if sha not in known.decoded and sha not in known.unreadable
+        }
+        fresh = _decode_all(root, todo, image_size, progress, window)
+        entries = merge_entries([known, fresh], set(readable_hashes), image_size)
+        save_entries(cpath, entries)
+    return entries
+
+
+def _load_messages(skipped: list[dict], notes: dict[str, list[str]]) -> list[str]:
+    """The dataset's warnings: the skipped files, then each kind of conversion note with its files."""
+    messages = []
+    if skipped:
+        messages.append(
+            f"skipped {len(skipped)} unreadable file(s): "
+            + _summarise([f"{s['path']} ({s['reason']})" for s in skipped])
+        )
+    for note, rels in notes.items():
+        messages.append(f"{note} ({len(rels)} file(s)): {_summarise(rels)}")
+    return messages
 
 
 def _check_usable(

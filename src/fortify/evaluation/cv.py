@@ -226,21 +226,9 @@ def _attack_specs(results: dict[str, Any]) -> dict[str, str | None]:
     return {k: (a or {}).get("spec") for k, a in (results.get("attacks") or {}).items()}
 
 
-def pool_evaluations(results: list[dict[str, Any]], sources: list[str] | None = None) -> dict[str, Any]:
-    """One model's K-fold figures from its `fortify evaluate` results.json files, one per test fold: each
-    fold's numbers, their mean, std and t-interval over folds, and the pooled accuracy over every image
-    with its Wilson interval, overall and per class (what `fortify reproduce --folds K` writes for its own
-    folds, for checkpoints trained elsewhere, e.g. by benchmarks/recipes.py).
-
-    Raises ValueError unless the files form one K-fold study of one model: each has per-sample records,
-    no image is in two of them (pooled accuracy counts each image once), and they share the classes and
-    every attack's spec (pooling PGD-20 on one fold with PGD-10 on another would be no number at all)."""
-    if not results:
-        raise ValueError("no results to pool")
-    sources = sources or [f"fold {i}" for i in range(len(results))]
-    per_sample = _concat_per_sample(results)
-    if per_sample is None:
-        raise ValueError("every results.json needs its per-sample records (written by fortify evaluate)")
+def _check_one_study(results: list[dict[str, Any]], sources: list[str]) -> tuple[list[str], dict]:
+    """Raise ValueError unless every image is in one fold only and every fold has the first fold's
+    classes and attack specs; return those classes and specs."""
     seen: dict[str, int] = {}
     for i, r in enumerate(results):
         for p in r["per_sample"].get("paths") or []:
@@ -259,36 +247,61 @@ def pool_evaluations(results: list[dict[str, Any]], sources: list[str] | None = 
             raise ValueError(
                 f"{src} ran other attacks than {sources[0]} ({_attack_specs(r)} against {first_specs})"
             )
+    return first_classes, first_specs
 
-    folds = []
-    for src, r in zip(sources, results, strict=True):
-        sentinel = r.get("leakage_sentinel") or {}
-        folds.append(
-            {
-                "source": src,
-                "n": len(r["per_sample"].get("paths") or []),
-                "numbers": table_numbers(r),
-                "sentinel": _float_or_none(sentinel.get("accuracy")),
-                # set when the fold's model does not clearly beat raw-pixel 1-NN (a leak, or little learned)
-                "sentinel_warning": sentinel.get("warning"),
-                "malignant_to_normal": r.get("malignant_to_normal"),
-                "sanity_failed": [
-                    f"{c.get('check')}: {c.get('detail')}"
-                    for c in r.get("sanity") or []
-                    if not c.get("passed")
-                ],
-                "full_strength": (r.get("budget") or {}).get("full_strength"),
-            }
-        )
-    pooled = _pooled(per_sample)
+
+def _fold_record(src: str, r: dict[str, Any]) -> dict[str, Any]:
+    """One fold's entry in the pool: its numbers, sentinel, failed checks and budget."""
+    sentinel = r.get("leakage_sentinel") or {}
+    return {
+        "source": src,
+        "n": len(r["per_sample"].get("paths") or []),
+        "numbers": table_numbers(r),
+        "sentinel": _float_or_none(sentinel.get("accuracy")),
+        # set when the fold's model does not clearly beat raw-pixel 1-NN (a leak, or little learned)
+        "sentinel_warning": sentinel.get("warning"),
+        "malignant_to_normal": r.get("malignant_to_normal"),
+        "sanity_failed": [
+            f"{c.get('check')}: {c.get('detail')}" for c in r.get("sanity") or [] if not c.get("passed")
+        ],
+        "full_strength": (r.get("budget") or {}).get("full_strength"),
+    }
+
+
+def _pooled_class_recalls(
+    results: list[dict[str, Any]], keys: list[str], classes: list[str]
+) -> dict[str, dict[str, Any]]:
+    """class -> metric -> recall pooled over the folds, where every fold has per-class numbers."""
     per_class: dict[str, dict[str, Any]] = {}
-    for key in per_sample["correct"]:
+    for key in keys:
         counts = [_class_counts(r, key) for r in results]
-        for name in first_classes:
+        for name in classes:
             if not all(name in c for c in counts):
                 continue  # a fold without this metric's per-class numbers: no pooled recall
             correct, n = sum(c[name][0] for c in counts), sum(c[name][1] for c in counts)
             per_class.setdefault(name, {})[key] = _tally(correct, n, "recall")
+    return per_class
+
+
+def pool_evaluations(results: list[dict[str, Any]], sources: list[str] | None = None) -> dict[str, Any]:
+    """One model's K-fold figures from its `fortify evaluate` results.json files, one per test fold: each
+    fold's numbers, their mean, std and t-interval over folds, and the pooled accuracy over every image
+    with its Wilson interval, overall and per class (what `fortify reproduce --folds K` writes for its own
+    folds, for checkpoints trained elsewhere, e.g. by benchmarks/recipes.py).
+
+    Raises ValueError unless the files form one K-fold study of one model: each has per-sample records,
+    no image is in two of them (pooled accuracy counts each image once), and they share the classes and
+    every attack's spec (pooling PGD-20 on one fold with PGD-10 on another would be no number at all)."""
+    if not results:
+        raise ValueError("no results to pool")
+    sources = sources or [f"fold {i}" for i in range(len(results))]
+    per_sample = _concat_per_sample(results)
+    if per_sample is None:
+        raise ValueError("every results.json needs its per-sample records (written by fortify evaluate)")
+    first_classes, first_specs = _check_one_study(results, sources)
+    folds = [_fold_record(src, r) for src, r in zip(sources, results, strict=True)]
+    pooled = _pooled(per_sample)
+    per_class = _pooled_class_recalls(results, list(per_sample["correct"]), first_classes)
     m2n: dict[str, int] = {}
     for f in folds:
         for key, count in (f["malignant_to_normal"] or {}).items():

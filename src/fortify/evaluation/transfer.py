@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from fortify.attacks import AttackSpec
 from fortify.errors import CheckpointError
 from fortify.evaluation import sanity
 from fortify.evaluation.attack_set import default_pgd_spec, for_evaluation
@@ -23,6 +24,46 @@ from fortify.runtime import Runtime, seed_everything
 
 def _accuracy(y, pred) -> float:
     return float((pred == y).double().mean())
+
+
+def _craft_spec(requested: AttackSpec, spec: AttackSpec) -> AttackSpec:
+    """The attack run on the source: `spec` without early stopping, unless the request set it."""
+    # Crafting on the source runs every step unless the spec says otherwise: an image retired at the
+    # source's first success sits on the source's decision boundary and rarely transfers, which made
+    # transfer look weaker than it is (on IQ-OTH/NCCD, normal->adversarial transfer accuracy equalled
+    # clean accuracy) and the white-box-vs-transfer sanity check pass for the wrong reason.
+    if "early_stop" not in requested.params and spec.params.get("early_stop") is True:
+        return spec.replace(early_stop=False)
+    return spec
+
+
+def _open_pair(source_ckpt: str | Path, target_ckpt: str | Path, runtime: Runtime):
+    """(source model, target model, target's checkpoint info), both prepared for `runtime`; raises
+    CheckpointError unless they agree on classes, image size and input channels."""
+    source, source_info = open_checkpoint(source_ckpt)
+    target, target_info = open_checkpoint(target_ckpt)
+    for key in ("classes", "image_size", "in_channels"):
+        if source_info.get(key) != target_info.get(key):
+            raise CheckpointError(
+                f"cannot transfer between checkpoints with different {key}: "
+                f"{source_info.get(key)!r} vs {target_info.get(key)!r}"
+            )
+    return runtime.prepare_model(source).eval(), runtime.prepare_model(target).eval(), target_info
+
+
+def _accuracies(source, target, x, y, x_src, x_wb, runtime: Runtime, batch_size: int) -> dict[str, float]:
+    """The target's accuracy on the transferred, white-box and clean images; the source's on its own
+    adversarial images."""
+    clean_pred, _ = predict(target, x, runtime, batch_size)
+    transfer_pred, _ = predict(target, x_src, runtime, batch_size)
+    own_pred, _ = predict(source, x_src, runtime, batch_size)
+    wb_pred, _ = predict(target, x_wb, runtime, batch_size)
+    return {
+        "transfer_accuracy": _accuracy(y, transfer_pred),
+        "white_box_accuracy": _accuracy(y, wb_pred),
+        "clean_accuracy": _accuracy(y, clean_pred),
+        "source_accuracy": _accuracy(y, own_pred),
+    }
 
 
 def evaluate_transfer(
@@ -54,23 +95,9 @@ def evaluate_transfer(
     requested = s.transfer_attack or default_pgd_spec(s.threat_model)
     batch_size, seed = s.batch_size, s.seed
     spec = for_evaluation(requested)  # white-box on the target: the first success per image suffices
-    # Crafting on the source runs every step unless the spec says otherwise: an image retired at the
-    # source's first success sits on the source's decision boundary and rarely transfers, which made
-    # transfer look weaker than it is (on IQ-OTH/NCCD, normal->adversarial transfer accuracy equalled
-    # clean accuracy) and the white-box-vs-transfer sanity check pass for the wrong reason.
-    craft_spec = spec
-    if "early_stop" not in requested.params and spec.params.get("early_stop") is True:
-        craft_spec = spec.replace(early_stop=False)
+    craft_spec = _craft_spec(requested, spec)
     runtime = runtime or Runtime.resolve()
-    source, source_info = open_checkpoint(source_ckpt)
-    target, target_info = open_checkpoint(target_ckpt)
-    for key in ("classes", "image_size", "in_channels"):
-        if source_info.get(key) != target_info.get(key):
-            raise CheckpointError(
-                f"cannot transfer between checkpoints with different {key}: "
-                f"{source_info.get(key)!r} vs {target_info.get(key)!r}"
-            )
-    source, target = runtime.prepare_model(source).eval(), runtime.prepare_model(target).eval()
+    source, target, target_info = _open_pair(source_ckpt, target_ckpt, runtime)
     test = open_test_set(
         data, target_info, target_ckpt, split=split, limit=s.limit, progress=progress, cache_dir=cache_dir
     )
@@ -85,20 +112,14 @@ def evaluate_transfer(
         x_wb = attack_dataset(
             spec, target, x, y, runtime, batch_size, start(f"transfer: white-box {spec}", len(x))
         )
-    clean_pred, _ = predict(target, x, runtime, batch_size)
-    transfer_pred, _ = predict(target, x_src, runtime, batch_size)
-    own_pred, _ = predict(source, x_src, runtime, batch_size)
-    wb_pred, _ = predict(target, x_wb, runtime, batch_size)
+    accuracies = _accuracies(source, target, x, y, x_src, x_wb, runtime, batch_size)
     source_label = source_name or str(source_ckpt)
     pair = {
         "source": source_label,
         "target": target_name or str(target_ckpt),
         "attack": str(spec),
         "craft_attack": str(craft_spec),
-        "transfer_accuracy": _accuracy(y, transfer_pred),
-        "white_box_accuracy": _accuracy(y, wb_pred),
-        "clean_accuracy": _accuracy(y, clean_pred),
-        "source_accuracy": _accuracy(y, own_pred),
+        **accuracies,
         "n": len(y),
         "seconds": time.perf_counter() - started,
     }

@@ -48,6 +48,46 @@ def _columns() -> list[tuple[str, str]]:
     return [TABLE1_COLUMNS[0], ("sentinel", SENTINEL_HEADER), *TABLE1_COLUMNS[1:]]
 
 
+TABLE1_CAPTION = (
+    "Accuracy on the test split [95% interval]; 1-NN sentinel = a nearest-neighbour "
+    "classifier on raw pixels (leakage check, beside Clean); Combined = pooled FGSM+PGD+CW "
+    "adversarial test sets (the study's definition); Worst-case = robust only if no attack fools "
+    "the scan; Strong = fortify's per-sample worst case over APGD-CE, APGD-DLR (+targeted), PGD-CW "
+    "with restarts and the gradient-free Square attack (the headline, L-inf); L2 (APGD) = APGD-L2 "
+    "in the L2 ball of CW's budget (the CW column counts CW's minimal L2 against the same budget)."
+)
+
+
+def _fortify_cells(
+    run: RunData,
+    name: str,
+    label: str,
+    results: dict[str, Any],
+    columns: list[tuple[str, str]],
+    footnotes: list[str],
+) -> list[str]:
+    """One stage's Table 1 cells; each failed sanity check becomes a footnote (appended to `footnotes`)
+    whose number marks the columns it undermines."""
+    bound = budget_cut(results) is not None
+    marks: dict[str, list[int]] = {}
+    for check in _failed_checks(results, run, name):
+        footnotes.append(f"{label}: sanity check FAILED: {check.get('check')}: {check.get('detail', '')}")
+        for col in check.get("undermines") or []:
+            marks.setdefault(col, []).append(len(footnotes))
+    cells = []
+    for col, _ in columns:
+        if col == "sentinel":
+            cells.append(sentinel_cell(results))
+            continue
+        m = metrics_for(results, col)
+        # Clean accuracy is measured, not attacked: it is never an upper bound.
+        cell = pct_ci(m, bound=bound and col != "clean")
+        if col in marks and m:
+            cell += " ⚠ FAIL" + "".join(f"[{i}]" for i in marks[col])
+        cells.append(cell)
+    return cells
+
+
 def section_table1(
     doc: Document, run: RunData, study: dict[str, Any] | None, study_note: str | None = None
 ) -> None:
@@ -63,26 +103,7 @@ def section_table1(
         if results is None:
             rows.append([label, "fortify", *([f"{DASH} (stage not run)"] + [DASH] * (len(columns) - 1))])
         else:
-            bound = budget_cut(results) is not None
-            marks: dict[str, list[int]] = {}
-            for check in _failed_checks(results, run, name):
-                footnotes.append(
-                    f"{label}: sanity check FAILED: {check.get('check')}: {check.get('detail', '')}"
-                )
-                for col in check.get("undermines") or []:
-                    marks.setdefault(col, []).append(len(footnotes))
-            cells = []
-            for col, _ in columns:
-                if col == "sentinel":
-                    cells.append(sentinel_cell(results))
-                    continue
-                m = metrics_for(results, col)
-                # Clean accuracy is measured, not attacked: it is never an upper bound.
-                cell = pct_ci(m, bound=bound and col != "clean")
-                if col in marks and m:
-                    cell += " ⚠ FAIL" + "".join(f"[{i}]" for i in marks[col])
-                cells.append(cell)
-            rows.append([label, "fortify", *cells])
+            rows.append([label, "fortify", *_fortify_cells(run, name, label, results, columns, footnotes)])
         if not study:
             continue
         srow = (study.get("rows") or {}).get(name) or {}
@@ -98,12 +119,7 @@ def section_table1(
         Table(
             ["Training", "Numbers", *[h for _, h in columns]],
             rows,
-            caption="Accuracy on the test split [95% interval]; 1-NN sentinel = a nearest-neighbour "
-            "classifier on raw pixels (leakage check, beside Clean); Combined = pooled FGSM+PGD+CW "
-            "adversarial test sets (the study's definition); Worst-case = robust only if no attack fools "
-            "the scan; Strong = fortify's per-sample worst case over APGD-CE, APGD-DLR (+targeted), PGD-CW "
-            "with restarts and the gradient-free Square attack (the headline, L-inf); L2 (APGD) = APGD-L2 "
-            "in the L2 ball of CW's budget (the CW column counts CW's minimal L2 against the same budget)."
+            caption=TABLE1_CAPTION
             + (f" {UPPER_BOUND_MARK} = upper bound (attacks below full strength)." if any_cut else ""),
         )
     )
