@@ -51,7 +51,7 @@ class DetectSettings(StageSettings):
 
     seed: int = 0
     models: str = "both"  # "normal" (normal model only) | "both" (normal, then the adversarial one)
-    eps: float = 2 / 255  # headline L-inf budget; CW's L2 budget follows from it (evaluation.specs)
+    eps: float = 2 / 255  # headline L-inf budget; CW's L2 budget follows from it (evaluation.attack_set)
     layers: list[str] | None = None  # module paths; None = the table in detect.features
     shrinkage: float | str = "auto"  # "auto" = Ledoit-Wolf, or a fixed coefficient in [0, 1]
     preprocess_eps: float = 0.0  # Lee's input preprocessing step; 0 = off (see detect.detector)

@@ -68,7 +68,7 @@ class EvalSettings(StageSettings):
     }
 
     # The headline threat model: the default attacks (FGSM, PGD, strong) run in this L-inf ball, CW and
-    # APGD-L2 in the L2 ball of the same corner length (see evaluation.specs).
+    # APGD-L2 in the L2 ball of the same corner length (see evaluation.attack_set).
     threat_model: ThreatModel = ThreatModel("linf", 2 / 255)
     attacks: list[AttackSpec] | None = None  # explicit attacks; None -> FGSM, PGD, CW, strong, APGD-L2
     pgd_steps: int = 20
