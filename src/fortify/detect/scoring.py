@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from fortify.attacks import AttackSpec, ThreatModel, cw_l2_detailed
+from fortify.attacks import AttackSpec, ThreatModel
 from fortify.detect.adaptive import adaptive_pgd
 from fortify.detect.batches import Start, attack_images, chunks, detector_outputs
 from fortify.detect.detector import Detector
 from fortify.detect.metrics import detection_metrics, rate
 from fortify.detect.settings import DetectSettings
 from fortify.evaluation.attack_set import default_attack_specs
-from fortify.evaluation.batches import count_passes
+from fortify.evaluation.batches import count_passes, cw_dataset
 from fortify.evaluation.settings import EvalSettings
 from fortify.runtime import Runtime
 
@@ -43,17 +43,10 @@ def _cw_images(
 ) -> torch.Tensor:
     """CW-L2 run unbounded (its own minimum-norm search), kept only where its L2 is within the
     spec's max_l2 budget, as fortify's evaluation scores it; elsewhere the clean image."""
-    params = {k: v for k, v in spec.params.items() if k != "max_l2"}
+    run = cw_dataset(spec, model, x, y, runtime, batch_size, advance)
     budget = spec.params.get("max_l2")
-    out = []
-    for sl in chunks(len(x), batch_size):
-        xb = runtime.to_device(x[sl])
-        with runtime.autocast():
-            r = cw_l2_detailed(model, xb, y[sl].to(runtime.device), **params)
-        ok = r.success & (r.l2 <= float(budget)) if budget is not None else r.success
-        out.append(torch.where(ok.view(-1, 1, 1, 1), r.x_adv.float(), xb.float()).detach().cpu())
-        advance(sl.stop - sl.start)
-    return torch.cat(out)
+    ok = run.success & (run.l2 <= float(budget)) if budget is not None else run.success
+    return torch.where(ok.view(-1, 1, 1, 1), run.x_adv, x)
 
 
 def _adaptive_images(
