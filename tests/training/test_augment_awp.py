@@ -79,7 +79,7 @@ def test_zoom_enlarges_a_window_of_the_image_and_invents_nothing_outside_it():
 def test_balanced_sampling_draws_every_class_about_equally_often_in_an_epoch_of_the_same_length():
     from types import SimpleNamespace
 
-    from fortify.training.distributed import DistInfo
+    from fortify.distributed import DistInfo
     from fortify.training.epoch import epoch_batches
 
     y = torch.tensor([0] * 30 + [1] * 150 + [2] * 120)  # benign-like minority: 10%

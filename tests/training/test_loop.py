@@ -98,8 +98,8 @@ class _Constant(torch.nn.Module):
 
 
 def test_validation_reports_balanced_accuracy_as_mean_recall_over_present_classes():
+    from fortify.distributed import DistInfo
     from fortify.runtime import Runtime
-    from fortify.training.distributed import DistInfo
 
     x = torch.rand(10, 1, 8, 8)
     y = torch.tensor([0] * 8 + [1] * 2)  # class 2 absent from this validation set

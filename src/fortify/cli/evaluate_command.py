@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -160,6 +161,10 @@ def evaluate(
     precision: str = options.precision(),
     out: Path = options.out("Output folder for results.json and examples.safetensors."),
     force: bool = options.force(),
+    resume: bool = options.resume("Reuse the finished work units in --out (an interrupted evaluation)."),
+    unit_size: int = typer.Option(
+        DEFAULTS.unit_size, "--unit-size", min=1, help="Test images per work unit (the grain of resume)."
+    ),
     transfer_from: Path | None = typer.Option(
         None,
         "--transfer-from",
@@ -178,7 +183,11 @@ def evaluate(
     mean: str | None = model_options.MEAN,
     std: str | None = model_options.STD,
 ) -> None:
-    """Evaluate a checkpoint: clean, per-attack, combined and worst-case accuracy, curves, sanity checks."""
+    """Evaluate a checkpoint: clean, per-attack, combined and worst-case accuracy, curves, sanity checks.
+
+    Under torchrun (`torchrun --nproc-per-node N -m fortify evaluate ...`) the work units are shared out
+    among the processes and rank 0 writes the results, identical to a single process's."""
+    from fortify.distributed import barrier, init_distributed
     from fortify.evaluation import check_out_dir
     from fortify.evaluation.loading import check_checkpoint_path
     from fortify.runtime import Runtime
@@ -189,15 +198,27 @@ def evaluate(
     )
     settings = _settings(
         eps, eps_curve, attacks, curve_attacks, transfer_attack, batch_size, limit, examples_per_class, seed
-    )
+    ).replace(unit_size=unit_size)
     if transfer_from is not None:
         if not isinstance(model, Path):
             raise ConfigError("--transfer-from needs a fortify checkpoint as --checkpoint")
         check_checkpoint_path(transfer_from)
-    check_out_dir(out, force)
     runtime = Runtime.resolve(device, precision)
+    dist = init_distributed(runtime.device.type)
+    if dist.is_main:
+        check_out_dir(out, force, resume)
+        if resume and not (out / "units").is_dir():
+            print(f"fortify: note: nothing to resume in {out}: starting a new evaluation", file=sys.stderr)
+    barrier(dist)  # the other processes start once rank 0 has checked (and, with --force, cleared) --out
     with data_warnings_reported():
-        results = _run_evaluation(model, checkpoint, transfer_from, data, split, out, settings, runtime)
+        results = _run_evaluation(
+            model, checkpoint, transfer_from, data, split, out, settings, runtime, resume
+        )
+    if results is None:  # a torchrun process other than rank 0: its units went to rank 0
+        return
+    units = results["units"]
+    if units["reused"]:
+        print(f"reused {units['reused']} of {units['count']} units from {out / 'units'}", file=sys.stderr)
     print_summary(results, wide_console(120), out)
 
 
@@ -226,7 +247,9 @@ def _settings(
     ).validate()
 
 
-def _run_evaluation(model, checkpoint, transfer_from, data, split, out, settings, runtime) -> dict:
+def _run_evaluation(
+    model, checkpoint, transfer_from, data, split, out, settings, runtime, resume
+) -> dict | None:
     """Transfer first (when asked), then the evaluation that records it."""
     from fortify.evaluation import evaluate_checkpoint, evaluate_transfer
 
@@ -251,6 +274,7 @@ def _run_evaluation(model, checkpoint, transfer_from, data, split, out, settings
         runtime=runtime,
         progress=True,
         transfer=transfer,
+        resume=resume,
     )
 
 

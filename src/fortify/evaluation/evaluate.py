@@ -1,13 +1,18 @@
 """`evaluate_checkpoint`: every number of the study's Table 1 and what a reviewer would ask for.
 
-One checkpoint, its test split, a list of attacks at a headline budget. Writes
-`out_dir/examples.safetensors` then `out_dir/results.json` (the layout is pinned in
-docs/results-schema.md), both atomically and only at the very end, so a failed or interrupted
-evaluation leaves no results.json behind.
+One checkpoint, its test split, attacks in a threat model at stated budgets. The work is cut into units
+of the test set (`fortify.evaluation.units`): each is computed from its own seeds, written atomically to
+`out_dir/units/` as it finishes, reused by `resume=True`, and under torchrun shared out among the
+processes (rank r takes units r, r + w, ...). Rank 0 joins them, checks that every test image appears
+exactly once, and writes `out_dir/examples.safetensors` then `out_dir/results.json` (the layout is pinned
+in docs/results-schema.md), so an interrupted evaluation leaves no results.json behind, and its resume
+gives the same results as a run that was never interrupted.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -16,20 +21,26 @@ from pathlib import Path
 import torch
 
 from fortify.attacks import AttackSpec
-from fortify.evaluation.attack_runs import AttackOutcome, AttackRunner, run_headline_attack
+from fortify.distributed import DistInfo, barrier, gather_objects, init_distributed
 from fortify.evaluation.attack_set import curve_specs, default_attack_specs, keyed_specs
-from fortify.evaluation.batches import count_passes, predict
-from fortify.evaluation.curves import robust_accuracy_curves
 from fortify.evaluation.examples import example_indices, write_examples
-from fortify.evaluation.loading import TestSet, check_checkpoint_path, open_model, open_test_set
+from fortify.evaluation.loading import (
+    TestSet,
+    check_checkpoint_path,
+    checkpoint_record,
+    open_model,
+    open_test_set,
+)
 from fortify.evaluation.results_blocks import (
     opening_blocks,
     passes_block,
     per_sample_block,
     worst_case_blocks,
 )
-from fortify.evaluation.sanity_runs import SanityInputs, run_sanity_checks
+from fortify.evaluation.sanity_runs import sanity_plan
 from fortify.evaluation.settings import DEFAULTS, EvalSettings
+from fortify.evaluation.unit_run import Assembled, UnitPlan, assemble, run_unit
+from fortify.evaluation.units import UnitResult, UnitStore, assigned_units, check_complete, unit_slices
 from fortify.fileio import write_json
 from fortify.models.contract import ContractModel
 from fortify.models.fuse import fold_batchnorm
@@ -50,65 +61,118 @@ def evaluate_checkpoint(
     progress: bool = True,
     cache_dir: str | Path | None = None,
     transfer: Sequence[dict] | None = None,
-) -> dict:
+    resume: bool = False,
+) -> dict | None:
     """Evaluate `checkpoint` on the test split; return results.json's dict (and write it to out_dir).
 
     `settings` (`EvalSettings`, default: its defaults) holds the threat model, the attacks (default:
     `default_attack_specs` in that threat model at its budgets), the eps curve and its attack templates,
-    the sanity checks' budgets, the seed, `score_precision` (the precision every reported prediction is
-    made in: "fp32", "bf16" or "attack" = the runtime's), `fold_bn` (attack and score a copy of the model
-    with batch norm folded into its convolutions: the same function in eval mode, cheaper per step) and
-    `curve_cumulative` (see `robust_accuracy_curves`). `transfer` takes `evaluate_transfer` results whose
-    target is this checkpoint to add the "white-box no weaker than transfer" check. An image the clean
-    model misclassifies is never attacked: it counts as fooled, unperturbed. `checkpoint` may also be a
-    model from elsewhere behind its input contract (`fortify.models.load_external_model`, `wrap_module`):
-    it is evaluated on a fresh default split (or `split`) and its contract is recorded with the results.
+    the sanity checks' budgets, the seed, the unit size, `score_precision` (the precision every reported
+    prediction is made in: "fp32", "bf16" or "attack" = the runtime's), `fold_bn` (attack and score a copy
+    of the model with batch norm folded into its convolutions: the same function in eval mode, cheaper per
+    step) and `curve_cumulative` (see `unit_curves`). `transfer` takes `evaluate_transfer` results whose
+    target is this checkpoint to add the "white-box no weaker than transfer" check. `resume` reuses the
+    units already in `out_dir/units/` (refusing units of another configuration). An image the clean model
+    misclassifies is never attacked: it counts as fooled, unperturbed. `checkpoint` may also be a model
+    from elsewhere behind its input contract (`fortify.models.load_external_model`, `wrap_module`): it is
+    evaluated on a fresh default split (or `split`) and its contract is recorded with the results.
+    Under torchrun every process computes its share of the units and only rank 0 returns the results
+    (the others return None).
     """
     started = time.perf_counter()
     s = (settings or EvalSettings()).validate()
+    runtime = runtime or Runtime.resolve()
+    dist = init_distributed(runtime.device.type)
     ev = _open(checkpoint, data, s, split=split, runtime=runtime, progress=progress, cache_dir=cache_dir)
-    # Scores are computed at `score_precision` (fp32 by default) whatever precision the attacks ran in:
-    # a bf16 verdict near the decision boundary can differ from the fp32 one (see attack_runs.settle).
-    clean_pred, clean_prob = predict(ev.model, ev.x, ev.score_rt, s.batch_size)
-    with progress_tasks(progress) as start:
-        runner = AttackRunner(
-            ev.model, ev.x, ev.y, clean_pred, ev.runtime, ev.score_rt, s.batch_size, s.seed, start
-        )
-        outcomes = {key: run_headline_attack(runner, key, spec, ev.classes) for key, spec in ev.specs.items()}
-        with count_passes(ev.model) as curve_count:
-            curves, curve_seconds = robust_accuracy_curves(
-                runner, ev.curve_specs, s.eps_curve, s.curve_cumulative
-            )
-        with count_passes(ev.model) as sanity_count:
-            checks, sanity_runs = run_sanity_checks(
-                SanityInputs(
-                    runner,
-                    ev.specs,
-                    outcomes,
-                    curves,
-                    s.large_eps,
-                    s.sanity_steps_factor,
-                    s.sanity_restarts,
-                    transfer or [],
-                )
-            )
+    store = _open_store(out_dir, ev, s, runtime, resume, dist)
+    units = unit_slices(len(ev.y), s.unit_size)
+    plan = UnitPlan(
+        ev.model,
+        ev.x,
+        ev.y,
+        ev.specs,
+        ev.curve_specs,
+        sanity_plan(ev.specs, s),
+        s,
+        ev.runtime,
+        ev.score_rt,
+        example_indices(ev.y, s.examples_per_class),
+    )
+    done, reused = _run_units(
+        plan, units, assigned_units(len(units), dist.rank, dist.world_size), store, progress and dist.is_main
+    )
+    done, reused = _gather(done, reused, dist, store)
+    if not dist.is_main:
+        return None
+    check_complete(done, units)
+    joined = assemble(plan, [done[i] for i in range(len(units))], ev.classes, transfer)
+    results = _results(ev, s, checkpoint, data, split, joined, transfer, plan.examples)
+    results["units"] = {
+        "size": s.unit_size,
+        "count": len(units),
+        "reused": reused,
+        "processes": dist.world_size,
+    }
+    results["runtime"]["threads"] = torch.get_num_threads()
+    results["seconds_total"] = time.perf_counter() - started
+    if out_dir is not None:
+        _write(Path(out_dir), results, ev, plan.examples, joined)
+    return results
 
+
+def _run_units(
+    plan: UnitPlan, units: list[slice], mine: list[int], store: UnitStore | None, progress: bool
+) -> tuple[dict[int, UnitResult], int]:
+    """This process's units: each reused from the store when finished earlier, else computed and saved."""
+    done: dict[int, UnitResult] = {}
+    reused = 0
+    with progress_tasks(progress) as start:
+        for i in mine:
+            found = store.load(i) if store is not None else None
+            if found is not None:
+                done[i], reused = found, reused + 1
+                continue
+            done[i] = run_unit(plan, i, units[i], start)
+            if store is not None:
+                store.save(done[i])
+    return done, reused
+
+
+def _gather(
+    done: dict[int, UnitResult], reused: int, dist: DistInfo, store: UnitStore | None
+) -> tuple[dict[int, UnitResult], int]:
+    """Every process's units on rank 0 (which also keeps a copy of each in its own store)."""
+    if not dist.enabled:
+        return done, reused
+    parts = gather_objects((done, reused), dist)
+    if not dist.is_main:
+        return {}, 0
+    joined: dict[int, UnitResult] = {}
+    for part, _ in parts:
+        for i, unit in part.items():
+            if i in joined:
+                raise RuntimeError(f"unit {i} was computed by two processes")
+            joined[i] = unit
+            if store is not None and not store.path(i).is_file():
+                store.save(unit)
+    return joined, sum(r for _, r in parts)
+
+
+def _results(ev, s: EvalSettings, checkpoint, data, split, joined: Assembled, transfer, indices) -> dict:
+    """results.json's dict, block by block."""
+    outcomes, clean_pred = joined.outcomes, joined.clean_pred
     results = opening_blocks(ev, checkpoint, s.eps, s.seed, clean_pred, outcomes)
     worst_blocks, worst = worst_case_blocks(ev, clean_pred, outcomes)
     results.update(worst_blocks)
-    results["passes"] = passes_block(outcomes, curve_count.as_dict(), sanity_count.as_dict())
+    results["passes"] = passes_block(outcomes, joined.passes["curves"], joined.passes["sanity"])
     results["per_sample"] = per_sample_block(ev, clean_pred, outcomes, worst)
-    results["curves"] = curves
-    results["sanity"] = checks
-    results["sanity_runs"] = sanity_runs
+    results["curves"] = joined.curves
+    results["sanity"] = joined.checks
+    results["sanity_runs"] = joined.sanity_runs
     if transfer:
         results["transfer"] = [dict(pair) for pair in transfer]
-    indices = example_indices(ev.y, s.examples_per_class)
     results["examples"] = {"file": "examples.safetensors", "indices": indices, "attacks": list(ev.specs)}
-    results["config"] = _config_record(s, ev, data, split, curve_seconds)
-    results["seconds_total"] = time.perf_counter() - started
-    if out_dir is not None:
-        _write(Path(out_dir), results, ev, indices, clean_pred, clean_prob, outcomes)
+    results["config"] = _config_record(s, ev, data, split, joined.curve_seconds)
     return results
 
 
@@ -130,22 +194,59 @@ def _config_record(s: EvalSettings, ev: LoadedEvaluation, data, split, curve_sec
         "sanity_restarts": s.sanity_restarts,
         "score_precision": s.score_precision,
         "fold_bn": ev.fold_bn,
+        "unit_size": s.unit_size,
         "curve_seconds": curve_seconds,
     }
 
 
+def _fingerprint(ev: LoadedEvaluation, s: EvalSettings, runtime: Runtime, checkpoint) -> dict:
+    """What a unit's outcome depends on: a folder of units is reused only under exactly this."""
+
+    def digest(obj) -> str:
+        return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    return {
+        "checkpoint": checkpoint_record(checkpoint, ev.info)["sha256"] or digest(ev.info),
+        "test_set": digest([list(ev.test.dataset.paths), ev.y.tolist(), list(ev.test.dataset.file_hashes)]),
+        "attacks": [str(spec) for spec in ev.specs.values()],
+        "settings": digest({k: v for k, v in s.to_dict().items() if k != "attacks"}),
+        "seed": s.seed,
+        "unit_size": s.unit_size,
+        "precision": f"{runtime.precision} attacks, {ev.score_rt.precision} scores",
+        "device": runtime.device.type,
+        "batchnorm_folded": ev.fold_bn,
+    }
+
+
+def _open_store(
+    out_dir, ev, s: EvalSettings, runtime: Runtime, resume: bool, dist: DistInfo
+) -> UnitStore | None:
+    """The units folder, checked by every process before any work, claimed by rank 0."""
+    if out_dir is None:
+        return None
+    store = UnitStore.open(
+        Path(out_dir) / "units", _fingerprint(ev, s, runtime, ev.checkpoint), resume=resume
+    )
+    barrier(dist)
+    if dist.is_main:
+        store.claim()
+    barrier(dist)
+    return store
+
+
 @dataclass
 class LoadedEvaluation:
-    """A loaded evaluation: the model to attack, its test set and the parsed attacks."""
+    """A loaded evaluation: the model to attack, its test set and the keyed attacks."""
 
     model: torch.nn.Module  # prepared for the runtime, in eval mode (batch norm folded if asked)
     info: dict  # the checkpoint's record (classes, image size, ...)
+    checkpoint: str | Path | ContractModel
     test: TestSet
     classes: list[str]
     x: torch.Tensor
     y: torch.Tensor
     specs: dict[str, AttackSpec]  # the headline attacks, keyed
-    curve_specs: dict[str, AttackSpec]  # templates whose eps each point of a curve replaces
+    curve_specs: dict[str, AttackSpec]  # templates whose eps each point of a curve sets
     runtime: Runtime  # attacks run here (autocast as configured)
     score_rt: Runtime  # predictions are scored here (fp32 by default)
     fold_bn: bool  # whether batch norm was folded (never for TorchScript or exported programs)
@@ -157,7 +258,7 @@ def _open(
     s: EvalSettings,
     *,
     split: str | Path | None,
-    runtime: Runtime | None,
+    runtime: Runtime,
     progress: bool,
     cache_dir: str | Path | None,
 ) -> LoadedEvaluation:
@@ -167,8 +268,6 @@ def _open(
         check_checkpoint_path(checkpoint)
     # TorchScript and exported programs cannot be traced by torch.fx: they are attacked as they are.
     fold_bn = s.fold_bn and not (external and checkpoint.contract.source in ("torchscript", "export"))
-    runtime = runtime or Runtime.resolve()
-
     model, info, ref = open_model(checkpoint, device="cpu")
     if fold_bn:
         model = fold_batchnorm(model)
@@ -182,6 +281,7 @@ def _open(
     return LoadedEvaluation(
         model,
         info,
+        checkpoint,
         test,
         list(test.dataset.classes),
         x,
@@ -194,23 +294,16 @@ def _open(
     )
 
 
-def _write(
-    out: Path,
-    results: dict,
-    ev: LoadedEvaluation,
-    indices: list,
-    clean_pred: torch.Tensor,
-    clean_prob: torch.Tensor,
-    outcomes: dict[str, AttackOutcome],
-) -> None:
+def _write(out: Path, results: dict, ev: LoadedEvaluation, indices: list, joined: Assembled) -> None:
     """Write examples.safetensors, then results.json (last: its presence marks a complete evaluation)."""
+    outcomes = joined.outcomes
     write_examples(
         out / "examples.safetensors",
         indices,
         ev.x,
         ev.y,
-        clean_pred,
-        clean_prob,
-        {k: (outcomes[k].x_adv, outcomes[k].pred, outcomes[k].prob) for k in ev.specs},
+        joined.clean_pred,
+        joined.clean_prob,
+        {k: (joined.example_images[k], outcomes[k].pred, outcomes[k].prob) for k in ev.specs},
     )
     write_json(out / "results.json", results)

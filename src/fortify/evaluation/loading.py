@@ -7,6 +7,7 @@ output folder holding another run) become one-line `FortifyError`s before any wo
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,11 +242,19 @@ def open_test_set(
 RUN_MARKERS = ("results.json", "examples.safetensors", "attacks.json")
 
 
-def check_out_dir(out_dir: str | Path, force: bool) -> Path:
-    """Refuse an output folder that already holds a run (or any files) unless --force."""
+def check_out_dir(out_dir: str | Path, force: bool, resume: bool = False) -> Path:
+    """Refuse an output folder that already holds a run (or any files) unless --force (start over: its
+    finished units are removed) or --resume (its finished units are reused; evaluation checks they
+    belong to this configuration)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
+    if force and resume:
+        raise ConfigError("--force starts over and --resume continues: give one of them")
+    if resume:
+        return out
+    if force and (out / "units").is_dir():
+        shutil.rmtree(out / "units")
     if out.is_dir() and any(out.iterdir()) and not force:
         held = [m for m in RUN_MARKERS if (out / m).exists()]
         what = f"another run ({', '.join(held)})" if held else "other files"

@@ -1,12 +1,13 @@
 """The extra attacks the sanity checks (Carlini et al. 2019) need, and their verdicts.
 
 `fortify.evaluation.sanity` judges; this module runs what it judges: PGD at a large eps, PGD with more
-steps and restarts, sign noise at the headline eps, the gradient-free component's finds, unbounded CW,
-and white-box against transfer.
+steps and restarts, sign noise at the headline eps (`unit_sanity_runs`, per unit), then the gradient-free
+component's finds, unbounded CW and white-box against transfer (`sanity_verdicts`, over the test set).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 
 from fortify.attacks import AttackSpec, attack_defaults, spec_name
 from fortify.evaluation import sanity
-from fortify.evaluation.attack_runs import AttackOutcome, AttackRunner, accuracy
+from fortify.evaluation.attack_runs import AttackOutcome, AttackRunner
 from fortify.evaluation.attack_set import (
     default_pgd_spec,
     for_evaluation,
@@ -23,64 +24,27 @@ from fortify.evaluation.attack_set import (
     spec_at_eps,
     threat_model_dict,
 )
-from fortify.evaluation.batches import (
-    predict,
-    sign_noise,
-)
+from fortify.evaluation.batches import predict, sign_noise
+from fortify.evaluation.settings import EvalSettings
 from fortify.fileio import read_json, write_json
 
 
-def gradient_free_check(ctx: AttackRunner, specs, outcomes: dict[str, AttackOutcome]) -> dict | None:
-    """Samples only Square (inside `strong`) fooled, that every L-inf gradient attack left robust."""
-    for key, outcome in outcomes.items():
-        run = outcome.run
-        if run is None or "square" not in run.components or run.fooled_by is None:
-            continue
-        sq = run.components.index("square")
-        eps = specs[key].params["eps"]
-        gradient_keys = [
-            k
-            for k, s in specs.items()
-            if k != key and not is_cw(s) and (threat_model_dict(s) or {}) == {"norm": "linf", "eps": eps}
-        ]
-        only_square = (run.fooled_by == sq) & (outcomes[key].pred != ctx.y)
-        for k in gradient_keys:
-            only_square &= outcomes[k].pred == ctx.y
-        return sanity.gradient_free_not_stronger(len(ctx.y), int(only_square.sum()), [key, *gradient_keys])
-    return None
+@dataclass(frozen=True)
+class SanityPlan:
+    """The extra attacks, decided once from the headline attacks and the settings."""
+
+    large_eps: AttackSpec  # PGD at a large eps must leave (almost) nothing robust
+    more_steps: AttackSpec | None  # PGD with more steps and restarts must not gain much (with a PGD)
+    noise_eps: float | None  # sign noise of the reference attack's L-inf eps must be far weaker
+    noise_ref: str | None  # the attack the noise is compared with
 
 
-@dataclass
-class SanityInputs:
-    """What the sanity checks (Carlini et al. 2019) judge, and the budgets of the attacks they add."""
-
-    ctx: AttackRunner  # runs the extra attacks
-    specs: dict[str, AttackSpec]  # the headline attacks, keyed
-    outcomes: dict[str, AttackOutcome]  # their results.json entries, predictions and runs
-    curves: dict[str, dict]
-    large_eps: float  # PGD at this eps must leave (almost) nothing robust
-    steps_factor: int  # PGD with this many times the steps must not gain much
-    restarts: int  # ... and at least this many restarts
-    transfer: Sequence[dict]  # evaluate_transfer pairs targeting this model
+def _first_key_per_name(specs: dict[str, AttackSpec]) -> dict[str, str]:
+    return {s.name: k for k, s in reversed(list(specs.items()))}
 
 
-def run_sanity_checks(inputs: SanityInputs) -> tuple[list[dict], dict[str, dict]]:
-    """Run the extra attacks the checks need and return (checks, what was run with its numbers)."""
-    ctx, specs, outcomes = inputs.ctx, inputs.specs, inputs.outcomes
-    checks: list[dict] = []
-    runs: dict[str, dict] = {}
-    by_name = {s.name: k for k, s in reversed(list(specs.items()))}  # first key per attack name
-    acc = {k: o.entry["accuracy"] for k, o in outcomes.items()}
-    clean_acc = accuracy(ctx.y, ctx.clean_pred)
-    linf_keys = [k for k, s in specs.items() if (threat_model_dict(s) or {}).get("norm") == "linf"]
-
-    for key, curve in inputs.curves.items():
-        # A cumulative curve cannot rise (an image fooled once stays fooled), so only an independent
-        # one is judged here; the far end of either is judged by the large-eps run below.
-        if not curve.get("cumulative"):
-            undermined = [k for k, s in specs.items() if s.name == curve["attack"]]
-            checks.append(sanity.non_increasing_in_eps(key, curve["points"], undermined))
-
+def sanity_plan(specs: dict[str, AttackSpec], s: EvalSettings) -> SanityPlan:
+    by_name = _first_key_per_name(specs)
     pgd_key = by_name.get("pgd")
     pgd_spec = specs[pgd_key] if pgd_key else for_evaluation(default_pgd_spec())
     # Drop a fixed step size: alpha tuned for 2/255 would never reach the large ball's far side.
@@ -89,11 +53,94 @@ def run_sanity_checks(inputs: SanityInputs) -> tuple[list[dict], dict[str, dict]
     # [0,1] cube, where the CT models' gradients carry no signal (measured on IQ-OTH/NCCD: 51.9% "robust"
     # from noise starts, 0.0% from the clean image at eps=1.0, same model and steps).
     base["random_start"] = False
-    big = spec_at_eps(replace(pgd_spec, params={**base, "norm": "linf"}), float(inputs.large_eps))
-    big_acc, big_s = ctx.accuracy(big, f"sanity {big}")
-    runs["large_eps"] = {"spec": str(big), "accuracy": big_acc, "seconds": big_s}
-    checks.append(sanity.near_zero_at_large_eps(str(big), big_acc, list(specs)))
+    big = spec_at_eps(replace(pgd_spec, params={**base, "norm": "linf"}), float(s.large_eps))
+    more = None
+    if pgd_key:
+        params = {**attack_defaults("pgd"), **pgd_spec.params}
+        steps = int(params["steps"]) * s.sanity_steps_factor
+        more = pgd_spec.replace(steps=steps, restarts=max(s.sanity_restarts, int(params["restarts"])))
+    linf_keys = [k for k, sp in specs.items() if (threat_model_dict(sp) or {}).get("norm") == "linf"]
+    ref_key = by_name.get("strong") or pgd_key or (linf_keys[0] if linf_keys else None)
+    ref_tm = threat_model_dict(specs[ref_key]) if ref_key else None
+    if ref_tm and ref_tm["norm"] == "linf":
+        return SanityPlan(big, more, float(ref_tm["eps"]), ref_key)
+    return SanityPlan(big, more, None, None)
 
+
+def unit_sanity_runs(runner: AttackRunner, plan: SanityPlan) -> tuple[dict[str, torch.Tensor], dict]:
+    """The plan's extra attacks on one unit: per-image correct flags, and seconds."""
+    flags: dict[str, torch.Tensor] = {}
+    seconds: dict[str, float] = {}
+    flags["large_eps"], seconds["large_eps"] = runner.correct(plan.large_eps, f"sanity {plan.large_eps}")
+    if plan.more_steps is not None:
+        flags["more_steps"], seconds["more_steps"] = runner.correct(
+            plan.more_steps, f"sanity {plan.more_steps}"
+        )
+    if plan.noise_eps is not None:
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(runner.seed_for("sanity noise"))
+        noisy = sign_noise(runner.x, plan.noise_eps, gen)
+        pred, _ = predict(runner.model, noisy, runner.score_rt, runner.batch_size)
+        flags["random_noise"], seconds["random_noise"] = pred == runner.y, time.perf_counter() - t0
+    return flags, seconds
+
+
+def gradient_free_check(y: torch.Tensor, specs, outcomes: dict[str, AttackOutcome]) -> dict | None:
+    """Samples only Square (inside `strong`) fooled, that every L-inf gradient attack left robust."""
+    for key, outcome in outcomes.items():
+        if outcome.fooled_by is None or "square" not in outcome.components:
+            continue
+        sq = outcome.components.index("square")
+        eps = specs[key].params["eps"]
+        gradient_keys = [
+            k
+            for k, s in specs.items()
+            if k != key and not is_cw(s) and (threat_model_dict(s) or {}) == {"norm": "linf", "eps": eps}
+        ]
+        only_square = (outcome.fooled_by == sq) & (outcome.pred != y)
+        for k in gradient_keys:
+            only_square &= outcomes[k].pred == y
+        return sanity.gradient_free_not_stronger(len(y), int(only_square.sum()), [key, *gradient_keys])
+    return None
+
+
+@dataclass
+class SanityInputs:
+    """What the sanity checks judge: the headline attacks' outcomes, the curves, the extra runs."""
+
+    y: torch.Tensor
+    clean_accuracy: float
+    specs: dict[str, AttackSpec]  # the headline attacks, keyed
+    outcomes: dict[str, AttackOutcome]  # their results.json entries, predictions and components
+    curves: dict[str, dict]
+    plan: SanityPlan
+    runs: dict[str, torch.Tensor]  # the extra runs' per-image flags over the test set
+    seconds: dict[str, float]
+    transfer: Sequence[dict]  # evaluate_transfer pairs targeting this model
+
+
+def sanity_verdicts(inputs: SanityInputs) -> tuple[list[dict], dict[str, dict]]:
+    """The checks, in a fixed order, and what the extra runs measured (results.json's "sanity_runs")."""
+    specs, outcomes, plan = inputs.specs, inputs.outcomes, inputs.plan
+    checks: list[dict] = []
+    by_name = _first_key_per_name(specs)
+    acc = {k: o.entry["accuracy"] for k, o in outcomes.items()}
+    run_acc = {k: float(v.double().mean()) if len(v) else float("nan") for k, v in inputs.runs.items()}
+    runs: dict[str, dict] = {}
+    for key, curve in inputs.curves.items():
+        # A cumulative curve cannot rise (an image fooled once stays fooled), so only an independent
+        # one is judged here; the far end of either is judged by the large-eps run below.
+        if not curve.get("cumulative"):
+            undermined = [k for k, s in specs.items() if s.name == curve["attack"]]
+            checks.append(sanity.non_increasing_in_eps(key, curve["points"], undermined))
+    big = str(plan.large_eps)
+    runs["large_eps"] = {
+        "spec": big,
+        "accuracy": run_acc["large_eps"],
+        "seconds": inputs.seconds["large_eps"],
+    }
+    checks.append(sanity.near_zero_at_large_eps(big, run_acc["large_eps"], list(specs)))
+    pgd_key = by_name.get("pgd")
     if pgd_key and "fgsm" in by_name:
         checks.append(
             sanity.no_weaker_than(pgd_key, acc[pgd_key], by_name["fgsm"], acc[by_name["fgsm"]], [pgd_key])
@@ -101,30 +148,19 @@ def run_sanity_checks(inputs: SanityInputs) -> tuple[list[dict], dict[str, dict]
     if "strong" in by_name and pgd_key:
         sk = by_name["strong"]
         checks.append(sanity.no_weaker_than(sk, acc[sk], pgd_key, acc[pgd_key], [sk]))
-
-    if pgd_key:
-        params = {**attack_defaults("pgd"), **pgd_spec.params}
-        steps = int(params["steps"]) * inputs.steps_factor
-        more = pgd_spec.replace(steps=steps, restarts=max(inputs.restarts, int(params["restarts"])))
-        more_acc, more_s = ctx.accuracy(more, f"sanity {more}", seed=ctx.seed + 1)
-        runs["more_steps"] = {"spec": str(more), "accuracy": more_acc, "seconds": more_s}
+    if plan.more_steps is not None:
+        more, more_acc = str(plan.more_steps), run_acc["more_steps"]
+        runs["more_steps"] = {"spec": more, "accuracy": more_acc, "seconds": inputs.seconds["more_steps"]}
         checks.extend(
-            sanity.more_iterations_stable(str(pgd_spec), acc[pgd_key], str(more), more_acc, [pgd_key])
+            sanity.more_iterations_stable(str(specs[pgd_key]), acc[pgd_key], more, more_acc, [pgd_key])
         )
-
-    ref_key = by_name.get("strong") or pgd_key or (linf_keys[0] if linf_keys else None)
-    ref_tm = threat_model_dict(specs[ref_key]) if ref_key else None
-    if ref_key and ref_tm and ref_tm["norm"] == "linf":
-        gen = torch.Generator().manual_seed(ctx.seed)
-        noisy = sign_noise(ctx.x, ref_tm["eps"], gen)
-        noise_pred, _ = predict(ctx.model, noisy, ctx.score_rt, ctx.batch_size)
-        noise_acc = accuracy(ctx.y, noise_pred)
-        runs["random_noise"] = {"eps": ref_tm["eps"], "accuracy": noise_acc}
+    if plan.noise_eps is not None:
+        ref, noise_acc = plan.noise_ref, run_acc["random_noise"]
+        runs["random_noise"] = {"eps": plan.noise_eps, "accuracy": noise_acc}
         checks.append(
-            sanity.noise_much_weaker(ref_key, clean_acc, acc[ref_key], noise_acc, ref_tm["eps"], [ref_key])
+            sanity.noise_much_weaker(ref, inputs.clean_accuracy, acc[ref], noise_acc, plan.noise_eps, [ref])
         )
-
-    gradient_free = gradient_free_check(ctx, specs, outcomes)
+    gradient_free = gradient_free_check(inputs.y, specs, outcomes)
     if gradient_free is not None:
         checks.append(gradient_free)
     cw_key = by_name.get("cw")
@@ -132,7 +168,6 @@ def run_sanity_checks(inputs: SanityInputs) -> tuple[list[dict], dict[str, dict]
         checks.append(
             sanity.unbounded_cw_succeeds(outcomes[cw_key].entry.get("cw_unbounded_success_rate"), [cw_key])
         )
-
     checks.extend(transfer_checks(specs, inputs.transfer))
     return checks, runs
 

@@ -33,7 +33,7 @@ ATTACK_BUDGET_FIELDS = (
 FROM_PROFILE_TOP_LEVEL = ("threat_model", "seed")
 # Fields added after run directories were first written: a record states them only when changed, so a
 # run recorded before they existed still resumes (pipeline.run_config compares records).
-RECORDED_WHEN_CHANGED = ("large_eps",)
+RECORDED_WHEN_CHANGED = ("large_eps", "unit_size")
 
 
 def _curve_templates() -> list[AttackSpec]:
@@ -96,6 +96,9 @@ class EvalSettings(StageSettings):
     large_eps: float = 1.0  # the "accuracy falls to ~0" sanity check attacks at this L-inf eps
     transfer_attack: AttackSpec | None = None  # None -> the PGD spec of `attacks`
     seed: int = 0
+    # Images per work unit (fortify.evaluation.units): the grain of resuming and of sharing the work out
+    # among processes; results depend on it (a unit's seeds and batches), never on the processes.
+    unit_size: int = 64
 
     def validate(self) -> EvalSettings:
         self.eps_curve = [float(e) for e in self.eps_curve]  # numbers, never ints and floats mixed
@@ -103,6 +106,8 @@ class EvalSettings(StageSettings):
             specs = getattr(self, name)
             if specs is not None and not all(isinstance(s, AttackSpec) for s in specs):
                 raise ConfigError(f"evaluate.{name} must hold AttackSpecs (from_dict reads text)")
+        if not isinstance(self.unit_size, int) or self.unit_size < 1:
+            raise ConfigError(f"evaluate.unit_size must be a whole number >= 1, got {self.unit_size!r}")
         if self.score_precision not in ("fp32", "bf16", "attack"):
             raise ConfigError(f"score precision must be fp32, bf16 or attack, got {self.score_precision!r}")
         return self

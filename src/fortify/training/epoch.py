@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from fortify.training import distributed as ddp
+from fortify import distributed as ddp
 from fortify.training.augment import augment_batch, mixup_batch
 from fortify.training.config import TrainConfig
 from fortify.training.out_of_memory import oom_guard

@@ -18,8 +18,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from fortify import distributed as ddp
 from fortify.progress import Advance, tasks
-from fortify.training import distributed as ddp
 from fortify.training.config import TrainConfig
 from fortify.training.epoch import EpochStats, epoch_batches, train_one_epoch
 from fortify.training.run_folder import read_metrics

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from fortify import distributed as ddp
 from fortify.errors import ConfigError
 from fortify.fileio import append_jsonl
-from fortify.training import distributed as ddp
 from fortify.training.checkpoints import rng_state, save_checkpoint
 from fortify.training.config import TrainConfig
 from fortify.training.epoch import EpochStats

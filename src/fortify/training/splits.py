@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from fortify import data as data_api
+from fortify import distributed as ddp
 from fortify.errors import ConfigError
-from fortify.training import distributed as ddp
 from fortify.training.config import TrainConfig
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fortify import distributed as ddp
 from fortify.errors import CheckpointError, FortifyError
 from fortify.fileio import sha256_file
 from fortify.models import build_model
 from fortify.runtime import Runtime, seed_everything
-from fortify.training import distributed as ddp
 from fortify.training.checkpoints import load_training_state, read_checkpoint_info, set_rng_state
 from fortify.training.config import TrainConfig
 from fortify.training.run_folder import prepare_run_dir, truncate_metrics

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fortify import distributed as ddp
 from fortify.attacks import fgsm, pgd
 from fortify.runtime import Runtime
-from fortify.training import distributed as ddp
 from fortify.training.out_of_memory import oom_guard
 from fortify.training.splits import even_batches
 from fortify.training.training_run import TrainingRun

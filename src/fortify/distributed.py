@@ -1,9 +1,11 @@
-"""Process-group plumbing for `torchrun --nproc_per_node N -m fortify train ...`.
+"""Process-group plumbing for `torchrun --nproc-per-node N -m fortify train|evaluate ...`.
 
 torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; with WORLD_SIZE > 1 we join a process group (gloo on
-CPU, nccl on CUDA). Each rank trains on its shard of a permutation that every rank draws from the
-same seeded generator (what DistributedSampler does), attacks run per rank on the local shard,
-and only rank 0 writes files. Single-process runs skip all of this.
+CPU, nccl on CUDA). Training: each rank trains on its shard of a permutation that every rank draws
+from the same seeded generator (what DistributedSampler does), attacks run per rank on the local
+shard. Evaluation: each rank computes its share of the work units (fortify.evaluation.units) and
+rank 0 gathers them. Only rank 0 writes results. On CPU each process gets cores / processes-per-node
+intra-op threads. Single-process runs skip all of this. A leaf module (training and evaluation use it).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def init_distributed(device: str) -> DistInfo:
         if use_cuda:
             torch.cuda.set_device(local)
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        if not use_cuda:
+            torch.set_num_threads(cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", world))))
     return DistInfo(rank=rank, world_size=world, local_rank=local)
 
 
@@ -82,3 +86,22 @@ def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def cpu_threads(local_world_size: int) -> int:
+    """Intra-op threads for one of `local_world_size` processes on this machine: the cores shared out,
+    so processes x threads = cores (torchrun's default of 1 thread each leaves cores idle)."""
+    override = os.environ.get("FORTIFY_THREADS")
+    if override:
+        return max(1, int(override))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, local_world_size))
+
+
+def gather_objects(obj, info: DistInfo) -> list:
+    """Every rank's `obj` on rank 0, in rank order (the other ranks get []); [obj] without torchrun."""
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world_size if info.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return list(out) if info.is_main else []
