@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from fortify.attacks import parse_spec
-from fortify.evaluation.attack_runs import settle
+from fortify.evaluation.attack_runs import AttackRunner, settle
 from fortify.evaluation.batches import AttackRun, predict
 from fortify.runtime import Runtime
 
@@ -24,6 +24,11 @@ class Linear2(nn.Module):
         return torch.stack([s, -s], dim=1) * 10
 
 
+def _runner(model, x, y, attack_rt, batch_size):
+    """An AttackRunner over (x, y) whose attacks run at `attack_rt` and are scored in fp32."""
+    return AttackRunner(model, x, y, y.clone(), attack_rt, FP32, batch_size, lambda what: 0, None)
+
+
 def _data(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.full((n, 1, 4, 4), 0.55)  # correctly classified as 0, within eps of the boundary
     return x, torch.zeros(n, dtype=torch.long)
@@ -34,7 +39,7 @@ def test_false_successes_are_counted_and_reattacked_at_the_scoring_precision() -
     x, y = _data()
     lying = torch.tensor([True, False, True, False, False, False, True, False])
     run = AttackRun(x.clone(), lying.clone())  # claims 3 successes on images it never changed
-    x_adv, book = settle(SPEC, model, x, y, run, BF16, FP32, batch_size=4, seed=0)
+    x_adv, book = settle(SPEC, _runner(model, x, y, BF16, 4), run, seed=0)
     assert book == {"verdict_mismatches": 3, "reattacked_fp32": 3, "recovered_by_reattack": 3}
     pred, _ = predict(model, x_adv, FP32, 4)
     assert torch.equal(pred != y, lying)  # the re-attack really fooled exactly the flagged images
@@ -46,7 +51,7 @@ def test_same_precision_counts_without_reattacking() -> None:
     x, y = _data()
     lying = torch.zeros(8, dtype=torch.bool)
     lying[0] = True
-    x_adv, book = settle(SPEC, model, x, y, AttackRun(x.clone(), lying), FP32, FP32, batch_size=8, seed=0)
+    x_adv, book = settle(SPEC, _runner(model, x, y, FP32, 8), AttackRun(x.clone(), lying), seed=0)
     assert book == {"verdict_mismatches": 1, "reattacked_fp32": 0, "recovered_by_reattack": 0}
     assert torch.equal(x_adv, x)  # the scorer's verdict (correct) stands: no flattering success
 
@@ -57,7 +62,7 @@ def test_missed_successes_are_counted_and_kept() -> None:
     fooling = x.clone()
     fooling[:2] = 0.3  # really misclassified, but the attack says it failed
     run = AttackRun(fooling, torch.zeros(8, dtype=torch.bool))
-    x_adv, book = settle(SPEC, model, x, y, run, BF16, FP32, batch_size=8, seed=0)
+    x_adv, book = settle(SPEC, _runner(model, x, y, BF16, 8), run, seed=0)
     assert book["verdict_mismatches"] == 2 and book["recovered_by_reattack"] == 0
     pred, _ = predict(model, x_adv, FP32, 8)
     assert (pred[:2] != 0).all()  # the fp32 verdict (fooled) counts against the model

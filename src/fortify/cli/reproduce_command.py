@@ -41,6 +41,12 @@ def reproduce(
         "--folds",
         help="Scan-grouped K-fold cross-validation: the whole study once per fold, then a summary.",
     ),
+    fold: int | None = typer.Option(
+        None,
+        "--fold",
+        help="With --folds K: run fold i alone (one machine per fold on a shared --out, each with "
+        "--resume); the summary covers the folds finished so far.",
+    ),
     weights: Path | None = typer.Option(
         None,
         "--weights",
@@ -81,6 +87,7 @@ def reproduce(
         device=device,
         precision=precision,
         folds=folds,
+        fold=fold,
     )
     console.print(f"finished in {time.perf_counter() - started:.0f} s")
     _print_outputs(run_dir, folds is not None, console)

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from fortify.attacks import AttackSpec, ThreatModel
 from fortify.errors import ConfigError
+from fortify.evaluation.units import DEFAULT_UNIT_SIZE
 from fortify.number_text import parse_number
 from fortify.stage_settings import StageSettings
 
@@ -98,7 +99,7 @@ class EvalSettings(StageSettings):
     seed: int = 0
     # Images per work unit (fortify.evaluation.units): the grain of resuming and of sharing the work out
     # among processes; results depend on it (a unit's seeds and batches), never on the processes.
-    unit_size: int = 64
+    unit_size: int = DEFAULT_UNIT_SIZE
 
     def validate(self) -> EvalSettings:
         self.eps_curve = [float(e) for e in self.eps_curve]  # numbers, never ints and floats mixed

@@ -18,6 +18,7 @@ from fortify.evaluation.attack_set import default_pgd_spec, for_evaluation
 from fortify.evaluation.batches import attack_dataset, predict
 from fortify.evaluation.loading import check_checkpoint_path, open_checkpoint, open_test_set
 from fortify.evaluation.settings import EvalSettings
+from fortify.evaluation.units import unit_seed, unit_slices
 from fortify.progress import tasks as progress_tasks
 from fortify.runtime import Runtime, seed_everything
 
@@ -104,14 +105,16 @@ def evaluate_transfer(
     x, y = test.dataset.tensors()
 
     with progress_tasks(progress) as start:
-        seed_everything(seed)
-        x_src = attack_dataset(
-            craft_spec, source, x, y, runtime, batch_size, start(f"transfer: craft {craft_spec}", len(x))
-        )
-        seed_everything(seed)
-        x_wb = attack_dataset(
-            spec, target, x, y, runtime, batch_size, start(f"transfer: white-box {spec}", len(x))
-        )
+        craft = start(f"transfer: craft {craft_spec}", len(x))
+        white_box = start(f"transfer: white-box {spec}", len(x))
+        x_src, x_wb = x.clone(), x.clone()
+        # Work units as in evaluate_checkpoint: each slice seeded from (seed, what, unit), so the pair
+        # does not depend on how the images were batched or which process ran them.
+        for k, sl in enumerate(unit_slices(len(x), s.unit_size)):
+            seed_everything(unit_seed(seed, "transfer craft", k))
+            x_src[sl] = attack_dataset(craft_spec, source, x[sl], y[sl], runtime, batch_size, craft)
+            seed_everything(unit_seed(seed, "transfer white-box", k))
+            x_wb[sl] = attack_dataset(spec, target, x[sl], y[sl], runtime, batch_size, white_box)
     accuracies = _accuracies(source, target, x, y, x_src, x_wb, runtime, batch_size)
     source_label = source_name or str(source_ckpt)
     pair = {

@@ -1,4 +1,9 @@
-"""The last stage of a cross-validated run: cv/summary.json and the cross-validation report."""
+"""The last stage of a cross-validated run: cv/summary.json and the cross-validation report.
+
+It summarises the folds finished so far (both models evaluated and compared), so that K machines each
+running one fold (`reproduce --folds K --fold i --resume` on one shared run directory) leave a summary
+that the last of them completes; the summary names the folds still missing.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from fortify.pipeline.stage import At, RunPlan, Stage, sha_or_missing
 
 if TYPE_CHECKING:
     pass
+
+FOLD_FILES = ("split.json", "comparison.json", "normal/eval/results.json", "adversarial/eval/results.json")
 
 
 def cv_stage(run: RunPlan, folds: int) -> Stage:
@@ -31,9 +38,12 @@ def _fold_dirs(at: At) -> list[Path]:
     return [at.run.out / f"fold-{i}" for i in range(at.folds)]
 
 
+def finished_folds(at: At) -> list[int]:
+    return [i for i, d in enumerate(_fold_dirs(at)) if all((d / n).is_file() for n in FOLD_FILES)]
+
+
 def _cv_inputs(at: At) -> dict[str, str]:
-    names = ("split.json", "comparison.json", "normal/eval/results.json", "adversarial/eval/results.json")
-    files = [d / n for d in _fold_dirs(at) for n in names]
+    files = [d / n for d in _fold_dirs(at) for n in FOLD_FILES]
     return {str(f.relative_to(at.run.out)): sha_or_missing(f) for f in files}
 
 
@@ -43,7 +53,10 @@ def _run_cv(at: At) -> None:
     from fortify.report import build_cv_report
 
     per_fold = []
+    done = finished_folds(at)
     for i, d in enumerate(_fold_dirs(at)):
+        if i not in done:
+            continue
         manifest = load_manifest(d / "split.json")
         per_fold.append(
             {
@@ -56,5 +69,17 @@ def _run_cv(at: At) -> None:
             }
         )
     out = at.run.out
-    write_json(out / "cv" / "summary.json", summarize_folds(per_fold))
+    summary = summarize_folds(per_fold)
+    missing = [i for i in range(at.folds) if i not in done]
+    summary["missing_folds"] = missing
+    if missing:
+        summary.setdefault("warnings", []).append(
+            f"folds {', '.join(map(str, missing))} of {at.folds} not finished yet: this summary covers "
+            f"folds {', '.join(map(str, done))} only"
+        )
+    write_json(out / "cv" / "summary.json", summary)
     build_cv_report(out / "cv")
+    if missing and at.run.progress:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"cv: folds {missing} not finished yet; the summary covers folds {done}")

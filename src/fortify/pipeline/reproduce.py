@@ -53,15 +53,18 @@ def reproduce(
     device: str = "auto",
     precision: str = "auto",
     folds: int | None = None,
+    fold: int | None = None,
     on_stage: Callable[[str, str], None] | None = None,
 ) -> Path:
     """Run (or resume) the whole study into `out`; return the run directory.
 
     `defense` is the adversarial model's recipe (None: the profile's; quick's is the study's `mixed`).
-    `folds=K` runs scan-grouped K-fold cross-validation instead of one train/val/test split.
+    `folds=K` runs scan-grouped K-fold cross-validation instead of one train/val/test split; `fold=i`
+    runs fold i alone (K machines can share the folds of one run directory, each with `resume=True`),
+    and the summary then covers the folds finished so far and names the missing ones.
     `on_stage(name, status)` is called with status "running", "done" or "skipped (up to date)" per stage
     (the CLI shows the same through the progress display)."""
-    run, stages, cfg = _plan(data, out, profile, defense, progress, overrides, device, precision, folds)
+    run, stages, cfg = _plan(data, out, profile, defense, progress, overrides, device, precision, folds, fold)
     prepare_out(run.out, cfg, resume=resume, force=force)
     run.out.mkdir(parents=True, exist_ok=True)
     write_yaml(run.out / "config.yaml", cfg)
@@ -79,10 +82,13 @@ def _plan(
     device: str,
     precision: str,
     folds: int | None,
+    fold: int | None = None,
 ) -> tuple[RunPlan, list[Stage], dict[str, Any]]:
     """Validate everything before anything is written: the run's settings, its stages and config.yaml."""
     if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
         raise ConfigError(f"--folds must be a whole number >= 2, got {folds!r}")
+    if fold is not None and (folds is None or not 0 <= fold < folds):
+        raise ConfigError(f"--fold needs --folds K and a fold index 0..K-1, got --fold {fold!r}")
     prof = load_profile(profile, overrides)
     defense = prof.defense if defense is None else check_defense(defense)
     if folds is not None and prof.grouping == "given":
@@ -116,10 +122,11 @@ def _plan(
         expected_sizes(data, prof, folds),
         extras,
     )
-    roots = [out] if folds is None else [out / f"fold-{i}" for i in range(folds)]
+    indices = [None] if folds is None else ([fold] if fold is not None else list(range(folds)))
     stages = data_stages(run, folds)
-    for i, root in enumerate(roots):  # building the stages validates every training config
-        stages += study_stages(run, root, "" if folds is None else f"fold-{i}/")
+    for i in indices:  # building the stages validates every training config
+        root = out if i is None else out / f"fold-{i}"
+        stages += study_stages(run, root, "" if i is None else f"fold-{i}/")
     if folds is not None:
         stages.append(cv_stage(run, folds))
     # the resolved attack specs, so config.yaml alone says exactly what was run

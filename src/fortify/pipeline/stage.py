@@ -123,6 +123,7 @@ class RunPlan:
             "score_precision": ev.score_precision,
             "fold_bn": ev.fold_bn,
             "curve_cumulative": ev.curve_cumulative,
+            "unit_size": ev.unit_size,
         }
 
     def transfer_settings(self) -> EvalSettings:

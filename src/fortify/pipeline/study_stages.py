@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from fortify import __version__
 from fortify.attacks import AttackSpec
 from fortify.config_files import configs_dir
+from fortify.evaluation.units import DEFAULT_UNIT_SIZE
 from fortify.fileio import read_json, write_json
 from fortify.pipeline.estimate import (
     MachineSpeed,
@@ -155,6 +156,7 @@ def _eval_stage(run: RunPlan, root: Path, prefix: str, name: str) -> Stage:
         remove=_remove_eval_dir,
         kind="eval",
         estimate=_eval_cost,
+        defaults={"unit_size": DEFAULT_UNIT_SIZE},  # records from before units still match
     )
 
 
@@ -222,6 +224,8 @@ def _run_eval(at: At) -> None:
         out_dir=at.root / at.name / "eval",
         runtime=run.runtime,
         progress=run.progress,
+        resume=True,  # an interrupted evaluation continues from its finished units (a rerun for other
+        # inputs starts from an empty folder: the stage's `remove` cleared it)
     )
 
 
