@@ -21,7 +21,7 @@ from typing import Any
 from fortify.evaluation import evaluate_checkpoint
 from fortify.fileio import write_json
 from fortify.pipeline.profiles import load_profile
-from fortify.pipeline.reproduce import attack_specs
+from fortify.pipeline.study_stages import attack_specs
 from fortify.runtime import Runtime, cpu_kind
 
 REPO = Path(__file__).resolve().parents[1]

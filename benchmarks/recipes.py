@@ -38,7 +38,7 @@ from fortify.fileio import read_json, write_json
 from fortify.intervals import wilson_interval
 from fortify.number_text import parse_number
 from fortify.pipeline.profiles import load_profile
-from fortify.pipeline.reproduce import train_config
+from fortify.pipeline.study_stages import train_config
 from fortify.runtime import Runtime, cpu_kind, seed_everything
 from fortify.training import load_model, train
 from fortify.training.config import TrainConfig
