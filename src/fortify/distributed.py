@@ -22,6 +22,8 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # this call joined the group: its caller leaves it (shutdown); else a caller
+    # further up (the pipeline running training and evaluation in one group) does
 
     @property
     def enabled(self) -> bool:
@@ -38,14 +40,15 @@ def init_distributed(device: str) -> DistInfo:
     if world <= 1:
         return DistInfo()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         use_cuda = torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda")
         if use_cuda:
             torch.cuda.set_device(local)
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
         if not use_cuda:
             torch.set_num_threads(cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", world))))
-    return DistInfo(rank=rank, world_size=world, local_rank=local)
+    return DistInfo(rank=rank, world_size=world, local_rank=local, owns_group=owns)
 
 
 def shard_indices(perm: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -83,7 +86,7 @@ def barrier(info: DistInfo) -> None:
 
 def shutdown(info: DistInfo) -> None:
     """Leave the process group cleanly (a process exiting inside it can abort its peers)."""
-    if info.enabled and dist.is_initialized():
+    if info.enabled and info.owns_group and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
 

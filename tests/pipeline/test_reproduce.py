@@ -259,6 +259,27 @@ def test_cross_validation_runs_the_study_per_fold_and_summarises(tmp_path):
         run(tmp_path / "bad", [], folds=1)
 
 
+def test_one_fold_per_machine_on_a_shared_run_directory(tmp_path):
+    """`--fold i --resume` runs fold i alone; the summary covers the finished folds and names the rest,
+    and the last fold to finish completes it (identical to running both folds in one go)."""
+    out = tmp_path / "cv"
+    first: list = []
+    run(out, first, folds=2, fold=1, resume=True)
+    done = [n for n, st in first if st == "done"]
+    assert done == ["audit", "folds", *[f"fold-1/{s}" for s in STUDY], "cv"]
+    assert not (out / "fold-0" / "normal").exists()
+    partial = read_json(out / "cv" / "summary.json")
+    assert partial["missing_folds"] == [0] and [f["fold"] for f in partial["folds"]] == [1]
+    assert any("folds 0 of 2 not finished" in w for w in partial["warnings"])
+    second: list = []
+    run(out, second, folds=2, fold=0, resume=True)
+    assert [n for n, st in second if st == "done"] == [*[f"fold-0/{s}" for s in STUDY], "cv"]
+    summary = read_json(out / "cv" / "summary.json")
+    assert summary["missing_folds"] == [] and [f["fold"] for f in summary["folds"]] == [0, 1]
+    with pytest.raises(ConfigError, match="--fold"):
+        run(tmp_path / "bad", [], folds=2, fold=2)
+
+
 def test_a_record_from_before_an_option_existed_still_counts_when_the_option_is_at_its_default(tiny_run):
     """An upgrade that adds a TrainConfig option (at the default that keeps the old behaviour) must not
     retrain finished models: rewrite the normal stage's record as the older version wrote it, without

@@ -187,7 +187,7 @@ def evaluate(
 
     Under torchrun (`torchrun --nproc-per-node N -m fortify evaluate ...`) the work units are shared out
     among the processes and rank 0 writes the results, identical to a single process's."""
-    from fortify.distributed import barrier, init_distributed
+    from fortify.distributed import barrier, init_distributed, shutdown
     from fortify.evaluation import check_out_dir
     from fortify.evaluation.loading import check_checkpoint_path
     from fortify.runtime import Runtime
@@ -214,6 +214,7 @@ def evaluate(
         results = _run_evaluation(
             model, checkpoint, transfer_from, data, split, out, settings, runtime, resume
         )
+    shutdown(dist)  # every process leaves the group together (rank 0 has written the results)
     if results is None:  # a torchrun process other than rank 0: its units went to rank 0
         return
     units = results["units"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -89,6 +90,8 @@ def reproduce(
         folds=folds,
         fold=fold,
     )
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return
     console.print(f"finished in {time.perf_counter() - started:.0f} s")
     _print_outputs(run_dir, folds is not None, console)
 

@@ -93,6 +93,15 @@ def _joined(units: list[UnitResult], name: str) -> torch.Tensor:
     return torch.cat([u.tensors[name] for u in units])
 
 
+def _fill_fooled_by(units: list[UnitResult], prefix: str) -> None:
+    """A unit where `strong` attacked no image (the clean model got none right) records no component:
+    none fooled its images (-1), as for any image the attack never saw."""
+    name = prefix + "fooled_by"
+    if any(name in u.tensors for u in units):
+        for u in units:
+            u.tensors.setdefault(name, torch.full((u.stop - u.start,), -1, dtype=torch.long))
+
+
 def assemble(plan: UnitPlan, units: list[UnitResult], classes: list[str], transfer) -> Assembled:
     """The units of the whole test set, in order, joined and scored."""
     y = plan.y
@@ -101,11 +110,14 @@ def assemble(plan: UnitPlan, units: list[UnitResult], classes: list[str], transf
     outcomes: dict[str, AttackOutcome] = {}
     example_images: dict[str, torch.Tensor] = {}
     for key, spec in plan.specs.items():
-        names = {n.split(".", 2)[2] for n in units[0].tensors if n.startswith(f"attack.{key}.")}
-        t = {n: _joined(units, f"attack.{key}.{n}") for n in names}
+        prefix = f"attack.{key}."
+        names = {n[len(prefix) :] for u in units for n in u.tensors if n.startswith(prefix)}
+        _fill_fooled_by(units, prefix)
+        t = {n: _joined(units, prefix + n) for n in names}
         metas = [u.meta["attacks"][key] for u in units]
         entry = attack_entry(spec, y, clean_pred, t, metas, classes)
-        outcomes[key] = AttackOutcome(entry, t["pred"], t["prob"], t.get("fooled_by"), metas[0]["components"])
+        components = next((m["components"] for m in metas if m["components"]), [])
+        outcomes[key] = AttackOutcome(entry, t["pred"], t["prob"], t.get("fooled_by"), components)
         example_images[key] = plan.x.clone()
         example_images[key][example_index] = t["examples"]
     clean_acc = accuracy(y, clean_pred)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fortify.attacks import AttackSpec
+from fortify.distributed import DistInfo, barrier, init_distributed, shutdown
 from fortify.errors import ConfigError
 from fortify.fileio import write_json, write_yaml
 from fortify.pipeline.cv_stage import cv_stage
@@ -65,10 +66,16 @@ def reproduce(
     `on_stage(name, status)` is called with status "running", "done" or "skipped (up to date)" per stage
     (the CLI shows the same through the progress display)."""
     run, stages, cfg = _plan(data, out, profile, defense, progress, overrides, device, precision, folds, fold)
-    prepare_out(run.out, cfg, resume=resume, force=force)
-    run.out.mkdir(parents=True, exist_ok=True)
-    write_yaml(run.out / "config.yaml", cfg)
-    _run_stages(run, stages, on_stage)
+    # Under torchrun every process runs this function: rank 0 owns the run directory and runs the stages
+    # that are not distributed; training (DDP) and evaluation (work units) run on every process.
+    dist = init_distributed(run.runtime.device.type)
+    if dist.is_main:
+        prepare_out(run.out, cfg, resume=resume, force=force)
+        run.out.mkdir(parents=True, exist_ok=True)
+        write_yaml(run.out / "config.yaml", cfg)
+    barrier(dist)
+    _run_stages(run, stages, on_stage, dist)
+    shutdown(dist)
     return run.out
 
 
@@ -138,16 +145,25 @@ def _plan(
 # contents are its inputs (hashed), so a run directory that moved, or a dataset copied again, still resumes.
 
 
-def _run_stages(run: RunPlan, stages: list[Stage], on_stage: Callable[[str, str], None] | None) -> None:
+# Stages every torchrun process takes part in (DDP training, evaluation units); rank 0 runs the others.
+DISTRIBUTED_KINDS = ("train", "eval")
+
+
+def _run_stages(
+    run: RunPlan, stages: list[Stage], on_stage: Callable[[str, str], None] | None, dist: DistInfo
+) -> None:
     """Each stage in order: skipped when up to date, else run and recorded; the time budget is measured at
-    the first stage with work to do (a finished run resumed costs no calibration) and updated after each."""
+    the first stage with work to do (a finished run resumed costs no calibration) and updated after each.
+    Under torchrun the processes meet before each stage (they decide on the same files), and only rank 0
+    prints, measures and writes records."""
     from rich.console import Console
 
-    console = Console(stderr=True, quiet=not run.progress, soft_wrap=True)
+    console = Console(stderr=True, quiet=not (run.progress and dist.is_main), soft_wrap=True)
     notify = on_stage or _ignore
     budget: Budget | None = None
     skipped: list[str] = []
     for i, stage in enumerate(stages, 1):
+        barrier(dist)
         inputs = stage.inputs()
         fp = fingerprint(stage.name, stage.config, inputs)
         if is_up_to_date(
@@ -166,16 +182,21 @@ def _run_stages(run: RunPlan, stages: list[Stage], on_stage: Callable[[str, str]
                 budget.skipped(stage.name)
             notify(stage.name, "skipped (up to date)")
             continue
+        if not dist.is_main:
+            _follow(stage, dist)
+            continue
         if budget is None:
             budget = first_budget(run, stages, skipped, console)
         if stage.record.is_file():  # finished earlier for other inputs: its outputs are stale
             stage.clean()
+        barrier(dist)  # the others start a distributed stage once the stale outputs are gone
         _print_stage(console, i, len(stages), stage, "running")
         notify(stage.name, "running")
         started, cpu_started = time.perf_counter(), time.process_time()
         run.on_epoch = partial(first_epoch_estimate, console, budget, stage.name)
         stage.run()
         run.on_epoch = None
+        barrier(dist)  # every process has finished its share before the record says "done"
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         write_record(stage.record, stage.name, fp, stage.config, inputs, seconds, cpu)
         _print_stage(console, i, len(stages), stage, f"done in {seconds:.1f} s (CPU {cpu:.1f} s)")
@@ -184,6 +205,14 @@ def _run_stages(run: RunPlan, stages: list[Stage], on_stage: Callable[[str, str]
             print_budget(console, budget, stages, first=False)
         write_json(run.out / "estimate.json", budget.to_dict())
         notify(stage.name, "done")
+
+
+def _follow(stage: Stage, dist: DistInfo) -> None:
+    """A process other than rank 0 in a stage rank 0 found stale: its share of a distributed stage."""
+    barrier(dist)  # rank 0 has removed stale outputs
+    if stage.kind in DISTRIBUTED_KINDS:
+        stage.run()
+    barrier(dist)
 
 
 def _ignore(name: str, status: str) -> None:
