@@ -12,7 +12,6 @@ from torch import nn
 from fortify.attacks import AttackSpec, run_attack
 from fortify.detect.detector import Detector
 from fortify.detect.mahalanobis import MahalanobisScore
-from fortify.evaluation.units import DEFAULT_UNIT_SIZE, unit_seed, unit_slices
 from fortify.runtime import Runtime, seed_everything
 
 # A progress task's starter: (description, total) -> advance(n images done).
@@ -72,16 +71,12 @@ def attack_images(
     seed: int,
     advance: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """`spec` over the images in work units (fortify.evaluation.units): each unit seeded from (seed, the
-    attack, its index), batches of `batch_size` inside it."""
+    seed_everything(seed)
     out = []
-    for k, unit in enumerate(unit_slices(len(x), DEFAULT_UNIT_SIZE)):
-        seed_everything(unit_seed(seed, str(spec), k))
-        for sl in chunks(unit.stop - unit.start, batch_size):
-            rows = slice(unit.start + sl.start, unit.start + sl.stop)
-            with runtime.autocast():
-                adv = run_attack(spec, model, runtime.to_device(x[rows]), y[rows].to(runtime.device))
-            out.append(adv.detach().float().cpu())
-            if advance:
-                advance(rows.stop - rows.start)
+    for sl in chunks(len(x), batch_size):
+        with runtime.autocast():
+            adv = run_attack(spec, model, runtime.to_device(x[sl]), y[sl].to(runtime.device))
+        out.append(adv.detach().float().cpu())
+        if advance:
+            advance(sl.stop - sl.start)
     return torch.cat(out) if out else x.clone()

@@ -26,7 +26,6 @@ from fortify.detect.settings import DetectSettings
 from fortify.evaluation.attack_set import default_attack_specs
 from fortify.evaluation.batches import count_passes, cw_dataset
 from fortify.evaluation.settings import EvalSettings
-from fortify.evaluation.units import unit_seed
 from fortify.runtime import Runtime
 
 # Below this TPR under the adaptive attack, most fooling examples pass the detector: it is defeated.
@@ -60,11 +59,9 @@ def _adaptive_images(
     advance: Callable[[int], None],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(x_adv, the attack's own success flags) for the given (correctly classified) images."""
+    gen = torch.Generator().manual_seed(s.seed)
     advs, flags = [], []
     for sl in chunks(len(x), s.batch_size):
-        # one generator per batch, seeded from the batch's place (not shared along the run), so a batch's
-        # random starts do not depend on what ran before it
-        gen = torch.Generator().manual_seed(unit_seed(s.seed, "adaptive", sl.start))
         with runtime.autocast():
             r = adaptive_pgd(
                 detector,

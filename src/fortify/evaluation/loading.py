@@ -239,7 +239,7 @@ def open_test_set(
     )
 
 
-RUN_MARKERS = ("results.json", "examples.safetensors", "attacks.json")
+RUN_MARKERS = ("results.json", "examples.safetensors", "attacks.json", "units")
 
 
 def check_out_dir(out_dir: str | Path, force: bool, resume: bool = False) -> Path:
@@ -258,5 +258,6 @@ def check_out_dir(out_dir: str | Path, force: bool, resume: bool = False) -> Pat
     if out.is_dir() and any(out.iterdir()) and not force:
         held = [m for m in RUN_MARKERS if (out / m).exists()]
         what = f"another run ({', '.join(held)})" if held else "other files"
-        raise ConfigError(f"--out {out} already holds {what}; choose another folder or pass --force")
+        hint = " (or --resume to continue it)" if (out / "units").is_dir() else ""
+        raise ConfigError(f"--out {out} already holds {what}; choose another folder or pass --force{hint}")
     return out
