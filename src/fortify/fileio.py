@@ -17,6 +17,17 @@ from typing import Any
 
 import yaml
 
+from fortify.errors import DataError
+
+
+class BrokenFileError(DataError, ValueError):
+    """A JSON or YAML file that does not parse: one line naming the file and where (`detail`). Also a
+    ValueError, so callers that catch a parse error as one keep working."""
+
+    def __init__(self, path: Path, kind: str, detail: str) -> None:
+        super().__init__(f"{path}: not valid {kind} ({detail})")
+        self.detail = detail
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_path)` and rename the result to `path` only if it succeeds."""
@@ -71,7 +82,13 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """The file's JSON; BrokenFileError naming the line and column where it does not parse."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise BrokenFileError(Path(path), "JSON", f"line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError:
+        raise BrokenFileError(Path(path), "JSON", "not UTF-8 text") from None
 
 
 def write_yaml(path: str | Path, obj: Any) -> Path:
@@ -79,7 +96,16 @@ def write_yaml(path: str | Path, obj: Any) -> Path:
 
 
 def read_yaml(path: str | Path) -> Any:
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    """The file's YAML; BrokenFileError naming the line where it does not parse."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise BrokenFileError(Path(path), "YAML", f"{where}{problem}") from None
+    except UnicodeDecodeError:
+        raise BrokenFileError(Path(path), "YAML", "not UTF-8 text") from None
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:

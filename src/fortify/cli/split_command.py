@@ -32,7 +32,12 @@ def split(
 ) -> None:
     """Stratified, seeded train/val/test split that keeps every scan (and near-duplicate) on one side."""
     from fortify.data import make_split, save_manifest
+    from fortify.errors import ConfigError
 
+    if out.is_dir():  # checked before the split is computed, which can take minutes
+        raise ConfigError(f"--out {out} is a folder; give the manifest's file name, e.g. {out / 'split.json'}")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: {out.parent} is a file, not a folder")
     manifest, _ = with_warning_lines(
         lambda: make_split(
             data,

@@ -457,7 +457,7 @@ def load_manifest(path: str | Path) -> SplitManifest:
     try:
         raw = read_json(p)
     except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"split manifest {p} is not valid JSON") from e
+        raise DataError(f"split manifest {p} is not valid JSON ({getattr(e, 'detail', e)})") from e
     return SplitManifest.from_dict(raw)
 
 

@@ -192,17 +192,30 @@ def _evaluate_settings(section: dict[str, Any], profile: Profile, where: str) ->
         raise type(e)(f"{where}: {e}") from e
 
 
+def _check_types(raw: dict[str, Any], where: str) -> None:
+    """A value of the wrong type (`--set train.epochs=abc`, `image_size: big`) as one line naming the key
+    and the type it needs, before any stage compares it with a number."""
+    from fortify.training.config import TrainConfig, check_field_types
+
+    check_field_types(Profile, {k: v for k, v in raw.items() if k != "evaluate"}, where)
+    for section in ("train", "normal", "adversarial"):
+        if isinstance(raw.get(section), dict):
+            check_field_types(TrainConfig, raw[section], where, prefix=f"{section}.")
+
+
 def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
     """Load a built-in profile (configs/profiles/<name>.yaml) or a user's YAML file, then apply
     dotted-key overrides; ConfigError (one line, naming the valid choices) for anything unknown."""
     path = profile_path(name)
     raw = _read_raw(path, seen=())
     _check_override_keys(raw, overrides, "--set")
+    _check_types(_apply_overrides({}, overrides), "--set")  # a wrong --set value named as given
     raw = _apply_overrides(raw, overrides)
     raw.setdefault("name", path.stem)
     ev = raw.pop("evaluate", None) or {}
     if not isinstance(ev, dict):
         raise ConfigError(f"{path}: 'evaluate' must be a mapping")
+    _check_types(raw, str(path))
     profile = _build(Profile, {**raw, "evaluate": EvalSettings()}, str(path))
     profile.eps = parse_number(profile.eps, "eps")
     profile.evaluate = _evaluate_settings(ev, profile, f"{path} evaluate")

@@ -25,6 +25,8 @@ lag the weights between recalibrations). Running statistics are never updated by
 
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -99,6 +101,12 @@ class TrainConfig:
     tensorboard: bool = False  # also log to RUN_DIR/tb (needs the tensorboard package)
 
     def validate(self) -> TrainConfig:
+        check_field_types(type(self), asdict(self), "training config")
+        for name in ("eps", "attack_alpha"):  # a number's text ("2/255") from a profile
+            if isinstance(getattr(self, name), str):
+                from fortify.number_text import parse_number
+
+                setattr(self, name, parse_number(getattr(self, name), name))
         if self.mode not in MODES:
             raise ConfigError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if not is_model_name(self.model):
@@ -182,6 +190,60 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training config field(s): {', '.join(unknown)}")
         return cls(**d)
+
+
+def _type_name(hint: Any) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args) + " (or null)"
+    if typing.get_origin(hint) in (list, tuple):
+        return "a list" + (f" of {_type_name(args[0])}" if args else "")
+    if typing.get_origin(hint) is dict:
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "text", bool: "true or false"}.get(hint, str(hint))
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether `value`, as YAML or --set gives it, has the type `hint` (a number's text such as '2/255'
+    passes for a float: it is parsed where the field is read)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        if isinstance(value, str):
+            from fortify.number_text import parse_number
+
+            try:
+                parse_number(value, "")
+            except ConfigError:
+                return False
+            return True
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        args = typing.get_args(hint)
+        return isinstance(value, list | tuple) and all(_fits(v, args[0]) for v in value if args)
+    if origin is dict:
+        return isinstance(value, dict)
+    return True  # a type this check does not know: the field's own validation decides
+
+
+def check_field_types(cls: type, values: dict[str, Any], where: str, prefix: str = "") -> None:
+    """One-line ConfigError naming the first field of dataclass `cls` in `values` whose value has the
+    wrong type (`--set train.epochs=abc` must not reach a comparison with an int)."""
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        if name in hints and not _fits(value, hints[name]):
+            raise ConfigError(f"{where}: {prefix}{name} must be {_type_name(hints[name])}, got {value!r}")
 
 
 def config_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
