@@ -16,6 +16,7 @@ import sys
 import typer
 import typer.main
 
+from fortify.cli.printing import warnings_once
 from fortify.errors import FortifyError
 
 app = typer.Typer(
@@ -86,10 +87,32 @@ def continue_hint(argv: list[str]) -> str:
     return f"interrupted; to continue, run: {shlex.join(['fortify', *args])}"
 
 
+def _run(argv: list[str] | None) -> None:
+    """The app on `argv`; a usage mistake (`--seed abc`, a missing option) as one `fortify: error:` line
+    naming the command's --help, not click's box; Ctrl-C as exit 130."""
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer's own click
+
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="fortify", standalone_mode=False)
+    except NoArgsIsHelpError as e:  # `fortify` or `fortify profile` alone: the help, as typer prints it
+        e.show()
+        raise SystemExit(e.exit_code) from None
+    except ClickException as e:
+        where = e.ctx.command_path if getattr(e, "ctx", None) is not None else "fortify"
+        message = e.format_message().strip().rstrip(".")
+        error_exit(f"{message} (see {where} --help)", e.exit_code)
+    except typer.Abort:
+        raise SystemExit(1) from None
+    if isinstance(code, int) and code != 0:  # typer.Exit(code) inside a command, 130 for Ctrl-C
+        raise SystemExit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         _register_all()  # reads the shipped profiles (the train command's defaults)
-        app(args=argv, standalone_mode=True)
+        with warnings_once():
+            _run(argv)
     except FortifyError as e:
         error_exit(str(e), e.exit_code)
     except SystemExit as e:

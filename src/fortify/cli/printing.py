@@ -1,5 +1,5 @@
-"""What every command prints the same way: data warnings as one `fortify: warning: ...` line each, and a
-console wide enough for a results table."""
+"""What every command prints the same way: warnings as one `fortify: warning: ...` line each (each distinct
+message once per command), and a console wide enough for a results table."""
 
 from __future__ import annotations
 
@@ -13,6 +13,34 @@ from rich.console import Console
 
 T = TypeVar("T")
 
+# The warnings printed since `warnings_once` began: each distinct message is printed once per command.
+_shown: set[str] = set()
+
+
+def warning_line(message: object) -> bool:
+    """Print `fortify: warning: <message>` on stderr unless this command already did; whether it did now."""
+    text = " ".join(str(message).split())  # one line, whatever the message's own line breaks
+    if text in _shown:
+        return False
+    _shown.add(text)
+    print(f"fortify: warning: {text}", file=sys.stderr)
+    return True
+
+
+def _show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    warning_line(message)
+
+
+@contextmanager
+def warnings_once() -> Iterator[None]:
+    """For one command: every warning as one `fortify: warning: <message>` line (no source file, no code
+    line), each distinct message once however many stages raise it."""
+    _shown.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # repeats reach `_show`, which drops them
+        warnings.showwarning = _show
+        yield
+
 
 @contextmanager
 def data_warnings_reported() -> Iterator[None]:
@@ -25,10 +53,11 @@ def data_warnings_reported() -> Iterator[None]:
 
 
 def print_data_warnings(caught: list[warnings.WarningMessage]) -> None:
-    """Data warnings as one `fortify: warning: ...` line each; anything else as Python shows it."""
+    """Data warnings as one `fortify: warning: ...` line each; anything else as Python shows it (under
+    `warnings_once`, the same one line)."""
     for w in caught:
         if w.category.__name__ == "DataWarning":
-            print(f"fortify: warning: {w.message}", file=sys.stderr)
+            warning_line(w.message)
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
@@ -43,7 +72,7 @@ def with_warning_lines(fn: Callable[[], T]) -> tuple[T, list[str]]:
     printed = []
     for w in caught:
         if issubclass(w.category, DataWarning):
-            print(f"fortify: warning: {w.message}", file=sys.stderr)
+            warning_line(w.message)
             printed.append(str(w.message))
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)

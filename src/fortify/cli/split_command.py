@@ -35,7 +35,9 @@ def split(
     from fortify.errors import ConfigError
 
     if out.is_dir():  # checked before the split is computed, which can take minutes
-        raise ConfigError(f"--out {out} is a folder; give the manifest's file name, e.g. {out / 'split.json'}")
+        raise ConfigError(
+            f"--out {out} is a folder; give the manifest's file name, e.g. {out / 'split.json'}"
+        )
     if out.parent.exists() and not out.parent.is_dir():
         raise ConfigError(f"--out {out}: {out.parent} is a file, not a folder")
     manifest, _ = with_warning_lines(

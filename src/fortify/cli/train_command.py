@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -78,6 +77,7 @@ def train_help(recipe: dict[str, Any]) -> str:
 
 def train(*, resume: bool, force: bool, as_json: bool, **values: Any) -> None:
     """Train a classifier (standard or adversarial) into a resumable run directory."""  # register: train_help
+    from fortify.cli.printing import warning_line
     from fortify.training import TrainConfig
     from fortify.training import train as run_training
     from fortify.training.selection import CatastrophicOverfittingWarning
@@ -88,7 +88,7 @@ def train(*, resume: bool, force: bool, as_json: bool, **values: Any) -> None:
         summary = run_training(cfg, resume=resume, force=force, progress=not as_json)
     for w in caught:
         if issubclass(w.category, CatastrophicOverfittingWarning):
-            print(f"fortify: warning: {w.message}", file=sys.stderr)
+            warning_line(w.message)
     if summary.get("rank", 0) != 0:
         return  # under torchrun only rank 0 reports
     if as_json:

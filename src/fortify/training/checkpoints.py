@@ -122,7 +122,9 @@ def read_checkpoint_info(checkpoint: str | Path) -> dict:
     try:
         info = read_json(info_path)
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{info_path}: unreadable checkpoint JSON ({getattr(e, 'detail', type(e).__name__)})") from e
+        raise CheckpointError(
+            f"{info_path}: unreadable checkpoint JSON ({getattr(e, 'detail', type(e).__name__)})"
+        ) from e
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise CheckpointError(f"{info_path}: not a {FORMAT} checkpoint description")
     missing = [k for k in REQUIRED_KEYS if k not in info]
