@@ -59,9 +59,11 @@ COMMANDS: dict[str, str] = {
 
 
 def _register_all() -> None:
-    """Add every command of `COMMANDS` to `app`."""
-    for module_name in COMMANDS.values():
-        importlib.import_module(f"fortify.cli.{module_name}").register(app)
+    """Add every command of `COMMANDS` to `app`, once (main may run many times in one process: tests)."""
+    done = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    for name, module_name in COMMANDS.items():
+        if name not in done:
+            importlib.import_module(f"fortify.cli.{module_name}").register(app)
 
 
 def error_exit(message: str, code: int = 2) -> None:

@@ -165,6 +165,7 @@ def audit(
     from fortify.data import audit_dataset
     from fortify.fileio import write_json
 
+    options.check_out_file(out, "audit.json")
     report, printed = with_warning_lines(
         lambda: audit_dataset(
             data, image_size=image_size, progress=True, near_dup_threshold=near_dup, window=window

@@ -88,6 +88,7 @@ def operating_point(
     The test images are not read; evaluate the new checkpoint to measure it."""
     from fortify.evaluation.operating_point import choose_for_checkpoint
 
+    options.check_out_file(out, "operating-point.safetensors")
     if (out.exists() or out.with_suffix(".json").exists()) and not force:
         raise ConfigError(f"--out {out} exists; choose another path or pass --force")
     with data_warnings_reported():  # e.g. a --split other than the one the model trained on

@@ -17,6 +17,7 @@ import tokenize
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, fields
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -39,6 +40,20 @@ def split(help: str = CHECKPOINT_SPLIT_HELP) -> Any:
 
 def out(help: str, *, required: bool = True) -> Any:
     return typer.Option(... if required else None, "--out", help=help)
+
+
+def check_out_file(path: Path | None, example: str) -> None:
+    """An --out that names a file: refuse a folder (or a file standing where its folder should be) before
+    any work, which can take minutes, ends in IsADirectoryError."""
+    from fortify.errors import ConfigError
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise ConfigError(f"--out {path} is a folder; give a file name (e.g. {path / example})")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"--out {path}: {parent} is a file, not a folder")
 
 
 def force(help: str = "Start over in an --out folder that holds another run's files.") -> Any:

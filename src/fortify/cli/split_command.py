@@ -32,14 +32,8 @@ def split(
 ) -> None:
     """Stratified, seeded train/val/test split that keeps every scan (and near-duplicate) on one side."""
     from fortify.data import make_split, save_manifest
-    from fortify.errors import ConfigError
 
-    if out.is_dir():  # checked before the split is computed, which can take minutes
-        raise ConfigError(
-            f"--out {out} is a folder; give the manifest's file name, e.g. {out / 'split.json'}"
-        )
-    if out.parent.exists() and not out.parent.is_dir():
-        raise ConfigError(f"--out {out}: {out.parent} is a file, not a folder")
+    options.check_out_file(out, "split.json")  # before the split, which can take minutes
     manifest, _ = with_warning_lines(
         lambda: make_split(
             data,
@@ -52,8 +46,24 @@ def split(
             window=window,
         )
     )
+    _refuse_missing_classes(manifest)
     save_manifest(manifest, out)
     _print_split(manifest, seed, out, Console())
+
+
+def _refuse_missing_classes(manifest) -> None:
+    """A class with no image in train or in test cannot be learnt or measured: one line, no manifest."""
+    from fortify.errors import DataError
+
+    counts = manifest.counts()
+    for c in manifest.dataset["classes"]:
+        total = sum(per_class[c] for per_class in counts.values())
+        lacking = [name for name in ("train", "test") if counts.get(name, {}).get(c, 0) == 0]
+        if lacking:
+            raise DataError(
+                f"class {c!r} has {total} usable image(s), none in {' or '.join(lacking)}; each class needs "
+                "images in train and in test (add images or drop the class folder)"
+            )
 
 
 def _print_split(manifest, seed: int, out: Path, console: Console) -> None:
