@@ -190,6 +190,10 @@ def test_failed_rebuild_leaves_previous_report(run_factory, monkeypatch):
     assert [p.name for p in (root / "report").iterdir() if p.name.startswith(".")] == []  # no scratch left
 
 
+def test_study_figures_named_beside_iqothnccd(run_factory):
+    assert "Attacked scans (like the study's Fig. 3-6)" in build_report(run_factory())["markdown"].read_text()
+
+
 @pytest.mark.parametrize(
     "identity, why",
     [
@@ -212,6 +216,7 @@ def test_study_rows_only_beside_iqothnccd(run_factory, identity, why):
     assert ("Normal training", "fortify") in rows and not any(k[1] == "study" for k in rows)
     assert "fortify beside the study" not in md and "study_table1.yaml" not in md
     assert "The study's rows are left out" in md and why in md
+    assert "Attacked scans" in md and "Fig. 3-6" not in md  # the study's figures show its data only
     summary = table1_summary(run)
     assert [r[1] for r in summary.rows] == ["fortify", "fortify"]
 

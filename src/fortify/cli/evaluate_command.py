@@ -11,7 +11,7 @@ from rich.table import Table
 
 from fortify.attacks import format_value
 from fortify.cli import model_options, options
-from fortify.cli.printing import data_warnings_reported, wide_console
+from fortify.cli.printing import data_warnings_reported, note_nothing_to_resume, wide_console
 from fortify.errors import ConfigError
 from fortify.evaluation.settings import DEFAULTS
 from fortify.number_text import parse_number
@@ -208,7 +208,7 @@ def evaluate(
     if dist.is_main:
         check_out_dir(out, force, resume)
         if resume and not (out / "units").is_dir():
-            print(f"fortify: note: nothing to resume in {out}: starting a new evaluation", file=sys.stderr)
+            note_nothing_to_resume(out)
     barrier(dist)  # the other processes start once rank 0 has checked (and, with --force, cleared) --out
     with data_warnings_reported():
         results = _run_evaluation(

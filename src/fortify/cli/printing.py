@@ -79,6 +79,19 @@ def with_warning_lines(fn: Callable[[], T]) -> tuple[T, list[str]]:
     return result, printed
 
 
+def note_nothing_to_resume(out: object) -> None:
+    """What --resume says where there is nothing to continue: one line, the same in every command."""
+    print(f"fortify: note: nothing to resume in {out}: starting a new run", file=sys.stderr)
+
+
+def nothing_in(folder: object) -> bool:
+    """Whether `folder` is absent or empty (nothing a --resume could continue)."""
+    from pathlib import Path
+
+    path = Path(str(folder))
+    return not path.is_dir() or not any(path.iterdir())
+
+
 def wide_console(min_width: int) -> Console:
     """A stdout console at least `min_width` columns wide, so a results table is not squeezed."""
     return Console(width=max(Console().width, min_width))

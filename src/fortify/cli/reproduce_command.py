@@ -71,10 +71,13 @@ def reproduce(
     grouping: str | None = options.grouping_option(None),
 ) -> None:
     """Run the whole study: audit, split, normal + adversarial training, evaluation, transfer, report."""
+    from fortify.cli.printing import note_nothing_to_resume, nothing_in
     from fortify.pipeline import reproduce as run_study
 
     console = Console()
     overrides = _overrides(assign, eps, model, window, grouping, extras, weights)
+    if resume and nothing_in(out) and int(os.environ.get("RANK", "0")) == 0:
+        note_nothing_to_resume(out)
     started = time.perf_counter()
     run_dir = run_study(
         data,

@@ -77,12 +77,14 @@ def train_help(recipe: dict[str, Any]) -> str:
 
 def train(*, resume: bool, force: bool, as_json: bool, **values: Any) -> None:
     """Train a classifier (standard or adversarial) into a resumable run directory."""  # register: train_help
-    from fortify.cli.printing import warning_line
+    from fortify.cli.printing import note_nothing_to_resume, nothing_in, warning_line
     from fortify.training import TrainConfig
     from fortify.training import train as run_training
     from fortify.training.selection import CatastrophicOverfittingWarning
 
     cfg = TrainConfig(**values)
+    if resume and nothing_in(cfg.out):
+        note_nothing_to_resume(cfg.out)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CatastrophicOverfittingWarning)
         summary = run_training(cfg, resume=resume, force=force, progress=not as_json)

@@ -26,7 +26,7 @@ from fortify.report.sections import (
     section_threat_model,
     section_transfer,
 )
-from fortify.report.study import study_for
+from fortify.report.study import is_study_data, study_for
 
 
 def section_figures(doc: Document, run: RunData, fig_dir: Path) -> None:
@@ -79,7 +79,8 @@ def section_figures(doc: Document, run: RunData, fig_dir: Path) -> None:
         if path:
             doc.add(Figure(path, f"{STAGE_LABELS[name]}: training curves", f"{name}/metrics.jsonl"))
 
-    doc.add(Heading("Attacked scans (like the study's Fig. 3-6)"))
+    like = " (like the study's Fig. 3-6)" if is_study_data(run.audit) else ""  # only its own data
+    doc.add(Heading(f"Attacked scans{like}"))
     for name, stage in run.stages.items():
         r = stage.results or {}
         if not stage.examples_path:

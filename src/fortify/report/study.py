@@ -25,12 +25,17 @@ def load_study_table(path: str | Path | None = None) -> dict[str, Any]:
     return table
 
 
+def is_study_data(audit: dict[str, Any] | None) -> bool:
+    """Whether the run's audit identified its data as IQ-OTH/NCCD (what the study's figures show)."""
+    return (((audit or {}).get("dataset") or {}).get("identity") or {}).get("name") == STUDY_DATASET
+
+
 def study_for(audit: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
     """(study table, None) when the run's audit identified its data as IQ-OTH/NCCD, the dataset the study
     measured; else (None, a sentence saying why the study's rows are left out). The identification is
     read from audit.json (fortify.data.identity), never recomputed here."""
     identity = ((audit or {}).get("dataset") or {}).get("identity") or {}
-    if identity.get("name") != STUDY_DATASET:
+    if not is_study_data(audit):
         why = identity.get("reason") or "audit.json does not identify the dataset"
         return None, (
             f"The study's rows are left out: its numbers were measured on {STUDY_DATASET}, and this run's "
