@@ -78,6 +78,7 @@ def test_profile_show_prints_a_loadable_profile(cli, tmp_path, capsys):
     text = capsys.readouterr().out
     (tmp_path / "copy.yaml").write_text(text)
     assert load_profile(str(tmp_path / "copy.yaml")) == load_profile("quick")
+    assert "sanity_restarts:" in text and "fold_bn:" in text  # defaults quick.yaml leaves out
 
 
 def test_reproduce_set_with_a_bad_key_is_one_line_and_writes_nothing(cli, tmp_path, capsys):

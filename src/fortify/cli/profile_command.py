@@ -21,12 +21,17 @@ def profile_list() -> None:
 def profile_show(
     name: str = typer.Argument(..., help="A built-in profile (`fortify profile list`) or a YAML file."),
 ) -> None:
-    """Print a profile's YAML (with its comments): copy it, edit it, run it with --profile FILE."""
+    """Print every value of a profile, defaults included, as YAML: copy it, edit it, run it with --profile
+    FILE."""
+    import yaml
+
     from fortify.pipeline.profiles import load_profile, profile_path
 
     path = profile_path(name)
-    load_profile(name)  # a user's file is validated before it is shown as a starting point
-    print(path.read_text(), end="")
+    profile = load_profile(name)  # resolved: `extends`, the evaluation's defaults, eps as a number
+    print(f"# profile {profile.name}: every value, defaults included (its file, with comments: {path})")
+    print("# train/normal/adversarial: what differs from TrainConfig's defaults (`fortify train --help`)")
+    print(yaml.safe_dump(profile.to_dict(), sort_keys=False), end="")
 
 
 def register(app: typer.Typer) -> None:
