@@ -106,8 +106,8 @@ def _run(argv: list[str] | None) -> None:
         error_exit(f"{message} (see {where} --help)", e.exit_code)
     except typer.Abort:
         raise SystemExit(1) from None
-    if isinstance(code, int) and code != 0:  # typer.Exit(code) inside a command, 130 for Ctrl-C
-        raise SystemExit(code)
+    # as click's standalone mode: always SystemExit (typer.Exit(code) inside a command, 130 for Ctrl-C)
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from fortify.attacks import format_value
 from fortify.cli import model_options, options
-from fortify.cli.printing import data_warnings_reported, note_nothing_to_resume, wide_console
+from fortify.cli.printing import data_warnings_reported, note_nothing_to_resume, warning_line, wide_console
 from fortify.errors import ConfigError
 from fortify.evaluation.settings import DEFAULTS
 from fortify.number_text import parse_number
@@ -53,6 +53,9 @@ def print_summary(results: dict, console: Console, out: Path | None = None) -> N
             f"clean {_pct(pair['clean_accuracy'])})"
         )
     _print_sanity(results["sanity"], console)
+    leak = (results.get("leakage_sentinel") or {}).get("warning")
+    if leak:  # written into results.json; a reader of the console must see it too
+        warning_line(leak)
     if out is not None:
         console.print(
             f"results: {out / 'results.json'}  examples: {out / 'examples.safetensors'}  "
@@ -70,7 +73,10 @@ def _results_table(results: dict) -> Table:
     if ckpt.get("class_bias"):  # an operating point: the offsets are part of the model that was attacked
         title += f", logit offsets {ckpt['class_bias']}"
     table = Table(title=title, title_justify="left")
-    for col in ("set", "threat model", "acc", "bal. acc", "success", "malig.->normal", "s", "sanity"):
+    columns = ["set", "threat model", "acc", "bal. acc", "success", "malig.->normal", "s", "sanity"]
+    if m2n is None:  # the data has no malignant and normal classes: no column to leave empty
+        columns.remove("malig.->normal")
+    for col in columns:
         table.add_column(col, justify="left" if col in ("set", "threat model", "sanity") else "right")
 
     def row(
@@ -79,16 +85,12 @@ def _results_table(results: dict) -> Table:
         fails = _fails_for(results, keys)
         flag = "[bold red]FAIL: " + "; ".join(fails) + "[/]" if fails else ("[green]ok[/]" if keys else "")
         acc = _pct(block["accuracy"])
-        table.add_row(
-            name,
-            tm,
-            f"[bold red]{acc}[/]" if fails else acc,
-            _pct(block["balanced_accuracy"]),
-            _pct((extra or {}).get("success_rate")),
-            str(m2n[count_key]) if m2n is not None and count_key in m2n else "",
-            f"{extra['seconds']:.1f}" if extra and "seconds" in extra else "",
-            flag,
-        )
+        cells = [name, tm, f"[bold red]{acc}[/]" if fails else acc, _pct(block["balanced_accuracy"])]
+        cells.append(_pct((extra or {}).get("success_rate")))
+        if m2n is not None:
+            cells.append(str(m2n[count_key]) if count_key in m2n else "")
+        cells += [f"{extra['seconds']:.1f}" if extra and "seconds" in extra else "", flag]
+        table.add_row(*cells)
 
     row("clean", "none", results["clean"], [], "clean")
     for key, res in results["attacks"].items():
