@@ -95,7 +95,11 @@ def test_attack_a_torchscript_model(files, tmp_path, capsys):
     [
         (["--checkpoint", "state.pt"], "fortify does not unpickle"),
         (["--checkpoint", "four.pt2"], "outputs 4 classes; the dataset has 3 (benign, malignant, normal)"),
-        (["--checkpoint", "net.pt", "--channels", "3"], "takes 1-channel input; channels was given as 3"),
+        (
+            ["--checkpoint", "net.pt", "--channels", "3", "--image-size", "32"],
+            "takes 1-channel input; channels was given as 3",
+        ),
+        (["--checkpoint", "net.pt"], "net.pt does not record its input size; give it with --image-size N"),
         (
             ["--checkpoint", "net.pt2", "--image-size", "64"],
             "exported for 32 px input; image size was given as 64",

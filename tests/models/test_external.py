@@ -61,6 +61,36 @@ def _one_line(message: str) -> None:
     assert "\n" not in message and " object at 0x" not in message, message
 
 
+def test_torchscript_without_a_size_is_refused_not_run_at_128(net, tmp_path):
+    path = save_torchscript(net, tmp_path / "net.pt")
+    with pytest.raises(ConfigError, match="does not record its input size; give it with --image-size") as e:
+        load_external_model(path)
+    _one_line(str(e.value))
+
+
+def test_torchscript_size_recorded_in_the_archive_is_used(net, tmp_path):
+    path = tmp_path / "net.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(net), str(path), _extra_files={"image_size": "24"})
+    assert load_external_model(path).contract.image_size == 24
+    with pytest.raises(ConfigError, match="records 24 px input; image size was given as 16"):
+        load_external_model(path, image_size=16)
+
+
+def test_torchscript_size_attribute_is_used(tmp_path):
+    class Sized(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.image_size = 20
+            self.net = tiny_cnn()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+    assert load_external_model(save_torchscript(Sized().eval(), tmp_path / "s.pt")).contract.image_size == 20
+
+
 def test_torchscript_loads_behind_its_contract(net, tmp_path):
     model = load_external_model(save_torchscript(net, tmp_path / "net.pt"), image_size=16)
     c = model.contract

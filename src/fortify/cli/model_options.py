@@ -27,7 +27,11 @@ CHANNELS = typer.Option(
     None, "--channels", help="Input channels the model takes, 1 or 3 (3: the gray slice is repeated)."
 )
 IMAGE_SIZE = typer.Option(
-    None, "--image-size", min=8, help="Input size for a model from elsewhere (default 128, or the .pt2's)."
+    None,
+    "--image-size",
+    min=8,
+    help="Input size for a model from elsewhere (default: the .pt2's or the TorchScript archive's "
+    "recorded size, needed where it records none; 128 for --arch).",
 )
 MEAN = typer.Option(
     None,

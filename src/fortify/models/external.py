@@ -72,11 +72,36 @@ def _quiet_load(load, *args, **kwargs):
         return load(*args, **kwargs)
 
 
-def _load_torchscript(path: Path) -> nn.Module:
+def _load_torchscript(path: Path, image_size: int | None) -> tuple[nn.Module, int]:
+    """The archive's module and its input size: the one given, else the one the archive records (an
+    `image_size` extra file, or an int attribute `image_size` / `input_size` of the module). A size
+    nobody states is refused rather than guessed: a model run at the wrong size still gives numbers."""
+    extra = {"image_size": ""}
     try:
-        return _quiet_load(torch.jit.load, str(path), map_location="cpu")
+        module = _quiet_load(torch.jit.load, str(path), map_location="cpu", _extra_files=extra)
     except Exception as e:  # noqa: BLE001 - TorchScript's loader raises RuntimeError with C++ detail
         raise CheckpointError(f"{path}: cannot load TorchScript archive ({type(e).__name__})") from e
+    recorded = _recorded_size(module, extra["image_size"])
+    if image_size is not None and recorded is not None and image_size != recorded:
+        raise ConfigError(f"{path.name} records {recorded} px input; image size was given as {image_size}")
+    size = image_size if image_size is not None else recorded
+    if size is None:
+        raise ConfigError(
+            f"{path.name} does not record its input size; give it with --image-size N (image_size=N), "
+            "the size the model was trained at"
+        )
+    return module, size
+
+
+def _recorded_size(module: nn.Module, extra_file: str | bytes) -> int | None:
+    text = extra_file.decode() if isinstance(extra_file, bytes) else extra_file
+    if text.strip().isdigit():
+        return int(text)
+    for name in ("image_size", "input_size"):
+        value = getattr(module, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def _load_export(path: Path, image_size: int | None) -> tuple[nn.Module, dict]:
@@ -180,7 +205,8 @@ def load_external_model(
 
     Either `source`, a TorchScript archive or an exported program (.pt2), or `arch` with `weights`
     (a safetensors state dict) and `num_classes`. `channels` (1 or 3; default: what the model takes),
-    `image_size` (default: what an exported program fixes, else 128) and `mean`/`std` (applied inside
+    `image_size` (default: what an exported program fixes or a TorchScript archive records; a TorchScript
+    archive that records none needs it; 128 for an architecture) and `mean`/`std` (applied inside
     the wrapper, on [0, 1] pixels) make up the contract; a forward pass at load checks it."""
     if (source is None) == (arch is None):
         raise ConfigError("give a model file, or an architecture with its weights, not both")
@@ -209,7 +235,7 @@ def load_external_model(
         raise ConfigError(f"{path}: a weights file; give its architecture too (e.g. tv:resnet18)")
     fixed: dict = {"batch": None, "channels": None, "image_size": image_size}
     if kind == "torchscript":
-        module = _load_torchscript(path)
+        module, fixed["image_size"] = _load_torchscript(path, image_size)
     else:
         module, fixed = _load_export(path, image_size)
         if channels is not None and fixed["channels"] not in (None, channels):
