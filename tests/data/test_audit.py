@@ -84,3 +84,28 @@ def test_audit_accepts_a_loaded_dataset(audited_folder: Path, tmp_path: Path) ->
         ds = load_dataset(audited_folder, image_size=16, cache_dir=tmp_path / "c")
     r = audit_dataset(ds)
     assert r["counts"] == {"a": 7, "b": 12}
+
+
+def _mixed_inputs(root: Path) -> Path:
+    """64x96 colour images in TIFF, PNG (with alpha) and BMP, names without numbers."""
+    rng = np.random.default_rng(0)
+    for c in ("benign", "malignant", "normal"):
+        (root / c).mkdir(parents=True)
+        for i, name in enumerate("abcdef"):
+            im = Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8), "RGB")
+            if i % 3 == 0:
+                im.save(root / c / f"img{name}.tif")
+            elif i % 3 == 1:
+                im.convert("RGBA").save(root / c / f"img{name}.png")
+            else:
+                im.save(root / c / f"img{name}.bmp")
+    return root
+
+
+def test_audit_records_formats_conversions_and_upscaling(tmp_path: Path) -> None:
+    inputs = audit_dataset(_mixed_inputs(tmp_path / "d"), image_size=128)["inputs"]
+    assert inputs["formats"] == {".tif": 6, ".png": 6, ".bmp": 6}
+    assert inputs["converted_to_gray"] == {"RGB": 12, "RGBA": 6}
+    assert inputs["upscaled"] == {"n": 18, "image_size": 128, "smallest": "96x64"}
+    at_size = audit_dataset(tmp_path / "d", image_size=64)["inputs"]["upscaled"]
+    assert at_size["n"] == 0 and at_size["smallest"] is None

@@ -35,6 +35,9 @@ def _scan_table(scans: dict[str, Any] | None, classes: list[str], console: Conso
         return
     cal = scans.get("calibration") or {}
     documented = cal.get("documented_cases")
+    if not cal.get("thresholds"):  # a table of headers says nothing
+        console.print("scans: no scans reconstructed (file names carry no numbers)", highlight=False)
+        return
     t = Table(
         title=f"Scans (runs of similar consecutive slices; link threshold {scans['scan']['threshold']:g})",
         title_justify="left",
@@ -58,6 +61,24 @@ def _scan_table(scans: dict[str, Any] | None, classes: list[str], console: Conso
     )
 
 
+def _input_lines(inputs: dict[str, Any] | None, console: Console) -> None:
+    """Formats read, colour modes converted to gray, and images the resize enlarges: accepted, but said."""
+    if not inputs:
+        return
+    console.print("formats: " + ", ".join(f"{k} {v}" for k, v in inputs["formats"].items()), highlight=False)
+    converted = inputs["converted_to_gray"]
+    if converted:
+        modes = ", ".join(f"{k} {v}" for k, v in converted.items())
+        console.print(f"converted to 8-bit gray: {modes} (models see one channel)", highlight=False)
+    up = inputs["upscaled"]
+    if up["n"]:
+        console.print(
+            f"upscaled: {up['n']} image(s) smaller than {up['image_size']} px (smallest {up['smallest']}) "
+            "are enlarged to it: their detail is interpolated",
+            highlight=False,
+        )
+
+
 def _audit_tables(report: dict[str, Any], console: Console) -> None:
     ds = report["dataset"]
     title = f"Dataset {ds['root']}" + ("  [bold red](SYNTHETIC phantom)[/]" if ds["synthetic"] else "")
@@ -70,6 +91,7 @@ def _audit_tables(report: dict[str, Any], console: Console) -> None:
         t.add_row(c, str(report["counts"][c]), sizes, modes)
     t.add_row("total", str(ds["n_images"]), "", "", style="bold")
     console.print(t)
+    _input_lines(report.get("inputs"), console)
     ident = ds.get("identity") or {}
     if ident:
         name = ident.get("name") or "not identified; reports show fortify's Table 1 rows without the study's"

@@ -184,6 +184,31 @@ def audit_dataset(
     return _report(found, _warnings(found))
 
 
+def input_facts(ds: ImageDataset) -> dict[str, Any]:
+    """What loading did to the files: formats read (by extension), modes converted to 8-bit gray
+    (colour, alpha, palette, 16-bit; counted per mode), and images smaller than the image size, which
+    the resize upscales (their count and the smallest original size)."""
+    formats = Counter(Path(str(p)).suffix.lower() or "(none)" for p in ds.paths)
+    converted: Counter[str] = Counter()
+    upscaled, smallest = 0, None
+    for info in ds.infos or []:
+        if info.mode != "L" and not info.mode.startswith("DICOM"):
+            converted[info.mode] += 1
+        if min(info.width, info.height) < ds.image_size:  # the center-square crop's side is the short one
+            upscaled += 1
+            if smallest is None or info.width * info.height < smallest[0] * smallest[1]:
+                smallest = (info.width, info.height)
+    return {
+        "formats": dict(formats.most_common()),
+        "converted_to_gray": dict(converted.most_common()),
+        "upscaled": {
+            "n": upscaled,
+            "image_size": ds.image_size,
+            "smallest": f"{smallest[0]}x{smallest[1]}" if smallest else None,
+        },
+    }
+
+
 def _class_tables(ds: ImageDataset, labels: np.ndarray) -> tuple[dict, dict, dict]:
     """Per class: the image count, and the original sizes (most frequent first) and modes counted."""
     classes = ds.classes
@@ -371,6 +396,7 @@ def _report(found: _Findings, warnings: list[str]) -> dict:
         "counts": found.counts,
         "sizes": found.sizes,
         "modes": found.modes,
+        "inputs": input_facts(ds),
         "unreadable": list(ds.skipped),
         "exact_duplicates": {
             "n_groups": len(exact),
