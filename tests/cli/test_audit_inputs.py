@@ -32,7 +32,8 @@ def test_audit_prints_formats_conversions_and_upscaling(cli, tmp_path, capsys):
 
 
 def test_scans_without_runs_is_a_line_not_an_empty_table(capsys):
-    scans = {"applied": "scan", "scan": {"threshold": 3.0}, "calibration": None, "groups": 5, "largest_group": 1}
+    scans = {"applied": "scan", "scan": {"threshold": 3.0}, "calibration": None}
+    scans |= {"groups": 5, "largest_group": 1}
     _scan_table(scans, ["benign", "normal"], Console(width=200))
     out = capsys.readouterr().out
     assert "no scans reconstructed (file names carry no numbers)" in out and "link threshold" not in out
