@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from fortify.errors import ConfigError
+from fortify.errors import ConfigError, FortifyError
 from fortify.pipeline import DEFENSES, attack_specs, list_profiles, load_profile
 
 
@@ -129,3 +129,41 @@ def test_extends_merges_sections_and_refuses_loops_and_bad_defences(tmp_path):
     assert d.train == a.train and d.seed == 3 and d.name == "d"
     with pytest.raises(ConfigError, match="unknown defense 'pgdd'"):
         load_profile("smoke", {"defense": "pgdd"})
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"train.epochs": "abc"}, r"--set: train.epochs must be an integer, got 'abc'"),
+        ({"adversarial.lr": "fast"}, r"--set: adversarial.lr must be a number, got 'fast'"),
+        ({"image_size": "big"}, r"--set: image_size must be an integer, got 'big'"),
+        ({"normal.augment": "maybe"}, r"--set: normal.augment must be true or false, got 'maybe'"),
+        ({"fractions": "half"}, r"--set: fractions must be a list of a number"),
+    ],
+)
+def test_a_value_of_the_wrong_type_names_the_key_and_the_type(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_profile("quick", overrides)
+
+
+def test_wrong_types_in_a_profile_file_and_numbers_as_text(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: quick\ntrain:\n  epochs: five\n")
+    with pytest.raises(ConfigError, match=r"mine.yaml: train.epochs must be an integer, got 'five'"):
+        load_profile(str(path))
+    assert load_profile("quick", {"train.eps": "2/255"}).train["eps"] == "2/255"  # read where it is used
+
+
+def test_broken_yaml_names_the_file_and_the_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: broken\ntrain:\n  epochs: [1,\n")
+    with pytest.raises(FortifyError, match=r"broken.yaml: not valid YAML \(line 4"):
+        load_profile(str(path))
+
+
+def test_train_config_refuses_wrong_types_and_reads_eps_text():
+    from fortify.training import TrainConfig
+
+    with pytest.raises(ConfigError, match="training config: epochs must be an integer, got 'abc'"):
+        TrainConfig(epochs="abc").validate()
+    assert TrainConfig(mode="pgd", eps="2/255").validate().eps == pytest.approx(2 / 255)
