@@ -139,6 +139,7 @@ def test_extends_merges_sections_and_refuses_loops_and_bad_defences(tmp_path):
         ({"image_size": "big"}, r"--set: image_size must be an integer, got 'big'"),
         ({"normal.augment": "maybe"}, r"--set: normal.augment must be true or false, got 'maybe'"),
         ({"fractions": "half"}, r"--set: fractions must be a list of a number"),
+        ({"evaluate.square_queries": "abc"}, r"--set: evaluate.square_queries must be an integer"),
     ],
 )
 def test_a_value_of_the_wrong_type_names_the_key_and_the_type(overrides, match):

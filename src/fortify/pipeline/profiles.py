@@ -201,6 +201,8 @@ def _check_types(raw: dict[str, Any], where: str) -> None:
     for section in ("train", "normal", "adversarial"):
         if isinstance(raw.get(section), dict):
             check_field_types(TrainConfig, raw[section], where, prefix=f"{section}.")
+    if isinstance(raw.get("evaluate"), dict):
+        check_field_types(EvalSettings, raw["evaluate"], where, prefix="evaluate.")
 
 
 def load_profile(name: str, overrides: dict[str, Any] | None = None) -> Profile:
