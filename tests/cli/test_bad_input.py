@@ -78,6 +78,8 @@ FILE_PATHS = {
     ("explain", "--adversarial"),
     ("detect", "--adversarial"),
 }
+# Text options that name an input path (`--data` also takes 'phantom'): they get a missing path too.
+TEXT_PATHS = {"--data", "data", "--split", "--init", "--weights"}
 OUTPUTS = {"--out"}  # written, not read: a missing one is created, so only the wrong kind is a mistake
 
 
@@ -123,6 +125,8 @@ def _cases_for(command: str, param) -> list[Case]:
         if name not in OUTPUTS:
             cases.append(Case(command, name, "{missing}", "missing path"))
         cases.append(Case(command, name, "{folder}" if is_file else "{file}", "wrong kind of path"))
+    elif kind in (str, str | None) and name in TEXT_PATHS:
+        cases.append(Case(command, name, "{missing}", "missing path"))
     elif kind in (str, str | None) and " | " in (param.help or "") and name.startswith("--"):
         cases.append(Case(command, name, "no-such-choice", "unknown choice"))
     return cases

@@ -83,6 +83,7 @@ def train(*, resume: bool, force: bool, as_json: bool, **values: Any) -> None:
     from fortify.training.selection import CatastrophicOverfittingWarning
 
     cfg = TrainConfig(**values)
+    _check_inputs(cfg)  # before the run directory gets its config.yaml
     if resume and nothing_in(cfg.out):
         note_nothing_to_resume(cfg.out)
     with warnings.catch_warnings(record=True) as caught:
@@ -97,6 +98,23 @@ def train(*, resume: bool, force: bool, as_json: bool, **values: Any) -> None:
         print(json.dumps(summary, indent=2))
         return
     _print_summary(summary, cfg)
+
+
+def _check_inputs(cfg: Any) -> None:
+    """The files and folders the run reads exist: a missing one is one line, and --out stays untouched."""
+    from fortify.data.phantom import parse_phantom_spec
+    from fortify.errors import CheckpointError, DataError
+
+    if parse_phantom_spec(cfg.data) is None and not Path(cfg.data).expanduser().is_dir():
+        raise DataError(f"dataset path does not exist: {cfg.data} (--data: a folder or 'phantom[:n=K]')")
+    if cfg.split not in (None, "given") and not Path(cfg.split).expanduser().is_file():
+        raise DataError(f"split manifest not found: {cfg.split}")
+    if cfg.weights is not None and not Path(cfg.weights).expanduser().is_file():
+        raise CheckpointError(f"weights file not found: {cfg.weights}")
+    if cfg.init is not None:
+        from fortify.training.checkpoints import read_checkpoint_info
+
+        read_checkpoint_info(Path(cfg.init).expanduser())  # missing, foreign or broken: one line
 
 
 def _print_summary(summary: dict[str, Any], cfg: Any) -> None:
