@@ -133,50 +133,60 @@ def _print_sanity(sanity: list[dict], console: Console) -> None:
         )
 
 
+# The options only `fortify evaluate` has (the shared ones are in options.py and model_options.py).
+ATTACKS = typer.Option(
+    None, "--attacks", help="Attack spec, repeatable (default: fgsm, pgd-20, budgeted cw, strong at --eps)."
+)
+EPS = typer.Option("2/255", "--eps", help="Headline L-inf budget for the default attacks.")
+EPS_CURVE = typer.Option(
+    ",".join(format_value(e) for e in DEFAULTS.eps_curve),
+    "--eps-curve",
+    help="Comma-separated eps values for the curves.",
+)
+CURVE_ATTACKS = typer.Option(
+    None,
+    "--curve-attack",
+    help="Curve attack template without eps, repeatable (default: "
+    + ", ".join(str(t) for t in DEFAULTS.curve_attacks)
+    + ").",
+)
+EXAMPLES = typer.Option(DEFAULTS.examples_per_class, "--examples-per-class", min=0)
+RESUME = options.resume("Reuse the finished work units in --out (an interrupted evaluation).")
+UNIT_SIZE = typer.Option(
+    DEFAULTS.unit_size, "--unit-size", min=1, help="Test images per work unit (the grain of resume)."
+)
+TRANSFER_FROM = typer.Option(
+    None,
+    "--transfer-from",
+    help="Craft --transfer-attack on this other checkpoint and test it on --checkpoint.",
+)
+TRANSFER_ATTACK = typer.Option(
+    None,
+    "--transfer-attack",
+    help=f"Spec for --transfer-from (default: pgd:eps=<--eps>,steps={DEFAULTS.pgd_steps}).",
+)
+
+
 def evaluate(
     checkpoint: Path | None = model_options.CHECKPOINT,
     data: str = options.data(),
     split: Path | None = options.split(),
-    attacks: list[str] | None = typer.Option(
-        None,
-        "--attacks",
-        help="Attack spec, repeatable (default: fgsm, pgd-20, budgeted cw, strong at --eps).",
-    ),
-    eps: str = typer.Option("2/255", "--eps", help="Headline L-inf budget for the default attacks."),
-    eps_curve: str = typer.Option(
-        ",".join(format_value(e) for e in DEFAULTS.eps_curve),
-        "--eps-curve",
-        help="Comma-separated eps values for the curves.",
-    ),
-    curve_attacks: list[str] | None = typer.Option(
-        None,
-        "--curve-attack",
-        help="Curve attack template without eps, repeatable (default: "
-        + ", ".join(str(t) for t in DEFAULTS.curve_attacks)
-        + ").",
-    ),
+    attacks: list[str] | None = ATTACKS,
+    eps: str = EPS,
+    eps_curve: str = EPS_CURVE,
+    curve_attacks: list[str] | None = CURVE_ATTACKS,
     batch_size: int = options.batch_size(DEFAULTS.batch_size),
     limit: int | None = options.limit("Evaluate only N test images (stratified)."),
-    examples_per_class: int = typer.Option(DEFAULTS.examples_per_class, "--examples-per-class", min=0),
+    examples_per_class: int = EXAMPLES,
     seed: int = options.seed(),
     device: str = options.device(),
     precision: str = options.precision(),
     out: Path = options.out("Output folder for results.json and examples.safetensors."),
     force: bool = options.force(),
-    resume: bool = options.resume("Reuse the finished work units in --out (an interrupted evaluation)."),
-    unit_size: int = typer.Option(
-        DEFAULTS.unit_size, "--unit-size", min=1, help="Test images per work unit (the grain of resume)."
-    ),
-    transfer_from: Path | None = typer.Option(
-        None,
-        "--transfer-from",
-        help="Craft --transfer-attack on this other checkpoint and test it on --checkpoint.",
-    ),
-    transfer_attack: str | None = typer.Option(
-        None,
-        "--transfer-attack",
-        help=f"Spec for --transfer-from (default: pgd:eps=<--eps>,steps={DEFAULTS.pgd_steps}).",
-    ),
+    resume: bool = RESUME,
+    unit_size: int = UNIT_SIZE,
+    transfer_from: Path | None = TRANSFER_FROM,
+    transfer_attack: str | None = TRANSFER_ATTACK,
     arch: str | None = model_options.ARCH,
     weights: Path | None = model_options.WEIGHTS,
     num_classes: int | None = model_options.NUM_CLASSES,
@@ -189,8 +199,7 @@ def evaluate(
 
     Under torchrun (`torchrun --nproc-per-node N -m fortify evaluate ...`) the work units are shared out
     among the processes and rank 0 writes the results, identical to a single process's."""
-    from fortify.distributed import barrier, init_distributed, shutdown
-    from fortify.evaluation import check_out_dir
+    from fortify.distributed import shutdown
     from fortify.evaluation.loading import check_checkpoint_path
     from fortify.runtime import Runtime
 
@@ -206,19 +215,32 @@ def evaluate(
             raise ConfigError("--transfer-from needs a fortify checkpoint as --checkpoint")
         check_checkpoint_path(transfer_from)
     runtime = Runtime.resolve(device, precision)
-    dist = init_distributed(runtime.device.type)
-    if dist.is_main:
-        check_out_dir(out, force, resume)
-        if resume and not (out / "units").is_dir():
-            note_nothing_to_resume(out)
-    barrier(dist)  # the other processes start once rank 0 has checked (and, with --force, cleared) --out
+    dist = _claim_out(out, force, resume, runtime)
     with data_warnings_reported():
         results = _run_evaluation(
             model, checkpoint, transfer_from, data, split, out, settings, runtime, resume
         )
     shutdown(dist)  # every process leaves the group together (rank 0 has written the results)
-    if results is None:  # a torchrun process other than rank 0: its units went to rank 0
-        return
+    if results is not None:  # None: a torchrun process other than rank 0 (its units went to rank 0)
+        _report(results, out)
+
+
+def _claim_out(out: Path, force: bool, resume: bool, runtime):
+    """Join torchrun's group (if any); rank 0 checks --out (and with --force clears its units) while the
+    others wait, so no process starts on a folder that is about to be refused or cleared."""
+    from fortify.distributed import barrier, init_distributed
+    from fortify.evaluation import check_out_dir
+
+    dist = init_distributed(runtime.device.type)
+    if dist.is_main:
+        check_out_dir(out, force, resume)
+        if resume and not (out / "units").is_dir():
+            note_nothing_to_resume(out)
+    barrier(dist)
+    return dist
+
+
+def _report(results: dict, out: Path) -> None:
     units = results["units"]
     if units["reused"]:
         print(f"reused {units['reused']} of {units['count']} units from {out / 'units'}", file=sys.stderr)
