@@ -70,6 +70,10 @@ def sanity_plan(specs: dict[str, AttackSpec], s: EvalSettings) -> SanityPlan:
         params = {**attack_defaults("pgd"), **pgd_spec.params}
         steps = int(params["steps"]) * s.sanity_steps_factor
         more = pgd_spec.replace(steps=steps, restarts=max(s.sanity_restarts, int(params["restarts"])))
+        if params.get("alpha") is not None and float(params["alpha"]) * steps < float(params["eps"]):
+            # A fixed step too small to reach the ball's surface even in the longer run would hide the
+            # very weakness this check is for: the longer run takes PGD's own step size instead.
+            more = AttackSpec(more.name, {k: v for k, v in more.params.items() if k != "alpha"})
     linf_keys = [k for k, sp in specs.items() if (threat_model_dict(sp) or {}).get("norm") == "linf"]
     ref_key = by_name.get("strong") or pgd_key or (linf_keys[0] if linf_keys else None)
     ref_tm = threat_model_dict(specs[ref_key]) if ref_key else None
