@@ -1,0 +1,91 @@
+"""How good are `reproduce`'s time estimates? Estimate vs measured, per stage, on small runs (not a test).
+
+    nice -n 5 .venv/bin/python benchmarks/estimates.py [--data phantom:n=60] [--out /tmp/estimates]
+
+Runs `reproduce` on phantom data for a few small configurations (the smoke profile at two image sizes,
+and one with the default attack set at small budgets and no --limit), then reads each run's
+estimate.json: every stage's first prediction (before any rescaling) beside its measured seconds, and
+their ratio. The evaluation stages also print where their cost went (results.json "passes": headline
+attacks, curves, sanity runs) so a miss can be traced to a part of the cost model
+(fortify.pipeline.estimate.eval_passes). The whole benchmark takes a few minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+from fortify.fileio import read_json
+
+CONFIGS = {
+    # name: (profile, overrides)
+    "smoke-32px": ("smoke", {"extras": [], "limit_per_class": 20}),
+    "smoke-48px": ("smoke", {"extras": [], "limit_per_class": 20, "image_size": 48}),
+    "custom-32px-full-set": (
+        "smoke",
+        {
+            "extras": [],
+            "limit_per_class": 20,
+            "evaluate.limit": None,
+            "evaluate.pgd_steps": 10,
+            "evaluate.strong_steps": 10,
+            "evaluate.square_queries": 50,
+            "evaluate.cw_steps": 10,
+            "evaluate.eps_curve": [0, 2 / 255, 4 / 255, 8 / 255],
+            "evaluate.curve_attacks": ["pgd:steps=5", "strong:steps=5,square_queries=20"],
+            "evaluate.sanity_restarts": 2,
+        },
+    ),
+}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="phantom:n=60")
+    p.add_argument("--out", default="/tmp/fortify-estimates")
+    p.add_argument("--only", nargs="*", default=None, help="configuration names (default: all)")
+    return p.parse_args()
+
+
+def run_one(name: str, profile: str, overrides: dict, data: str, out: Path) -> list[dict]:
+    from fortify.pipeline.reproduce import reproduce
+
+    run_dir = out / name
+    shutil.rmtree(run_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    reproduce(data, run_dir, profile=profile, progress=False, overrides=overrides, device="cpu")
+    wall = time.perf_counter() - t0
+    est = read_json(run_dir / "estimate.json")
+    rows = []
+    for s in est["stages"]:
+        if s["measured"] is None or (s["seconds"] < 0.5 and s["measured"] < 0.5):
+            continue
+        rows.append({"config": name, "stage": s["name"], "estimate": s["seconds"], "measured": s["measured"]})
+    rows.append({"config": name, "stage": "(whole run)", "estimate": est["first_estimate_seconds"], "measured": wall})
+    for stage in ("normal", "adversarial"):
+        results = run_dir / stage / "eval" / "results.json"
+        if results.is_file():
+            r = read_json(results)
+            parts = {k: v["gradient_evaluations"] for k, v in r["passes"].items() if isinstance(v, dict)}
+            print(f"  {name} eval-{stage}: gradient evaluations {parts}; seconds {r['seconds_total']:.1f}")
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    out = Path(args.out)
+    rows: list[dict] = []
+    for name, (profile, overrides) in CONFIGS.items():
+        if args.only and name not in args.only:
+            continue
+        rows += run_one(name, profile, overrides, args.data, out)
+    print(f"\n{'config':24} {'stage':22} {'estimate s':>10} {'measured s':>10} {'ratio':>6}")
+    for r in rows:
+        ratio = r["measured"] / r["estimate"] if r["estimate"] > 0 else float("inf")
+        print(f"{r['config']:24} {r['stage']:22} {r['estimate']:10.1f} {r['measured']:10.1f} {ratio:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
