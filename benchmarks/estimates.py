@@ -38,6 +38,27 @@ CONFIGS = {
             "evaluate.sanity_restarts": 2,
         },
     ),
+    # quick's evaluation budgets (strong standard at 100 steps, Square 1000 queries, the default curve) on
+    # a 32 px CNN: the evaluation dominates, as in the custom profile whose evaluation took 4x its estimate.
+    "quick-budgets-32px": (
+        "smoke",
+        {
+            "extras": [],
+            "limit_per_class": None,
+            "train.epochs": 4,
+            "evaluate.limit": None,
+            "evaluate.pgd_steps": 20,
+            "evaluate.cw_steps": 20,
+            "evaluate.cw_binary_steps": 3,
+            "evaluate.strong_steps": 100,
+            "evaluate.strong_version": "standard",
+            "evaluate.square_queries": 1000,
+            "evaluate.l2_steps": 50,
+            "evaluate.eps_curve": [0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255],
+            "evaluate.curve_attacks": ["pgd:steps=5", "strong:steps=5,square_queries=100"],
+            "evaluate.sanity_restarts": 2,
+        },
+    ),
 }
 
 
@@ -63,14 +84,41 @@ def run_one(name: str, profile: str, overrides: dict, data: str, out: Path) -> l
         if s["measured"] is None or (s["seconds"] < 0.5 and s["measured"] < 0.5):
             continue
         rows.append({"config": name, "stage": s["name"], "estimate": s["seconds"], "measured": s["measured"]})
-    rows.append({"config": name, "stage": "(whole run)", "estimate": est["first_estimate_seconds"], "measured": wall})
+    rows.append(
+        {"config": name, "stage": "(whole run)", "estimate": est["first_estimate_seconds"], "measured": wall}
+    )
     for stage in ("normal", "adversarial"):
         results = run_dir / stage / "eval" / "results.json"
         if results.is_file():
-            r = read_json(results)
-            parts = {k: v["gradient_evaluations"] for k, v in r["passes"].items() if isinstance(v, dict)}
-            print(f"  {name} eval-{stage}: gradient evaluations {parts}; seconds {r['seconds_total']:.1f}")
+            passes_table(f"{name} {stage}/eval", read_json(results), profile, overrides, est["machine"])
     return rows
+
+
+def passes_table(label: str, r: dict, profile: str, overrides: dict, machine: dict) -> None:
+    """Predicted (eval_passes) vs counted gradient evaluations per part, and seconds per counted pass."""
+    from fortify.pipeline.estimate import eval_passes
+    from fortify.pipeline.profiles import load_profile
+    from fortify.pipeline.study_stages import attack_specs
+
+    prof = load_profile(profile, overrides)
+    ev = prof.evaluate
+    curve = [(t, float(e)) for t in ev.curve_attacks for e in ev.eps_curve]
+    n = int(r["data"]["n"])
+    pred = eval_passes(
+        attack_specs(prof), curve, n, ev.sanity_steps_factor, ev.sanity_restarts, ev.curve_cumulative
+    )
+    counted = {k: r["passes"][k] for k in pred}
+    print(f"  {label}: {n} images, clean {r['clean']['accuracy']:.2f}, {r['seconds_total']:.1f} s")
+    for k, (g, f) in pred.items():
+        c = counted[k]
+        print(
+            f"    {k:8} gradient evals predicted {g:9.0f} counted {c['gradient_evaluations']:9d}; "
+            f"forwards predicted {f:9.0f} counted {c['forward_passes']:9d}"
+        )
+    grads = sum(c["gradient_evaluations"] for c in counted.values())
+    fwds = sum(c["forward_passes"] for c in counted.values())
+    modelled = grads * machine["gradient"] + fwds * machine["forward"]
+    print(f"    counted passes x measured per-image speed = {modelled:.1f} s of {r['seconds_total']:.1f} s")
 
 
 def main() -> None:
