@@ -96,7 +96,7 @@ def run_one(name: str, profile: str, overrides: dict, data: str, out: Path) -> l
 
 def passes_table(label: str, r: dict, profile: str, overrides: dict, machine: dict) -> None:
     """Predicted (eval_passes) vs counted gradient evaluations per part, and seconds per counted pass."""
-    from fortify.pipeline.estimate import eval_passes
+    from fortify.pipeline.estimate import ADVERSARIAL_ROBUST_SHARE, ROBUST_SHARE, eval_passes
     from fortify.pipeline.profiles import load_profile
     from fortify.pipeline.study_stages import attack_specs
 
@@ -104,9 +104,10 @@ def passes_table(label: str, r: dict, profile: str, overrides: dict, machine: di
     ev = prof.evaluate
     curve = [(t, float(e)) for t in ev.curve_attacks for e in ev.eps_curve]
     n = int(r["data"]["n"])
-    pred = eval_passes(
-        attack_specs(prof), curve, n, ev.sanity_steps_factor, ev.sanity_restarts, ev.curve_cumulative
-    )
+    robust = ADVERSARIAL_ROBUST_SHARE if "adversarial" in label else ROBUST_SHARE
+    reattack = machine["precision"] != "fp32"
+    args = (ev.sanity_steps_factor, ev.sanity_restarts, ev.curve_cumulative, robust, reattack)
+    pred = eval_passes(attack_specs(prof), curve, n, *args)
     counted = {k: r["passes"][k] for k in pred}
     print(f"  {label}: {n} images, clean {r['clean']['accuracy']:.2f}, {r['seconds_total']:.1f} s")
     for k, (g, f) in pred.items():
