@@ -3,7 +3,9 @@
     nice -n 5 .venv/bin/python benchmarks/estimates.py [--data phantom:n=60] [--out /tmp/estimates]
 
 Runs `reproduce` on phantom data for a few small configurations (the smoke profile at two image sizes,
-and one with the default attack set at small budgets and no --limit), then reads each run's
+one with the default attack set at small budgets and no --limit, one with quick's evaluation budgets;
+every model trained for 4 epochs so that it is a model: the smoke profile's one epoch on 8 images per
+class leaves chance accuracy, and the cost model assumes a trained model), then reads each run's
 estimate.json: every stage's first prediction (before any rescaling) beside its measured seconds, and
 their ratio. The evaluation stages also print where their cost went (results.json "passes": headline
 attacks, curves, sanity runs) so a miss can be traced to a part of the cost model
@@ -21,13 +23,14 @@ from fortify.fileio import read_json
 
 CONFIGS = {
     # name: (profile, overrides)
-    "smoke-32px": ("smoke", {"extras": [], "limit_per_class": 20}),
-    "smoke-48px": ("smoke", {"extras": [], "limit_per_class": 20, "image_size": 48}),
+    "smoke-32px": ("smoke", {"extras": [], "limit_per_class": None, "train.epochs": 4}),
+    "smoke-48px": ("smoke", {"extras": [], "limit_per_class": None, "train.epochs": 4, "image_size": 48}),
     "custom-32px-full-set": (
         "smoke",
         {
             "extras": [],
-            "limit_per_class": 20,
+            "limit_per_class": None,
+            "train.epochs": 4,
             "evaluate.limit": None,
             "evaluate.pgd_steps": 10,
             "evaluate.strong_steps": 10,

@@ -315,5 +315,24 @@ def eval_seconds(
     return EVAL_OVERHEAD * sum(g * speed.gradient + f * speed.forward for g, f in parts.values())
 
 
+def evaluate_estimate(
+    model: torch.nn.Module, settings: Any, n_test: int, image_size: int, in_channels: int, runtime: Runtime
+) -> float:
+    """Predicted seconds of `fortify evaluate` (an EvalSettings over n_test images, before --limit): this
+    machine measured on a copy of `model` (a few seconds), then `eval_seconds`."""
+    import copy
+
+    from fortify.evaluation import default_attack_specs
+
+    s = settings
+    specs = s.attacks or default_attack_specs(
+        s.threat_model, s, image_size=image_size, in_channels=in_channels
+    )
+    speed = measure_machine(copy.deepcopy(model), image_size, in_channels, runtime, eval_batch=s.batch_size)
+    curve = [(t, float(e)) for t in s.curve_attacks for e in s.eps_curve]
+    n = min(n_test, s.limit) if s.limit else n_test
+    return eval_seconds(specs, curve, n, s.sanity_steps_factor, s.sanity_restarts, speed, s.curve_cumulative)
+
+
 def fmt_minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
