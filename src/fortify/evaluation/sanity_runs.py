@@ -159,12 +159,13 @@ def sanity_verdicts(inputs: SanityInputs) -> tuple[list[dict], dict[str, dict]]:
     acc = {k: o.entry["accuracy"] for k, o in outcomes.items()}
     run_acc = {k: float(v.double().mean()) if len(v) else float("nan") for k, v in inputs.runs.items()}
     runs: dict[str, dict] = {}
+    tol = sanity.tolerance_for(len(inputs.y))
     for key, curve in inputs.curves.items():
         # A cumulative curve cannot rise (an image fooled once stays fooled), so only an independent
         # one is judged here; the far end of either is judged by the large-eps run below.
         if not curve.get("cumulative"):
             undermined = [k for k, s in specs.items() if s.name == curve["attack"]]
-            checks.append(sanity.non_increasing_in_eps(key, curve["points"], undermined))
+            checks.append(sanity.non_increasing_in_eps(key, curve["points"], undermined, tol))
     big = large_eps_spec_text(plan)
     runs["large_eps"] = {
         "spec": big,
@@ -175,16 +176,18 @@ def sanity_verdicts(inputs: SanityInputs) -> tuple[list[dict], dict[str, dict]]:
     pgd_key = by_name.get("pgd")
     if pgd_key and "fgsm" in by_name:
         checks.append(
-            sanity.no_weaker_than(pgd_key, acc[pgd_key], by_name["fgsm"], acc[by_name["fgsm"]], [pgd_key])
+            sanity.no_weaker_than(
+                pgd_key, acc[pgd_key], by_name["fgsm"], acc[by_name["fgsm"]], [pgd_key], tol
+            )
         )
     if "strong" in by_name and pgd_key:
         sk = by_name["strong"]
-        checks.append(sanity.no_weaker_than(sk, acc[sk], pgd_key, acc[pgd_key], [sk]))
+        checks.append(sanity.no_weaker_than(sk, acc[sk], pgd_key, acc[pgd_key], [sk], tol))
     if plan.more_steps is not None:
         more, more_acc = str(plan.more_steps), run_acc["more_steps"]
         runs["more_steps"] = {"spec": more, "accuracy": more_acc, "seconds": inputs.seconds["more_steps"]}
         checks.extend(
-            sanity.more_iterations_stable(str(specs[pgd_key]), acc[pgd_key], more, more_acc, [pgd_key])
+            sanity.more_iterations_stable(str(specs[pgd_key]), acc[pgd_key], more, more_acc, [pgd_key], tol)
         )
     if plan.noise_eps is not None:
         ref, noise_acc = plan.noise_ref, run_acc["random_noise"]
