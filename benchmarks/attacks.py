@@ -2,12 +2,23 @@
 
     nice -n 5 .venv/bin/python benchmarks/attacks.py [--checkpoint RUN/best.safetensors] [--n 200]
 
-Same model, same images, same batches, same precision for every library; every x_adv is judged
-by one fp32 forward pass. Runs alternate (fortify, peer, fortify, peer, ...) and the best of the
+Smallest run (checks that it works, about a minute; its numbers mean nothing):
+    benchmarks/attacks.py --data phantom:n=30 --n 20 --image-size 32 --train-epochs 1 --rounds 1 \
+        --cw-n 4 --cw-steps 5 --cw-binary-steps 1 --batch-size 10 --skip-strong
+
+Same model object, same images, same batches, same precision for every library; every x_adv is judged
+by one fp32 forward pass. The library comparison runs fortify's PGD at its own default (no early
+stopping) on the plain model, like the peers; the two things fortify's evaluation adds on top are
+measured apart, each as a named gain: early stopping (fortify PGD with early_stop=True vs without, same
+model) and batch-norm folding (the folded copy vs the plain model, for fortify and torchattacks alike:
+folding is a model transformation any library can be handed, fortify.models.fuse). Runs alternate
+(fortify, peer, fortify, peer, ...) and the best of the
 rounds is kept for each, so a neighbour's burst of CPU load hits both sides alike. Without
 --checkpoint a ResNet18 (1-channel stem) is trained briefly with a fixed seed on images disjoint
 from the benchmark images. ART's Carlini-Wagner is slow, so CW runs on a subsample (--cw-n).
 
+(The figures below were measured before that split: fortify then ran early-stopped PGD on the folded
+copy against the peers on the plain model, so its ratio mixed three things.)
 Measured 2026-11-29 on 2 idle cores of an AVX-512 BF16 CPU, fp32, same command with --skip-strong
 (fortify attacking its batch-norm-folded copy, as its evaluation does): PGD-10 2.91x torchattacks (3.23x
 ART) at the same robust accuracy (9.5%); CW-L2 22x ART's CarliniL2Method, success 100% vs 100%, median
@@ -34,7 +45,7 @@ import torch.nn.functional as F
 from fortify.attacks import cw_l2_detailed, fgsm, parse_spec, pgd, strong
 from fortify.data import load_dataset
 from fortify.fileio import write_json
-from fortify.models.fuse import fold_batchnorm
+from fortify.models.fuse import count_batchnorm, fold_batchnorm
 from fortify.runtime import Runtime, seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,11 +78,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip-art", action="store_true")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument(
-        "--no-fold-bn",
+        "--fold-bn",
         action="store_true",
-        help="attack the plain model with fortify too (default: fortify attacks the batch-norm-"
-        "folded copy its evaluation uses; the peers attack the plain model; every x_adv is "
-        "judged on the plain model)",
+        help="hand every library the batch-norm-folded copy in the library comparison (default: the "
+        "plain model for all); the folding gain is measured apart either way",
     )
     return p.parse_args()
 
@@ -156,6 +166,37 @@ def alternate(candidates: dict[str, Callable], x, y, args, runtime) -> dict[str,
     return {k: {"x_adv": advs[k], "seconds": min(times[k]), "all_seconds": times[k]} for k in candidates}
 
 
+def gains(model, folded, fmodel, x, y, eps, alpha, args, runtime, report, torchattacks) -> None:
+    """The two speed-ups fortify's evaluation uses, each measured alone on one model object.
+
+    "early stopping": fortify PGD with early_stop=True vs False (an image leaves the batch at its first
+    success; same robust accuracy). "BN folding": PGD on the folded copy vs the plain model, for fortify
+    and torchattacks (any library can be handed the folded copy); skipped when there is no batch norm."""
+    n = args.pgd_steps
+    report(
+        "early stopping",
+        alternate(
+            {
+                f"fortify pgd-{n} early-stop": lambda a, b: pgd(
+                    fmodel, a, b, eps=eps, steps=n, early_stop=True
+                ),
+                f"fortify pgd-{n} no early-stop": lambda a, b: pgd(fmodel, a, b, eps=eps, steps=n),
+            },
+            x,
+            y,
+            args,
+            runtime,
+        ),
+    )
+    if count_batchnorm(model) == 0:
+        return
+    cands = {}
+    for where, m in (("folded", folded), ("plain", model)):
+        cands[f"fortify pgd-{n} {where}"] = lambda a, b, m=m: pgd(m, a, b, eps=eps, steps=n)
+        cands[f"torchattacks PGD-{n} {where}"] = torchattacks.PGD(m, eps=eps, alpha=alpha, steps=n)
+    report("BN folding", alternate(cands, x, y, args, runtime))
+
+
 def art_classifier(model, x, num_classes):
     from art.estimators.classification import PyTorchClassifier
 
@@ -179,9 +220,10 @@ def main() -> None:
     model = get_model(args, x_train, y_train, num_classes, runtime)
     for p in model.parameters():
         p.requires_grad_(False)  # same for every library: no parameter gradients
-    # fortify's evaluation attacks a copy with batch norm folded into the convolutions (the same function
-    # in eval mode, fortify.models.fuse); the peers get the model as a user would hand it to them.
-    fmodel = model if args.no_fold_bn else fold_batchnorm(model)
+    # One model object for every library in the comparison; the folded copy (the same function in eval
+    # mode, fortify.models.fuse) is measured apart as its own gain, for fortify and torchattacks alike.
+    folded = fold_batchnorm(model)
+    fmodel = folded if args.fold_bn else model
     clean = (predict(model, x, args.batch_size) == y).float().mean().item()
     print(
         f"model: {'checkpoint ' + args.checkpoint if args.checkpoint else 'ResNet18 trained in-script'}; "
@@ -215,7 +257,7 @@ def main() -> None:
     res = alternate(
         {
             "fortify fgsm": lambda a, b: fgsm(fmodel, a, b, eps=eps),
-            "torchattacks FGSM": torchattacks.FGSM(model, eps=eps),
+            "torchattacks FGSM": torchattacks.FGSM(fmodel, eps=eps),
         },
         x,
         y,
@@ -227,18 +269,16 @@ def main() -> None:
     # PGD
     alpha = 2.5 * eps / args.pgd_steps
     cands = {
-        f"fortify pgd-{args.pgd_steps}": lambda a, b: pgd(
-            fmodel, a, b, eps=eps, steps=args.pgd_steps, early_stop=True
-        ),
+        f"fortify pgd-{args.pgd_steps}": lambda a, b: pgd(fmodel, a, b, eps=eps, steps=args.pgd_steps),
         f"torchattacks PGD-{args.pgd_steps}": torchattacks.PGD(
-            model, eps=eps, alpha=alpha, steps=args.pgd_steps
+            fmodel, eps=eps, alpha=alpha, steps=args.pgd_steps
         ),
     }
     if not args.skip_art:
         from art.attacks.evasion import ProjectedGradientDescent
 
         art_pgd = ProjectedGradientDescent(
-            art_classifier(model, x, num_classes),
+            art_classifier(fmodel, x, num_classes),
             norm=np.inf,
             eps=eps,
             eps_step=alpha,
@@ -251,6 +291,7 @@ def main() -> None:
             art_pgd.generate(a.numpy(), y=np.eye(num_classes, dtype=np.float32)[b.numpy()])
         )
     report("pgd", alternate(cands, x, y, args, runtime))
+    gains(model, folded, fmodel, x, y, eps, alpha, args, runtime, report, torchattacks)
 
     # strong vs PGD-20 (the cost of fortify's headline attack)
     if not args.skip_strong:
@@ -258,7 +299,9 @@ def main() -> None:
             "strong",
             alternate(
                 {
-                    "fortify pgd-20": lambda a, b: pgd(fmodel, a, b, eps=eps, steps=20, early_stop=True),
+                    "fortify pgd-20 early-stop": lambda a, b: pgd(
+                        fmodel, a, b, eps=eps, steps=20, early_stop=True
+                    ),
                     "fortify strong": lambda a, b: strong(fmodel, a, b, eps=eps),
                 },
                 x,
@@ -275,14 +318,14 @@ def main() -> None:
     cands = {
         "fortify cw_l2": lambda a, b: cw_l2_detailed(fmodel, a, b, **cw_kw).x_adv,
         "torchattacks CW (c=1, no search)": torchattacks.CW(
-            model, c=1, kappa=0, steps=args.cw_steps, lr=0.01
+            fmodel, c=1, kappa=0, steps=args.cw_steps, lr=0.01
         ),
     }
     if not args.skip_art:
         from art.attacks.evasion import CarliniL2Method
 
         art_cw = CarliniL2Method(
-            art_classifier(model, x, num_classes),
+            art_classifier(fmodel, x, num_classes),
             confidence=0.0,
             learning_rate=0.01,
             binary_search_steps=args.cw_binary_steps,
@@ -338,23 +381,29 @@ def print_table(rows: list[dict], clean: float) -> None:
         )
     by = {r["attack"]: r for r in rows}
 
-    def ratio(a: str, b: str) -> None:
+    def ratio(a: str, b: str, label: str = "") -> None:
         if a in by and b in by:
             # from images and seconds, not the rounded images_per_s (0.55 / 0.02 would read 27.5x for 24.6x)
             rate_a, rate_b = (by[k]["images"] / max(by[k]["seconds"], 0.01) for k in (a, b))
             speedup = rate_a / rate_b
             print(
-                f"  {a} vs {b}: {speedup:.2f}x throughput, "
+                f"  {label}{a} vs {b}: {speedup:.2f}x throughput, "
                 f"robust acc {by[a]['robust_acc']:.3f} vs {by[b]['robust_acc']:.3f}"
             )
 
-    print(f"\nratios (clean accuracy {clean:.3f}):")
+    print(f"\nlibraries on the same model (clean accuracy {clean:.3f}):")
     names = list(by)
-    for fortify_name in [n for n in names if n.startswith("fortify")]:
-        group = by[fortify_name]["group"]
-        for other in [n for n in names if by[n]["group"] == group and not n.startswith("fortify")]:
-            ratio(fortify_name, other)
-    ratio("fortify strong", "fortify pgd-20")
+    for group in ("fgsm", "pgd", "cw"):
+        for fortify_name in [n for n in names if by[n]["group"] == group and n.startswith("fortify")]:
+            for other in [n for n in names if by[n]["group"] == group and not n.startswith("fortify")]:
+                ratio(fortify_name, other)
+    print("gains, each alone:")
+    for name in names:
+        if name.endswith(" early-stop") and by[name]["group"] == "early stopping":
+            ratio(name, name.replace(" early-stop", " no early-stop"), "early stopping: ")
+        if name.endswith(" folded"):
+            ratio(name, name.replace(" folded", " plain"), "BN folding: ")
+    ratio("fortify strong", "fortify pgd-20 early-stop")
 
 
 if __name__ == "__main__":

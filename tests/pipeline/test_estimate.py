@@ -114,3 +114,30 @@ def test_first_epoch_rescales_training_until_a_training_stage_is_measured():
     budget.finished("a", 150.0)
     assert not budget.epoch_measured("b", 1.0, 1)  # a whole measured stage beats one epoch
     assert budget.remaining() == pytest.approx(50 + 40 * 1.5)
+
+
+def test_eval_estimate_knows_the_defended_model_and_the_fp32_reattacks():
+    from dataclasses import replace
+
+    from fortify.pipeline.estimate import ADVERSARIAL_ROBUST_SHARE, ROBUST_SHARE, eval_passes
+
+    specs = [parse_spec(t) for t in ("pgd:eps=2/255,steps=20", "cw:steps=20,binary_steps=3")]
+    normal = eval_seconds(specs, [], 50, 2, 2, SPEED, robust_share=ROBUST_SHARE)
+    defended = eval_seconds(specs, [], 50, 2, 2, SPEED, robust_share=ADVERSARIAL_ROBUST_SHARE)
+    assert defended > normal
+    bf16 = eval_seconds(specs, [], 50, 2, 2, replace(SPEED, precision="bf16"))
+    assert bf16 > normal  # bf16 attacks, fp32 verdicts: the disagreeing images are attacked again
+    # CW is unbounded: every image (not only the correct ones) takes every step of every round
+    assert eval_passes(specs[1:], [], 50, 2, 2)["attacks"][0] == 50 * 20 * 3
+
+
+def test_evaluate_estimate_measures_and_predicts():
+    from fortify.evaluation import EvalSettings
+    from fortify.pipeline.estimate import evaluate_estimate
+
+    model = build_model("smallcnn", 3).eval()
+    before = [p.clone() for p in model.parameters()]
+    settings = EvalSettings.preset("smoke")
+    seconds = evaluate_estimate(model, settings, 200, 16, 1, Runtime.resolve("cpu", "fp32"))
+    assert 0 < seconds < 600
+    assert all((a == b).all() for a, b in zip(before, model.parameters(), strict=True))

@@ -210,7 +210,9 @@ def test_smoke_cross_validation_on_real_data(real_data_path, cache_dir, tmp_path
             assert r["data"]["synthetic"] is False
             assert r["data"]["classes"] == ["benign", "malignant", "normal"]
             assert os.path.samefile(r["data"]["root"], real_data_path)
-            assert r["leakage_sentinel"]["accuracy"] == split["sentinel"]["accuracy"]
+            # the sentinel is scored on the model's images (smoke's --limit), the split's record beside it
+            assert r["leakage_sentinel"]["split"]["accuracy"] == split["sentinel"]["accuracy"]
+            assert r["leakage_sentinel"]["n_test"] == r["clean"]["n"]
             assert r["budget"]["full_strength"] is False  # smoke cuts every budget: upper bounds
             assert r["clean"]["accuracy_ci"][0] <= r["clean"]["accuracy"] <= r["clean"]["accuracy_ci"][1]
             checks = {c["check"] for c in r["sanity"]}

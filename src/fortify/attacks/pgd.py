@@ -48,7 +48,10 @@ def pgd(
     `early_stop=True` (for evaluation) drops each sample from the working batch as soon as it is
     fooled and returns that iterate, so fooled samples stop costing forward/backward passes. It
     returns a minimally-pushed adversarial example rather than a max-loss one: use it to measure
-    robust accuracy, not to make training examples. Success is judged in the caller's precision.
+    robust accuracy, not to make training examples. Success is judged in the caller's precision. The
+    default stays False because training's recipes (fortify.training.recipes) and certify's attack on the
+    smoothed classifier call pgd without the argument and need the highest-loss point; evaluation turns
+    it on where it cannot weaken the attack (fortify.evaluation.attack_set.for_evaluation).
     """
     check_threat(norm, eps)
     check_input(x, y)

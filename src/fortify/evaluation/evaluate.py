@@ -272,7 +272,9 @@ def _open(
     if fold_bn:
         model = fold_batchnorm(model)
     model = runtime.prepare_model(model).eval()
-    test = open_test_set(data, info, ref, split=split, limit=s.limit, progress=progress, cache_dir=cache_dir)
+    test = open_test_set(
+        data, info, ref, split=split, limit=s.limit, progress=progress, cache_dir=cache_dir, sentinel=True
+    )
     x, y = test.dataset.tensors()
     attacks = s.attacks or default_attack_specs(
         s.threat_model, s, image_size=int(info["image_size"]), in_channels=int(info["in_channels"])

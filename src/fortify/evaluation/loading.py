@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from fortify.data import DataWarning, ImageDataset, load_manifest, load_split, make_split
+from fortify.data.sentinel import SENTINEL_THUMBNAIL, leakage_sentinel
 from fortify.errors import CheckpointError, ConfigError, DataError
 from fortify.fileio import sha256_file
 from fortify.models.contract import ContractModel, InputContract
@@ -26,7 +27,9 @@ class TestSet:
     dataset: ImageDataset
     manifest: str | None  # path of the split manifest used, None for a fresh default split
     split_seed: int | None  # seed of a fresh default split
-    sentinel: dict | None = None  # the split's leakage sentinel (fortify.data.sentinel), when recorded
+    # The leakage sentinel on exactly the scored images against the split's training images, at
+    # SENTINEL_THUMBNAIL px (fortify.data.sentinel), with the split's own record beside it ("split").
+    sentinel: dict | None = None
 
 
 def check_checkpoint_path(checkpoint: str | Path) -> Path:
@@ -195,9 +198,11 @@ def open_test_set(
     progress: bool = False,
     cache_dir: str | Path | None = None,
     part: str = "test",
+    sentinel: bool = False,
 ) -> TestSet:
     """The test split (or `part`: "val" for choices made before testing) at the checkpoint's image size,
-    checked against the checkpoint's classes."""
+    checked against the checkpoint's classes; with `sentinel`, the leakage sentinel of the images it
+    keeps (`scored_sentinel`: one more pass over the data, at thumbnail size)."""
     checkpoint = Path(checkpoint)
     size = int(info["image_size"])
     manifest_path: Path | None = Path(split) if split is not None else None
@@ -234,9 +239,21 @@ def open_test_set(
     test = stratified_limit(test, limit)
     if len(test) == 0:
         raise DataError(f"the {part} split is empty")
-    return TestSet(
-        test, str(manifest_path) if manifest_path is not None else None, split_seed, manifest.sentinel or None
-    )
+    record = scored_sentinel(manifest, data, part, test.paths, cache_dir) if sentinel else None
+    return TestSet(test, str(manifest_path) if manifest_path is not None else None, split_seed, record)
+
+
+def scored_sentinel(manifest, data, part: str, paths: list[str], cache_dir) -> dict:
+    """The 1-NN sentinel of the images scored (`paths` of `part`) against the split's training images,
+    both loaded straight at SENTINEL_THUMBNAIL px, so it compares like with like: the same images as the
+    model, at a size that does not depend on the model's. The split's own record (its whole test set)
+    is kept under "split"."""
+    thumbs = load_split(manifest, data, image_size=SENTINEL_THUMBNAIL, cache_dir=cache_dir)
+    index = {p: i for i, p in enumerate(thumbs[part].paths)}
+    scored = thumbs[part].subset([index[p] for p in paths])
+    recorded = manifest.sentinel or {}
+    split = {k: recorded.get(k) for k in ("accuracy", "n_test", "n_train", "thumbnail_from_px")}
+    return {**leakage_sentinel(thumbs["train"], scored), "split": split if recorded else None}
 
 
 RUN_MARKERS = ("results.json", "examples.safetensors", "attacks.json", "units")

@@ -6,7 +6,8 @@ number a FAIL calls into question. They take numbers, not models, so a contrived
 curve, noise as strong as the attack) can be fed in and must FAIL.
 
 Default tolerance is 1 point of accuracy (0.01): on ~165 test images one image is 0.6 pt, so the
-checks tolerate one or two images of attack randomness but no more.
+checks tolerate one or two images of attack randomness but no more; on fewer than 100 images an
+evaluation passes `tolerance_for(n)`, one image.
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 TOLERANCE = 0.01
+
+
+def tolerance_for(n: int) -> float:
+    """TOLERANCE, or one image where one image is more than that (a test set under 100 images): the
+    checks compare runs on the same images, and one image's attack randomness must not fail them (on 27
+    images PGD-40 with 2 restarts fooled one image more than PGD-20 on a healthy 16 px CNN)."""
+    return max(TOLERANCE, 1.0 / n + 1e-9) if n > 0 else TOLERANCE
 
 
 def _pct(a: float | None) -> str:

@@ -12,6 +12,8 @@ from fortify.config_files import configs_dir
 from fortify.evaluation.units import DEFAULT_UNIT_SIZE
 from fortify.fileio import read_json, write_json
 from fortify.pipeline.estimate import (
+    ADVERSARIAL_ROBUST_SHARE,
+    ROBUST_SHARE,
     MachineSpeed,
     eval_seconds,
     train_seconds,
@@ -233,8 +235,16 @@ def _eval_cost(at: At, speed: MachineSpeed) -> float:
     ev = at.run.prof.evaluate
     curve = [(t, float(e)) for t in ev.curve_attacks for e in ev.eps_curve]
     n_eval = _eval_images(at.run)
+    robust = ADVERSARIAL_ROBUST_SHARE if at.name == "adversarial" else ROBUST_SHARE
     return eval_seconds(
-        at.run.specs, curve, n_eval, ev.sanity_steps_factor, ev.sanity_restarts, speed, ev.curve_cumulative
+        at.run.specs,
+        curve,
+        n_eval,
+        ev.sanity_steps_factor,
+        ev.sanity_restarts,
+        speed,
+        ev.curve_cumulative,
+        robust,
     )
 
 
