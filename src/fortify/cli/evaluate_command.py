@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -300,7 +301,25 @@ def _run_evaluation(
         progress=True,
         transfer=transfer,
         resume=resume,
+        on_loaded=partial(_print_estimate, settings, runtime),
     )
+
+
+def _print_estimate(settings, runtime, loaded) -> None:
+    """The predicted time, once the model and test set are loaded (this machine measured on a copy of the
+    model: a few seconds); benchmarks/estimates.py checks the cost model against measured runs."""
+    from fortify.pipeline.estimate import evaluate_estimate, fmt_minutes
+
+    n, info = len(loaded.y), loaded.info
+    seconds = evaluate_estimate(
+        loaded.model,
+        settings.replace(limit=None),
+        n,
+        int(info["image_size"]),
+        int(info["in_channels"]),
+        runtime,
+    )
+    print(f"estimated time: about {fmt_minutes(seconds)} ({n} test images, this machine)", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

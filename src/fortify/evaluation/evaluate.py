@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -62,6 +62,7 @@ def evaluate_checkpoint(
     cache_dir: str | Path | None = None,
     transfer: Sequence[dict] | None = None,
     resume: bool = False,
+    on_loaded: Callable[[LoadedEvaluation], None] | None = None,
 ) -> dict | None:
     """Evaluate `checkpoint` on the test split; return results.json's dict (and write it to out_dir).
 
@@ -77,13 +78,16 @@ def evaluate_checkpoint(
     from elsewhere behind its input contract (`fortify.models.load_external_model`, `wrap_module`): it is
     evaluated on a fresh default split (or `split`) and its contract is recorded with the results.
     Under torchrun every process computes its share of the units and only rank 0 returns the results
-    (the others return None).
+    (the others return None). `on_loaded(loaded)` is called on rank 0 once the model and test set are
+    loaded, before any attack (`fortify evaluate` prints its time estimate there).
     """
     started = time.perf_counter()
     s = (settings or EvalSettings()).validate()
     runtime = runtime or Runtime.resolve()
     dist = init_distributed(runtime.device.type)
     ev = _open(checkpoint, data, s, split=split, runtime=runtime, progress=progress, cache_dir=cache_dir)
+    if on_loaded is not None and dist.is_main:
+        on_loaded(ev)
     store = _open_store(out_dir, ev, s, runtime, resume, dist)
     units = unit_slices(len(ev.y), s.unit_size)
     plan = UnitPlan(

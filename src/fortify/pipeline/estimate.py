@@ -328,7 +328,9 @@ def evaluate_estimate(
     specs = s.attacks or default_attack_specs(
         s.threat_model, s, image_size=image_size, in_channels=in_channels
     )
-    speed = measure_machine(copy.deepcopy(model), image_size, in_channels, runtime, eval_batch=s.batch_size)
+    probe = copy.deepcopy(model)
+    probe.requires_grad_(True)  # an evaluated model may have its parameters frozen; the probe times a step
+    speed = measure_machine(probe, image_size, in_channels, runtime, eval_batch=s.batch_size)
     curve = [(t, float(e)) for t in s.curve_attacks for e in s.eps_curve]
     n = min(n_test, s.limit) if s.limit else n_test
     return eval_seconds(specs, curve, n, s.sanity_steps_factor, s.sanity_restarts, speed, s.curve_cumulative)
