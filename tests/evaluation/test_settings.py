@@ -96,3 +96,13 @@ def test_cost_estimate_uses_the_attacks_own_defaults():
 
     assert passes("apgd:eps=0.5,norm=l2") == passes("apgd:eps=0.5,norm=l2,steps=100")
     assert passes("strong:eps=2/255") == passes("strong:eps=2/255,steps=100,square_queries=5000,version=full")
+
+
+def test_budget_note_counts_the_classes_actually_targeted():
+    # Issue 34: with 4 classes the note said "targeted on up to 9 classes".
+    from fortify.evaluation.attack_set import keyed_specs
+    from fortify.evaluation.results_blocks import headline_budget
+
+    specs = keyed_specs([parse_spec("strong:eps=2/255,n_target_classes=9")])
+    assert "targeted on 3 other class(es)" in headline_budget(specs, 4)["note"]
+    assert "targeted on 2 other class(es)" in headline_budget(specs, 3)["note"]

@@ -81,7 +81,7 @@ def opening_blocks(
         },
         "threat_model": headline_threat_model(ev.specs, eps),
         "interval": dict(INTERVAL),
-        "budget": headline_budget(ev.specs),
+        "budget": headline_budget(ev.specs, len(ev.classes)),
         "clean": classification_metrics(ev.y, clean_pred, ev.classes),
         "attacks": {key: outcome.entry for key, outcome in outcomes.items()},
     }
@@ -166,7 +166,7 @@ def headline_threat_model(specs: dict[str, AttackSpec], eps: float) -> dict:
     return {"norm": "linf", "eps": float(eps)}
 
 
-def headline_budget(specs: dict[str, AttackSpec]) -> dict:
+def headline_budget(specs: dict[str, AttackSpec], n_classes: int | None = None) -> dict:
     """Whether the headline `strong` attack runs at AutoAttack-standard budgets (APGD 100 steps, every
     other class targeted, Square 5000 queries). If not, its robust accuracies are upper bounds."""
     strong_specs = [s for s in specs.values() if s.name == "strong"]
@@ -183,17 +183,23 @@ def headline_budget(specs: dict[str, AttackSpec]) -> dict:
         if float(params.get(name, 0)) < standard
     ]
     if not cuts:
-        return {"full_strength": True, "note": "AutoAttack-standard budgets: " + _budget_text(params)}
+        return {
+            "full_strength": True,
+            "note": "AutoAttack-standard budgets: " + _budget_text(params, n_classes),
+        }
     return {
         "full_strength": False,
         "note": f"budgets cut ({', '.join(cuts)}): robust accuracies are upper bounds; "
-        + _budget_text(params),
+        + _budget_text(params, n_classes),
     }
 
 
-def _budget_text(params: dict) -> str:
+def _budget_text(params: dict, n_classes: int | None = None) -> str:
+    # Targeted APGD attacks the top other classes, at most n_target_classes of them: with the class count
+    # known, say how many that is here ("2 other classes" with 3 classes, not "up to 9").
+    n = int(params["n_target_classes"])
+    targeted = f"up to {n} classes" if n_classes is None else f"{min(n, n_classes - 1)} other class(es)"
     return (
         f"{params['version']} component set, APGD {params['steps']} steps x {params['restarts']} "
-        f"restart(s), targeted on up to {params['n_target_classes']} classes, Square "
-        f"{params['square_queries']} queries"
+        f"restart(s), targeted on {targeted}, Square {params['square_queries']} queries"
     )

@@ -107,7 +107,7 @@ def build_document(run: RunData, fig_dir: Path) -> Document:
     doc = Document(f"fortify report: {name}")
     if run.synthetic:
         doc.add(Para("SYNTHETIC DATA (phantom) — not real CT scans", "banner"))
-    add_alarms(doc, run)  # leakage suspected: said before any number, and again beside Table 1
+    add_alarms(doc, run)  # leakage suspected: said once, before any number (Table 1 marks the cells)
     cfg = run.config or {}
     doc.add(
         Para(
