@@ -224,3 +224,25 @@ def test_study_rows_only_beside_iqothnccd(run_factory, identity, why):
 def test_study_rows_beside_iqothnccd(run_factory):
     md = build_report(run_factory())["markdown"].read_text()
     assert ("Adversarial training", "study") in table1_rows(md) and "left out" not in md
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium not installed")
+def test_every_table_fits_a_1400_px_screen(built_report):
+    """Issue 34: Table 1 ran off the right edge at 1,400 and 1,920 px (its last column cut, a horizontal
+    scrollbar). Measured in a real browser: no table may end past the viewport, and the page may not
+    scroll sideways."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        try:
+            for width in (1400, 1920):
+                page = browser.new_page(viewport={"width": width, "height": 900})
+                page.goto(built_report["html"].resolve().as_uri())
+                rights = page.evaluate(
+                    "() => [...document.querySelectorAll('table')].map(t => t.getBoundingClientRect().right)"
+                )
+                assert rights and max(rights) <= width, (width, max(rights))
+                assert page.evaluate("document.documentElement.scrollWidth") <= width
+        finally:
+            browser.close()

@@ -92,7 +92,7 @@ padding:0 20px;color:#1b1f24;line-height:1.45}
 h1{border-bottom:2px solid #333;padding-bottom:6px}h2{margin-top:34px;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:10px 0;font-size:14px}
 th,td{border:1px solid #bbb;padding:4px 9px;text-align:left;vertical-align:top}th{background:#eef1f5}
-td.num{text-align:right;white-space:nowrap}
+td.num{text-align:right;white-space:nowrap}td.num .ci{font-size:12px;color:#444}
 caption{caption-side:top;text-align:left;font-weight:600;padding:4px 0}
 .source{color:#555;font-size:12.5px;font-style:italic}
 .warn{background:#fff4e0;border-left:5px solid #e08a00;padding:6px 10px}
@@ -106,6 +106,7 @@ figure{margin:14px 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{
 
 # A number, optionally marked as an upper bound (≤) or signed (+), then anything (an interval, a mark).
 _NUMERIC = re.compile(r"^(—|[≤<+]?-?[0-9][0-9.e+-]*)( .*)?$")
+_CI_TAIL = re.compile(r" (\[[^\]]*\])")  # the first " [lo, hi]" after a number
 
 
 def _html_cell(text: str) -> str:
@@ -118,6 +119,14 @@ def _html_cell(text: str) -> str:
     if _NUMERIC.match(str(text)) and len(str(text)) < 40:
         classes.append("num")  # numbers right-aligned so digits line up; text stays left-aligned
     cls = f' class="{" ".join(classes)}"' if classes else ""
+    if "num" in classes:
+        # Numbers stay unbroken, but a cell is allowed two lines: Table 1 and the per-class tables have a
+        # dozen such columns, and kept on one line each they ran off a 1,400 px screen (issue 34). A pair
+        # ("sens / spec") breaks after its slash; a lone number puts its interval under it, smaller.
+        if " / " in esc:
+            esc = esc.replace(" / ", " /<br>", 1)
+        else:
+            esc = _CI_TAIL.sub(r'<br><span class="ci">\1</span>', esc, count=1)
     return f"<td{cls}>{esc}</td>"
 
 
