@@ -130,16 +130,33 @@ def _run_units(
     """This process's units: each reused from the store when finished earlier, else computed and saved."""
     done: dict[int, UnitResult] = {}
     reused = 0
+    todo = [i for i in mine if store is None or not store.path(i).is_file()]
     with progress_tasks(progress) as start:
         for i in mine:
             found = store.load(i) if store is not None else None
             if found is not None:
                 done[i], reused = found, reused + 1
                 continue
+            t0 = time.perf_counter()
             done[i] = run_unit(plan, i, units[i], start)
             if store is not None:
                 store.save(done[i])
+            if progress and i == todo[0] and len(todo) > 1:
+                _print_remaining(time.perf_counter() - t0, units[i], [units[j] for j in todo[1:]])
     return done, reused
+
+
+def _print_remaining(seconds: float, first: slice, rest: list[slice]) -> None:
+    """The estimate corrected by the first unit: its seconds per image times the images still to do (the
+    estimate before it had to guess how many images each attack would have to keep attacking)."""
+    from rich.console import Console
+
+    per_image = seconds / max(1, first.stop - first.start)
+    remaining = per_image * sum(sl.stop - sl.start for sl in rest)
+    text = f"{remaining / 60:.0f} min" if remaining >= 90 else f"{remaining:.0f} s"
+    Console(stderr=True).print(
+        f"first unit took {seconds:.0f} s: about {text} for the other {len(rest)} unit(s)"
+    )
 
 
 def _gather(
