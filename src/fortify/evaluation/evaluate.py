@@ -86,9 +86,9 @@ def evaluate_checkpoint(
     runtime = runtime or Runtime.resolve()
     dist = init_distributed(runtime.device.type)
     ev = _open(checkpoint, data, s, split=split, runtime=runtime, progress=progress, cache_dir=cache_dir)
+    store = _open_store(out_dir, ev, s, runtime, resume, dist)  # refuses a wrong --out before any work
     if on_loaded is not None and dist.is_main:
         on_loaded(ev)
-    store = _open_store(out_dir, ev, s, runtime, resume, dist)
     units = unit_slices(len(ev.y), s.unit_size)
     plan = UnitPlan(
         ev.model,
