@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from fortify.attacks import format_value
 from fortify.cli import model_options, options
@@ -73,7 +74,8 @@ def _results_table(results: dict) -> Table:
     title = f"{ckpt['model']} ({ckpt['mode']}) on {data['n']} test images, {data['image_size']} px{synthetic}"
     if ckpt.get("class_bias"):  # an operating point: the offsets are part of the model that was attacked
         title += f", logit offsets {ckpt['class_bias']}"
-    table = Table(title=title, title_justify="left")
+    # at least as wide as its title, so the title (the model, and any logit offsets) never wraps
+    table = Table(title=title, title_justify="left", min_width=len(Text.from_markup(title).plain))
     columns = ["set", "threat model", "acc", "bal. acc", "success", "malig.->normal", "s", "sanity"]
     if m2n is None:  # the data has no malignant and normal classes: no column to leave empty
         columns.remove("malig.->normal")
