@@ -66,6 +66,11 @@ def tasks(
         yield start
 
 
+def fmt_minutes(seconds: float) -> str:
+    """A duration as people read it in a progress line: seconds below 90 s, else minutes."""
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
 def track(items: Iterable[T], total: int, description: str, enabled: bool) -> Iterator[T]:
     """Iterate `items` with a transient bar on a terminal; silently elsewhere (logs get no blank lines)."""
     if not enabled:

@@ -104,10 +104,9 @@ def _typed_specs(value: Any, kind: str, where: str) -> Any:
         if isinstance(v, AttackSpec):
             return v
         try:
-            spec = parse_spec(str(v), template=template)
+            return parse_spec(str(v), template=template)
         except SpecError as e:
             raise SpecError(f"{where}: {e}") from e
-        return spec.without_eps() if template else spec
 
     if kind.endswith("s"):
         if not isinstance(value, list):

@@ -114,3 +114,10 @@ def test_run_attack_equals_direct_call(tiny_model, test_batch):
     a = run_attack("pgd:eps=8/255,steps=3", tiny_model, x, y, generator=torch.Generator().manual_seed(0))
     b = pgd(tiny_model, x, y, eps=8 / 255, steps=3, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b)
+
+
+def test_a_template_sets_no_eps_of_its_own():
+    # A curve attack's eps is set by each point of the curve: an eps written in the template is dropped.
+    written = parse_spec("pgd:eps=2/255,steps=3", template=True)
+    assert written == AttackSpec.template("pgd", steps=3) and str(written) == "pgd:steps=3"
+    assert written.at_eps(8 / 255).params == {"steps": 3, "eps": 8 / 255}

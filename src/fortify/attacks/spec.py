@@ -76,10 +76,6 @@ class AttackSpec:
         """As `build`, but eps may be missing: `at_eps` sets it for each use."""
         return _make(name, params, template=True)
 
-    @property
-    def is_template(self) -> bool:
-        return "eps" not in self.params and "eps" in _required(self.name)
-
     def at_eps(self, eps: float) -> AttackSpec:
         """A validated copy at `eps` (added after the template's own parameters, or replacing its eps)."""
         return self.replace(eps=float(eps))
@@ -244,8 +240,9 @@ def _make(name: str, params: dict, *, template: bool) -> AttackSpec:
 
 def parse_spec(text: str | AttackSpec, *, template: bool = False) -> AttackSpec:
     """Parse what a person wrote, "name:key=value,...", into a validated AttackSpec (SpecError on any
-    problem). `template=True` accepts a spec without eps (an eps curve's attack). An AttackSpec passes
-    through unchanged: code that already holds one never goes back to text."""
+    problem). `template=True` reads a spec without eps (an eps curve's attack: each use sets eps, so one
+    written here is dropped). An AttackSpec passes through unchanged: code that already holds one never
+    goes back to text."""
     if isinstance(text, AttackSpec):
         return text
     name, _, rest = text.strip().partition(":")
@@ -264,6 +261,8 @@ def parse_spec(text: str | AttackSpec, *, template: bool = False) -> AttackSpec:
         if key in params:
             raise SpecError(f"{name}: parameter {key!r} given twice")
         params[key] = _convert(value, key, _kind(allowed[key]))
+    if template:  # each use of a template sets eps (`at_eps`): one written here is not the template's
+        params.pop("eps", None)
     return _make(name, params, template=template)
 
 

@@ -263,9 +263,7 @@ def _settings(
         attacks=[parse_spec(a) for a in attacks] if attacks else None,
         eps_curve=[parse_number(v, "--eps-curve", lo=0, hi=1) for v in eps_curve.split(",") if v.strip()],
         curve_attacks=(
-            [parse_spec(t, template=True).without_eps() for t in curve_attacks]
-            if curve_attacks
-            else DEFAULTS.curve_attacks
+            [parse_spec(t, template=True) for t in curve_attacks] if curve_attacks else DEFAULTS.curve_attacks
         ),
         transfer_attack=parse_spec(transfer_attack) if transfer_attack else None,
         batch_size=batch_size,

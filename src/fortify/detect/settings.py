@@ -107,7 +107,7 @@ class DetectSettings(StageSettings):
             raise ConfigError("fit_attacks must name at least one attack")
         for t in self.fit_attacks:
             if not isinstance(t, AttackSpec):
-                raise ConfigError("fit_attacks must hold attack specs (AttackSpec; from_dict reads text)")
+                raise ConfigError("fit_attacks must hold attack specs (text is parsed when made)")
             try:
                 spec = t.at_eps(self.eps)
             except SpecError as e:

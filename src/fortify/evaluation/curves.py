@@ -66,7 +66,7 @@ def curve_records(
             for e in sorted(float(v) for v in eps_curve)
         ]
         curves[key] = {
-            "spec": str(template.without_eps()),
+            "spec": str(template),  # curve_specs' templates carry no eps
             "attack": template.name,
             "norm": template.norm or "linf",
             "points": points,

@@ -44,6 +44,7 @@ from fortify.evaluation.units import UnitResult, UnitStore, assigned_units, chec
 from fortify.fileio import write_json
 from fortify.models.contract import ContractModel
 from fortify.models.fuse import fold_batchnorm
+from fortify.progress import fmt_minutes
 from fortify.progress import tasks as progress_tasks
 from fortify.runtime import Runtime
 
@@ -153,9 +154,8 @@ def _print_remaining(seconds: float, first: slice, rest: list[slice]) -> None:
 
     per_image = seconds / max(1, first.stop - first.start)
     remaining = per_image * sum(sl.stop - sl.start for sl in rest)
-    text = f"{remaining / 60:.0f} min" if remaining >= 90 else f"{remaining:.0f} s"
     Console(stderr=True).print(
-        f"first unit took {seconds:.0f} s: about {text} for the other {len(rest)} unit(s)"
+        f"first unit took {seconds:.0f} s: about {fmt_minutes(remaining)} for the other {len(rest)} unit(s)"
     )
 
 

@@ -106,7 +106,7 @@ class EvalSettings(StageSettings):
         for name in ("attacks", "curve_attacks"):
             specs = getattr(self, name)
             if specs is not None and not all(isinstance(s, AttackSpec) for s in specs):
-                raise ConfigError(f"evaluate.{name} must hold AttackSpecs (from_dict reads text)")
+                raise ConfigError(f"evaluate.{name} must hold AttackSpecs (text is parsed when made)")
         if not isinstance(self.unit_size, int) or self.unit_size < 1:
             raise ConfigError(f"evaluate.unit_size must be a whole number >= 1, got {self.unit_size!r}")
         if self.score_precision not in ("fp32", "bf16", "attack"):

@@ -14,6 +14,7 @@ from pathlib import Path
 from fortify.attacks import AttackSpec
 from fortify.errors import CheckpointError
 from fortify.evaluation import sanity
+from fortify.evaluation.attack_runs import accuracy
 from fortify.evaluation.attack_set import default_pgd_spec, for_evaluation
 from fortify.evaluation.batches import attack_dataset, predict
 from fortify.evaluation.loading import check_checkpoint_path, open_checkpoint, open_test_set
@@ -21,10 +22,6 @@ from fortify.evaluation.settings import EvalSettings
 from fortify.evaluation.units import unit_seed, unit_slices
 from fortify.progress import tasks as progress_tasks
 from fortify.runtime import Runtime, seed_everything
-
-
-def _accuracy(y, pred) -> float:
-    return float((pred == y).double().mean())
 
 
 def _craft_spec(requested: AttackSpec, spec: AttackSpec) -> AttackSpec:
@@ -60,10 +57,10 @@ def _accuracies(source, target, x, y, x_src, x_wb, runtime: Runtime, batch_size:
     own_pred, _ = predict(source, x_src, runtime, batch_size)
     wb_pred, _ = predict(target, x_wb, runtime, batch_size)
     return {
-        "transfer_accuracy": _accuracy(y, transfer_pred),
-        "white_box_accuracy": _accuracy(y, wb_pred),
-        "clean_accuracy": _accuracy(y, clean_pred),
-        "source_accuracy": _accuracy(y, own_pred),
+        "transfer_accuracy": accuracy(y, transfer_pred),
+        "white_box_accuracy": accuracy(y, wb_pred),
+        "clean_accuracy": accuracy(y, clean_pred),
+        "source_accuracy": accuracy(y, own_pred),
     }
 
 

@@ -118,9 +118,6 @@ class UnitStore:
             self.path(result.index), lambda p: save_file(tensors, str(p), {"json": json.dumps(header)})
         )
 
-    def finished(self) -> list[int]:
-        return sorted(int(p.stem.split("-")[1]) for p in self.folder.glob("unit-*.safetensors"))
-
 
 def check_complete(results: dict[int, UnitResult], units: list[slice]) -> None:
     """Every test image exactly once: each unit present, with the boundaries it was planned with."""

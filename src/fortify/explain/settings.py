@@ -55,7 +55,7 @@ class ExplainSettings(StageSettings):
         if self.target not in TARGETS:
             raise ConfigError(f"unknown CAM target {self.target!r}; choose one of {', '.join(TARGETS)}")
         if not isinstance(self.attack, AttackSpec):
-            raise ConfigError("explain.attack must be an attack spec (AttackSpec; from_dict parses text)")
+            raise ConfigError("explain.attack must be an attack spec (text is parsed when made)")
         if self.attack.threat_model() is None:
             raise ConfigError(f"attack {str(self.attack)!r} has no threat model (give CW a max_l2)")
         if self.surrogate != "none" and self.surrogate not in list_models():

@@ -80,13 +80,17 @@ def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None) -> d
     return raw
 
 
-def _build(cls, raw: dict[str, Any], where: str):
+def _check_known(cls, raw: dict[str, Any], where: str) -> None:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(
             f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
+
+
+def _build(cls, raw: dict[str, Any], where: str):
+    _check_known(cls, raw, where)
     return cls(**raw)
 
 
@@ -184,7 +188,7 @@ def _evaluate_settings(section: dict[str, Any], profile: Profile, where: str) ->
     misplaced = sorted(set(section) & set(FROM_PROFILE_TOP_LEVEL))
     if misplaced:
         raise ConfigError(f"{where}: set {', '.join(misplaced)} at the profile's top level (eps, seed)")
-    _build(EvalSettings, section, where)  # unknown keys: one line naming the known ones
+    _check_known(EvalSettings, section, where)  # one line naming the known ones; parsing is from_dict's
     top = {"threat_model": ThreatModel("linf", profile.eps), "seed": profile.seed}
     try:
         return EvalSettings.from_dict({**section, **top})
