@@ -81,6 +81,25 @@ def test_evaluate_an_exported_program(files, tmp_path, capsys):
     assert "export:net.pt2 (external)" in stdout
 
 
+def test_evaluate_a_torchscript_model(files, tmp_path, capsys):
+    # fortify evaluate times this machine for its estimate: that must work on a TorchScript archive too
+    # (its parameters cannot be optimized, and torch.fx cannot fold its batch norm).
+    out = tmp_path / "eval"
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        str(files / "net.pt"),
+        "--image-size",
+        str(IMAGE_SIZE),
+        "--data",
+        PHANTOM,
+    ]
+    code, stdout, err = run([*argv, "--out", str(out), *CHEAP], capsys)
+    assert code == 0, err
+    assert "estimated time: about" in err
+    assert read_json(out / "results.json")["checkpoint"]["input_contract"]["source"] == "torchscript"
+
+
 def test_attack_a_torchscript_model(files, tmp_path, capsys):
     out = tmp_path / "adv"
     argv = ["attack", "--checkpoint", str(files / "net.pt"), "--data", PHANTOM, "--attack", "fgsm:eps=8/255"]

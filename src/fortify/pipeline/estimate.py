@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from fortify.attacks import AttackSpec
+from fortify.progress import fmt_minutes  # noqa: F401  (re-exported: the pipeline prints estimates)
 from fortify.runtime import Runtime
 
 # Guesses used until a stage has been measured: the share of test images a model classifies correctly,
@@ -71,11 +72,16 @@ def measure_machine(
     runtime: Runtime,
     train_batch: int = 32,
     eval_batch: int = 64,
+    *,
+    train: bool = True,
 ) -> MachineSpeed:
     """Time one training step (at the training batch size), one attack step and one forward pass (at the
     evaluation batch size, with batch norm folded as evaluation does), per image, on random inputs.
 
-    `model` is used on a throwaway basis: its weights change (one SGD step), so pass a fresh one."""
+    `model` is used on a throwaway basis: its weights change (one SGD step), so pass a fresh one.
+    `train=False` times only the attack step and the forward pass, on `model` exactly as it is (the
+    model an evaluation attacks: already folded where it can be, possibly TorchScript, never changed);
+    the training step is then reported as 0."""
     from fortify.models.fuse import fold_batchnorm
 
     started = time.perf_counter()
@@ -84,7 +90,6 @@ def measure_machine(
     with torch.no_grad(), runtime.autocast():
         num_classes = model.eval()(x).shape[1]
     y = torch.randint(0, num_classes, (train_batch,), device=runtime.device)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-6)
 
     def train_step() -> None:
         model.train()
@@ -106,8 +111,11 @@ def measure_machine(
         with torch.no_grad(), runtime.autocast():
             model(x)
 
-    train_s = _per_image(train_step, train_batch)
-    model = runtime.prepare_model(fold_batchnorm(model))  # a copy without parameter gradients
+    train_s = 0.0
+    if train:
+        opt = torch.optim.SGD(model.parameters(), lr=1e-6)
+        train_s = _per_image(train_step, train_batch)
+        model = runtime.prepare_model(fold_batchnorm(model))  # a copy without parameter gradients
     x = runtime.to_device(torch.rand(eval_batch, in_channels, image_size, image_size))
     y = torch.randint(0, num_classes, (eval_batch,), device=runtime.device)
     grad_s = _per_image(gradient_step, eval_batch)
@@ -319,22 +327,15 @@ def evaluate_estimate(
     model: torch.nn.Module, settings: Any, n_test: int, image_size: int, in_channels: int, runtime: Runtime
 ) -> float:
     """Predicted seconds of `fortify evaluate` (an EvalSettings over n_test images, before --limit): this
-    machine measured on a copy of `model` (a few seconds), then `eval_seconds`."""
-    import copy
-
+    machine measured on `model` itself, the model the evaluation attacks (a few seconds; its weights are
+    not touched), then `eval_seconds`."""
     from fortify.evaluation import default_attack_specs
 
     s = settings
     specs = s.attacks or default_attack_specs(
         s.threat_model, s, image_size=image_size, in_channels=in_channels
     )
-    probe = copy.deepcopy(model)
-    probe.requires_grad_(True)  # an evaluated model may have its parameters frozen; the probe times a step
-    speed = measure_machine(probe, image_size, in_channels, runtime, eval_batch=s.batch_size)
+    speed = measure_machine(model, image_size, in_channels, runtime, eval_batch=s.batch_size, train=False)
     curve = [(t, float(e)) for t in s.curve_attacks for e in s.eps_curve]
     n = min(n_test, s.limit) if s.limit else n_test
     return eval_seconds(specs, curve, n, s.sanity_steps_factor, s.sanity_restarts, speed, s.curve_cumulative)
-
-
-def fmt_minutes(seconds: float) -> str:
-    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
