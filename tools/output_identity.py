@@ -71,9 +71,24 @@ def digest_tree(root: Path) -> dict[str, str]:
             for pattern in TEXT_VOLATILE:
                 text = pattern.sub("#", text)
             out[rel] = _sha(text.encode())
+        elif path.suffix == ".safetensors":
+            out[rel] = _tensors_sha(path)  # the tensors, not the header: a unit's header holds its seconds
         else:
             out[rel] = _sha(path.read_bytes())
     return out
+
+
+def _tensors_sha(path: Path) -> str:
+    import torch
+    from safetensors import safe_open
+
+    h = hashlib.sha256()
+    with safe_open(str(path), framework="pt") as f:
+        for name in sorted(f.keys()):
+            t = f.get_tensor(name)
+            h.update(name.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
+            h.update(t.contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _fortify(*args: str) -> None:
