@@ -185,6 +185,25 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+# Resolution sweep (issue 35): the compact CNN and ResNet18 at 48-128 px, normal training and `best`'s
+# defence (PGD-AT + AWP fine-tune, last epoch kept). Smaller inputs: fewer directions to attack, 4x cheaper
+# per halving; the gradient-free check and `strong` must confirm any gain before a profile adopts it.
+for _model in ("smallcnn", "resnet18"):
+    for _px in (48, 64, 96, 128):
+        _normal = f"{_model}-px{_px}"
+        RECIPES[_normal] = {"set": {"model": _model, "image_size": _px}}
+        RECIPES[f"{_normal}-pgd-at-awp"] = {
+            "from": _normal,
+            "mode": "pgd",
+            "set": {
+                "model": _model,
+                "image_size": _px,
+                "adversarial.awp_gamma": 5e-3,
+                "adversarial.select_on": "last",
+            },
+        }
+
+
 def benign_index(classes: list[str]) -> int:
     """The benign class's index (the dataset spells its folder `Bengin cases`)."""
     return next(i for i, c in enumerate(classes) if c.lower().startswith(("benign", "bengin")))
