@@ -25,7 +25,7 @@ TINY = dict(
     attack_steps=1,
     attack_samples=2,
     attack_n=10,
-    save_every=2,
+    unit_size=2,
 )
 
 

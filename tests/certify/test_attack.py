@@ -68,7 +68,7 @@ def test_empirical_accuracy_never_below_certified_accuracy():
     )
     radii = [0.0, 0.2, 0.35, 0.9]
     records = certify_batch(
-        model, x, y, list(range(len(y))), batch=0, attack_radii=radii, settings=settings, runtime=RUNTIME
+        model, x, y, list(range(len(y))), seed=0, attack_radii=radii, settings=settings, runtime=RUNTIME
     )
     certified = [certified_at(records, r) for r in radii]
     empirical = [empirical_at(records, r) for r in radii]

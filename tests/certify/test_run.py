@@ -57,57 +57,56 @@ def test_run_certify_fine_tunes_with_noise_and_writes_everything(
 
 
 @pytest.mark.slow
-def test_interrupted_run_continues_from_the_partial_file(
+def test_interrupted_run_resumes_from_its_units_exactly(
     tiny_checkpoint, tiny_settings, phantom, tmp_path, monkeypatch
 ):
-    s = tiny_settings()
+    s = tiny_settings(limit=5)  # units of 2: [0, 2), [2, 4), [4, 5)
     reference = run_certify(
         tiny_checkpoint, None, data=phantom, out_dir=tmp_path / "a", settings=s, runtime=RUNTIME
     )
+    assert reference["units"] == {"size": 2, "count": 3, "reused": 0, "processes": 1}
+    assert not (tmp_path / "a" / "certify.partial.json").exists()
 
     real, calls = images.certify_batch, []
 
-    def dies_after_first_batch(*args, **kwargs):
+    def dies_in_second_unit(*args, **kwargs):
         if calls:
-            raise KeyboardInterrupt  # the run is killed during its second batch
+            raise KeyboardInterrupt  # the run is killed during its second unit
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(images, "certify_batch", dies_after_first_batch)
+    monkeypatch.setattr(images, "certify_batch", dies_in_second_unit)
     with pytest.raises(KeyboardInterrupt):
         run_certify(tiny_checkpoint, None, data=phantom, out_dir=tmp_path / "b", settings=s, runtime=RUNTIME)
-    partial = read_json(tmp_path / "b" / "certify.partial.json")
-    assert len(partial["images"]) == s.save_every
-    partial_text = (tmp_path / "b" / "certify.partial.json").read_text()
+    units = tmp_path / "b" / "units"
+    assert sorted(p.name for p in units.glob("unit-*")) == ["unit-00000.safetensors"]
     assert not (tmp_path / "b" / "certify.json").exists()
 
-    monkeypatch.setattr(images, "certify_batch", real)
+    computed = []
+    monkeypatch.setattr(images, "certify_batch", lambda *a, **k: computed.append(1) or real(*a, **k))
     resumed = run_certify(
         tiny_checkpoint, None, data=phantom, out_dir=tmp_path / "b", settings=s, runtime=RUNTIME, resume=True
     )
-    assert resumed["cost"]["images_from_partial"] == s.save_every
+    assert resumed["units"]["reused"] == 1 and len(computed) == 2  # the finished unit was not redone
     assert _strip_timing(resumed["per_image"]) == _strip_timing(reference["per_image"])
     assert resumed["certified"] == reference["certified"] and resumed["empirical"] == reference["empirical"]
 
-    # Without resume=True (the default) a run starts over, a matching partial file notwithstanding.
-    (tmp_path / "b" / "certify.partial.json").write_text(partial_text)
-    fresh = run_certify(
-        tiny_checkpoint, None, data=phantom, out_dir=tmp_path / "b", settings=s, runtime=RUNTIME
-    )
-    assert fresh["cost"]["images_from_partial"] == 0
-
-    # A partial file from other settings is not reused.
-    (tmp_path / "b" / "certify.partial.json").write_text((tmp_path / "b" / "certify.json").read_text())
-    other = run_certify(
-        tiny_checkpoint,
-        None,
-        data=phantom,
-        out_dir=tmp_path / "b",
-        settings=tiny_settings(seed=1, limit=2),
-        runtime=RUNTIME,
-        resume=True,
-    )
-    assert other["cost"]["images_from_partial"] == 0
+    # Units of another configuration: a one-line refusal naming the difference, nothing overwritten.
+    before = {p.name: p.read_bytes() for p in units.iterdir()}
+    with pytest.raises(ConfigError, match="seed differs"):
+        run_certify(
+            tiny_checkpoint,
+            None,
+            data=phantom,
+            out_dir=tmp_path / "b",
+            settings=tiny_settings(limit=5, seed=1),
+            runtime=RUNTIME,
+            resume=True,
+        )
+    # Without resume, finished units are not silently reused: refused, pointing at --resume.
+    with pytest.raises(ConfigError, match="--resume"):
+        run_certify(tiny_checkpoint, None, data=phantom, out_dir=tmp_path / "b", settings=s, runtime=RUNTIME)
+    assert {p.name: p.read_bytes() for p in units.iterdir()} == before
 
 
 def test_settings_are_validated_with_one_line_errors():

@@ -1,9 +1,11 @@
-"""Certifying and attacking the test images, batch by batch, resumably.
+"""Certifying and attacking the test images in work units (fortify.evaluation.units), resumably.
 
-Per batch: CERTIFY every image, then smoothed PGD at each attack radius on the images still classified
-right. After every batch the records so far go to out_dir/certify.partial.json with a fingerprint of
-what produced them; a run with the same fingerprint continues from them. Each batch draws its noise from
-its own seed, so the result does not depend on where a run was interrupted.
+Per unit of `unit_size` test images: CERTIFY every image, then smoothed PGD at each attack radius on the
+images still classified right. Unit k draws all its noise from unit_seed(seed, "certify", k), so its
+records do not depend on which process computes it or where a run was interrupted. A finished unit is
+written atomically to out_dir/units/ (its per-image records in the file's header), beside the fingerprint
+of what produced it: a resumed run reuses it, and refuses units written under another configuration.
+Under torchrun rank r computes units r, r + w, ...; rank 0 gathers them and writes certify.json.
 """
 
 from __future__ import annotations
@@ -18,18 +20,12 @@ from fortify.certify.attack import smoothed_pgd
 from fortify.certify.settings import CertifySettings
 from fortify.certify.smoothing import Certificate, certify, predict_from_counts, smoothed_counts
 from fortify.data import ImageDataset
+from fortify.distributed import DistInfo
 from fortify.evaluation.batches import count_passes
-from fortify.fileio import read_json, sha256_file, write_json
+from fortify.evaluation.units import UnitResult, compute_units, digest, open_units, unit_seed, unit_slices
+from fortify.fileio import sha256_file
 from fortify.progress import tasks as progress_tasks
 from fortify.runtime import Runtime
-
-PARTIAL = "certify.partial.json"
-PARTIAL_FORMAT = "fortify-certify/1-partial"  # certify.json's format, partial
-
-
-def _batch_seed(seed: int, batch: int) -> int:
-    # Distinct, reproducible streams per batch of images, independent of where a run was interrupted.
-    return (seed * 1_000_003 + batch) % (2**63)
 
 
 def _entry(radius: float, counts: torch.Tensor, alpha: float, attacked: bool) -> dict:
@@ -48,14 +44,15 @@ def certify_batch(
     y: torch.Tensor,
     indices: list[int],
     *,
-    batch: int,
+    seed: int,
     attack_radii: list[float],
     settings: CertifySettings,
     runtime: Runtime,
 ) -> list[dict]:
-    """CERTIFY, then smoothed PGD at each attack radius, for one batch of images; per-image records."""
+    """CERTIFY, then smoothed PGD at each attack radius, for one unit of images (all its noise drawn from
+    one generator seeded with `seed`); per-image records."""
     s = settings
-    gen = torch.Generator().manual_seed(_batch_seed(s.seed, batch))
+    gen = torch.Generator().manual_seed(seed)
     xb = runtime.to_device(x)
     t0 = time.perf_counter()
     with count_passes(model) as cert_count:
@@ -84,7 +81,7 @@ def certify_batch(
             "counts_select": c.counts_select,
             "counts_estimate": c.counts_estimate,
             "attack": entries[i],
-            # Cost of the batch shared equally by its images.
+            # Cost of the unit shared equally by its images.
             "seconds": {"certify": (t1 - t0) / k, "attack": (t2 - t1) / k},
             "passes": {
                 "certify_forward": cert_count.forward_passes / k,
@@ -159,43 +156,47 @@ def certify_all(
     *,
     progress: bool,
     resume: bool,
-) -> tuple[list[dict], int, float, str]:
-    """Certify and attack every image, batch by batch, writing the records so far after each batch;
-    a run with the same fingerprint continues from them. -> (records, resumed, seconds, checkpoint sha256)."""
-    # Same settings, model, images and runtime -> the partial records are exactly what this run would compute.
+    dist: DistInfo,
+) -> tuple[list[dict] | None, dict, float, str]:
+    """Certify and attack every image in work units kept under out/units/ (reused with `resume`).
+    -> (records in test-set order, or None on a torchrun process other than rank 0; the units block
+    {size, count, reused, processes}; seconds; the certified checkpoint's sha256)."""
+    checkpoint_sha = sha256_file(ckpt)
+    # Same settings, model, images and runtime -> a finished unit is exactly what this run would compute.
     fingerprint = json.loads(
         json.dumps(
             {
-                "settings": s.to_dict(),
-                "checkpoint_sha256": sha256_file(ckpt),
-                "images": list(ds.paths),
-                "runtime": runtime.describe(),
+                **s.to_dict(),
+                "checkpoint": checkpoint_sha,
+                "images": digest(list(ds.paths)),
+                "labels": digest(y),
+                "attack_radii": list(radii),
+                "precision": runtime.precision,
+                "device": runtime.device.type,
             }
         )
     )
-    partial_path = out / PARTIAL
-    records: list[dict] = []
-    resumed = 0
-    if resume and partial_path.is_file():
-        saved = read_json(partial_path)
-        if saved.get("fingerprint") == fingerprint:
-            records = saved["images"]
-            resumed = len(records)
+    store = open_units(out / "units", fingerprint, resume=resume, dist=dist)
+    units = unit_slices(len(ds), s.unit_size)
     t_cert = time.perf_counter()
-    per = s.save_every
-    batches = [list(range(i, min(i + per, len(ds)))) for i in range(0, len(ds), per)]
-    with progress_tasks(progress) as start:
+    with progress_tasks(progress and dist.is_main) as start:
         advance = start("certify", len(ds))
-        advance(resumed)
-        for b, idx in enumerate(batches):
-            if idx[0] < len(records):
-                continue  # done before the interruption (batches are written whole)
-            records += certify_batch(
-                model, x[idx], y[idx], idx, batch=b, attack_radii=radii, settings=s, runtime=runtime
-            )
-            write_json(
-                partial_path, {"format": PARTIAL_FORMAT, "fingerprint": fingerprint, "images": records}
+
+        def unit(k: int, sl: slice) -> UnitResult:
+            idx = list(range(sl.start, sl.stop))
+            seed = unit_seed(s.seed, "certify", k)
+            found = certify_batch(
+                model, x[sl], y[sl], idx, seed=seed, attack_radii=radii, settings=s, runtime=runtime
             )
             advance(len(idx))
+            # through JSON now, so a record computed here equals one read back from a unit file
+            records = json.loads(json.dumps(found))
+            return UnitResult(k, sl.start, sl.stop, {"index": torch.tensor(idx)}, {"records": records})
+
+        done, reused = compute_units(units, unit, store, dist)
     seconds_loop = time.perf_counter() - t_cert
-    return records, resumed, seconds_loop, fingerprint["checkpoint_sha256"]
+    block = {"size": s.unit_size, "count": len(units), "reused": reused, "processes": dist.world_size}
+    if not dist.is_main:
+        return None, block, seconds_loop, checkpoint_sha
+    records = [r for k in range(len(units)) for r in done[k].meta["records"]]
+    return records, block, seconds_loop, checkpoint_sha

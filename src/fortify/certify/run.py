@@ -1,9 +1,9 @@
 """`run_certify`: fine-tune with Gaussian noise, certify the smoothed model on the test split, attack it.
 
-Writes out_dir/noise-model/ (the fine-tuning run, finetune.py), out_dir/certify.partial.json after every
-batch of images (images.py: an interrupted run continues from it; each batch draws its noise from its own
-seed, so the result does not depend on where a run was interrupted), then out_dir/certify.json and
-out_dir/figures/certified_accuracy.png, and removes the partial file.
+Writes out_dir/noise-model/ (the fine-tuning run, finetune.py), out_dir/units/ (images.py: the test images
+in work units, each written as it finishes and drawing its noise from its own seed, so an interrupted run
+resumed gives what an uninterrupted one gives, and torchrun's processes share them out), then, on rank 0,
+out_dir/certify.json and out_dir/figures/certified_accuracy.png.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ import math
 import time
 from pathlib import Path
 
+import torch
+
 from fortify import __version__
 from fortify.certify import metrics
 from fortify.certify.finetune import finetune_with_noise, model_label
-from fortify.certify.images import PARTIAL, certify_all
+from fortify.certify.images import certify_all
 from fortify.certify.settings import CertifySettings
 from fortify.certify.smoothing import max_certifiable_radius
 from fortify.data import ImageDataset
+from fortify.distributed import init_distributed
 from fortify.errors import ConfigError
 from fortify.evaluation.loading import (
     TestSet,
@@ -74,16 +77,19 @@ def run_certify(
     progress: bool = False,
     cache_dir: str | Path | None = None,
     resume: bool = False,
-) -> dict:
+) -> dict | None:
     """Certify the randomized-smoothing model built from `settings.start_from`'s checkpoint (see the module
-    docstring for the files). `resume=True` continues a partial run and the noise-model run in out_dir;
-    `resume=False` discards them."""
+    docstring for the files). `resume=True` reuses the finished units and continues the noise-model run in
+    out_dir (refusing units of another configuration); `resume=False` starts the noise model over and
+    refuses a units folder that holds finished units. Under torchrun only rank 0 writes certify.json and
+    returns the payload (the others return None)."""
     started = time.perf_counter()
     if isinstance(settings, CertifySettings):
         s = settings.validate()
     else:
         s = CertifySettings.from_dict(settings)
     runtime = runtime or Runtime.resolve()
+    dist = init_distributed(runtime.device.type)
     start = normal_checkpoint if s.start_from == "normal" else adversarial_checkpoint
     if start is None:
         raise ConfigError(f"start_from={s.start_from!r} but no {s.start_from} checkpoint was given")
@@ -106,9 +112,11 @@ def run_certify(
     # Certified and empirical accuracies, both at 0, the chosen radii and the threat model's two radii.
     radii = sorted({0.0, *s.radii, tm["l2_ball"], tm["l2_equivalent"]})
 
-    records, resumed, seconds_loop, ckpt_sha = certify_all(
-        model, ds, x, y, ckpt, radii, s, runtime, out, progress=progress, resume=resume
+    records, units, seconds_loop, ckpt_sha = certify_all(
+        model, ds, x, y, ckpt, radii, s, runtime, out, progress=progress, resume=resume, dist=dist
     )
+    if records is None:  # a torchrun process other than rank 0: its units went to rank 0
+        return None
     for r in records:
         r["path"] = ds.paths[r["index"]]
     provenance = {
@@ -128,12 +136,13 @@ def run_certify(
         "data": _data_block(test, ds, records, info, s),
     }
     payload = _payload(s, provenance, records, radii, tm, runtime)
-    payload["cost"] = _cost(records, finetune, seconds_loop, resumed, started)
+    payload["cost"] = _cost(records, finetune, seconds_loop, started)
+    payload["units"] = units
+    payload["runtime"]["threads"] = torch.get_num_threads()
     payload["figures"] = {"certified_accuracy": FIGURE}
     payload["per_image"] = records
     certified_accuracy_figure(payload, out / FIGURE)
     write_json(out / "certify.json", payload)
-    (out / PARTIAL).unlink(missing_ok=True)
     return payload
 
 
@@ -195,9 +204,7 @@ def _data_block(test: TestSet, ds: ImageDataset, records: list[dict], info: dict
     }
 
 
-def _cost(
-    records: list[dict], finetune: dict | None, seconds_loop: float, resumed: int, started: float
-) -> dict:
+def _cost(records: list[dict], finetune: dict | None, seconds_loop: float, started: float) -> dict:
     n_img = max(len(records), 1)
     cost_keys = ("certify_forward", "attack_gradient", "attack_forward")
     return {
@@ -211,5 +218,4 @@ def _cost(
             "certify_and_attack_this_run": seconds_loop,
             "total_this_run": time.perf_counter() - started,
         },
-        "images_from_partial": resumed,
     }

@@ -27,7 +27,7 @@ class CertifySettings(StageSettings):
             "attack_steps": 2,
             "attack_samples": 2,
             "attack_n": 20,
-            "save_every": 8,
+            "unit_size": 8,
         },
         # ResNet18 128 px on 2 shared CPU cores (~11 ms per forward pass): n=1000 on all 158 test images
         # would take about half an hour, so quick certifies a class-stratified 48 with n=500 (minutes, not
@@ -39,7 +39,7 @@ class CertifySettings(StageSettings):
             "attack_steps": 5,
             "attack_samples": 4,
             "attack_n": 100,
-            "save_every": 8,
+            "unit_size": 8,
         },
     }
 
@@ -60,7 +60,7 @@ class CertifySettings(StageSettings):
     attack_steps: int = 10  # smoothed PGD steps
     attack_samples: int = 8  # noise samples per PGD step (EOT)
     attack_n: int | None = None  # votes that judge the attacked image; None -> n
-    save_every: int = 4  # images between writes of certify.partial.json
+    unit_size: int = 8  # test images per work unit (kept in out/units/: resume, torchrun sharding)
     seed: int = 0
 
     def validate(self) -> CertifySettings:
@@ -68,7 +68,7 @@ class CertifySettings(StageSettings):
             raise ConfigError(f"sigma must be a number > 0, got {self.sigma}")
         if not 0 < self.alpha < 0.5:
             raise ConfigError(f"alpha must be in (0, 0.5), got {self.alpha}")
-        for name in ("n0", "n", "batch_size", "attack_steps", "attack_samples", "save_every"):
+        for name in ("n0", "n", "batch_size", "attack_steps", "attack_samples", "unit_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.attack_n is not None and self.attack_n < 1:

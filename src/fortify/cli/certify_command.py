@@ -56,6 +56,9 @@ def print_summary(payload: dict, console: Console, out: Path) -> None:
     for check in payload["sanity"]:
         verdict = "[green]PASS[/]" if check["passed"] else "[bold red]FAIL[/]"
         console.print(f"{verdict} {check['check']}: {check['detail']}")
+    units = payload["units"]
+    if units["reused"]:
+        console.print(f"reused {units['reused']} of {units['count']} units from {out / 'units'}")
     cost = payload["cost"]
     console.print(
         f"per image: certify {cost['seconds_per_image']['certify']:.2f} s, attack "
@@ -100,8 +103,12 @@ def certify(
     force: bool = options.force(),
     resume: bool = options.resume(),
 ) -> None:
-    """Certify a randomized-smoothing classifier (Cohen et al. 2019) and attack it (smoothed PGD)."""
+    """Certify a randomized-smoothing classifier (Cohen et al. 2019) and attack it (smoothed PGD).
+
+    The test images run in work units kept in --out/units (--resume reuses the finished ones); under
+    `torchrun --nproc-per-node N -m fortify certify ...` the processes share the units out."""
     from fortify.certify import run_certify
+    from fortify.distributed import barrier, init_distributed, shutdown
     from fortify.evaluation import check_out_dir
     from fortify.evaluation.loading import check_checkpoint_path
     from fortify.runtime import Runtime
@@ -125,8 +132,12 @@ def certify(
         seed=seed,
     ).validate()
     check_checkpoint_path(checkpoint)
-    check_out_dir(out, force or resume)
     runtime = Runtime.resolve(device, precision)
+    # Under torchrun rank 0 checks --out (and with --force clears its units) while the others wait.
+    dist = init_distributed(runtime.device.type)
+    if dist.is_main:
+        check_out_dir(out, force, resume)
+    barrier(dist)
     with data_warnings_reported():
         payload = run_certify(
             checkpoint,
@@ -139,7 +150,9 @@ def certify(
             progress=True,
             resume=not force,
         )
-    print_summary(payload, wide_console(120), out)
+    shutdown(dist)  # every process leaves the group together (rank 0 has written certify.json)
+    if payload is not None:  # None: a torchrun process other than rank 0
+        print_summary(payload, wide_console(120), out)
 
 
 def register(app: typer.Typer) -> None:

@@ -75,9 +75,15 @@ def detect(
     device: str = options.device(),
     precision: str = options.precision(),
     force: bool = options.force(),
+    resume: bool = options.resume("Reuse the finished attack units in --out (an interrupted run)."),
+    unit_size: int | None = typer.Option(None, "--unit-size", help="Images per work unit of each attack."),
 ) -> None:
-    """Mahalanobis detector of adversarial inputs, scored against FGSM, PGD, CW and an adaptive attack."""
+    """Mahalanobis detector of adversarial inputs, scored against FGSM, PGD, CW and an adaptive attack.
+
+    The attacks run in work units kept in --out/units (--resume reuses the finished ones); under
+    `torchrun --nproc-per-node N -m fortify detect ...` the processes share the units out."""
     from fortify.detect import QUICK, SMOKE, DetectSettings, run_detect
+    from fortify.distributed import barrier, init_distributed, shutdown
     from fortify.evaluation import check_out_dir
     from fortify.evaluation.loading import check_checkpoint_path
     from fortify.runtime import Runtime
@@ -89,6 +95,8 @@ def detect(
     changes: dict = {"seed": seed, "models": "both" if adversarial is not None else "normal"}
     if _positive(steps, "--steps") is not None:
         changes["adaptive_steps"] = steps
+    if _positive(unit_size, "--unit-size") is not None:
+        changes["unit_size"] = unit_size
     if _positive(limit, "--limit") is not None:
         changes["test_limit"] = limit
     if eps is not None:
@@ -102,8 +110,12 @@ def detect(
     check_checkpoint_path(checkpoint)
     if adversarial is not None:
         check_checkpoint_path(adversarial)
-    check_out_dir(out, force)
     runtime = Runtime.resolve(device, precision)
+    # Under torchrun rank 0 checks --out (and with --force clears its units) while the others wait.
+    dist = init_distributed(runtime.device.type)
+    if dist.is_main:
+        check_out_dir(out, force, resume)
+    barrier(dist)
 
     with data_warnings_reported():
         payload = run_detect(
@@ -115,8 +127,11 @@ def detect(
             settings=settings,
             runtime=runtime,
             progress=True,
+            resume=resume,
         )
-    print_summary(payload, wide_console(110), out)
+    shutdown(dist)  # every process leaves the group together (rank 0 has written detect.json)
+    if payload is not None:  # None: a torchrun process other than rank 0
+        print_summary(payload, wide_console(110), out)
 
 
 def register(app: typer.Typer) -> None:

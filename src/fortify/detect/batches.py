@@ -12,7 +12,7 @@ from torch import nn
 from fortify.attacks import AttackSpec, run_attack
 from fortify.detect.detector import Detector
 from fortify.detect.mahalanobis import MahalanobisScore
-from fortify.runtime import Runtime, seed_everything
+from fortify.runtime import Runtime
 
 # A progress task's starter: (description, total) -> advance(n images done).
 Start = Callable[[str, int], Callable[[int], None]]
@@ -68,10 +68,9 @@ def attack_images(
     y: torch.Tensor,
     runtime: Runtime,
     batch_size: int,
-    seed: int,
     advance: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    seed_everything(seed)
+    """`spec` over the images in batches; the caller seeds (one work unit at a time, detect.work)."""
     out = []
     for sl in chunks(len(x), batch_size):
         with runtime.autocast():

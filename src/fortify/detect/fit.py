@@ -26,7 +26,9 @@ from fortify.detect.features import resolve_layers
 from fortify.detect.mahalanobis import MahalanobisScore, fit_gaussian, fit_head
 from fortify.detect.metrics import threshold_at_fpr
 from fortify.detect.settings import DetectSettings
-from fortify.runtime import Runtime
+from fortify.detect.work import DetectWork
+from fortify.evaluation.units import digest, unit_seed
+from fortify.runtime import Runtime, seed_everything
 
 # Per fit attack (its spec): the adversarial images, which of them fool the classifier, their features.
 FitAttacks = dict[str, tuple[torch.Tensor, np.ndarray, list[np.ndarray]]]
@@ -70,9 +72,13 @@ def fit_detector(
     settings: DetectSettings,
     runtime: Runtime,
     start: Start = _no_bar,
+    work: DetectWork | None = None,
 ) -> Fitted:
-    """Gaussians on clean train images, head on train clean vs train adversarial, threshold on val."""
+    """Gaussians on clean train images, head on train clean vs train adversarial, threshold on val.
+    `work`: where the fit attacks run (units kept on disk, torchrun's processes); default: here, kept
+    nowhere."""
     s = settings
+    work = work or DetectWork(None, {}, s.unit_size)
     score_rt = replace(runtime, precision="fp32")  # every reported score and the threshold in fp32
     layers = resolve_layers(model, model_name, s.layers)
     x_tr, y_tr = train
@@ -89,7 +95,7 @@ def fit_detector(
     rng = np.random.default_rng(s.seed)
     sub = stratified_sample(labels, s.fit_images, rng)
     correct_sub = (logits_tr[sub].argmax(1) == y_tr[sub]).numpy()
-    adv = _fit_attacks(model, layers, x_tr[sub], y_tr[sub], correct_sub, s, runtime, score_rt, start)
+    adv = _fit_attacks(model, layers, x_tr[sub], y_tr[sub], correct_sub, s, runtime, score_rt, start, work)
     seconds["fit_attacks"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -141,16 +147,25 @@ def _fit_attacks(
     runtime: Runtime,
     score_rt: Runtime,
     start: Start,
+    work: DetectWork,
 ) -> FitAttacks:
-    """Each fit attack at the headline eps on the sampled training images, with its fooling mask (fooled:
-    correct on the clean image, wrong on the adversarial one, in fp32) and its features."""
+    """Each fit attack at the headline eps on the sampled training images, in work units (each seeded
+    from the attack and its index), with its fooling mask (fooled: correct on the clean image, wrong on
+    the adversarial one, in fp32) and its features."""
+    specs = {str(spec): spec for spec in (t.at_eps(s.eps) for t in s.fit_attacks)}
+    bars = {text: start(f"fit: {text}", len(x_sub)) for text in specs}
+
+    def unit(k: int, sl: slice) -> dict[str, torch.Tensor]:
+        out = {}
+        for text, spec in specs.items():
+            seed_everything(unit_seed(s.seed, f"fit {text}", k))
+            out[text] = attack_images(spec, model, x_sub[sl], y_sub[sl], runtime, s.batch_size, bars[text])
+        return out
+
+    images = work.images("fit", {"attacks": list(specs), "labels": digest(y_sub)}, x_sub, unit)
     adv: FitAttacks = {}
-    for i, template in enumerate(s.fit_attacks):
-        spec = template.at_eps(s.eps)
-        text = str(spec)
-        adv_x = attack_images(
-            spec, model, x_sub, y_sub, runtime, s.batch_size, s.seed + i, start(f"fit: {text}", len(x_sub))
-        )
+    for text in specs:
+        adv_x = images.get(text, x_sub.clone())
         adv_logits, adv_feats = features_of(model, layers, adv_x, score_rt, s.batch_size)
         adv[text] = adv_x, correct_sub & (adv_logits.argmax(1) != y_sub).numpy(), adv_feats
     return adv

@@ -7,6 +7,7 @@ CW and the adaptive attack; write out_dir/detect.json and out_dir/figures/detect
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from fortify.detect.batches import Start
 from fortify.detect.fit import fit_detector
 from fortify.detect.scoring import score_detector
 from fortify.detect.settings import DetectSettings
+from fortify.detect.work import DetectWork, UnitsPlace
+from fortify.distributed import init_distributed
 from fortify.errors import DataError
 from fortify.evaluation.loading import check_checkpoint_path, open_checkpoint, open_test_set
 from fortify.fileio import write_json
@@ -54,9 +57,12 @@ def detect_on_splits(
     settings: DetectSettings,
     runtime: Runtime,
     start: Start | None = None,
+    work: DetectWork | None = None,
 ) -> dict:
-    """Fit on train/val, score on test. The test images reach only `score_detector`."""
+    """Fit on train/val, score on test. The test images reach only `score_detector`. `work`: where the
+    attacks run (units kept on disk, torchrun's processes; detect.work); default: here, kept nowhere."""
     start = start or (lambda _d, _n: lambda _k: None)
+    work = work or DetectWork(None, {}, settings.unit_size)
     seed_everything(settings.seed)
     fitted = fit_detector(
         model,
@@ -67,6 +73,7 @@ def detect_on_splits(
         settings=settings,
         runtime=runtime,
         start=start,
+        work=work,
     )
     result = score_detector(
         fitted.detector,
@@ -76,8 +83,9 @@ def detect_on_splits(
         settings=settings,
         runtime=runtime,
         start=start,
+        work=work,
     )
-    return {"detector": fitted.info, **result}
+    return {"detector": fitted.info, **result, "units": work.record()}
 
 
 def detect_checkpoint(
@@ -90,7 +98,9 @@ def detect_checkpoint(
     start: Start | None = None,
     progress: bool = False,
     cache_dir: str | Path | None = None,
+    units: UnitsPlace | None = None,
 ) -> dict:
+    """One checkpoint's detector, fitted and scored; its attacks' units under `units` (if given)."""
     t0 = time.perf_counter()
     model, info = open_checkpoint(checkpoint, device="cpu")
     model = runtime.prepare_model(model).eval()
@@ -106,6 +116,7 @@ def detect_checkpoint(
     if len(val) == 0:
         raise DataError("the split has no validation images: the detector's threshold is set on them")
     loading = time.perf_counter() - t0
+    work = units.work(checkpoint, info, settings, runtime) if units else None
     entry = detect_on_splits(
         model,
         info.get("model"),
@@ -118,6 +129,7 @@ def detect_checkpoint(
         settings=settings,
         runtime=runtime,
         start=start,
+        work=work,
     )
     entry["detector"]["seconds"]["loading"] = loading
     return {
@@ -162,11 +174,13 @@ def run_detect(
     progress: bool = False,
     cache_dir: str | Path | None = None,
     resume: bool = False,
-) -> dict:
+) -> dict | None:
     """Detector for the normal model (and the adversarial one when settings.models == "both" and it
     is given); writes out_dir/detect.json atomically at the end and the figures; returns the dict.
 
-    `resume` is there for the call shape every extra shares: detect keeps no partial state."""
+    The attacks run in work units (detect.work) kept under out_dir/units/<model>/; `resume` reuses the
+    finished ones (and refuses units of another configuration). Under torchrun every process computes
+    its share of the units and only rank 0 writes and returns the results (the others return None)."""
     started = time.perf_counter()
     if isinstance(settings, DetectSettings):
         settings = settings.validate()
@@ -184,10 +198,11 @@ def run_detect(
     elif adversarial_checkpoint is not None:
         skipped = "settings.models is 'normal'"
     runtime = runtime or Runtime.resolve()
+    dist = init_distributed(runtime.device.type)
     out = Path(out_dir)
 
     models = {}
-    with progress_tasks(progress) as start:
+    with progress_tasks(progress and dist.is_main) as start:
         for name, ckpt in todo:
             models[name] = detect_checkpoint(
                 ckpt,
@@ -198,14 +213,18 @@ def run_detect(
                 start=_labelled(start, name),
                 progress=progress,
                 cache_dir=cache_dir,
+                units=UnitsPlace(out / "units" / name, resume, dist),
             )
+    if not dist.is_main:
+        return None
+    _say_reused(models, out, progress)
     payload = {
         "format": DETECT_FORMAT,
         "fortify_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "settings": settings.to_dict(),
         "seed": settings.seed,
-        "runtime": runtime.describe(),
+        "runtime": {**runtime.describe(), "threads": torch.get_num_threads()},
         "method": METHOD,
         "adversarial_skipped": skipped,
         "models": models,
@@ -214,3 +233,11 @@ def run_detect(
     payload["seconds_total"] = time.perf_counter() - started
     write_json(out / "detect.json", payload)
     return payload
+
+
+def _say_reused(models: dict[str, dict], out: Path, progress: bool) -> None:
+    """The log line a resumed run owes: how many finished units it reused."""
+    reused = sum(m["units"]["reused"] for m in models.values())
+    if progress and reused:
+        count = sum(m["units"]["count"] for m in models.values())
+        print(f"reused {reused} of {count} units from {out / 'units'}", file=sys.stderr)

@@ -10,7 +10,6 @@ made in fp32, whatever precision the attacks ran in.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -18,69 +17,18 @@ import numpy as np
 import torch
 
 from fortify.attacks import AttackSpec, ThreatModel
-from fortify.detect.adaptive import adaptive_pgd
-from fortify.detect.batches import Start, attack_images, chunks, detector_outputs
+from fortify.detect.attack_units import adaptive_images, adaptive_text, cost_of, test_attack_images
+from fortify.detect.batches import Start, detector_outputs
 from fortify.detect.detector import Detector
 from fortify.detect.metrics import detection_metrics, rate
 from fortify.detect.settings import DetectSettings
+from fortify.detect.work import DetectWork
 from fortify.evaluation.attack_set import default_attack_specs
-from fortify.evaluation.batches import count_passes, cw_dataset
 from fortify.evaluation.settings import EvalSettings
 from fortify.runtime import Runtime
 
 # Below this TPR under the adaptive attack, most fooling examples pass the detector: it is defeated.
 DEFEATED_TPR = 0.5
-
-
-def _cw_images(
-    spec: AttackSpec,
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    runtime: Runtime,
-    batch_size: int,
-    advance: Callable[[int], None],
-) -> torch.Tensor:
-    """CW-L2 run unbounded (its own minimum-norm search), kept only where its L2 is within the
-    spec's max_l2 budget, as fortify's evaluation scores it; elsewhere the clean image."""
-    run = cw_dataset(spec, model, x, y, runtime, batch_size, advance)
-    budget = spec.params.get("max_l2")
-    ok = run.success & (run.l2 <= float(budget)) if budget is not None else run.success
-    return torch.where(ok.view(-1, 1, 1, 1), run.x_adv, x)
-
-
-def _adaptive_images(
-    detector: Detector,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    candidate: torch.Tensor,
-    s: DetectSettings,
-    runtime: Runtime,
-    advance: Callable[[int], None],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x_adv, the attack's own success flags) for the given (correctly classified) images."""
-    gen = torch.Generator().manual_seed(s.seed)
-    advs, flags = [], []
-    for sl in chunks(len(x), s.batch_size):
-        with runtime.autocast():
-            r = adaptive_pgd(
-                detector,
-                runtime.to_device(x[sl]),
-                y[sl].to(runtime.device),
-                eps=s.eps,
-                steps=s.adaptive_steps,
-                lambdas=s.adaptive_lambdas,
-                kappa=s.adaptive_kappa,
-                alpha=s.adaptive_alpha,
-                candidates=[runtime.to_device(candidate[sl])],
-                generator=gen,
-            )
-        advs.append(r.x_adv.float().cpu())
-        flags.append(r.success.cpu())
-        advance(sl.stop - sl.start)
-    if not advs:
-        return x.clone(), torch.zeros(0, dtype=torch.bool)
-    return torch.cat(advs), torch.cat(flags)
 
 
 # detector_outputs' result: (class logits, detector logit), both fp32.
@@ -97,9 +45,12 @@ def score_detector(
     settings: DetectSettings,
     runtime: Runtime,
     start: Start,
+    work: DetectWork | None = None,
 ) -> dict:
-    """The fitted detector on the test images: clean, FGSM, PGD and CW, then the adaptive attack."""
+    """The fitted detector on the test images: clean, FGSM, PGD and CW, then the adaptive attack. `work`:
+    where the attacks run (units kept on disk, torchrun's processes); default: here, kept nowhere."""
     s = settings
+    work = work or DetectWork(None, {}, s.unit_size)
     score_rt = replace(runtime, precision="fp32")
     tau = detector.threshold
     t0 = time.perf_counter()
@@ -118,8 +69,8 @@ def score_detector(
     specs = default_attack_specs(
         ThreatModel("linf", s.eps), budgets, image_size=image_size, in_channels=in_channels
     )[:3]
-    attacks, pgd = _non_adaptive(detector, x, y, correct, neg, specs, s, runtime, start)
-    attacks["adaptive"] = _adaptive(detector, x, y, correct, neg, pgd, s, runtime, start)
+    attacks, pgd = _non_adaptive(detector, x, y, correct, neg, specs, s, runtime, start, work)
+    attacks["adaptive"] = _adaptive(detector, x, y, correct, neg, pgd, s, runtime, start, work)
     return {"clean": clean, "attacks": attacks, "headline": headline(attacks)}
 
 
@@ -133,21 +84,17 @@ def _non_adaptive(
     s: DetectSettings,
     runtime: Runtime,
     start: Start,
+    work: DetectWork,
 ) -> tuple[dict[str, dict], tuple[torch.Tensor, Outputs]]:
     """FGSM, PGD and CW (`specs`, in that order), each scored: ({key: entry}, (PGD's images, outputs))."""
     score_rt = replace(runtime, precision="fp32")
-    model = detector.model
+    keyed = dict(zip(("fgsm", "pgd", "cw"), specs, strict=True))
+    images = test_attack_images(detector.model, x, y, keyed, s, runtime, start, work)
     attacks: dict[str, dict] = {}
     kept: dict[str, tuple[torch.Tensor, Outputs]] = {}
-    for i, (key, spec) in enumerate(zip(("fgsm", "pgd", "cw"), specs, strict=True)):
-        t0 = time.perf_counter()
-        advance = start(f"test: {key}", len(x))
-        with count_passes(model) as count:
-            if key == "cw":
-                x_adv = _cw_images(spec, model, x, y, runtime, s.batch_size, advance)
-            else:
-                x_adv = attack_images(spec, model, x, y, runtime, s.batch_size, s.seed + i, advance)
-        seconds = time.perf_counter() - t0
+    for key, spec in keyed.items():
+        x_adv = images.get(key, x.clone())
+        count, seconds = cost_of(images.get(f"{key}.cost"))
         outputs = detector_outputs(detector, x_adv, score_rt, s.batch_size)
         kept[key] = x_adv, outputs
         attacks[key] = _scored(detector, x, y, x_adv, outputs, correct, neg, spec, s, count, seconds, False)
@@ -164,19 +111,21 @@ def _adaptive(
     s: DetectSettings,
     runtime: Runtime,
     start: Start,
+    work: DetectWork,
 ) -> dict:
     """The adaptive attack on the correctly classified images only (the others are not attacks), never
     weaker than PGD in fp32: per sample, whichever of its example and PGD's is better."""
     score_rt = replace(runtime, precision="fp32")
     tau = detector.threshold
     pgd_x, (lg_p, d_p) = pgd
-    t0 = time.perf_counter()
     idx = torch.nonzero(correct).flatten()
     advance = start("test: adaptive", len(idx))
-    with count_passes(detector.model) as count:
-        adv_sub, own = _adaptive_images(detector, x[idx], y[idx], pgd_x[idx], s, runtime, advance)
+    images = adaptive_images(detector, x[idx], y[idx], pgd_x[idx], s, runtime, advance, work)
+    t0 = time.perf_counter()
+    own = images.get("success", torch.zeros(0, dtype=torch.bool))
+    count, attack_seconds = cost_of(images.get("cost"))
     x_adv = x.clone()
-    x_adv[idx] = adv_sub
+    x_adv[idx] = images.get("x_adv", x[idx])
     # The attack picked its examples by its own (runtime-precision) verdicts; count where fp32 disagrees,
     # then keep per sample whichever of the adaptive and the PGD example is better in fp32, so the
     # reported adaptive attack is never weaker than PGD because of bf16 rounding near a boundary.
@@ -186,13 +135,9 @@ def _adaptive(
     take = (lv_p > lv) | ((lv_p == lv) & (lv_p > 0) & (d_p < d))
     x_adv[take] = pgd_x[take]
     lg[take], d[take] = lg_p[take], d_p[take]
-    seconds = time.perf_counter() - t0
-    spec = (
-        f"adaptive-pgd:eps={s.eps:.6g},norm=linf,steps={s.adaptive_steps},lambdas="
-        + "/".join(f"{v:g}" for v in s.adaptive_lambdas)
-        + f",kappa={s.adaptive_kappa:g}"
-    )
-    result = _scored(detector, x, y, x_adv, (lg, d), correct, neg, spec, s, count, seconds, True)
+    # the attack's seconds as its units took them (a reused unit keeps its own), plus the scoring here
+    seconds = attack_seconds + time.perf_counter() - t0
+    result = _scored(detector, x, y, x_adv, (lg, d), correct, neg, adaptive_text(s), s, count, seconds, True)
     result["params"] = _adaptive_params(s)
     result["attack_verdict_disagreements"] = disagreements
     result["pgd_example_kept"] = int(take.sum())

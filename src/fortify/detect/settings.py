@@ -72,6 +72,7 @@ class DetectSettings(StageSettings):
     adaptive_alpha: float | None = None  # None = 2.5 * eps / steps
     batch_size: int = 64
     bootstrap: int = 1000  # resamples for the AUROC interval
+    unit_size: int = 64  # images per work unit of each attack (resume, torchrun sharding: detect.work)
 
     def validate(self) -> DetectSettings:
         if self.models not in MODELS:
@@ -88,7 +89,7 @@ class DetectSettings(StageSettings):
             raise ConfigError("preprocess_eps and adaptive_kappa must be >= 0")
         if self.adaptive_alpha is not None and not self.adaptive_alpha > 0:
             raise ConfigError(f"adaptive_alpha must be > 0, got {self.adaptive_alpha}")
-        for name in ("pgd_steps", "cw_steps", "cw_binary_steps", "adaptive_steps", "batch_size"):
+        for name in ("pgd_steps", "cw_steps", "cw_binary_steps", "adaptive_steps", "batch_size", "unit_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.cross_fit_folds < 2:

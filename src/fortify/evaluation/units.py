@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from fortify.distributed import DistInfo, barrier, broadcast_object, gather_objects
 from fortify.errors import ConfigError
 from fortify.fileio import atomic_write, read_json, write_json
 
@@ -128,3 +130,85 @@ def check_complete(results: dict[int, UnitResult], units: list[slice]) -> None:
         r = results[i]
         if (r.start, r.stop) != (sl.start, sl.stop):
             raise RuntimeError(f"unit {i} covers [{r.start}, {r.stop}), planned [{sl.start}, {sl.stop})")
+
+
+def digest(obj: Any) -> str:
+    """A short stable hash of a JSON-able object, or of tensors (their bytes): for fingerprints."""
+    h = hashlib.sha256()
+    items = obj if isinstance(obj, (list, tuple)) else [obj]
+    for item in items:
+        if isinstance(item, torch.Tensor):
+            t = item.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(json.dumps(item, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def open_units(
+    folder: str | Path | None, fingerprint: dict[str, Any], *, resume: bool, dist
+) -> UnitStore | None:
+    """The units folder of one piece of work, checked by every process before any work (a refusal is
+    raised everywhere), claimed by rank 0. None: keep nothing on disk."""
+    if folder is None:
+        return None
+    store = UnitStore.open(folder, fingerprint, resume=resume)
+    barrier(dist)
+    if dist.is_main:
+        store.claim()
+    barrier(dist)
+    return store
+
+
+def compute_units(
+    units: list[slice],
+    compute: Callable[[int, slice], UnitResult],
+    store: UnitStore | None,
+    dist: DistInfo,
+    *,
+    everywhere: bool = False,
+) -> tuple[dict[int, UnitResult], int]:
+    """Every unit of one piece of work -> ({index: unit}, units reused from the store).
+
+    This process computes (or reuses, when its file exists) units rank, rank + w, ...; rank 0 gathers
+    them, keeps a copy of each in its store and checks the set is complete. With `everywhere` every
+    process gets the whole set (work that continues from it on every process); else the others get
+    ({}, 0)."""
+    done: dict[int, UnitResult] = {}
+    reused = 0
+    for i in assigned_units(len(units), dist.rank, dist.world_size):
+        found = store.load(i) if store is not None else None
+        if found is not None:
+            done[i], reused = found, reused + 1
+            continue
+        done[i] = compute(i, units[i])
+        if store is not None:
+            store.save(done[i])
+    if dist.enabled:
+        parts = gather_objects((done, reused), dist)
+        if dist.is_main:
+            done, reused = {}, sum(r for _, r in parts)
+            for part, _ in parts:
+                for i, unit in part.items():
+                    if i in done:
+                        raise RuntimeError(f"unit {i} was computed by two processes")
+                    done[i] = unit
+                    if store is not None and not store.path(i).is_file():
+                        store.save(unit)
+            check_complete(done, units)
+        if everywhere:
+            done, reused = broadcast_object((done, reused) if dist.is_main else None, dist)
+        elif not dist.is_main:
+            return {}, 0
+    else:
+        check_complete(done, units)
+    return done, reused
+
+
+def joined(done: dict[int, UnitResult], names: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """The units' tensors joined in unit order (first dimension = the images); {} without units."""
+    if not done:
+        return {}
+    order = [done[i] for i in range(len(done))]
+    return {name: torch.cat([u.tensors[name] for u in order]) for name in names or list(order[0].tensors)}
