@@ -97,6 +97,9 @@ def certify(
         None, "--attack-n", help="Votes judging an attacked image (default n)."
     ),
     batch_size: int = options.batch_size(_DEFAULTS.batch_size, "Noisy copies per forward pass."),
+    unit_size: int = typer.Option(
+        _DEFAULTS.unit_size, "--unit-size", help="Test images per work unit (--resume reuses finished ones)."
+    ),
     seed: int = options.seed(_DEFAULTS.seed),
     device: str = options.device(),
     precision: str = options.precision(),
@@ -129,6 +132,7 @@ def certify(
         attack_steps=attack_steps,
         attack_samples=attack_samples,
         attack_n=attack_n,
+        unit_size=unit_size,
         seed=seed,
     ).validate()
     check_checkpoint_path(checkpoint)

@@ -11,7 +11,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
+
 from fortify.attacks import AttackSpec
+from fortify.distributed import init_distributed
 from fortify.errors import CheckpointError
 from fortify.evaluation import sanity
 from fortify.evaluation.attack_runs import accuracy
@@ -19,7 +22,16 @@ from fortify.evaluation.attack_set import default_pgd_spec, for_evaluation
 from fortify.evaluation.batches import attack_dataset, predict
 from fortify.evaluation.loading import check_checkpoint_path, open_checkpoint, open_test_set
 from fortify.evaluation.settings import EvalSettings
-from fortify.evaluation.units import unit_seed, unit_slices
+from fortify.evaluation.units import (
+    UnitResult,
+    compute_units,
+    digest,
+    joined,
+    open_units,
+    unit_seed,
+    unit_slices,
+)
+from fortify.fileio import sha256_file
 from fortify.progress import tasks as progress_tasks
 from fortify.runtime import Runtime, seed_everything
 
@@ -49,18 +61,25 @@ def _open_pair(source_ckpt: str | Path, target_ckpt: str | Path, runtime: Runtim
     return runtime.prepare_model(source).eval(), runtime.prepare_model(target).eval(), target_info
 
 
-def _accuracies(source, target, x, y, x_src, x_wb, runtime: Runtime, batch_size: int) -> dict[str, float]:
-    """The target's accuracy on the transferred, white-box and clean images; the source's on its own
-    adversarial images."""
-    clean_pred, _ = predict(target, x, runtime, batch_size)
-    transfer_pred, _ = predict(target, x_src, runtime, batch_size)
-    own_pred, _ = predict(source, x_src, runtime, batch_size)
-    wb_pred, _ = predict(target, x_wb, runtime, batch_size)
+def _predictions(
+    source, target, x, x_src, x_wb, runtime: Runtime, batch_size: int
+) -> dict[str, torch.Tensor]:
+    """One unit's predictions: the target's on its clean, transferred and white-box images, the source's
+    on its own adversarial images."""
     return {
-        "transfer_accuracy": accuracy(y, transfer_pred),
-        "white_box_accuracy": accuracy(y, wb_pred),
-        "clean_accuracy": accuracy(y, clean_pred),
-        "source_accuracy": accuracy(y, own_pred),
+        "clean": predict(target, x, runtime, batch_size)[0],
+        "transfer": predict(target, x_src, runtime, batch_size)[0],
+        "own": predict(source, x_src, runtime, batch_size)[0],
+        "white_box": predict(target, x_wb, runtime, batch_size)[0],
+    }
+
+
+def _accuracies(y: torch.Tensor, pred: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {
+        "transfer_accuracy": accuracy(y, pred["transfer"]),
+        "white_box_accuracy": accuracy(y, pred["white_box"]),
+        "clean_accuracy": accuracy(y, pred["clean"]),
+        "source_accuracy": accuracy(y, pred["own"]),
     }
 
 
@@ -76,7 +95,9 @@ def evaluate_transfer(
     cache_dir: str | Path | None = None,
     source_name: str | None = None,
     target_name: str | None = None,
-) -> dict:
+    units_dir: str | Path | None = None,
+    resume: bool = False,
+) -> dict | None:
     """Craft `settings.transfer_attack` (default: PGD at the default budget in `settings.threat_model`) on
     the source model, measure on the target; also white-box on the target. `settings` also gives the
     batch size, the test-image limit and the seed.
@@ -84,7 +105,11 @@ def evaluate_transfer(
     Returns one `transfer.json` pair: source, target, attack (white-box), craft_attack (run on the
     source without early stopping), transfer_accuracy,
     white_box_accuracy, clean_accuracy (target), source_accuracy (source on its own adversarial
-    images), n, seconds, and the white-box-vs-transfer sanity check.
+    images), n, units, seconds, and the white-box-vs-transfer sanity check.
+
+    The images run in work units (fortify.evaluation.units), each seeded from (seed, what, unit): kept in
+    `units_dir` when given (`resume` reuses the finished ones and refuses units of another configuration),
+    and under torchrun shared out among the processes; only rank 0 returns the pair (the others None).
     """
     started = time.perf_counter()
     check_checkpoint_path(source_ckpt)
@@ -101,18 +126,40 @@ def evaluate_transfer(
     )
     x, y = test.dataset.tensors()
 
-    with progress_tasks(progress) as start:
+    dist = init_distributed(runtime.device.type)
+    fingerprint = {
+        "source": sha256_file(source_ckpt),
+        "target": sha256_file(target_ckpt),
+        "test_set": digest([list(test.dataset.paths), list(test.dataset.file_hashes)]),
+        "labels": digest(y),
+        "attack": str(spec),
+        "craft_attack": str(craft_spec),
+        "seed": seed,
+        "unit_size": s.unit_size,
+        "batch_size": batch_size,
+        "precision": runtime.precision,
+        "device": runtime.device.type,
+    }
+    store = open_units(units_dir, fingerprint, resume=resume, dist=dist)
+    units = unit_slices(len(x), s.unit_size)
+    with progress_tasks(progress and dist.is_main) as start:
         craft = start(f"transfer: craft {craft_spec}", len(x))
         white_box = start(f"transfer: white-box {spec}", len(x))
-        x_src, x_wb = x.clone(), x.clone()
+
         # Work units as in evaluate_checkpoint: each slice seeded from (seed, what, unit), so the pair
         # does not depend on how the images were batched or which process ran them.
-        for k, sl in enumerate(unit_slices(len(x), s.unit_size)):
+        def unit(k: int, sl: slice) -> UnitResult:
             seed_everything(unit_seed(seed, "transfer craft", k))
-            x_src[sl] = attack_dataset(craft_spec, source, x[sl], y[sl], runtime, batch_size, craft)
+            x_src = attack_dataset(craft_spec, source, x[sl], y[sl], runtime, batch_size, craft)
             seed_everything(unit_seed(seed, "transfer white-box", k))
-            x_wb[sl] = attack_dataset(spec, target, x[sl], y[sl], runtime, batch_size, white_box)
-    accuracies = _accuracies(source, target, x, y, x_src, x_wb, runtime, batch_size)
+            x_wb = attack_dataset(spec, target, x[sl], y[sl], runtime, batch_size, white_box)
+            pred = _predictions(source, target, x[sl], x_src, x_wb, runtime, batch_size)
+            return UnitResult(k, sl.start, sl.stop, pred)
+
+        done, reused = compute_units(units, unit, store, dist)
+    if not dist.is_main:
+        return None
+    accuracies = _accuracies(y, joined(done))
     source_label = source_name or str(source_ckpt)
     pair = {
         "source": source_label,
@@ -121,6 +168,7 @@ def evaluate_transfer(
         "craft_attack": str(craft_spec),
         **accuracies,
         "n": len(y),
+        "units": {"size": s.unit_size, "count": len(units), "reused": reused, "processes": dist.world_size},
         "seconds": time.perf_counter() - started,
     }
     pair["sanity"] = sanity.white_box_no_weaker_than_transfer(

@@ -210,7 +210,7 @@ def _run_stages(
 def _follow(stage: Stage, dist: DistInfo) -> None:
     """A process other than rank 0 in a stage rank 0 found stale: its share of a distributed stage."""
     barrier(dist)  # rank 0 has removed stale outputs
-    if stage.kind in DISTRIBUTED_KINDS:
+    if stage.kind in DISTRIBUTED_KINDS or stage.distributed:
         stage.run()
     barrier(dist)
 

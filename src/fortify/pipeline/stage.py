@@ -48,6 +48,9 @@ class Stage:
     ]  # evaluated when the stage is reached (earlier stages made them)
     remove: Callable[[At], None] = _keep_outputs  # remove stale outputs before a rerun
     kind: str = "other"  # "train" | "eval" | "other": stages of one kind share the estimate's correction
+    # under torchrun every process runs it (its share of the work units), not rank 0 alone; train and eval
+    # stages always do (reproduce.DISTRIBUTED_KINDS)
+    distributed: bool = False
     # each config key's default, so a record from before a key existed still matches (fingerprint.py)
     defaults: dict[str, Any] = field(default_factory=dict)
     # inputs this stage once had and has dropped, so records from then still match (fingerprint.py)

@@ -96,6 +96,7 @@ def study_stages(run: RunPlan, root: Path, prefix: str = "") -> list[Stage]:
             _run_transfer,
             _both_checkpoints,
             estimate=_transfer_cost,
+            distributed=True,  # its work units are shared out (evaluation.transfer)
         ),
         Stage(
             prefix + "compare",
@@ -266,6 +267,8 @@ def _run_transfer(at: At) -> None:
         )
         for src, dst in (("normal", "adversarial"), ("adversarial", "normal"))
     ]
+    if pairs[0] is None:  # a torchrun process other than rank 0: its units went to rank 0
+        return
     write_json(root / "transfer.json", {"pairs": pairs, "config": run.transfer_record()})
 
 
@@ -335,6 +338,7 @@ def _extra_stage(at: At, prefix: str) -> Stage:
         # a finished extra whose inputs changed starts over; an interrupted one keeps its partial files
         remove=_remove_model_dir,
         kind="extra",
+        distributed=name in ("detect", "certify"),  # they share their work units out under torchrun
         estimate=_not_estimated,  # the time is measured and printed when it finishes
     )
 
