@@ -21,9 +21,19 @@ import torch
 
 from fortify.detect.settings import DetectSettings
 from fortify.distributed import DistInfo
-from fortify.evaluation.units import UnitResult, compute_units, digest, joined, open_units, unit_slices
-from fortify.fileio import sha256_file
+from fortify.evaluation.units import (
+    UnitResult,
+    UnitStore,
+    compute_units,
+    digest,
+    joined,
+    open_units,
+    unit_slices,
+)
+from fortify.fileio import read_json, sha256_file
 from fortify.runtime import Runtime
+
+PURPOSES = ("fit", "test", "adaptive")  # the sets of images detect attacks, one units folder each
 
 
 @dataclass
@@ -61,6 +71,15 @@ class DetectWork:
         self.counts[purpose] = {"count": len(units), "reused": reused}
         return joined(done)
 
+    def check(self) -> None:
+        """Refuse, before any work, a units folder of this model written under another configuration (the
+        checks each purpose repeats with its images once they are known)."""
+        for purpose in PURPOSES if self.folder is not None else ():
+            config = self.folder / purpose / "config.json"
+            if config.is_file():
+                old = read_json(config).get("fingerprint", {})
+                UnitStore.open(self.folder / purpose, {**old, **self.base}, resume=self.resume)
+
     def record(self) -> dict[str, Any]:
         """detect.json's "units" block of one model."""
         return {
@@ -93,4 +112,6 @@ class UnitsPlace:
             "precision": runtime.precision,
             "device": runtime.device.type,
         }
-        return DetectWork(self.folder, base, settings.unit_size, self.resume, self.dist)
+        work = DetectWork(self.folder, base, settings.unit_size, self.resume, self.dist)
+        work.check()
+        return work
