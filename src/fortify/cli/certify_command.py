@@ -97,27 +97,20 @@ def certify(
         None, "--attack-n", help="Votes judging an attacked image (default n)."
     ),
     batch_size: int = options.batch_size(_DEFAULTS.batch_size, "Noisy copies per forward pass."),
-    unit_size: int = typer.Option(
-        _DEFAULTS.unit_size, "--unit-size", help="Test images per work unit (--resume reuses finished ones)."
-    ),
+    unit_size: int = typer.Option(_DEFAULTS.unit_size, "--unit-size", help="Test images per work unit."),
     seed: int = options.seed(_DEFAULTS.seed),
     device: str = options.device(),
     precision: str = options.precision(),
     force: bool = options.force(),
     resume: bool = options.resume(),
 ) -> None:
-    """Certify a randomized-smoothing classifier (Cohen et al. 2019) and attack it (smoothed PGD).
-
-    The test images run in work units kept in --out/units (--resume reuses the finished ones); under
-    `torchrun --nproc-per-node N -m fortify certify ...` the processes share the units out."""
+    """Certify a randomized-smoothing classifier (Cohen et al. 2019) and attack it (smoothed PGD), in work
+    units kept in --out/units (--resume reuses them; shared out under `torchrun -m fortify -- certify`)."""
     from fortify.certify import run_certify
-    from fortify.distributed import barrier, init_distributed, shutdown
-    from fortify.evaluation import check_out_dir
+    from fortify.distributed import shutdown
     from fortify.evaluation.loading import check_checkpoint_path
     from fortify.runtime import Runtime
 
-    if force and resume:
-        raise ConfigError("--force starts over and --resume continues: pass one of them")
     settings = CertifySettings(
         sigma=sigma,
         finetune_epochs=finetune_epochs,
@@ -137,11 +130,7 @@ def certify(
     ).validate()
     check_checkpoint_path(checkpoint)
     runtime = Runtime.resolve(device, precision)
-    # Under torchrun rank 0 checks --out (and with --force clears its units) while the others wait.
-    dist = init_distributed(runtime.device.type)
-    if dist.is_main:
-        check_out_dir(out, force, resume)
-    barrier(dist)
+    dist = _claim_out(out, force, resume, runtime.device.type)
     with data_warnings_reported():
         payload = run_certify(
             checkpoint,
@@ -157,6 +146,19 @@ def certify(
     shutdown(dist)  # every process leaves the group together (rank 0 has written certify.json)
     if payload is not None:  # None: a torchrun process other than rank 0
         print_summary(payload, wide_console(120), out)
+
+
+def _claim_out(out: Path, force: bool, resume: bool, device: str):
+    """Join torchrun's group (if any); rank 0 checks --out (and with --force clears its units) while the
+    others wait, so no process starts on a folder that is about to be refused or cleared."""
+    from fortify.distributed import barrier, init_distributed
+    from fortify.evaluation import check_out_dir
+
+    dist = init_distributed(device)
+    if dist.is_main:
+        check_out_dir(out, force, resume)
+    barrier(dist)
+    return dist
 
 
 def register(app: typer.Typer) -> None:

@@ -83,8 +83,7 @@ def detect(
     The attacks run in work units kept in --out/units (--resume reuses the finished ones); under
     `torchrun --nproc-per-node N -m fortify detect ...` the processes share the units out."""
     from fortify.detect import QUICK, SMOKE, DetectSettings, run_detect
-    from fortify.distributed import barrier, init_distributed, shutdown
-    from fortify.evaluation import check_out_dir
+    from fortify.distributed import shutdown
     from fortify.evaluation.loading import check_checkpoint_path
     from fortify.runtime import Runtime
 
@@ -111,11 +110,7 @@ def detect(
     if adversarial is not None:
         check_checkpoint_path(adversarial)
     runtime = Runtime.resolve(device, precision)
-    # Under torchrun rank 0 checks --out (and with --force clears its units) while the others wait.
-    dist = init_distributed(runtime.device.type)
-    if dist.is_main:
-        check_out_dir(out, force, resume)
-    barrier(dist)
+    dist = _claim_out(out, force, resume, runtime.device.type)
 
     with data_warnings_reported():
         payload = run_detect(
@@ -132,6 +127,19 @@ def detect(
     shutdown(dist)  # every process leaves the group together (rank 0 has written detect.json)
     if payload is not None:  # None: a torchrun process other than rank 0
         print_summary(payload, wide_console(110), out)
+
+
+def _claim_out(out: Path, force: bool, resume: bool, device: str):
+    """Join torchrun's group (if any); rank 0 checks --out (and with --force clears its units) while the
+    others wait, so no process starts on a folder that is about to be refused or cleared."""
+    from fortify.distributed import barrier, init_distributed
+    from fortify.evaluation import check_out_dir
+
+    dist = init_distributed(device)
+    if dist.is_main:
+        check_out_dir(out, force, resume)
+    barrier(dist)
+    return dist
 
 
 def register(app: typer.Typer) -> None:

@@ -83,6 +83,25 @@ def _accuracies(y: torch.Tensor, pred: dict[str, torch.Tensor]) -> dict[str, flo
     }
 
 
+def _fingerprint(
+    source_ckpt, target_ckpt, test, y, spec, craft_spec, s: EvalSettings, runtime: Runtime
+) -> dict:
+    """What a transfer unit's outcome depends on: a units folder is reused only under exactly this."""
+    return {
+        "source": sha256_file(source_ckpt),
+        "target": sha256_file(target_ckpt),
+        "test_set": digest([list(test.dataset.paths), list(test.dataset.file_hashes)]),
+        "labels": digest(y),
+        "attack": str(spec),
+        "craft_attack": str(craft_spec),
+        "seed": s.seed,
+        "unit_size": s.unit_size,
+        "batch_size": s.batch_size,
+        "precision": runtime.precision,
+        "device": runtime.device.type,
+    }
+
+
 def evaluate_transfer(
     source_ckpt: str | Path,
     target_ckpt: str | Path,
@@ -102,10 +121,10 @@ def evaluate_transfer(
     the source model, measure on the target; also white-box on the target. `settings` also gives the
     batch size, the test-image limit and the seed.
 
-    Returns one `transfer.json` pair: source, target, attack (white-box), craft_attack (run on the
-    source without early stopping), transfer_accuracy,
-    white_box_accuracy, clean_accuracy (target), source_accuracy (source on its own adversarial
-    images), n, units, seconds, and the white-box-vs-transfer sanity check.
+    Returns one `transfer.json` pair: source, target, attack (white-box), craft_attack (run on the source
+    without early stopping), transfer_accuracy, white_box_accuracy, clean_accuracy (target),
+    source_accuracy (source on its own adversarial images), n, units, seconds, and the
+    white-box-vs-transfer sanity check.
 
     The images run in work units (fortify.evaluation.units), each seeded from (seed, what, unit): kept in
     `units_dir` when given (`resume` reuses the finished ones and refuses units of another configuration),
@@ -127,27 +146,14 @@ def evaluate_transfer(
     x, y = test.dataset.tensors()
 
     dist = init_distributed(runtime.device.type)
-    fingerprint = {
-        "source": sha256_file(source_ckpt),
-        "target": sha256_file(target_ckpt),
-        "test_set": digest([list(test.dataset.paths), list(test.dataset.file_hashes)]),
-        "labels": digest(y),
-        "attack": str(spec),
-        "craft_attack": str(craft_spec),
-        "seed": seed,
-        "unit_size": s.unit_size,
-        "batch_size": batch_size,
-        "precision": runtime.precision,
-        "device": runtime.device.type,
-    }
+    fingerprint = _fingerprint(source_ckpt, target_ckpt, test, y, spec, craft_spec, s, runtime)
     store = open_units(units_dir, fingerprint, resume=resume, dist=dist)
     units = unit_slices(len(x), s.unit_size)
     with progress_tasks(progress and dist.is_main) as start:
         craft = start(f"transfer: craft {craft_spec}", len(x))
         white_box = start(f"transfer: white-box {spec}", len(x))
 
-        # Work units as in evaluate_checkpoint: each slice seeded from (seed, what, unit), so the pair
-        # does not depend on how the images were batched or which process ran them.
+        # each unit seeded from (seed, what, unit): the pair does not depend on which process ran it
         def unit(k: int, sl: slice) -> UnitResult:
             seed_everything(unit_seed(seed, "transfer craft", k))
             x_src = attack_dataset(craft_spec, source, x[sl], y[sl], runtime, batch_size, craft)
