@@ -1,8 +1,8 @@
 """A tiny trained classifier on a separable synthetic task, shared by the detect tests.
 
-16 px grayscale images, 3 classes: a slightly brighter vertical band (+0.06) in the left, middle or
+16 px grayscale images, 3 classes: a slightly brighter vertical band (+0.07) in the left, middle or
 right third of a noisy background (uniform noise of width 0.3). Averaged over the band's 80 pixels
-the classes are ~6 noise standard deviations apart, so a narrow smallcnn learns the task perfectly
+the classes are ~7 noise standard deviations apart, so a narrow smallcnn learns the task perfectly
 in a few hundred Adam steps (seconds), while the margin stays small enough for eps = 8/255 to fool
 it and for the class clusters in feature space to be wide (an adaptive attacker can then hide in
 them, which is what the adaptive test must be able to see).
@@ -20,7 +20,9 @@ from fortify.models.smallcnn import SmallCNN
 from fortify.runtime import seed_everything
 
 SIZE = 16
-CONTRAST = 0.06
+# 0.06 left plain PGD's detection rate at the 5%-FPR threshold near 0.72 on 96 test images (0.8 on 48
+# was luck); at 0.07 it is 0.85-0.92 over detector seeds 0-4 and the adaptive attack still evades.
+CONTRAST = 0.07
 NOISE = 0.30
 
 

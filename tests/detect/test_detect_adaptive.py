@@ -25,7 +25,8 @@ FAST = DetectSettings(
     adaptive_lambdas=[1.0, 10.0],
     bootstrap=50,
 )
-TRAIN, VAL_X, TEST = make_task(30, seed=1), make_task(20, seed=2)[0], make_task(16, seed=3)
+# 32 test images per class: ~75 PGD examples fool the model, so a rate moves in steps of ~1.3 points
+TRAIN, VAL_X, TEST = make_task(30, seed=1), make_task(20, seed=2)[0], make_task(32, seed=3)
 
 
 def _run(model, runtime, *, val_x=VAL_X, test=TEST, settings=FAST) -> dict:
