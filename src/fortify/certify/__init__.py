@@ -5,8 +5,8 @@
 - `run_certify(normal, adversarial, *, data, split, out_dir, settings, runtime, progress, cache_dir,
   resume)` -> certify.json: noise fine-tuning, certified accuracy vs L2 radius, abstain rate, per class,
   the L-inf threat model's L2 radii, empirical accuracy under attack, the consistency sanity check, cost
-  per image; resumable (settings.py, finetune.py, images.py, run.py; the figure in
-  fortify.report.figures.certify)
+  per image; in work units, resumable and shared out under torchrun (settings.py, finetune.py, images.py,
+  run.py; the figure in fortify.report.figures.certify)
 - `CertifySettings` (presets smoke and quick: `CertifySettings.preset("smoke")`)
 """
 

@@ -5,9 +5,11 @@ the training split with its threshold set on the validation split, evaluated on 
 against FGSM, PGD, CW and an adaptive attack (Carlini & Wagner 2017; Tramer et al. 2020).
 
 Files: settings.py (`DetectSettings`, presets smoke and quick), features.py and mahalanobis.py (the score),
-detector.py (classifier + detector as one module), batches.py (batched passes), fit.py (train and val),
-adaptive.py (the attack that knows the detector), scoring.py (the test split under attack), run.py
-(`run_detect` -> detect.json; its figures are drawn by fortify.report.figures.detect).
+detector.py (classifier + detector as one module), batches.py (batched passes), work.py (every attack in
+work units: seeds per unit, out/units/, resume, torchrun sharding), fit.py (train and val), adaptive.py (the
+attack that knows the detector), attack_units.py (the test split's attacks unit by unit), scoring.py (the
+test split under attack, scored), run.py (`run_detect` -> detect.json; its figures are drawn by
+fortify.report.figures.detect).
 """
 
 from fortify.detect.adaptive import AdaptiveResult, adaptive_pgd
