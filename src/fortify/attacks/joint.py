@@ -41,7 +41,6 @@ from fortify.attacks._common import (
 from fortify.attacks.spec import PATIENT_RULE as RULE_PATTERN
 
 
-
 def check_rule(rule: str) -> str:
     if not isinstance(rule, str) or not RULE_PATTERN.fullmatch(rule):
         raise ValueError(f"unknown patient rule {rule!r}; valid: mean, vote, max:<class index>")

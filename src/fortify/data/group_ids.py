@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-
 _TAG_NAMES = {"PatientID": "patient", "StudyInstanceUID": "study", "SeriesInstanceUID": "series"}
 
 
@@ -66,7 +65,7 @@ def per_image_ids(paths: Sequence[str], keys: Sequence[str | None] | None = None
 
 
 def grouping_kind(info: dict[str, Any]) -> str:
-    """"scan" when scans were reconstructed (leakage_groups recorded them), else "group"."""
+    """ "scan" when scans were reconstructed (leakage_groups recorded them), else "group"."""
     return "scan" if "scan" in info else "group"
 
 

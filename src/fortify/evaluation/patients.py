@@ -148,5 +148,7 @@ def joint_no_weaker_check(joint_robust: int, aggregate_robust: int, n: int, comp
         tolerance=1e-9,
         name=JOINT_CHECK,
     )
-    check["detail"] += f"; patients robust: joint {joint_robust}, per-slice aggregate {aggregate_robust} of {n}"
+    check["detail"] += (
+        f"; patients robust: joint {joint_robust}, per-slice aggregate {aggregate_robust} of {n}"
+    )
     return check
