@@ -94,3 +94,24 @@ def test_old_manifests_without_groups_load_with_none(tmp_path: Path) -> None:
             e.pop("group")
     test = load_split(m, tmp_path / "ds", image_size=16, cache_dir=tmp_path / "c")["test"]
     assert test.groups is None
+
+
+def test_given_grouping_names_dicom_patients_and_otherwise_each_image(tmp_path: Path) -> None:
+    root, n = tmp_path / "ds", 0
+    for part in ("train", "val", "test"):
+        for c in ("a", "b"):
+            for i in range(2):
+                named, n = c == "a", n + 1  # class a's files name their patient, class b's do not
+                write_dicom(
+                    root / part / c / f"{i}.dcm",
+                    noise_slice(n),
+                    patient=f"P-{part}-{c}" if named else None,
+                )
+    m = make_split(root, grouping="given", image_size=16, cache_dir=tmp_path / "c")
+    for entries in m.splits.values():
+        for e in entries:
+            if e["path"].split("/")[1] == "a":
+                part = e["path"].split("/")[0]
+                assert e["group"] == _key_value(f"PatientID=P-{part}-a")
+            else:
+                assert e["group"] == e["path"]
