@@ -89,7 +89,9 @@ def test_labels_by_majority_and_metrics_over_patient_ids():
 
 
 def test_joint_check_fails_when_the_joint_attack_is_weaker_than_the_aggregate():
-    ok = joint_no_weaker_check(3, 3, 10, ["pgd", "strong"])
-    bad = joint_no_weaker_check(4, 3, 10, ["pgd", "strong"])
-    assert ok["check"] == JOINT_CHECK and ok["passed"] and ok["undermines"] == ["joint"]
-    assert not bad["passed"] and "joint 4, per-slice aggregate 3 of 10" in bad["detail"]
+    ok = joint_no_weaker_check(3, 3, 10, ["pgd", "fgsm"])
+    one = joint_no_weaker_check(4, 3, 10, ["pgd", "fgsm"])  # one patient of random-start noise tolerated
+    bad = joint_no_weaker_check(5, 3, 10, ["pgd", "fgsm"])
+    assert ok["check"] == JOINT_CHECK and ok["passed"] and ok["undermines"] == ["joint"] and one["passed"]
+    assert not bad["passed"] and "joint 5, per-slice aggregate 3 of 10" in bad["detail"]
+    assert not joint_no_weaker_check(103, 100, 200, ["pgd"])["passed"]  # 1 point on 100 patients or more

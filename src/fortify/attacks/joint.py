@@ -8,8 +8,9 @@ boundary, only the mean has to.
 Memory stays bounded by `chunk` slices of activations whatever the scan's length: the aggregated loss
 depends on slice i only through its probabilities p_i, so per step one no-grad pass (chunk by chunk)
 gives every p_i, then each chunk is run forward and backward with the other chunks' probabilities held
-constant. That is the exact gradient of the aggregated loss with respect to that chunk's slices (a
-35-slice 224 px scan costs the activations of `chunk` slices, plus 3 copies of the scan's pixels).
+constant (in log space: log-probabilities and logsumexp, numerically as stable as cross-entropy). That
+is the exact gradient of the aggregated loss with respect to that chunk's slices (a 35-slice 224 px scan
+costs the activations of `chunk` slices, plus 3 copies of the scan's pixels).
 
 Decision rules (`rule`, class indices; fortify.evaluation.patients names the classes):
   "mean"     argmax of the mean softmax probability;
@@ -29,7 +30,6 @@ from collections.abc import Sequence
 import torch
 
 from fortify.attacks._common import (
-    TINY,
     ascent_direction,
     attack_mode,
     check_threat,
@@ -76,28 +76,31 @@ def patient_decision(probs: torch.Tensor, rule: str, severity: Sequence[int] | N
 
 
 @torch.no_grad()
-def _probabilities(model: torch.nn.Module, x: torch.Tensor, chunk: int) -> torch.Tensor:
-    return torch.cat([logits_f32(model, x[i : i + chunk]).softmax(1) for i in range(0, len(x), chunk)])
+def _logits(model: torch.nn.Module, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    return torch.cat([logits_f32(model, x[i : i + chunk]) for i in range(0, len(x), chunk)])
 
 
 def joint_gradient(
     model: torch.nn.Module, x_adv: torch.Tensor, y: int, chunk: int
 ) -> tuple[float, torch.Tensor, torch.Tensor]:
     """(aggregated loss, slice probabilities [S, C], d loss / d x_adv): the exact gradient of
-    -log(mean_i p_i[y]) computed chunk by chunk, the other chunks' probabilities held constant."""
-    probs = _probabilities(model, x_adv, chunk)
-    total = probs.sum(0)
+    -log(mean_i p_i[y]) computed chunk by chunk, the other chunks' probabilities held constant.
+
+    In log space (log mean_i p_i[y] = logsumexp_i log_softmax(z_i)[y] - log S), so a confident slice
+    keeps its gradient as cross-entropy does; for one slice this is exactly PGD's CE loss."""
+    logits = _logits(model, x_adv, chunk)
+    log_py = logits.log_softmax(1)[:, y]
     n = len(x_adv)
     grad = torch.empty_like(x_adv)
     for i in range(0, n, chunk):
+        others = torch.cat([log_py[:i], log_py[i + chunk :]])  # constant: the rest of the scan
         with torch.enable_grad():
             part = x_adv[i : i + chunk].detach().requires_grad_(True)
-            p = logits_f32(model, part).softmax(1)
-            others = total - probs[i : i + chunk].sum(0)  # constant: the rest of the scan
-            loss = -torch.log((others + p.sum(0))[y] / n + TINY)
+            mine = logits_f32(model, part).log_softmax(1)[:, y]
+            loss = -(torch.logsumexp(torch.cat([others, mine]), 0) - math.log(n))
             (grad[i : i + chunk],) = torch.autograd.grad(loss, part)
-    loss_value = float(-torch.log(total[y] / n + TINY))
-    return loss_value, probs, grad
+    loss_value = float(-(torch.logsumexp(log_py, 0) - math.log(n)))
+    return loss_value, logits.softmax(1), grad
 
 
 def _label(y: torch.Tensor | int, n: int) -> int:
@@ -143,7 +146,7 @@ def joint_pgd(
         x_adv = uniform_start(x0, norm, eps, generator) if random_start else x0.clone()
         for step in range(steps + 1):
             if step == steps:  # the last iterate still needs one pass to be judged
-                probs = _probabilities(model, x_adv, chunk)
+                probs = _logits(model, x_adv, chunk).softmax(1)
             else:
                 _, probs, grad = joint_gradient(model, x_adv, label, chunk)
             if patient_decision(probs, rule) != label:

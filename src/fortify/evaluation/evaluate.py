@@ -221,6 +221,8 @@ def _config_record(s: EvalSettings, ev: LoadedEvaluation, data, split, curve_sec
         "score_precision": s.score_precision,
         "fold_bn": ev.fold_bn,
         "unit_size": s.unit_size,
+        "patient_rule": s.patient_rule,
+        "joint_attack": None if s.joint_attack is None else str(s.joint_attack),
         "curve_seconds": curve_seconds,
     }
 

@@ -16,6 +16,7 @@ import torch
 from fortify.evaluation.metrics import median, worst_case_predictions
 from fortify.evaluation.patient_run import JointOutcome, test_groups
 from fortify.evaluation.patients import (
+    JOINT_COMPARED,
     LABEL_RULE,
     Patients,
     aggregate,
@@ -96,7 +97,11 @@ def patient_block(
             "worst_case": count_pair(y, worst, harmful),
         }
     block["per_patient"] = _per_patient(patients, y, clean, runs, robust, joint, classes)
-    compared = [k for k, spec in ev.specs.items() if tm is not None and _in_ball(spec, tm.eps, tm.norm)]
+    compared = [
+        k
+        for k, spec in ev.specs.items()
+        if tm is not None and spec.name in JOINT_COMPARED and _in_ball(spec, tm.eps, tm.norm)
+    ]
     aggregate_robust = clean_ok.clone()
     for k in compared:
         aggregate_robust &= robust[k]
@@ -115,6 +120,7 @@ def _joint_entry(joint: JointOutcome, y: torch.Tensor, clean_ok: torch.Tensor, c
         "params": dict(joint.spec.params),
         "seconds": joint.seconds,
         **joint.passes,
+        **joint.book,
         **patient_metrics(y, joint.pred, classes),
         "slices_changed": {
             "median": median(changed.double()),

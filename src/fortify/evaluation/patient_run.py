@@ -34,7 +34,12 @@ from fortify.progress import tasks as progress_tasks
 if TYPE_CHECKING:
     from fortify.evaluation.evaluate import LoadedEvaluation
 
-PATIENTS_PER_UNIT = 8  # a unit is the grain of resume: 8 scans of ~10 slices cost about one image unit
+PATIENTS_PER_UNIT = 8
+BOOK_KEYS = (
+    "verdict_mismatches",
+    "reattacked_fp32",
+    "recovered_by_reattack",
+)  # as attack_runs counts  # a unit is the grain of resume: 8 scans of ~10 slices cost about one image unit
 
 
 def joint_spec(s: EvalSettings, specs: dict[str, AttackSpec], classes: list[str]) -> AttackSpec | None:
@@ -78,6 +83,34 @@ class JointPlan:
         return self.spec.threat_model()
 
 
+def _attack(
+    plan: UnitPlan, jp: JointPlan, x: torch.Tensor, label: int, rt, generator
+) -> tuple[torch.Tensor, int]:
+    """One patient's slices under the joint attack run at `rt`'s precision: (their probabilities at the
+    scoring precision, the patient's decision at the attack's own)."""
+    with rt.autocast():
+        x_adv = joint_pgd(plan.model, rt.to_device(x), label, generator=generator, **jp.spec.params)
+    bs = plan.settings.batch_size
+    own = patient_decision(predict(plan.model, x_adv.cpu(), rt, bs)[1], jp.rule, jp.severity)
+    return predict(plan.model, x_adv.cpu(), plan.score_rt, bs)[1], own
+
+
+def _attack_settled(plan: UnitPlan, jp: JointPlan, x: torch.Tensor, label: int, generator, book: dict):
+    """The joint attack, settled like the per-slice ones (attack_runs): a patient the attack flipped at
+    its own precision (bf16) but the scorer (fp32) does not see flipped is attacked again at the scoring
+    precision, so a bf16 early stop cannot leave a patient robust that an fp32 attack would flip."""
+    adv, own = _attack(plan, jp, x, label, plan.runtime, generator)
+    if own != label and patient_decision(adv, jp.rule, jp.severity) == label:
+        book["verdict_mismatches"] += 1
+        if plan.runtime.precision != plan.score_rt.precision:
+            book["reattacked_fp32"] += 1
+            again, _ = _attack(plan, jp, x, label, plan.score_rt, generator)
+            if patient_decision(again, jp.rule, jp.severity) != label:
+                book["recovered_by_reattack"] += 1
+                adv = again
+    return adv
+
+
 def run_joint_unit(plan: UnitPlan, jp: JointPlan, index: int, sl: slice, advance) -> UnitResult:
     """Joint unit `index` (patients `sl` of the sorted ids): per slice its adversarial probabilities,
     per patient its clean and joint decisions, whether it was attacked and how many slices changed."""
@@ -85,23 +118,16 @@ def run_joint_unit(plan: UnitPlan, jp: JointPlan, index: int, sl: slice, advance
     s = plan.settings
     generator = torch.Generator().manual_seed(unit_seed(s.seed, "joint", index))
     probs, rows, clean_dec, joint_dec, attacked, changed = [], [], [], [], [], []
+    book = dict.fromkeys(BOOK_KEYS, 0)
     with count_passes(plan.model) as passes:
         for p in range(sl.start, sl.stop):
             idx = torch.tensor(jp.patients.members[p], dtype=torch.long)
             _, clean = predict(plan.model, plan.x[idx], plan.score_rt, s.batch_size)
             label = int(jp.labels[p])
             decided = patient_decision(clean, jp.rule, jp.severity)
-            adv = clean
-            if decided == label:
-                with plan.runtime.autocast():
-                    x_adv = joint_pgd(
-                        plan.model,
-                        plan.runtime.to_device(plan.x[idx]),
-                        label,
-                        generator=generator,
-                        **jp.spec.params,
-                    )
-                _, adv = predict(plan.model, x_adv.cpu(), plan.score_rt, s.batch_size)
+            adv = (
+                _attack_settled(plan, jp, plan.x[idx], label, generator, book) if decided == label else clean
+            )
             probs.append(adv)
             rows.append(idx)
             clean_dec.append(decided)
@@ -117,7 +143,7 @@ def run_joint_unit(plan: UnitPlan, jp: JointPlan, index: int, sl: slice, advance
         "attacked": torch.tensor(attacked, dtype=torch.bool),
         "slices_changed": torch.tensor(changed, dtype=torch.long),
     }
-    meta = {"seconds": time.perf_counter() - t0, "passes": passes.as_dict()}
+    meta = {"seconds": time.perf_counter() - t0, "passes": passes.as_dict(), **book}
     return UnitResult(index, sl.start, sl.stop, tensors, meta)
 
 
@@ -170,6 +196,7 @@ class JointOutcome:
     prob: torch.Tensor  # [N, C] each slice's probabilities under the joint attack
     seconds: float
     passes: dict[str, int]
+    book: dict[str, int]  # BOOK_KEYS, counted in patients
 
 
 def assemble_joint(jp: JointPlan, units: list[UnitResult], n_images: int) -> JointOutcome:
@@ -188,6 +215,7 @@ def assemble_joint(jp: JointPlan, units: list[UnitResult], n_images: int) -> Joi
         prob,
         sum(float(u.meta["seconds"]) for u in units),
         {k: sum(int(u.meta["passes"][k]) for u in units) for k in ("gradient_evaluations", "forward_passes")},
+        {k: sum(int(u.meta[k]) for u in units) for k in BOOK_KEYS},
     )
 
 
