@@ -88,3 +88,12 @@ def test_vote_rule_without_joint_attack_and_old_manifest(tiny_checkpoint, tmp_pa
         evaluate_checkpoint(
             tiny_checkpoint, data=PHANTOM, settings=s.replace(patient_rule="max:cancer"), progress=False
         )
+
+
+def test_a_weak_joint_attack_fails_its_sanity_check(tiny_checkpoint):
+    weak = SETTINGS.replace(joint_attack="joint-pgd:steps=1,alpha=0.00001,random_start=false", limit=24)
+    r = evaluate_checkpoint(tiny_checkpoint, data=PHANTOM, settings=weak, progress=False)
+    check = next(c for c in r["sanity"] if c["check"] == JOINT_CHECK)
+    robust = {k: sum(row["robust"][k] for row in r["patient"]["per_patient"]) for k in ("pgd", "joint")}
+    assert robust["joint"] > robust["pgd"] + 1  # the weak attack really is weaker, by more than the tolerance
+    assert not check["passed"] and check["undermines"] == ["joint"], check
