@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from fortify.evaluation.metrics import median, worst_case_predictions
-from fortify.evaluation.patient_run import JointOutcome, test_groups
+from fortify.evaluation.patient_run import JointOutcome, patient_groups
 from fortify.evaluation.patients import (
     JOINT_COMPARED,
     LABEL_RULE,
@@ -43,7 +43,7 @@ def per_sample_fields(ev: LoadedEvaluation, joined: Assembled) -> dict:
         return [[round(float(v), DECIMALS) for v in row] for row in p.tolist()]
 
     return {
-        "groups": test_groups(ev)[0],
+        "groups": patient_groups(ev)[0],
         "probabilities": {
             "clean": rounded(joined.clean_prob),
             **{k: rounded(joined.outcomes[k].prob) for k in ev.specs},
@@ -62,7 +62,7 @@ def patient_block(
     """(results["patient"], the joint-vs-aggregate sanity check). `headline`: results["threat_model"],
     stated when no joint attack ran."""
     classes = ev.classes
-    groups, groups_from = test_groups(ev)
+    groups, groups_from = patient_groups(ev)
     patients = Patients.from_groups(groups)
     y, mixed = patient_labels(ev.y, patients, classes)
     _, clean = aggregate(joined.clean_prob, patients, rule, classes)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from fortify.attacks import AttackSpec, ThreatModel, joint_pgd, patient_decision
+from fortify.attacks import AttackSpec, joint_pgd, patient_decision
 from fortify.distributed import DistInfo, gather_objects
 from fortify.evaluation.batches import count_passes, predict
 from fortify.evaluation.patients import Patients, check_rule, indexed_rule, patient_labels, severity_order
@@ -34,12 +34,8 @@ from fortify.progress import tasks as progress_tasks
 if TYPE_CHECKING:
     from fortify.evaluation.evaluate import LoadedEvaluation
 
-PATIENTS_PER_UNIT = 8
-BOOK_KEYS = (
-    "verdict_mismatches",
-    "reattacked_fp32",
-    "recovered_by_reattack",
-)  # as attack_runs counts  # a unit is the grain of resume: 8 scans of ~10 slices cost about one image unit
+PATIENTS_PER_UNIT = 8  # the grain of resume: 8 scans of ~10 slices cost about one unit of 64 images
+BOOK_KEYS = ("verdict_mismatches", "reattacked_fp32", "recovered_by_reattack")  # as attack_runs counts
 
 
 def joint_spec(s: EvalSettings, specs: dict[str, AttackSpec], classes: list[str]) -> AttackSpec | None:
@@ -79,9 +75,6 @@ class JointPlan:
         n = len(self.patients)
         return [slice(a, min(a + PATIENTS_PER_UNIT, n)) for a in range(0, n, PATIENTS_PER_UNIT)]
 
-    def threat_model(self) -> ThreatModel:
-        return self.spec.threat_model()
-
 
 def _attack(
     plan: UnitPlan, jp: JointPlan, x: torch.Tensor, label: int, rt, generator
@@ -91,8 +84,9 @@ def _attack(
     with rt.autocast():
         x_adv = joint_pgd(plan.model, rt.to_device(x), label, generator=generator, **jp.spec.params)
     bs = plan.settings.batch_size
-    own = patient_decision(predict(plan.model, x_adv.cpu(), rt, bs)[1], jp.rule, jp.severity)
-    return predict(plan.model, x_adv.cpu(), plan.score_rt, bs)[1], own
+    scored = predict(plan.model, x_adv.cpu(), plan.score_rt, bs)[1]
+    own = scored if rt.precision == plan.score_rt.precision else predict(plan.model, x_adv.cpu(), rt, bs)[1]
+    return scored, patient_decision(own, jp.rule, jp.severity)
 
 
 def _attack_settled(plan: UnitPlan, jp: JointPlan, x: torch.Tensor, label: int, generator, book: dict):
@@ -219,7 +213,7 @@ def assemble_joint(jp: JointPlan, units: list[UnitResult], n_images: int) -> Joi
     )
 
 
-def test_groups(ev: LoadedEvaluation) -> tuple[list[str], str]:
+def patient_groups(ev: LoadedEvaluation) -> tuple[list[str], str]:
     """(one group id per test image, where they came from): the manifest's groups, else one per image."""
     groups = ev.test.dataset.groups
     if groups is None:
@@ -239,7 +233,7 @@ def run_joint(
     other than 0)."""
     if spec is None:
         return None
-    patients = Patients.from_groups(test_groups(ev)[0])
+    patients = Patients.from_groups(patient_groups(ev)[0])
     labels, _ = patient_labels(ev.y, patients, ev.classes)
     jp = JointPlan(spec, patients, labels, str(spec.params["rule"]), severity_order(ev.classes))
     units = run_joint_units(plan, jp, store, dist, progress)
