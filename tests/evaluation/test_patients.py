@@ -95,3 +95,30 @@ def test_joint_check_fails_when_the_joint_attack_is_weaker_than_the_aggregate():
     assert ok["check"] == JOINT_CHECK and ok["passed"] and ok["undermines"] == ["joint"] and one["passed"]
     assert not bad["passed"] and "joint 5, per-slice aggregate 3 of 10" in bad["detail"]
     assert not joint_no_weaker_check(103, 100, 200, ["pgd"])["passed"]  # 1 point on 100 patients or more
+
+
+def test_settings_patient_rule_and_joint_attack():
+    from fortify.attacks import AttackSpec
+    from fortify.evaluation.attack_set import keyed_specs
+    from fortify.evaluation.patient_run import joint_spec
+    from fortify.evaluation.settings import EvalSettings
+
+    d = EvalSettings()
+    assert d.patient_rule == "mean" and d.joint_attack == AttackSpec.template("joint-pgd")
+    assert not {"patient_rule", "joint_attack"} & set(d.profile_record())  # stated only when changed
+    assert EvalSettings.from_dict({"joint_attack": "none"}).joint_attack is None
+    off = EvalSettings.from_dict({"joint_attack": None}).profile_record()
+    assert off["joint_attack"] is None and EvalSettings.from_dict(off).joint_attack is None
+    # Default: eps from the threat model, the headline PGD's steps, the rule with class indices.
+    s = EvalSettings.from_dict({"pgd_steps": 7, "patient_rule": "max:malignant"})
+    spec = joint_spec(s, keyed_specs([AttackSpec.build("pgd", eps=2 / 255, steps=7)]), CLASSES)
+    assert spec.params == {"eps": 2 / 255, "rule": "max:1", "norm": "linf", "steps": 7}
+    own = EvalSettings.from_dict({"joint_attack": "joint-pgd:steps=3,chunk=4"})
+    assert joint_spec(own, {}, CLASSES).params["steps"] == 3
+    for bad in (
+        {"patient_rule": "median"},
+        {"joint_attack": "pgd:steps=3"},
+        {"attacks": ["joint-pgd:eps=0.1"]},
+    ):
+        with pytest.raises(ConfigError):
+            EvalSettings.from_dict(bad)
