@@ -58,7 +58,7 @@ def test_threat_models():
 @pytest.mark.parametrize(
     "bad, fragment",
     [
-        ("nope:eps=1", "valid: apgd, cw, fgsm, pgd, square, strong"),
+        ("nope:eps=1", "valid: apgd, cw, fgsm, joint-pgd, pgd, square, strong"),
         ("square:eps=4/255,queries=0", "queries must be >= 1"),
         ("square:eps=4/255,p_init=1.5", "p_init must be in (0, 1]"),
         ("strong:eps=4/255,square_queries=-1", "square_queries must be >= 0"),

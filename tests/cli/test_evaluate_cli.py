@@ -62,11 +62,13 @@ def _one_line_error(code: int, err: str) -> None:
 def test_evaluate_prints_summary_and_writes_results(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "eval"
     code, stdout, err = run(
-        ["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", PHANTOM, "--out", str(out), *CHEAP],
+        ["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", PHANTOM, "--out", str(out), *CHEAP]
+        + ["--patient-rule", "max:malignant"],
         capsys,
     )
     assert code == 0, err
     results = read_json(out / "results.json")
+    assert results["patient"]["rule"] == "max:malignant" and "patients (" in stdout
     assert (out / "examples.safetensors").is_file()
     for row in ("clean", "fgsm", "pgd", "combined", "worst case", "SYNTHETIC", "Sanity checks"):
         assert row in stdout, row
@@ -109,6 +111,7 @@ def test_evaluate_prints_summary_and_writes_results(tiny_checkpoint, tmp_path, c
         "bad_eps",
         "bad_curve",
         "wrong_classes",
+        "bad_patient_rule",
     ],
 )
 def test_bad_inputs_fail_with_one_line_and_write_nothing(
@@ -130,6 +133,8 @@ def test_bad_inputs_fail_with_one_line_and_write_nothing(
         extra = ["--curve-attack", "pgd:stepz=3"]
     elif case == "wrong_classes":
         ckpt = str(wrong_classes_checkpoint)
+    elif case == "bad_patient_rule":
+        extra = ["--patient-rule", "max:cancer"]
     out = tmp_path / "out"
     code, _, err = run(
         ["evaluate", "--checkpoint", ckpt, "--data", PHANTOM, "--out", str(out), *extra], capsys

@@ -12,6 +12,7 @@ from fortify.data import (
     load_dataset,
     load_manifest,
     load_split,
+    make_folds,
     make_split,
     save_manifest,
 )
@@ -90,9 +91,27 @@ def test_manifest_format(leaky_folder: Path, tmp_path: Path) -> None:
     assert raw["dataset"]["classes"] == ["a", "b"] and raw["dataset"]["n_files"] == 45
     assert raw["preprocessing"] == {"image_size": 16, "grayscale": True, "crop": "center-square"}
     entry = raw["splits"]["train"][0]
-    assert set(entry) == {"path", "label", "sha256"} and not Path(entry["path"]).is_absolute()
+    assert set(entry) == {"path", "label", "sha256", "group"} and not Path(entry["path"]).is_absolute()
     assert len(entry["sha256"]) == 64
     assert load_manifest(path).to_dict() == m.to_dict()
+
+
+def test_groups_have_stable_ids_on_one_side_in_the_split_and_every_fold(leaky_folder: Path, tmp_path: Path):
+    m = make_split(leaky_folder, seed=0, image_size=16, cache_dir=tmp_path / "c")
+    folds = make_folds(leaky_folder, 3, seed=0, image_size=16, cache_dir=tmp_path / "c")
+    group_of = {}
+    for manifest in (m, *folds):
+        side: dict[str, set[str]] = {}
+        for name, entries in manifest.splits.items():
+            for e in entries:
+                side.setdefault(e["group"], set()).add(name)
+                assert group_of.setdefault(e["path"], e["group"]) == e["group"]  # the same id everywhere
+        assert all(len(s) == 1 for s in side.values())
+    assert all(g.split("/")[0] in ("a", "b") and ("/scan-" in g or "/group-" in g) for g in group_of.values())
+    tested = [g for f in folds for g in {e["group"] for e in f.splits["test"]}]
+    assert sorted(tested) == sorted(set(group_of.values()))  # each patient tested in exactly one fold
+    test = load_split(m, leaky_folder, image_size=16, cache_dir=tmp_path / "c")["test"]
+    assert test.groups == [group_of[p] for p in test.paths]
 
 
 def test_load_split_round_trip_and_limit(leaky_folder: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from fortify_eval_fixtures import _fit_head, eval_settings
 
 from fortify.data import load_split, make_split, save_manifest
 from fortify.evaluation import evaluate_checkpoint
+from fortify.fileio import read_json
 from fortify.models import build_model
 from fortify.runtime import Runtime, seed_everything
 from fortify.training.checkpoints import save_checkpoint, sha256_file
@@ -60,3 +61,13 @@ def test_evaluate_on_real_test_slice(real_data_path, cache_dir, tmp_path):
     assert "malignant_to_normal" in results
     assert results["worst_case"]["accuracy"] <= results["attacks"]["pgd"]["accuracy"]
     assert (tmp_path / "eval" / "results.json").is_file()
+    # Patients: the scans the split kept together, named as the manifest names them.
+    groups = {e["path"]: e["group"] for e in read_json(manifest)["splits"]["test"]}
+    patient = results["patient"]
+    assert patient["groups_from"] == "manifest" and results["per_sample"]["groups"] == [
+        groups[p] for p in results["per_sample"]["paths"]
+    ]
+    assert [row["id"] for row in patient["per_patient"]] == sorted(set(results["per_sample"]["groups"]))
+    assert all("/scan-" in row["id"] for row in patient["per_patient"])
+    assert sum(row["n_slices"] for row in patient["per_patient"]) == 12  # --limit spreads over scans
+    assert patient["joint"]["spec"].startswith("joint-pgd:eps=2/255")

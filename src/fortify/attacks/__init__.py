@@ -10,6 +10,7 @@ from fortify.attacks import spec as _spec
 from fortify.attacks.apgd import apgd
 from fortify.attacks.cw import CWResult, cw_l2, cw_l2_detailed
 from fortify.attacks.fgsm import fgsm
+from fortify.attacks.joint import joint_pgd, patient_decision
 from fortify.attacks.pgd import pgd
 from fortify.attacks.spec import (
     AttackResult,
@@ -28,6 +29,10 @@ from fortify.attacks.trades import trades_kl
 
 ATTACKS = _spec.ATTACKS
 ATTACKS.update({"fgsm": fgsm, "pgd": pgd, "cw": cw_l2, "apgd": apgd, "square": square, "strong": strong})
+# Attacks on a patient's decision (x = all slices of ONE scan, y its one label): not per-image attacks,
+# so evaluation runs them per patient (fortify.evaluation.patient_run), never as headline attacks.
+ATTACKS.update({"joint-pgd": joint_pgd})
+PATIENT_ATTACKS = _spec.PATIENT_ATTACKS
 _spec.DETAILED.update({"cw": cw_l2_detailed})
 
 __all__ = [
@@ -35,6 +40,7 @@ __all__ = [
     "AttackResult",
     "AttackSpec",
     "CWResult",
+    "PATIENT_ATTACKS",
     "StrongResult",
     "ThreatModel",
     "apgd",
@@ -43,7 +49,9 @@ __all__ = [
     "cw_l2_detailed",
     "fgsm",
     "format_value",
+    "joint_pgd",
     "parse_spec",
+    "patient_decision",
     "pgd",
     "run_attack",
     "run_attack_detailed",

@@ -30,6 +30,8 @@ ALIASES = {"cw_l2": "cw", "fgsm_rs": "fgsm"}
 NOT_IN_SPEC = {"generator", "progress"}
 NORMS = ("linf", "l2")
 LOSSES_BY_ATTACK = {"pgd": ("ce", "cw", "dlr"), "apgd": ("ce", "dlr")}
+PATIENT_ATTACKS = frozenset({"joint-pgd"})  # x = one patient's slices, y its label (attacks/joint.py)
+PATIENT_RULE = re.compile(r"mean|vote|max:\d+")  # joint.RULE_PATTERN (spec.py imports no attack)
 STRONG_VERSIONS = ("full", "standard")  # fortify.attacks.strong.VERSIONS (spec.py imports no attack)
 
 
@@ -185,7 +187,7 @@ def _validate(name: str, params: dict) -> None:
             raise SpecError(f"{name}: {key} must be >= 0, got {format_value(value)}")
         if key in ("lr", "c", "max_l2") and value == 0:
             raise SpecError(f"{name}: {key} must be > 0")
-        if key in ("steps", "restarts", "binary_steps", "n_target_classes", "queries") and value < 1:
+        if key in ("steps", "restarts", "binary_steps", "n_target_classes", "queries", "chunk") and value < 1:
             raise SpecError(f"{name}: {key} must be >= 1, got {value}")
         if key == "square_queries" and value < 0:
             raise SpecError(f"{name}: square_queries must be >= 0 (0 disables Square), got {value}")
@@ -197,6 +199,8 @@ def _validate(name: str, params: dict) -> None:
             raise SpecError(f"{name}: unknown norm {value!r}; valid: {', '.join(NORMS)}")
         if key == "loss" and value not in LOSSES_BY_ATTACK.get(name, ()):
             raise SpecError(f"{name}: unknown loss {value!r}; valid: {', '.join(LOSSES_BY_ATTACK[name])}")
+        if key == "rule" and not PATIENT_RULE.fullmatch(value):
+            raise SpecError(f"{name}: unknown rule {value!r}; valid: mean, vote, max:<class index>")
         if key == "version" and value not in STRONG_VERSIONS:
             raise SpecError(f"{name}: unknown version {value!r}; valid: {', '.join(STRONG_VERSIONS)}")
 

@@ -54,6 +54,7 @@ def print_summary(results: dict, console: Console, out: Path | None = None) -> N
             f"(white-box on this model {_pct(pair['white_box_accuracy'])}, "
             f"clean {_pct(pair['clean_accuracy'])})"
         )
+    _print_patients(results.get("patient"), console)
     _print_sanity(results["sanity"], console)
     leak = (results.get("leakage_sentinel") or {}).get("warning")
     if leak:  # written into results.json; a reader of the console must see it too
@@ -119,6 +120,21 @@ def _curves_table(curves: dict) -> Table:
     return table
 
 
+def _print_patients(patient: dict | None, console: Console) -> None:
+    """One line: the patient-level clean, joint-attack and worst-case accuracy (results["patient"])."""
+    if not patient:
+        return
+    joint = patient.get("joint")
+    parts = [f"clean {_pct(patient['clean']['accuracy'])}"]
+    if joint is not None:
+        parts.append(f"joint attack {_pct(joint['accuracy'])} ({joint['spec']})")
+    parts.append(f"worst case {_pct(patient['worst_case']['accuracy'])}")
+    console.print(
+        f"patients ({patient['n']}, rule {patient['rule']}, groups from {patient['groups_from']}): "
+        + ", ".join(parts)
+    )
+
+
 def _print_sanity(sanity: list[dict], console: Console) -> None:
     """The sanity checks, PASS or FAIL, and a warning line when any failed."""
     checks = Table(title="Sanity checks (Carlini et al. 2019)", title_justify="left")
@@ -158,6 +174,12 @@ RESUME = options.resume("Reuse the finished work units in --out (an interrupted 
 UNIT_SIZE = typer.Option(
     DEFAULTS.unit_size, "--unit-size", min=1, help="Test images per work unit (the grain of resume)."
 )
+PATIENT_RULE = typer.Option(
+    DEFAULTS.patient_rule,
+    "--patient-rule",
+    help="How a patient's slices decide: mean (argmax of the mean probability), vote, or max:<class> "
+    "(e.g. max:malignant: any slice predicted malignant).",
+)
 TRANSFER_FROM = typer.Option(
     None,
     "--transfer-from",
@@ -188,6 +210,7 @@ def evaluate(
     force: bool = options.force(),
     resume: bool = RESUME,
     unit_size: int = UNIT_SIZE,
+    patient_rule: str = PATIENT_RULE,
     transfer_from: Path | None = TRANSFER_FROM,
     transfer_attack: str | None = TRANSFER_ATTACK,
     arch: str | None = model_options.ARCH,
@@ -212,7 +235,7 @@ def evaluate(
     )
     settings = _settings(
         eps, eps_curve, attacks, curve_attacks, transfer_attack, batch_size, limit, examples_per_class, seed
-    ).replace(unit_size=unit_size)
+    ).replace(unit_size=unit_size, patient_rule=patient_rule)
     if transfer_from is not None:
         if not isinstance(model, Path):
             raise ConfigError("--transfer-from needs a fortify checkpoint as --checkpoint")

@@ -22,6 +22,7 @@ import torch
 
 from fortify.data.dataset import ImageDataset
 from fortify.data.dicom import DEFAULT_WINDOW, GROUP_TAGS, group_key, parse_window
+from fortify.data.group_ids import group_ids, grouping_kind, mixed_label_groups
 from fortify.data.groups import (
     NEAR_DUP_METHOD,
     NEAR_DUP_THRESHOLD,
@@ -163,7 +164,7 @@ def audit_dataset(
     labels = ds.labels.numpy()
     counts, sizes, modes = _class_tables(ds, labels)
     exact = _exact_duplicates(ds, labels)
-    near, scans = _near_duplicates(ds, labels, exact.groups, near_dup_threshold)
+    near, scans, mixed = _near_duplicates(ds, labels, exact.groups, near_dup_threshold)
     categorical, continuous = _shortcuts(ds, labels)
     dicom = _dicom_summary(ds)
     given = _given_splits(ds, labels, exact.groups, near.groups)
@@ -180,6 +181,7 @@ def audit_dataset(
         continuous=continuous,
         dicom=dicom,
         given=given,
+        mixed=mixed,
     )
     return _report(found, _warnings(found))
 
@@ -245,24 +247,27 @@ def _exact_duplicates(ds: ImageDataset, labels: np.ndarray) -> _Duplicates:
 
 def _near_duplicates(
     ds: ImageDataset, labels: np.ndarray, exact: list[list[int]], near_dup_threshold: float
-) -> tuple[_Duplicates, dict[str, Any]]:
-    """Near-duplicate groups among the deduplicated images, and the scans block of the report."""
+) -> tuple[_Duplicates, dict[str, Any], list[dict]]:
+    """Near-duplicate groups among the deduplicated images, the scans block of the report, and the
+    split's groups (scans or DICOM patients) whose images carry two labels."""
     # On the deduplicated images (what the split sees), and scans: runs of similar consecutive slices
     # merged with them (what the default split keeps together), with the calibration of the link
     # threshold against the documented case counts on IQ-OTH/NCCD.
     classes = ds.classes
     drop = {i for g in exact for i in g[1:]}
     kept = [i for i in range(len(ds)) if i not in drop]
+    kept_labels = [int(labels[i]) for i in kept]
+    keys = [group_key(ds.infos[i].tags) for i in kept] if ds.infos is not None else None
     all_fps = dataset_fingerprints(ds)
     with warnings_module.catch_warnings():
         warnings_module.simplefilter("ignore")  # a fallback is reported in the audit's own warnings
         scan = leakage_groups(
             all_fps[torch.tensor(kept, dtype=torch.long)],
-            [int(labels[i]) for i in kept],
+            kept_labels,
             [ds.paths[i] for i in kept],
             list(classes),
             near_dup_threshold=near_dup_threshold,
-            group_keys=[group_key(ds.infos[i].tags) for i in kept] if ds.infos is not None else None,
+            group_keys=keys,
         )
     near = [[kept[k] for k in g] for g in scan.near_duplicates]
     entries = [
@@ -274,7 +279,9 @@ def _near_duplicates(
         for g in near
     ]
     scans = {**scan.info, "calibration": scan_run_calibration(all_fps, labels.tolist(), ds.paths, classes)}
-    return _Duplicates(near, entries, [g for g in entries if len(g["classes"]) > 1]), scans
+    ids = group_ids(scan.groups, kept_labels, classes, keys=keys, kind=grouping_kind(scan.info))
+    mixed = mixed_label_groups(ids, kept_labels, classes)
+    return _Duplicates(near, entries, [g for g in entries if len(g["classes"]) > 1]), scans, mixed
 
 
 def _shortcuts(ds: ImageDataset, labels: np.ndarray) -> tuple[list[dict], list[dict]]:
@@ -324,6 +331,7 @@ class _Findings:
     continuous: list[dict]  # single-property AUCs
     dicom: dict[str, Any] | None
     given: dict[str, Any] | None
+    mixed: list[dict]  # the split's groups (data/group_ids.py) whose images carry two labels
 
 
 def _warnings(found: _Findings) -> list[str]:
@@ -349,6 +357,13 @@ def _warnings(found: _Findings) -> list[str]:
         warnings.append(
             f"{dicom['patients_in_several_classes']} patient(s) have images in more than one class "
             "(label noise, or labels per slice rather than per patient)"
+        )
+    if found.mixed:
+        first = found.mixed[0]
+        warnings.append(
+            f"{len(found.mixed)} group(s) the split keeps together carry two labels (e.g. {first['group']}: "
+            + ", ".join(f"{n} {c}" for c, n in first["labels"].items())
+            + "); patient-level metrics label each by its majority"
         )
     if "fallback" in found.scans:  # scans requested but file names carry no order
         warnings.append(found.scans["fallback"])
@@ -416,6 +431,7 @@ def _report(found: _Findings, warnings: list[str]) -> dict:
             "groups": found.near.entries,
         },
         "scans": found.scans,
+        "mixed_label_groups": found.mixed,
         **({"dicom": found.dicom} if found.dicom else {}),
         **({"given_splits": found.given} if found.given else {}),
         "shortcuts": {

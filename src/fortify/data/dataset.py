@@ -44,6 +44,8 @@ class ImageDataset:
     # A root of train/, val/ (or validation/), test/ folders: each image's folder ("train", "val", "test").
     given_splits: list[str] | None = field(default=None, repr=False)
     window: str | None = None  # DICOM display window (fortify.data.dicom.parse_window spec) if any DICOM
+    # Each image's patient/scan group id, as a split manifest records it (load_split); None otherwise.
+    groups: list[str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -57,6 +59,8 @@ class ImageDataset:
             raise ValueError("infos must have one entry per image")
         if self.given_splits is not None and len(self.given_splits) != n:
             raise ValueError("given_splits must have one entry per image")
+        if self.groups is not None and len(self.groups) != n:
+            raise ValueError("groups must have one entry per image")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -82,6 +86,7 @@ class ImageDataset:
             source=self.source,
             given_splits=[self.given_splits[i] for i in picks] if self.given_splits is not None else None,
             window=self.window,
+            groups=[self.groups[i] for i in picks] if self.groups is not None else None,
         )
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,6 +25,7 @@ import numpy as np
 
 from fortify.data.dataset import ImageDataset
 from fortify.data.dicom import DEFAULT_WINDOW, group_key
+from fortify.data.group_ids import group_ids, grouping_kind, per_image_ids
 from fortify.data.groups import (
     GROUPINGS,
     NEAR_DUP_METHOD,
@@ -55,7 +56,9 @@ class SplitManifest:
     preprocessing: dict[str, Any]  # image_size, grayscale, crop
     seed: int
     fractions: list[float]
-    splits: dict[str, list[dict[str, Any]]]  # name -> [{"path", "label", "sha256"}]
+    # name -> [{"path", "label", "sha256", "group"}]; "group": the patient/scan id (data/group_ids.py),
+    # absent in manifests written before it existed (then every image is its own group)
+    splits: dict[str, list[dict[str, Any]]]
     dropped_duplicates: list[dict[str, str]] = field(default_factory=list)  # {"path", "duplicate_of"}
     near_duplicate_groups: int = 0
     near_duplicates: dict[str, Any] = field(default_factory=dict)  # method, threshold, grouped images
@@ -161,6 +164,7 @@ class _Prepared:
     grouping: dict[str, Any]
     near_duplicates: list[list[int]]  # near-duplicate groups alone (indices into `kept`), for the manifest
     dropped: list[dict[str, str]]
+    ids: list[str] = field(default_factory=list)  # each kept image's group id (indices into `kept`)
 
 
 def _prepare(
@@ -199,6 +203,7 @@ def _prepare(
     kept = np.array([i for i in range(len(ds)) if i not in drop], dtype=np.int64)
     labels = labels_all[kept]
     keys = [group_key(ds.infos[i].tags) for i in kept] if ds.infos is not None else None
+    requested = grouping
     if grouping == GIVEN:  # similarity groups only matter for carving val out of train
         missing_val = "val" not in {ds.given_splits[i] for i in kept}
         grouping = "scan" if missing_val else "near-duplicate"
@@ -217,7 +222,11 @@ def _prepare(
             )
     for w in caught:  # re-emit from here so the user sees one warning pointing at their call
         warnings.warn(str(w.message), DataWarning, stacklevel=3)
-    return _Prepared(ds, kept, labels, g.groups, g.info, g.near_duplicates, dropped)
+    if requested == GIVEN:  # the folders are not patients: an image is its own group unless DICOM says
+        ids = per_image_ids([ds.paths[i] for i in kept], keys)
+    else:
+        ids = group_ids(g.groups, labels.tolist(), ds.classes, keys=keys, kind=grouping_kind(g.info))
+    return _Prepared(ds, kept, labels, g.groups, g.info, g.near_duplicates, dropped, ids)
 
 
 def _preprocessing(ds: ImageDataset) -> dict[str, Any]:
@@ -242,7 +251,12 @@ def _manifest(
         for k in group:
             i = int(prep.kept[k])
             splits[SPLIT_NAMES[s]].append(
-                {"path": ds.paths[i], "label": int(labels_all[i]), "sha256": ds.file_hashes[i]}
+                {
+                    "path": ds.paths[i],
+                    "label": int(labels_all[i]),
+                    "sha256": ds.file_hashes[i],
+                    "group": prep.ids[k],
+                }
             )
     for name, frac in zip(SPLIT_NAMES, fractions, strict=True):
         empty = [
@@ -499,7 +513,7 @@ def load_split(
     skipped = {s["path"] for s in ds.skipped}
     out: dict[str, ImageDataset] = {}
     for name in SPLIT_NAMES:
-        picks, per_class = [], [0] * len(ds.classes)
+        picks, per_class, groups = [], [0] * len(ds.classes), []
         for e in m.splits[name]:
             i = index.get(e["path"])
             if i is None:
@@ -517,5 +531,9 @@ def load_split(
                     continue
                 per_class[e["label"]] += 1
             picks.append(i)
-        out[name] = ds.subset(picks)
+            groups.append(e.get("group"))
+        part = ds.subset(picks)
+        # Manifests written before groups were recorded: None (evaluation: one group per image).
+        part.groups = [str(g) for g in groups] if all(g is not None for g in groups) else None
+        out[name] = part
     return out

@@ -31,6 +31,8 @@ from fortify.evaluation.loading import (
     open_model,
     open_test_set,
 )
+from fortify.evaluation.patient_block import add_patient_results
+from fortify.evaluation.patient_run import joint_spec, run_joint
 from fortify.evaluation.results_blocks import (
     opening_blocks,
     passes_block,
@@ -38,7 +40,7 @@ from fortify.evaluation.results_blocks import (
     worst_case_blocks,
 )
 from fortify.evaluation.sanity_runs import sanity_plan
-from fortify.evaluation.settings import DEFAULTS, EvalSettings
+from fortify.evaluation.settings import DEFAULTS, PATIENT_FIELDS, EvalSettings
 from fortify.evaluation.unit_run import Assembled, UnitPlan, assemble, run_unit
 from fortify.evaluation.units import UnitResult, UnitStore, assigned_units, check_complete, unit_slices
 from fortify.fileio import write_json
@@ -87,6 +89,7 @@ def evaluate_checkpoint(
     runtime = runtime or Runtime.resolve()
     dist = init_distributed(runtime.device.type)
     ev = _open(checkpoint, data, s, split=split, runtime=runtime, progress=progress, cache_dir=cache_dir)
+    patient_attack = joint_spec(s, ev.specs, ev.classes)  # checks the patient rule before any work
     store = _open_store(out_dir, ev, s, runtime, resume, dist)  # refuses a wrong --out before any work
     if on_loaded is not None and dist.is_main:
         on_loaded(ev)
@@ -107,11 +110,13 @@ def evaluate_checkpoint(
         plan, units, assigned_units(len(units), dist.rank, dist.world_size), store, progress and dist.is_main
     )
     done, reused = _gather(done, reused, dist, store)
+    joint = run_joint(plan, ev, patient_attack, store, dist, progress and dist.is_main)  # units over patients
     if not dist.is_main:
         return None
     check_complete(done, units)
     joined = assemble(plan, [done[i] for i in range(len(units))], ev.classes, transfer)
     results = _results(ev, s, checkpoint, data, split, joined, transfer, plan.examples)
+    add_patient_results(results, ev, joined, s.patient_rule, joint)
     results["units"] = {
         "size": s.unit_size,
         "count": len(units),
@@ -216,6 +221,8 @@ def _config_record(s: EvalSettings, ev: LoadedEvaluation, data, split, curve_sec
         "score_precision": s.score_precision,
         "fold_bn": ev.fold_bn,
         "unit_size": s.unit_size,
+        "patient_rule": s.patient_rule,
+        "joint_attack": None if s.joint_attack is None else str(s.joint_attack),
         "curve_seconds": curve_seconds,
     }
 
@@ -230,7 +237,8 @@ def _fingerprint(ev: LoadedEvaluation, s: EvalSettings, runtime: Runtime, checkp
         "checkpoint": checkpoint_record(checkpoint, ev.info)["sha256"] or digest(ev.info),
         "test_set": digest([list(ev.test.dataset.paths), ev.y.tolist(), list(ev.test.dataset.file_hashes)]),
         "attacks": [str(spec) for spec in ev.specs.values()],
-        "settings": digest({k: v for k, v in s.to_dict().items() if k != "attacks"}),
+        # the patient fields name the joint units' own files (patient_run), not the image units
+        "settings": digest({k: v for k, v in s.to_dict().items() if k not in ("attacks", *PATIENT_FIELDS)}),
         "seed": s.seed,
         "unit_size": s.unit_size,
         "precision": f"{runtime.precision} attacks, {ev.score_rt.precision} scores",

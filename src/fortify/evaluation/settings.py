@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from fortify.attacks import AttackSpec, ThreatModel
+from fortify.attacks import PATIENT_ATTACKS, AttackSpec, ThreatModel
 from fortify.errors import ConfigError
 from fortify.evaluation.units import DEFAULT_UNIT_SIZE
 from fortify.number_text import parse_number
@@ -34,7 +34,14 @@ ATTACK_BUDGET_FIELDS = (
 FROM_PROFILE_TOP_LEVEL = ("threat_model", "seed")
 # Fields added after run directories were first written: a record states them only when changed, so a
 # run recorded before they existed still resumes (pipeline.run_config compares records).
-RECORDED_WHEN_CHANGED = ("large_eps", "unit_size")
+RECORDED_WHEN_CHANGED = ("large_eps", "unit_size", "patient_rule", "joint_attack")
+# The patient-level fields: per-image work units do not depend on them (evaluate's unit fingerprint
+# leaves them out; the joint attack's units are named by what they depend on, patient_run.py).
+PATIENT_FIELDS = ("patient_rule", "joint_attack")
+
+
+def _joint_template() -> AttackSpec:
+    return AttackSpec.template("joint-pgd")
 
 
 def _curve_templates() -> list[AttackSpec]:
@@ -50,6 +57,7 @@ class EvalSettings(StageSettings):
         "attacks": "specs",
         "curve_attacks": "templates",
         "transfer_attack": "spec",
+        "joint_attack": "template",
     }
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # Seconds on a 32 px smallcnn: proves the evaluation runs end to end; its numbers mean nothing.
@@ -100,6 +108,17 @@ class EvalSettings(StageSettings):
     # Images per work unit (fortify.evaluation.units): the grain of resuming and of sharing the work out
     # among processes; results depend on it (a unit's seeds and batches), never on the processes.
     unit_size: int = DEFAULT_UNIT_SIZE
+    # Patient level (fortify.evaluation.patients): how a patient's slices decide, "mean" (argmax of the
+    # mean softmax probability), "vote" or "max:<class>"; and the joint attack on that decision, a
+    # template (eps: the threat model's; steps, where it names none: the headline PGD's). None (or
+    # "none") runs no joint attack.
+    patient_rule: str = "mean"
+    joint_attack: AttackSpec | None = field(default_factory=_joint_template)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.joint_attack, str) and self.joint_attack.strip().lower() in ("none", ""):
+            self.joint_attack = None
+        super().__post_init__()
 
     def validate(self) -> EvalSettings:
         self.eps_curve = [float(e) for e in self.eps_curve]  # numbers, never ints and floats mixed
@@ -109,6 +128,16 @@ class EvalSettings(StageSettings):
                 raise ConfigError(f"evaluate.{name} must hold AttackSpecs (text is parsed when made)")
         if not isinstance(self.unit_size, int) or self.unit_size < 1:
             raise ConfigError(f"evaluate.unit_size must be a whole number >= 1, got {self.unit_size!r}")
+        if any(spec.name in PATIENT_ATTACKS for spec in self.attacks or []):
+            raise ConfigError("evaluate.attacks: joint-pgd attacks a whole patient; set it as joint_attack")
+        if self.joint_attack is not None and self.joint_attack.name not in PATIENT_ATTACKS:
+            raise ConfigError(
+                f"evaluate.joint_attack must be a patient attack ({', '.join(sorted(PATIENT_ATTACKS))}), "
+                f"got {self.joint_attack.name}"
+            )
+        rule = self.patient_rule
+        if not isinstance(rule, str) or not (rule in ("mean", "vote") or rule.startswith("max:")):
+            raise ConfigError(f"evaluate.patient_rule must be mean, vote or max:<class>, got {rule!r}")
         if self.score_precision not in ("fp32", "bf16", "attack"):
             raise ConfigError(f"score precision must be fp32, bf16 or attack, got {self.score_precision!r}")
         return self
@@ -142,8 +171,9 @@ class EvalSettings(StageSettings):
         out = self.to_dict()
         for name in FROM_PROFILE_TOP_LEVEL:
             out.pop(name)
+        defaults = DEFAULTS.to_dict()
         for name in RECORDED_WHEN_CHANGED:
-            if out[name] == getattr(DEFAULTS, name):
+            if out[name] == defaults[name]:
                 out.pop(name)
         return out
 

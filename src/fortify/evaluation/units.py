@@ -105,7 +105,25 @@ class UnitStore:
         return self.folder / f"unit-{index:05d}.safetensors"
 
     def load(self, index: int) -> UnitResult | None:
-        path = self.path(index)
+        return self._read(self.path(index))
+
+    def save(self, result: UnitResult) -> None:
+        self._write(self.path(result.index), result)
+
+    # Units of another part of the evaluation (e.g. the joint attack's units over patients,
+    # fortify.evaluation.patient_run), kept beside the image units under their own file names:
+    # `<part>-<index>.safetensors`. `part` names what they depend on beyond the fingerprint.
+    def part_path(self, part: str, index: int) -> Path:
+        return self.folder / f"{part}-{index:05d}.safetensors"
+
+    def load_part(self, part: str, index: int) -> UnitResult | None:
+        return self._read(self.part_path(part, index))
+
+    def save_part(self, part: str, result: UnitResult) -> None:
+        self._write(self.part_path(part, result.index), result)
+
+    @staticmethod
+    def _read(path: Path) -> UnitResult | None:
         if not path.is_file():
             return None
         with safe_open(str(path), framework="pt") as f:
@@ -113,12 +131,11 @@ class UnitStore:
             tensors = {name: f.get_tensor(name) for name in f.keys()}
         return UnitResult(header["index"], header["start"], header["stop"], tensors, header["meta"])
 
-    def save(self, result: UnitResult) -> None:
+    @staticmethod
+    def _write(path: Path, result: UnitResult) -> None:
         header = {"index": result.index, "start": result.start, "stop": result.stop, "meta": result.meta}
         tensors = {k: v.contiguous() for k, v in result.tensors.items()}
-        atomic_write(
-            self.path(result.index), lambda p: save_file(tensors, str(p), {"json": json.dumps(header)})
-        )
+        atomic_write(path, lambda p: save_file(tensors, str(p), {"json": json.dumps(header)}))
 
 
 def check_complete(results: dict[int, UnitResult], units: list[slice]) -> None:
