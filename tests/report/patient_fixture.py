@@ -1,5 +1,5 @@
-"""A hand-built `patient` block of results.json, exactly as /work/briefs/patient_schema.md (issue 31) and
-docs/results-schema.md describe it, so the consumers (report, CV pooling, paired comparison) are tested
+"""A hand-built `patient` block of results.json, exactly as issue 31's agreed schema (docs/results-schema.md)
+describes it, so the consumers (report, CV pooling, paired comparison) are tested
 without the producer. Outcomes are chosen, not random: `wrong[key]` patients (in a fixed order, so the
 sets nest) are misclassified under each key, every metric is computed from those decisions by evaluation's
 own METRICS builder, and the per_patient records agree with the metrics."""
