@@ -176,6 +176,8 @@ def test_patient_comparison_needs_both_blocks_and_one_rule():
     b["patient"]["joint"]["spec"] = "joint-pgd:eps=4/255"
     out = compare_patients(a, b)
     assert list(out["mcnemar"]) == ["clean"] and set(out["not_compared"]) == {"joint", "worst_case"}
+    with pytest.raises(ValueError, match="'p0' is tested twice"):
+        compare_patients(a, side([entry("p0", True, True, True), entry("p0", False, False, False)]))
 
 
 def test_comparison_json_carries_patients_beside_slices():

@@ -1,8 +1,8 @@
 """A hand-built `patient` block of results.json, exactly as issue 31's agreed schema (docs/results-schema.md)
-describes it, so the consumers (report, CV pooling, paired comparison) are tested
-without the producer. Outcomes are chosen, not random: `wrong[key]` patients (in a fixed order, so the
-sets nest) are misclassified under each key, every metric is computed from those decisions by evaluation's
-own METRICS builder, and the per_patient records agree with the metrics."""
+describes it, so the consumers (report, CV pooling, paired comparison) are tested without the producer.
+Outcomes are chosen, not random: `wrong[key]` patients (in a fixed order, so the sets nest) are
+misclassified under each key, every metric is computed from those decisions by evaluation's own METRICS
+builder, and the per_patient records agree with the metrics."""
 
 from __future__ import annotations
 

@@ -135,21 +135,32 @@ def _patient_attacks(results: dict[str, Any], block: dict[str, Any]) -> dict[str
     }
 
 
+def _flags_by_id(block: dict[str, Any], name: str) -> dict[str, dict[str, bool]]:
+    """patient id -> its outcomes; ValueError if an id repeats (a pool whose folds share a patient)."""
+    out: dict[str, dict[str, bool]] = {}
+    for e in block.get("per_patient") or []:
+        pid = str(e["id"])
+        if pid in out:
+            raise ValueError(f"{name!r}: patient {pid!r} is tested twice; a paired test would count it twice")
+        out[pid] = patient_flags(e)
+    return out
+
+
 def compare_patients(
     a: dict[str, Any], b: dict[str, Any], a_name: str = "normal", b_name: str = "adversarial"
 ) -> dict[str, Any] | None:
     """The paired comparison over patients present in both results (matched by id): exact McNemar and
     Newcombe's interval on the clean, joint and worst-case patient outcomes of `patient.per_patient`.
     None when either has no patient block; nothing is compared when the two aggregated slices by
-    different rules, and an outcome measured with different attacks is listed in `not_compared`."""
+    different rules, and an outcome measured with different attacks is listed in `not_compared`.
+    Raises ValueError when a side lists a patient twice."""
     pa, pb = a.get("patient"), b.get("patient")
     if not (isinstance(pa, dict) and isinstance(pb, dict)):
         return None
     if pa.get("rule") != pb.get("rule"):
         rules = {a_name: pa.get("rule"), b_name: pb.get("rule")}
         return {"n": 0, "rule": None, "mcnemar": {}, "not_compared": {"rule": rules}}
-    flags_a = {str(e["id"]): patient_flags(e) for e in pa.get("per_patient") or []}
-    flags_b = {str(e["id"]): patient_flags(e) for e in pb.get("per_patient") or []}
+    flags_a, flags_b = _flags_by_id(pa, a_name), _flags_by_id(pb, b_name)
     ids = [i for i in flags_a if i in flags_b]
     what_a, what_b = _patient_attacks(a, pa), _patient_attacks(b, pb)
     mcnemar, not_compared = {}, {}
