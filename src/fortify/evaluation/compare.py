@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fortify.evaluation.cv_patients import patient_flags
 from fortify.evaluation.stats import mcnemar_exact, paired_difference_interval
 
 FORMAT = "fortify-comparison/1"
@@ -25,6 +26,7 @@ METHOD = {
 
 
 MIXED = "(differs between folds)"
+PATIENT_KEYS = ("clean", "joint", "worst_case")  # the patient outcomes compared (issue 31)
 
 
 def metric_attacks(results: list[dict[str, Any]]) -> dict[str, str]:
@@ -91,23 +93,8 @@ def compare_results(
     same, not_compared = comparable(
         correct_a, correct_b, metric_attacks([a]), metric_attacks([b]), a_name, b_name
     )
-    metrics: dict[str, Any] = {}
-    for key in correct_a:  # a's order: clean, attacks..., worst_case as evaluate wrote them
-        if key not in same:
-            continue
-        ca, cb = correct_a[key], correct_b[key]
-        b01 = sum(x and not y for x, y in zip(ca, cb, strict=True))
-        b10 = sum(y and not x for x, y in zip(ca, cb, strict=True))
-        diff, lo, hi = paired_difference_interval(ca, cb, LEVEL)
-        metrics[key] = {
-            "a_accuracy": sum(ca) / n if n else None,
-            "b_accuracy": sum(cb) / n if n else None,
-            "difference": None if n == 0 else diff,
-            "difference_ci": None if n == 0 else [lo, hi],
-            "b01": b01,
-            "b10": b10,
-            "p_value": mcnemar_exact(b01, b10),
-        }
+    # a's order: clean, attacks..., worst_case as evaluate wrote them
+    metrics = {key: paired_row(correct_a[key], correct_b[key]) for key in correct_a if key in same}
     return {
         "format": FORMAT,
         "a": a_name,
@@ -115,5 +102,80 @@ def compare_results(
         "n": n,
         "method": dict(METHOD),
         "metrics": metrics,
+        "not_compared": not_compared,
+        "patient": compare_patients(a, b, a_name, b_name),
+    }
+
+
+def paired_row(ca: list[int], cb: list[int]) -> dict[str, Any]:
+    """Both accuracies, b - a with Newcombe's interval, the discordant counts and the exact McNemar p."""
+    n = len(ca)
+    b01 = sum(x and not y for x, y in zip(ca, cb, strict=True))
+    b10 = sum(y and not x for x, y in zip(ca, cb, strict=True))
+    diff, lo, hi = paired_difference_interval(ca, cb, LEVEL)
+    return {
+        "a_accuracy": sum(ca) / n if n else None,
+        "b_accuracy": sum(cb) / n if n else None,
+        "difference": None if n == 0 else diff,
+        "difference_ci": None if n == 0 else [lo, hi],
+        "b01": b01,
+        "b10": b10,
+        "p_value": mcnemar_exact(b01, b10),
+    }
+
+
+def _patient_attacks(results: dict[str, Any], block: dict[str, Any]) -> dict[str, str | None]:
+    """What each compared patient outcome measured: the joint attack's spec, and for the worst case the
+    slice-level worst case's attacks plus the joint attack."""
+    joint = str((block.get("joint") or {}).get("spec"))
+    return {
+        "clean": "clean",
+        "joint": joint,
+        "worst_case": f"{metric_attacks([results]).get('worst_case')} + {joint}",
+    }
+
+
+def _flags_by_id(block: dict[str, Any], name: str) -> dict[str, dict[str, bool]]:
+    """patient id -> its outcomes; ValueError if an id repeats (a pool whose folds share a patient)."""
+    out: dict[str, dict[str, bool]] = {}
+    for e in block.get("per_patient") or []:
+        pid = str(e["id"])
+        if pid in out:
+            raise ValueError(f"{name!r}: patient {pid!r} is tested twice; a paired test would count it twice")
+        out[pid] = patient_flags(e)
+    return out
+
+
+def compare_patients(
+    a: dict[str, Any], b: dict[str, Any], a_name: str = "normal", b_name: str = "adversarial"
+) -> dict[str, Any] | None:
+    """The paired comparison over patients present in both results (matched by id): exact McNemar and
+    Newcombe's interval on the clean, joint and worst-case patient outcomes of `patient.per_patient`.
+    None when either has no patient block; nothing is compared when the two aggregated slices by
+    different rules, and an outcome measured with different attacks is listed in `not_compared`.
+    Raises ValueError when a side lists a patient twice."""
+    pa, pb = a.get("patient"), b.get("patient")
+    if not (isinstance(pa, dict) and isinstance(pb, dict)):
+        return None
+    if pa.get("rule") != pb.get("rule"):
+        rules = {a_name: pa.get("rule"), b_name: pb.get("rule")}
+        return {"n": 0, "rule": None, "mcnemar": {}, "not_compared": {"rule": rules}}
+    flags_a, flags_b = _flags_by_id(pa, a_name), _flags_by_id(pb, b_name)
+    ids = [i for i in flags_a if i in flags_b]
+    what_a, what_b = _patient_attacks(a, pa), _patient_attacks(b, pb)
+    mcnemar, not_compared = {}, {}
+    for key in PATIENT_KEYS:
+        if not all(key in flags_a[i] and key in flags_b[i] for i in ids):
+            continue
+        if what_a[key] != what_b[key]:
+            not_compared[key] = {a_name: what_a[key], b_name: what_b[key]}
+            continue
+        mcnemar[key] = paired_row([int(flags_a[i][key]) for i in ids], [int(flags_b[i][key]) for i in ids])
+    return {
+        "n": len(ids),
+        "a_only": len(flags_a) - len(ids),  # patients of one side only: not paired, left out
+        "b_only": len(flags_b) - len(ids),
+        "rule": pa.get("rule"),
+        "mcnemar": mcnemar,
         "not_compared": not_compared,
     }

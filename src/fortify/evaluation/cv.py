@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from fortify.evaluation.compare import comparable, compare_results, metric_attacks
+from fortify.evaluation.cv_patients import patient_side, pool_patients, pooled_patients
 from fortify.evaluation.metrics import INTERVAL
 from fortify.evaluation.stats import interval_or_none, mean_std_interval
 
@@ -138,8 +139,9 @@ def summarize_folds(fold_results: list[dict[str, Any]]) -> dict[str, Any]:
     """cv/summary.json from [{"fold", "normal", "adversarial", "sentinel", "comparison", "labels"}, ...]
     (see docs/results-schema.md; "labels", optional, maps each test path of the fold to its class index and
     gives the pooled per-class recall). Missing pieces (a model not evaluated in a fold, no per-sample
-    records) leave gaps and a line in "warnings" rather than failing: the summary is written after hours
-    of training."""
+    records, no patient block) leave gaps and a line in "warnings" rather than failing: the summary is
+    written after hours of training. A patient tested in two folds raises ValueError: its folds were not
+    grouped by patient, and every pooled patient number would count it twice."""
     warnings: list[str] = []
     folds = []
     for i, fr in enumerate(fold_results):
@@ -193,13 +195,21 @@ def summarize_folds(fold_results: list[dict[str, Any]]) -> dict[str, Any]:
         "folds": folds,
         "summary": summary,
         "pooled": pooled,
+        "patient": pooled_patients(fold_results, MODELS, warnings),
         "pooled_comparison": None,
         "warnings": warnings,
     }
     if len(concatenated) == len(MODELS):
         try:
             out["pooled_comparison"] = compare_results(
-                {"per_sample": concatenated["normal"]}, {"per_sample": concatenated["adversarial"]}
+                {
+                    "per_sample": concatenated["normal"],
+                    **patient_side([fr.get("normal") for fr in fold_results]),
+                },
+                {
+                    "per_sample": concatenated["adversarial"],
+                    **patient_side([fr.get("adversarial") for fr in fold_results]),
+                },
             )
         except ValueError as e:  # folds evaluated on different images per model
             warnings.append(f"pooled comparison impossible: {e}")
@@ -291,7 +301,8 @@ def pool_evaluations(results: list[dict[str, Any]], sources: list[str] | None = 
 
     Raises ValueError unless the files form one K-fold study of one model: each has per-sample records,
     no image is in two of them (pooled accuracy counts each image once), and they share the classes and
-    every attack's spec (pooling PGD-20 on one fold with PGD-10 on another would be no number at all)."""
+    every attack's spec (pooling PGD-20 on one fold with PGD-10 on another would be no number at all).
+    Where every fold has a `patient` block, "patient" pools it (a patient id in two folds raises too)."""
     if not results:
         raise ValueError("no results to pool")
     sources = sources or [f"fold {i}" for i in range(len(results))]
@@ -302,6 +313,10 @@ def pool_evaluations(results: list[dict[str, Any]], sources: list[str] | None = 
     folds = [_fold_record(src, r) for src, r in zip(sources, results, strict=True)]
     pooled = _pooled(per_sample)
     per_class = _pooled_class_recalls(results, list(per_sample["correct"]), first_classes)
+    blocks = [r.get("patient") for r in results]
+    patient = (
+        pool_patients(blocks, sources, first_classes) if all(isinstance(b, dict) for b in blocks) else None
+    )
     m2n: dict[str, int] = {}
     for f in folds:
         for key, count in (f["malignant_to_normal"] or {}).items():
@@ -324,6 +339,7 @@ def pool_evaluations(results: list[dict[str, Any]], sources: list[str] | None = 
         "pooled": {**pooled, "per_class": per_class},
         "malignant_to_normal": m2n or None,
         "sanity_failed": sum(len(f["sanity_failed"]) for f in folds),
+        "patient": patient,  # pooled over every fold's patients; null unless every fold has the block
     }
 
 
@@ -354,5 +370,7 @@ def compare_pooled(
         "paths": pa["paths"],
         "correct": {k: [v[i] for i in order] for k, v in pb["correct"].items() if k in same},
     }
-    comparison = compare_results({"per_sample": pa}, {"per_sample": pb}, a_name=a_name, b_name=b_name)
+    comparison = compare_results(
+        {"per_sample": pa, **patient_side(a)}, {"per_sample": pb, **patient_side(b)}, a_name, b_name
+    )
     return {**comparison, "not_compared": not_compared}

@@ -8,14 +8,11 @@ that the last of them completes; the summary names the folds still missing.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fortify import __version__
+from fortify.errors import DataError
 from fortify.fileio import read_json, write_json
 from fortify.pipeline.stage import At, RunPlan, Stage, sha_or_missing
-
-if TYPE_CHECKING:
-    pass
 
 FOLD_FILES = ("split.json", "comparison.json", "normal/eval/results.json", "adversarial/eval/results.json")
 
@@ -69,7 +66,10 @@ def _run_cv(at: At) -> None:
             }
         )
     out = at.run.out
-    summary = summarize_folds(per_fold)
+    try:
+        summary = summarize_folds(per_fold)
+    except ValueError as e:  # a patient tested in two folds: the folds leak, no summary can be honest
+        raise DataError(f"cross-validation summary: {e}") from e
     missing = [i for i in range(at.folds) if i not in done]
     summary["missing_folds"] = missing
     if missing:

@@ -17,6 +17,7 @@ from fortify.report.doc import Document, Figure, Heading, Para, Table, render_ht
 from fortify.report.fmt import STAGE_LABELS
 from fortify.report.headline import section_sanity, section_table1
 from fortify.report.paired import section_comparison
+from fortify.report.patient_section import section_patients
 from fortify.report.run_files import RunData, load_run
 from fortify.report.sections import (
     metric_panels,
@@ -131,6 +132,7 @@ def build_document(run: RunData, fig_dir: Path) -> Document:
         doc.add(Para(f"missing: {m}", "warn"))
     study, study_note = study_for(run.audit)
     section_table1(doc, run, study, study_note)
+    section_patients(doc, run)  # beside the slice-level Table 1; absent for results without patients
     section_comparison(doc, run)
     section_sanity(doc, run)
     section_threat_model(doc, run)

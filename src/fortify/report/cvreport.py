@@ -14,7 +14,8 @@ from fortify.fileio import atomic_write_text, read_json
 from fortify.report.caveats import UPPER_BOUND_MARK
 from fortify.report.doc import Document, Heading, Para, Table, render_html, render_markdown
 from fortify.report.fmt import DASH, STAGE_LABELS, TABLE1_COLUMNS, fmt_ci, fmt_diff, fmt_p, pct, pct_ci
-from fortify.report.paired import comparison_table
+from fortify.report.paired import comparison_table, patient_comparison_table
+from fortify.report.patient_section import accuracy_table, sensitivity_table, threat_model_text
 from fortify.report.study import STUDY_COLUMNS, study_for
 
 CLEAN_ONLY = ("clean", "benign_recall", "balanced_accuracy")  # not attacked: never upper bounds
@@ -149,6 +150,30 @@ def _fold_comparison_table(summary: dict[str, Any]) -> Table | None:
     )
 
 
+def _patient_section(doc: Document, summary: dict[str, Any]) -> None:
+    """Patient-level numbers pooled over the folds (summary["patient"]); nothing when no fold had them."""
+    pooled = summary.get("patient") or {}
+    if not any(isinstance(b, dict) for b in pooled.values()):
+        return
+    blocks = {STAGE_LABELS.get(m, m): pooled.get(m) for m in ("normal", "adversarial")}
+    cut = {name: summary.get("full_strength") is False for name in blocks}
+    per_fold = {name: "+".join(map(str, b.get("patients_per_fold") or [])) for name, b in blocks.items() if b}
+    doc.add(Heading("Patient level, pooled over the folds"))
+    doc.add(Para(threat_model_text(blocks)))
+    doc.add(
+        accuracy_table(
+            blocks,
+            cut=cut,
+            marks={},
+            caption="Accuracy over all folds' test patients, each tested once by the fold model that did not "
+            "train on it [Wilson 95% interval over patients] (correct/patients); patients per fold: "
+            + "; ".join(f"{name} {counts}" for name, counts in per_fold.items()),
+            source="cv/summary.json 'patient' (from every fold's results.json 'patient.per_patient')",
+        )
+    )
+    doc.add(sensitivity_table(blocks, cut=cut, source="cv/summary.json 'patient.<model>.*.per_class'"))
+
+
 def cv_document(
     summary: dict[str, Any], title: str, study: dict[str, Any] | None, study_note: str | None = None
 ) -> Document:
@@ -193,12 +218,18 @@ def cv_document(
                 "source",
             )
         )
+    _patient_section(doc, summary)
     doc.add(Heading("Leakage sentinel per fold"))
     doc.add(_sentinel_table(summary))
     doc.add(Heading("Paired comparison: adversarial vs normal"))
     pc = summary.get("pooled_comparison")
     if isinstance(pc, dict) and pc.get("metrics"):
         doc.add(comparison_table(pc, "cv/summary.json 'pooled_comparison' (all folds' test images)"))
+        patients = patient_comparison_table(
+            pc, "cv/summary.json 'pooled_comparison.patient' (all folds' patients)"
+        )
+        if patients is not None:
+            doc.add(patients)
     else:
         doc.add(Para("No pooled paired comparison (per-sample records missing).", "warn"))
     per_fold = _fold_comparison_table(summary)

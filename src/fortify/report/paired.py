@@ -1,5 +1,6 @@
 """The paired comparison section: normal vs adversarially trained model on the same test images
-(RUN_DIR/comparison.json, fortify-comparison/1), and the same table for pooled CV folds."""
+(RUN_DIR/comparison.json, fortify-comparison/1), over the same patients where both results carry them,
+and the same tables for pooled CV folds."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from fortify.report.fmt import DASH, STAGE_LABELS, fmt_diff, fmt_p, pct
 from fortify.report.run_files import RunData
 
 
-def comparison_table(comparison: dict[str, Any], source: str) -> Table:
+def comparison_table(comparison: dict[str, Any], source: str, unit: str = "test images") -> Table:
     """One row per metric: both accuracies, difference b - a with its interval, discordant counts, p."""
     a = str(comparison.get("a", "a"))
     b = str(comparison.get("b", "b"))
@@ -40,10 +41,29 @@ def comparison_table(comparison: dict[str, Any], source: str) -> Table:
             "Exact McNemar p",
         ],
         rows,
-        caption=f"Paired comparison on the same {comparison.get('n', '?')} test images. Interval: "
+        caption=f"Paired comparison on the same {comparison.get('n', '?')} {unit}. Interval: "
         f"{method.get('interval', 'not recorded')}; test: {method.get('test', 'not recorded')}.",
         source=source,
     )
+
+
+def patient_comparison_table(comparison: dict[str, Any], source: str) -> Table | None:
+    """The same table over the patients both results scored (comparison["patient"], matched by id):
+    clean, joint and worst-case patient outcomes; None when the comparison has no patient part."""
+    patient = comparison.get("patient")
+    if not isinstance(patient, dict) or not patient.get("mcnemar"):
+        return None
+    unit = f"patients (aggregation rule '{patient.get('rule', '?')}')"
+    left_out = [
+        f"{patient[k]} of {comparison.get(k[0], k[0])} only" for k in ("a_only", "b_only") if patient.get(k)
+    ]
+    if left_out:
+        unit += f"; not paired, left out: {', '.join(left_out)}"
+    method = dict(comparison.get("method") or {})
+    if isinstance(method.get("test"), str):
+        method["test"] = method["test"].replace("images", "patients")
+    view = {**comparison, "n": patient.get("n"), "metrics": patient["mcnemar"], "method": method}
+    return comparison_table(view, source, unit)
 
 
 def _level(method: dict[str, Any]) -> str:
@@ -58,6 +78,11 @@ def section_comparison(doc: Document, run: RunData) -> None:
         doc.add(Para("No paired comparison was recorded (comparison.json not found or empty).", "warn"))
         return
     doc.add(comparison_table(comparison, "comparison.json (from both results.json 'per_sample')"))
+    patients = patient_comparison_table(
+        comparison, "comparison.json 'patient' (from both results.json 'patient')"
+    )
+    if patients is not None:
+        doc.add(patients)
     doc.add(
         Para(
             "Only the images on which the two models disagree carry evidence about which is better; the "
