@@ -199,6 +199,7 @@ def test_smoke_cross_validation_on_real_data(real_data_path, cache_dir, tmp_path
     assert audit["counts"] == {"benign": 120, "malignant": 561, "normal": 416}
     assert audit["scans"]["applied"] == "scan"
     tested = []
+    patients_per_fold: dict[str, list[int]] = {"normal": [], "adversarial": []}
     for i in range(3):
         fold = out / f"fold-{i}"
         split = read_json(fold / "split.json")
@@ -218,9 +219,20 @@ def test_smoke_cross_validation_on_real_data(real_data_path, cache_dir, tmp_path
             checks = {c["check"] for c in r["sanity"]}
             assert any("gradient-free" in c for c in checks) and any("unbounded CW" in c for c in checks)
             assert all("verdict_mismatches" in a for a in r["attacks"].values())
+            # patient level: the evaluated slices' scans, named as the split names them
+            group_of = {e["path"]: e["group"] for e in split["splits"]["test"]}
+            assert r["per_sample"]["groups"] == [group_of[p] for p in r["per_sample"]["paths"]]
+            patients = r["patient"]
+            ids = [p["id"] for p in patients["per_patient"]]
+            assert sorted(ids) == sorted(set(r["per_sample"]["groups"])) and patients["n"] == len(ids)
+            assert sum(p["n_slices"] for p in patients["per_patient"]) == r["clean"]["n"]
+            assert patients["joint"] is not None and patients["clean"]["n"] == len(ids)
+            patients_per_fold[stage].append(len(ids))
     assert len(tested) == len(set(tested)) == 1097 - 42  # every unique image tested exactly once
     summary = read_json(out / "cv" / "summary.json")
     assert summary["k"] == 3 and len(summary["summary"]["sentinel"]["accuracy"]["values"]) == 3
+    for stage in ("normal", "adversarial"):  # pooled over patients, each tested in one fold
+        assert summary["patient"][stage]["n"] == sum(patients_per_fold[stage])
     assert (out / "cv" / "report.html").is_file()
 
 
