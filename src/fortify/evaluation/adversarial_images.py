@@ -59,8 +59,8 @@ def _conf(prob: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
 
 def write_adversarial(path: str | Path, units: list, ev: LoadedEvaluation, joined: Assembled) -> Path | None:
     """adversarial.safetensors from the finished units (in order), the loaded evaluation (attacks, test
-    images, labels) and the joined outcomes. None, nothing written (an older file removed), when a unit lacks the images (a unit
-    file written before they were kept, reused by --resume)."""
+    images, labels) and the joined outcomes. None, nothing written (an older file removed), when a unit
+    lacks the images (a unit file written before they were kept, reused by --resume)."""
     from safetensors.torch import save_file
 
     specs, y, clean_pred, clean_prob = ev.specs, ev.y, joined.clean_pred, joined.clean_prob
