@@ -21,7 +21,7 @@ from fortify.errors import ConfigError
 from fortify.fileio import atomic_write_text
 from fortify.report.explorer.records import Evaluated, certified_entry, load_evaluation, model_entry
 from fortify.report.explorer.sources import find_sources, usable
-from fortify.report.explorer.thumbs import clean_thumb, model_thumbs, perturbation_scale
+from fortify.report.explorer.thumbs import cam_thumbs, clean_thumb, model_thumbs, perturbation_scale
 
 STATIC = ("index.html", "explorer.js", "explorer.css")
 FORMAT = "fortify-explorer/1"
@@ -66,6 +66,7 @@ def _models(evals: list[Evaluated], scales: dict[str, float]) -> list[dict]:
             "eps": ev.eps,
             "arch": ckpt.get("model"),
             "mode": ckpt.get("mode"),
+            "cam_attack": ev.cam_attack,
         }
     return list(seen.values())
 
@@ -88,6 +89,7 @@ def _payload(kind: str, root: Path, evals: list[Evaluated], rows: list[dict], sc
             "certify": any("c" in r for r in rows),
             "cw": any(ev.cw_key for ev in evals),
             "explain": any(ev.shift for ev in evals),
+            "cam": any(ev.cams for ev in evals),
         },
         "notes": notes,
         "rows": rows,
@@ -105,6 +107,8 @@ def _write_thumbs(folder: Path, evals: list[Evaluated], where: dict[tuple, int],
                 clean_thumb(folder, row, clean[i])
                 drawn.add(row)
             model_thumbs(folder, row, model, clean[i], adv[i], scales[model])
+            if ev.paths[i] in ev.cams:
+                cam_thumbs(folder, row, model, clean[i], ev.cams[ev.paths[i]])
 
 
 def build_explorer(

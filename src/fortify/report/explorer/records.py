@@ -34,6 +34,8 @@ class Evaluated:
     probabilities: dict[str, list] = field(default_factory=dict)  # "clean" / attack -> [N][C]
     certified: dict[str, dict] = field(default_factory=dict)  # path -> certify's per-image record
     shift: dict[str, float | None] = field(default_factory=dict)  # path -> explain's rank correlation
+    cams: dict[str, tuple] = field(default_factory=dict)  # path -> (clean CAM, attacked CAM), uint8 H x W
+    cam_attack: str | None = None  # the attack explain ran (its own, not the evaluation's)
 
     @property
     def classes(self) -> list[str]:
@@ -66,6 +68,7 @@ def load_evaluation(source: Source) -> Evaluated:
     if source.run_root is not None:
         ev.certified = _certified(source.run_root / "certify" / "certify.json")
         ev.shift = _shift(source.run_root / "explain" / "explain.json", source.model)
+        ev.cams, ev.cam_attack = _cams(source.run_root / "explain", source.model)
     return ev
 
 
@@ -84,6 +87,20 @@ def _shift(path: Path, model: str) -> dict[str, float | None]:
     entry = (payload.get("models") or {}).get(model) or {}
     rho = (entry.get("per_image") or {}).get("rank_correlation") or []
     return dict(zip((payload.get("data") or {}).get("paths") or [], rho, strict=False))
+
+
+def _cams(folder: Path, model: str) -> tuple[dict[str, tuple], str | None]:
+    """explain/cams.safetensors (fortify.explain.cam_file): this model's two maps per image, by path."""
+    path = folder / "cams.safetensors"
+    if not path.is_file():
+        return {}, None
+    t, meta = _read_tensors(path)
+    if f"clean.{model}" not in t:
+        return {}, None
+    paths = json.loads(meta.get("paths", "[]"))
+    maps = {p: (t[f"clean.{model}"][i], t[f"adv.{model}"][i]) for i, p in enumerate(paths)}
+    spec = (read_json(folder / "explain.json").get("attack") or {}).get("spec") if maps else None
+    return maps, spec
 
 
 def _num(v, digits: int = 4):
@@ -111,6 +128,8 @@ def model_entry(ev: Evaluated, i: int) -> dict:
     probs = [ev.probabilities.get(k) for k in ("clean", *ev.attacks)]
     if all(p is not None for p in probs):
         entry["pr"] = [[_num(v, 3) for v in p[i]] for p in probs]
+    if ev.paths[i] in ev.cams:
+        entry["cam"] = 1
     rho = ev.shift.get(ev.paths[i])
     if rho is not None:
         entry["rho"] = _num(rho, 3)

@@ -2,7 +2,9 @@
 
 Per image: `<row>.c.png` (clean); per model m: `<row>.<m>.a.png` (worst-case adversarial) and
 `<row>.<m>.p.png` (the perturbation, adversarial minus clean, amplified: gray = unchanged, and
-`scale` maps a change of 0.5/scale, the L-inf budget, to black or white).
+`scale` maps a change of 0.5/scale, the L-inf budget, to black or white); when explain ran,
+`<row>.<m>.cc.png` and `<row>.<m>.ca.png`: its class-activation maps of the clean and of its attacked
+image, in a heat colour map blended over the clean image (RGB).
 """
 
 from __future__ import annotations
@@ -42,3 +44,19 @@ def model_thumbs(
     _png(np.ascontiguousarray(a), folder / f"{row}.{model}.a.png")
     amplified = np.clip(127.5 + scale * (a.astype(np.float32) - c), 0, 255).round().astype(np.uint8)
     _png(amplified, folder / f"{row}.{model}.p.png")
+
+
+CAM_BLEND = 0.5  # share of the heat colour over the gray scan
+
+
+def cam_thumbs(folder: Path, row: int, model: str, clean: np.ndarray, maps: tuple) -> None:
+    """The two maps (uint8 H x W, [0,255] = [0,1]) blended over the clean image."""
+    from matplotlib import colormaps
+
+    gray = clean.reshape(clean.shape[-2:]).astype(np.float32)[..., None]
+    for kind, cam in zip(("cc", "ca"), maps, strict=True):
+        heat = colormaps["jet"](np.asarray(cam, dtype=np.float32) / 255)[..., :3] * 255
+        rgb = (1 - CAM_BLEND) * gray + CAM_BLEND * heat
+        Image.fromarray(np.clip(rgb, 0, 255).round().astype(np.uint8), mode="RGB").save(
+            folder / f"{row}.{model}.{kind}.png", format="PNG", compress_level=COMPRESS
+        )

@@ -115,6 +115,7 @@
     cols.push(["true class", "90px"]);
     if (!S.side) cols.push(["clean prediction", "150px"], ["fooled first by", "180px"]);
     if (D.has.cw && !S.side) cols.push(["min CW-L2", "80px"]);
+    if (D.has.cam && !S.side) cols.push(["CAM clean", "var(--thumb)"], ["CAM attacked", "var(--thumb)"]);
     if (D.has.certify) cols.push(["certified radius", "90px"]);
     if (D.has.groups) cols.push(["patient", "110px"]);
     if (D.folds.length) cols.push(["fold", "40px"]);
@@ -130,7 +131,7 @@
     const m = row.m[name];
     if (!m && side) return '<div class="model-block">not evaluated</div>';
     if (!m) return `<div></div><div></div><div class="cell">${chip(row.y)}</div><div class="cell">not evaluated</div><div></div>` +
-      (D.has.cw ? "<div></div>" : "");
+      (D.has.cw ? "<div></div>" : "") + camCells(row, name, m);
     const pred = `<span class="${m.cp === row.y ? "" : "wrong"}">${esc(D.classes[m.cp])}</span> <small>${pct(m.cc)}</small>`;
     const pics = img(thumb(row, name, "a"), "adversarial") + img(thumb(row, name, "p"), "perturbation");
     if (side) {
@@ -139,11 +140,17 @@
     }
     return `<div>${img(thumb(row, name, "a"), "adversarial")}</div><div>${img(thumb(row, name, "p"), "perturbation")}</div>` +
       `<div class="cell">${chip(row.y)}</div><div class="cell">${pred}</div><div class="cell">${outcomeText(row, name)}</div>` +
-      (D.has.cw ? `<div class="cell">${num(m.l2, 3)}</div>` : "");
+      (D.has.cw ? `<div class="cell">${num(m.l2, 3)}</div>` : "") + camCells(row, name, m);
   }
-  function certText(c) {
+  function camCells(row, name, m) {
+    if (!D.has.cam) return "";
+    if (!m || !m.cam) return "<div></div><div></div>";
+    return `<div>${img(thumb(row, name, "cc"), "CAM clean")}</div><div>${img(thumb(row, name, "ca"), "CAM attacked")}</div>`;
+  }
+  function certText(c, y) {
     if (!c) return "—";
     if (c.p < 0) return "abstained";
+    if (c.p !== y) return `<span class="wrong" title="the smoothed model predicts ${esc(D.classes[c.p])}">${num(c.r, 3)} (wrong)</span>`;
     return c.r == null ? "—" : num(c.r, 3);
   }
   function rowHtml(row, k) {
@@ -154,7 +161,7 @@
     if (S.side) {
       h += D.models.map((m) => modelCells(row, m.name, true)).join("") + `<div class="cell">${chip(row.y)}</div>`;
     } else h += modelCells(row, S.model, false);
-    if (D.has.certify) h += `<div class="cell">${certText(row.c)}</div>`;
+    if (D.has.certify) h += `<div class="cell">${certText(row.c, row.y)}</div>`;
     if (D.has.groups) h += `<div class="cell">${esc(row.g ?? "—")}</div>`;
     if (D.folds.length) h += `<div class="cell">${row.f ?? "—"}</div>`;
     return h + "</div>";
@@ -198,19 +205,25 @@
     const row = S.view[S.sel];
     const mods = D.models.filter((m) => row.m[m.name]);
     $("d-title").textContent = `#${row.i + 1}  ${row.p}`;
-    let pics = `<figure>${img(`thumbs/${row.i}.c.png`, "clean")}<figcaption>clean</figcaption></figure>`;
+    const fig = (src, caption) => `<figure>${img(src, caption)}<figcaption>${esc(caption)}</figcaption></figure>`;
+    let pics = fig(`thumbs/${row.i}.c.png`, "clean");
     for (const m of mods) {
-      pics += `<figure>${img(thumb(row, m.name, "a"), "adversarial")}<figcaption>${esc(m.name)}: worst-case adversarial</figcaption></figure>`;
-      pics += `<figure>${img(thumb(row, m.name, "p"), "perturbation")}<figcaption>${esc(m.name)}: perturbation ×${m.scale}</figcaption></figure>`;
+      const who = m.name === "model" ? "" : m.name + ": ";
+      pics += fig(thumb(row, m.name, "a"), who + "worst-case adversarial");
+      pics += fig(thumb(row, m.name, "p"), `${who}perturbation ×${m.scale}`);
+      if (row.m[m.name].cam) {
+        pics += fig(thumb(row, m.name, "cc"), who + "CAM, clean");
+        pics += fig(thumb(row, m.name, "ca"), `${who}CAM under explain's ${(m.cam_attack || "attack").split(",")[0]}`);
+      }
     }
     let facts = `<dt>true class</dt><dd>${chip(row.y)}</dd>`;
     if (row.g != null) facts += `<dt>patient / scan</dt><dd>${esc(row.g)}</dd>`;
     if (row.f != null) facts += `<dt>fold</dt><dd>${row.f} (models trained without this fold)</dd>`;
-    if (row.c) facts += `<dt>certified L2 radius</dt><dd>${certText(row.c)} (${esc(row.c.m)}, prediction ${row.c.p < 0 ? "abstained" : esc(D.classes[row.c.p])})</dd>`;
+    if (row.c) facts += `<dt>certified L2 radius</dt><dd>${certText(row.c, row.y)} (${esc(row.c.m)}; smoothed prediction ${row.c.p < 0 ? "abstained" : esc(D.classes[row.c.p])})</dd>`;
     for (const m of mods) {
       const e = row.m[m.name];
       facts += `<dt>${esc(m.name)}</dt><dd>${outcomeText(row, m.name)}` +
-        (D.has.cw ? ` · minimal CW-L2 ${num(e.l2, 3)}` : "") + (e.rho != null ? ` · attention shift ρ ${num(e.rho, 2)}` : "") + "</dd>";
+        (D.has.cw ? ` · minimal CW-L2 ${num(e.l2, 3)}` : "") + (e.rho != null ? ` · explain: attention shift ρ ${num(e.rho, 2)} (clean vs attacked CAM)` : "") + "</dd>";
     }
     const attacks = mods.length ? mods[0].attacks : [];
     let table = `<table class="preds"><tr><th>input</th>${mods.map((m) => `<th>${m.name === "model" ? "prediction" : esc(m.name) + " model"}</th>`).join("")}</tr>`;
@@ -235,8 +248,10 @@
 
   function header() {
     $("title").textContent = "fortify explorer: " + D.title;
-    const mods = D.models.map((m) => `${m.name}${m.arch ? ` (${m.arch}, ${m.mode})` : ""}: attacks ${m.specs.join(", ")}`);
-    $("subtitle").textContent = `${D.kind} · ${D.image_size} px · built ${D.created} · ${mods.join(" | ")}`;
+    const mods = D.models.map((m) => `${m.name}${m.arch ? ` (${m.arch}, ${m.mode})` : ""}`);
+    $("subtitle").textContent = `${D.kind} · ${D.image_size} px · built ${D.created} · models: ${mods.join(", ")}` +
+      ` · attacks in order: ${D.models[0].attacks.join(", ")}`;
+    $("subtitle").title = D.models.map((m) => `${m.name}: ${m.specs.join("; ")}`).join("\n");
     const eps = D.models[0].eps;
     $("legend").textContent = "Adversarial: the first attack in order that fooled the image, else the last attack's output. " +
       `Perturbation: adversarial minus clean, amplified ×${D.models[0].scale} (gray = unchanged` +
