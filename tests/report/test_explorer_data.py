@@ -23,14 +23,18 @@ from fortify.report.explorer.records import load_evaluation  # noqa: E402
 from fortify.report.explorer.sources import find_sources  # noqa: E402
 
 
+def evaluate_tiny(factory) -> Path:
+    """A real evaluation of the tiny phantom model (12 test images, fgsm/pgd/cw/strong), once a session."""
+    out = factory.getbasetemp() / "explorer-eval" / "eval"
+    if not (out / "results.json").is_file():
+        ckpt = tiny_checkpoint_path(factory)
+        evaluate_checkpoint(ckpt, data=PHANTOM, settings=FAST_EVAL, out_dir=out, progress=False, resume=True)
+    return out
+
+
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory) -> Path:
-    """A real evaluation of the tiny phantom model (12 test images, fgsm/pgd/cw/strong)."""
-    out = tmp_path_factory.mktemp("explorer-eval") / "eval"
-    evaluate_checkpoint(
-        tiny_checkpoint_path(tmp_path_factory), data=PHANTOM, settings=FAST_EVAL, out_dir=out, progress=False
-    )
-    return out
+    return evaluate_tiny(tmp_path_factory)
 
 
 def _tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -64,7 +68,7 @@ def test_unit_files_keep_the_worst_case_images(evaluated):
     assert t["adversarial.image"].dtype == torch.uint8 and t["adversarial.first"].dtype == torch.int64
 
 
-def _run(tmp_path: Path, evaluated: Path, *, fold: int | None = None, groups: bool = False) -> Path:
+def study_run(tmp_path: Path, evaluated: Path, *, fold: int | None = None, groups: bool = False) -> Path:
     """A reproduce run (or one fold of a CV run) whose two models are copies of the one evaluation."""
     root = tmp_path if fold is None else tmp_path / f"fold-{fold}"
     for model in ("normal", "adversarial"):
@@ -91,12 +95,10 @@ def test_explorer_of_an_evaluate_folder(evaluated, tmp_path):
 
 
 def test_explorer_of_a_reproduce_run_with_patients_and_certify(evaluated, tmp_path):
-    run = _run(tmp_path / "run", evaluated, groups=True)
+    run = study_run(tmp_path / "run", evaluated, groups=True)
     paths = read_json(evaluated / "results.json")["per_sample"]["paths"]
-    write_json(
-        run / "certify" / "certify.json",
-        {"model": {"label": "noise model"}, "per_image": [{"path": paths[0], "radius": 0.25, "prediction": 0}]},
-    )
+    record = {"path": paths[0], "radius": 0.25, "prediction": 0}
+    write_json(run / "certify" / "certify.json", {"model": {"label": "noise model"}, "per_image": [record]})
     kind, sources = find_sources(run)
     assert kind == "reproduce" and [s.model for s in sources] == ["normal", "adversarial"]
     ev = load_evaluation(sources[0])
@@ -110,7 +112,7 @@ def test_explorer_of_a_reproduce_run_with_patients_and_certify(evaluated, tmp_pa
 
 def test_explorer_of_a_cv_run_covers_every_fold(evaluated, tmp_path):
     for fold in (0, 1):
-        _run(tmp_path / "cv", evaluated, fold=fold)
+        study_run(tmp_path / "cv", evaluated, fold=fold)
     kind, sources = find_sources(tmp_path / "cv")
     assert kind == "cv" and [(s.fold, s.model) for s in sources] == [
         (0, "normal"),
