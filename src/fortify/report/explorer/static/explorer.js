@@ -206,15 +206,17 @@
     const mods = D.models.filter((m) => row.m[m.name]);
     $("d-title").textContent = `#${row.i + 1}  ${row.p}`;
     const fig = (src, caption) => `<figure>${img(src, caption)}<figcaption>${esc(caption)}</figcaption></figure>`;
-    let pics = fig(`thumbs/${row.i}.c.png`, "clean");
-    for (const m of mods) {
+    let pics = "";
+    for (const m of mods) {  // one line per model, each starting from the same clean scan
       const who = m.name === "model" ? "" : m.name + ": ";
-      pics += fig(thumb(row, m.name, "a"), who + "worst-case adversarial");
-      pics += fig(thumb(row, m.name, "p"), `${who}perturbation ×${m.scale}`);
+      let line = fig(`thumbs/${row.i}.c.png`, "clean");
+      line += fig(thumb(row, m.name, "a"), who + "worst-case adversarial");
+      line += fig(thumb(row, m.name, "p"), `${who}perturbation ×${m.scale}`);
       if (row.m[m.name].cam) {
-        pics += fig(thumb(row, m.name, "cc"), who + "CAM, clean");
-        pics += fig(thumb(row, m.name, "ca"), `${who}CAM under explain's ${(m.cam_attack || "attack").split(",")[0]}`);
+        line += fig(thumb(row, m.name, "cc"), who + "CAM, clean");
+        line += fig(thumb(row, m.name, "ca"), `${who}CAM under explain's ${(m.cam_attack || "attack").split(",")[0]}`);
       }
+      pics += `<div class="pics">${line}</div>`;
     }
     let facts = `<dt>true class</dt><dd>${chip(row.y)}</dd>`;
     if (row.g != null) facts += `<dt>patient / scan</dt><dd>${esc(row.g)}</dd>`;
@@ -231,7 +233,7 @@
     attacks.forEach((a, k) => {
       table += `<tr><td title="${esc(mods[0].specs[k])}">${esc(a)}</td>${mods.map((m) => predCell(row, row.m[m.name], k)).join("")}</tr>`;
     });
-    $("d-body").innerHTML = `<dl class="facts">${facts}</dl><div class="pics">${pics}</div>${table}</table>`;
+    $("d-body").innerHTML = `<dl class="facts">${facts}</dl>${pics}${table}</table>`;
     $("detail").hidden = false;
     S.open = true;
   }
