@@ -32,7 +32,7 @@
     return `<span class="fooledby">fooled by ${esc(mod.attacks[+o.split(":")[1]])}</span>`;
   }
   const thumb = (row, model, kind) => `thumbs/${row.i}.${model}.${kind}.png`;
-  const img = (src, alt) => `<img loading="lazy" decoding="async" src="${src}" alt="${esc(alt)}">`;
+  const img = (src, alt) => `<img decoding="async" src="${src}" alt="${esc(alt)}">`;
 
   /* ---- filters and sorting ---- */
   function option(sel, value, text) {
