@@ -68,6 +68,19 @@ def test_unit_files_keep_the_worst_case_images(evaluated):
     assert t["adversarial.image"].dtype == torch.uint8 and t["adversarial.first"].dtype == torch.int64
 
 
+def test_a_resumed_evaluation_writes_the_same_adversarial_file(tmp_path_factory, tmp_path):
+    """Units of 4 images; two of three unit files kept, the rest redone by --resume: the same file."""
+    ckpt, settings = tiny_checkpoint_path(tmp_path_factory), FAST_EVAL.replace(unit_size=4)
+    first, again = tmp_path / "first", tmp_path / "again"
+    evaluate_checkpoint(ckpt, data=PHANTOM, settings=settings, out_dir=first, progress=False)
+    shutil.copytree(first / "units", again / "units")
+    (again / "units" / "unit-00001.safetensors").unlink()
+    evaluate_checkpoint(ckpt, data=PHANTOM, settings=settings, out_dir=again, progress=False, resume=True)
+    a, _ = _tensors(first / "adversarial.safetensors")
+    b, _ = _tensors(again / "adversarial.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def study_run(tmp_path: Path, evaluated: Path, *, fold: int | None = None, groups: bool = False) -> Path:
     """A reproduce run (or one fold of a CV run) whose two models are copies of the one evaluation."""
     root = tmp_path if fold is None else tmp_path / f"fold-{fold}"
@@ -149,3 +162,33 @@ def test_explore_command(evaluated, tmp_path, capsys):
     assert "explorer:" in capsys.readouterr().out
     assert _cli(["explore", str(tmp_path / "empty")]) == 2
     assert capsys.readouterr().err.startswith("fortify: error:")
+
+
+def test_explorer_draws_the_cams_explain_kept(evaluated, tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from fortify.explain.cam_file import write_cams
+
+    run = study_run(tmp_path / "run", evaluated)
+    paths = read_json(evaluated / "results.json")["per_sample"]["paths"]
+    size = read_json(evaluated / "results.json")["data"]["image_size"]
+    maps = np.linspace(0, 1, 2 * size * size, dtype=np.float32).reshape(2, size, size)
+    held = {"normal": SimpleNamespace(cam_clean=maps, cam_adv=maps[::-1])}
+    write_cams(run / "explain" / "cams.safetensors", paths[:2], held)
+    explain = {
+        "attack": {"spec": "pgd:eps=2/255,steps=3"},
+        "data": {"paths": paths[:2]},
+        "models": {"normal": {"per_image": {"rank_correlation": [0.5, None]}}},
+    }
+    write_json(run / "explain" / "explain.json", explain)
+    thumbs = build_explorer(run).parent / "thumbs"
+    assert sorted(p.name for p in thumbs.glob("*.c?.png")) == [
+        "0.normal.ca.png",
+        "0.normal.cc.png",
+        "1.normal.ca.png",
+        "1.normal.cc.png",
+    ]
+    data = (thumbs.parent / "data.js").read_text()
+    assert '"cam":1' in data and '"rho":0.5' in data and '"cam":true' in data
