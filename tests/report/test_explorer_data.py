@@ -141,6 +141,7 @@ def test_explorer_of_a_cv_run_covers_every_fold(evaluated, tmp_path):
 def test_explorer_refuses_a_folder_without_an_evaluation(tmp_path, evaluated):
     with pytest.raises(ConfigError):
         build_explorer(tmp_path)
+    assert build_explorer(tmp_path, missing_ok=True) is None
     old = tmp_path / "old"
     shutil.copytree(evaluated, old, ignore=shutil.ignore_patterns("units", "adversarial.safetensors"))
     with pytest.raises(ConfigError, match="adversarial.safetensors"):

@@ -28,7 +28,12 @@ FORMAT = "fortify-explorer/1"
 
 
 def _rows(evals: list[Evaluated]) -> tuple[list[dict], dict[tuple, int]]:
-    """One row per test image (fold, path), models merged; and each (evaluation, image) -> its row."""
+    """One row per test image (fold, path), models merged; and each (evaluation, image) -> its row.
+
+    Short keys keep data.js small at thousands of rows: i row (its thumbnails' number), p path, y true
+    class, f fold, g patient/scan, c certify's record, m per model (records.model_entry: cp/cc clean
+    prediction and confidence, ap/ac per attack, ff first attack that fooled it, l2 CW's minimal L2,
+    pr probabilities [clean, *attacks][class], rho explain's attention shift, cam its maps drawn)."""
     rows: list[dict] = []
     at: dict[tuple, int] = {}
     where: dict[tuple, int] = {}
@@ -116,8 +121,14 @@ def build_explorer(
 ) -> Path | None:
     """Write the explorer of the evaluation(s) under `path` (default `path/explorer/`); return its
     index.html. Evaluations without adversarial.safetensors are left out with a note on the page; when
-    none has it, ConfigError, or None with `missing_ok` (the report stage of a run evaluated earlier)."""
-    kind, sources = find_sources(path)
+    none has it (or there is no evaluation at all), ConfigError, or None with `missing_ok` (the report
+    stage of a run evaluated before adversarial.safetensors existed)."""
+    try:
+        kind, sources = find_sources(path)
+    except ConfigError:
+        if missing_ok:
+            return None
+        raise
     kept, notes = usable(sources)
     if not kept:
         if missing_ok:

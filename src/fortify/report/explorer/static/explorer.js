@@ -91,8 +91,8 @@
     const m = row.m[S.model];
     if (!m) return Infinity;
     if (S.sort === "cw") return m.l2 == null ? Infinity : m.l2;
-    if (S.sort === "conf-asc") return m.cc;
-    if (S.sort === "conf-desc") return -m.cc;
+    if (S.sort === "conf-asc") return m.cc ?? 0;
+    if (S.sort === "conf-desc") return -(m.cc ?? 0);
     return row.i;
   }
   function applyFilters() {
