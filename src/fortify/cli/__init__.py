@@ -53,6 +53,7 @@ COMMANDS: dict[str, str] = {
     "operating-point": "operating_point_command",
     "pool": "pool_command",
     "report": "report_command",
+    "explore": "explore_command",
     "profile": "profile_command",
     "reproduce": "reproduce_command",
 }

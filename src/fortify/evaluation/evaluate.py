@@ -22,6 +22,7 @@ import torch
 
 from fortify.attacks import AttackSpec
 from fortify.distributed import DistInfo, barrier, gather_objects, init_distributed
+from fortify.evaluation.adversarial_images import write_adversarial
 from fortify.evaluation.attack_set import curve_specs, default_attack_specs, keyed_specs
 from fortify.evaluation.examples import example_indices, write_examples
 from fortify.evaluation.loading import (
@@ -126,6 +127,8 @@ def evaluate_checkpoint(
     results["runtime"]["threads"] = torch.get_num_threads()
     results["seconds_total"] = time.perf_counter() - started
     if out_dir is not None:
+        adversarial = Path(out_dir) / "adversarial.safetensors"  # before results.json, which comes last
+        write_adversarial(adversarial, [done[i] for i in range(len(units))], ev, joined)
         _write(Path(out_dir), results, ev, plan.examples, joined)
     return results
 

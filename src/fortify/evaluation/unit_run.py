@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from fortify.attacks import AttackSpec
+from fortify.evaluation.adversarial_images import unit_adversarial
 from fortify.evaluation.attack_runs import AttackOutcome, AttackRunner, accuracy, attack_entry, unit_attack
 from fortify.evaluation.batches import count_passes, predict
 from fortify.evaluation.curves import curve_records, unit_curves
@@ -61,9 +62,15 @@ def run_unit(plan: UnitPlan, index: int, sl: slice, start: Callable) -> UnitResu
     rows = torch.tensor([i - sl.start for i in examples], dtype=torch.long)
     t = {"clean.pred": clean_pred, "clean.prob": clean_prob, "examples.index": torch.tensor(examples).long()}
     meta: dict = {"attacks": {}}
+    every_row = torch.arange(sl.stop - sl.start)  # x_adv of every image, for the worst-case images
+    x_adv: dict[str, torch.Tensor] = {}
     for key, spec in plan.specs.items():
-        tensors, meta["attacks"][key] = unit_attack(runner, key, spec, rows)
+        tensors, meta["attacks"][key] = unit_attack(runner, key, spec, every_row)
+        x_adv[key] = tensors["examples"]
+        tensors["examples"] = x_adv[key][rows]
         t.update({f"attack.{key}.{name}": v for name, v in tensors.items()})
+    t.update(unit_adversarial(y, clean_pred, x_adv, {k: t[f"attack.{k}.pred"] for k in x_adv}))
+    del x_adv
     with count_passes(plan.model) as curve_count:
         flags, meta["curve_seconds"] = unit_curves(runner, plan.curve_specs, s.eps_curve, s.curve_cumulative)
     t.update({f"curve.{key}": v for key, v in flags.items()})

@@ -20,6 +20,8 @@ import numpy as np
 
 from fortify.errors import ConfigError
 from fortify.evaluation.loading import check_checkpoint_path, open_checkpoint
+from fortify.explain.cam_file import FILE as CAMS
+from fortify.explain.cam_file import write_cams
 from fortify.explain.crossarch import train_surrogate, transfer_to_targets
 from fortify.explain.maps import Explained, Inputs, explain_model, load_inputs
 from fortify.explain.records import explain_payload
@@ -108,6 +110,7 @@ def explain_checkpoints(
 
         t = time.perf_counter()
         figures = _figures(inputs, per_model, held, out)
+        write_cams(out / CAMS, list(inputs.test.dataset.paths), held)  # the explorer's CAM thumbnails
         seconds["figures"] = time.perf_counter() - t
 
         transfer = None

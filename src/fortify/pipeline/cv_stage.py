@@ -48,6 +48,7 @@ def _run_cv(at: At) -> None:
     from fortify.data import load_manifest
     from fortify.evaluation.cv import summarize_folds
     from fortify.report import build_cv_report
+    from fortify.report.explorer import build_explorer
 
     per_fold = []
     done = finished_folds(at)
@@ -79,6 +80,7 @@ def _run_cv(at: At) -> None:
         )
     write_json(out / "cv" / "summary.json", summary)
     build_cv_report(out / "cv")
+    build_explorer(out, missing_ok=True)  # RUN_DIR/explorer/: every fold's test images, each by its own fold
     if missing and at.run.progress:
         from rich.console import Console
 

@@ -317,8 +317,10 @@ def _report_inputs(at: At) -> dict[str, str]:
 
 def _run_report(at: At) -> None:
     from fortify.report import build_report
+    from fortify.report.explorer import build_explorer
 
     build_report(at.root)
+    build_explorer(at.root, missing_ok=True)  # RUN_DIR/explorer/: every test image, in a browser
 
 
 def _extra_stage(at: At, prefix: str) -> Stage:
