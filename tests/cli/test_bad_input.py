@@ -59,6 +59,7 @@ BASE: dict[str, list[str]] = {
     "operating-point": ["--checkpoint", "{ckpt}", "--data", PHANTOM, "--out", "{out}/op.json"],
     "pool": ["{results}"],
     "report": ["{rundir}"],
+    "explore": ["{rundir}", "--out", "{out}"],
     "reproduce": ["--data", PHANTOM, "--out", "{out}", "--profile", "smoke"],
     "profile list": [],
     "profile show": ["quick"],
