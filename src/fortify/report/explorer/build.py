@@ -11,8 +11,6 @@ The folder is written beside itself and swapped in at the end, so a failure leav
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -22,6 +20,7 @@ from fortify.fileio import atomic_write_text
 from fortify.report.explorer.records import Evaluated, certified_entry, load_evaluation, model_entry
 from fortify.report.explorer.sources import find_sources, usable
 from fortify.report.explorer.thumbs import cam_thumbs, clean_thumb, model_thumbs, perturbation_scale
+from fortify.report.folder_swap import replacing_folder
 
 STATIC = ("index.html", "explorer.js", "explorer.css")
 FORMAT = "fortify-explorer/1"
@@ -141,9 +140,7 @@ def build_explorer(
         scales.setdefault(ev.source.model, perturbation_scale(ev.eps, ev.t["clean"], ev.t["adv"]))
     rows, where = _rows(evals)
     target = Path(out) if out is not None else root / "explorer"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".explorer-", dir=target.parent))
-    try:
+    with replacing_folder(target, ".explorer-") as scratch:
         _write_thumbs(scratch / "thumbs", evals, where, scales)
         payload = _payload(kind, root, evals, rows, scales, notes)
         text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
@@ -151,12 +148,6 @@ def build_explorer(
         static = resources.files("fortify.report.explorer") / "static"
         for name in STATIC:
             atomic_write_text(scratch / name, (static / name).read_text(encoding="utf-8"))
-        if target.is_dir():
-            shutil.rmtree(target)
-        scratch.rename(target)
-    finally:
-        if scratch.exists():
-            shutil.rmtree(scratch)
     return target / "index.html"
 
 
