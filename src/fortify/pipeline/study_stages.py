@@ -233,6 +233,8 @@ def _run_eval(at: At) -> None:
 
 
 def _eval_cost(at: At, speed: MachineSpeed) -> float:
+    from fortify.evaluation.patient_run import joint_steps
+
     ev = at.run.prof.evaluate
     curve = [(t, float(e)) for t in ev.curve_attacks for e in ev.eps_curve]
     n_eval = _eval_images(at.run)
@@ -246,6 +248,7 @@ def _eval_cost(at: At, speed: MachineSpeed) -> float:
         speed,
         ev.curve_cumulative,
         robust,
+        joint_steps(ev, at.run.specs),
     )
 
 
