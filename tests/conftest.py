@@ -8,6 +8,7 @@ dataset is a failure, so CI cannot pass by skipping them.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,20 @@ def real_data_path() -> Path:
 def cache_dir(tmp_path_factory) -> Path:
     """One decode cache per test session, so real-data tests decode the JPEGs once."""
     return tmp_path_factory.mktemp("fortify-cache")
+
+
+def _cli(args: list[str]) -> int:
+    """The exit code of `fortify ARGS` through its real entry point (0 when it returns without SystemExit)."""
+    from fortify.cli import main  # imported on use: most tests never run the CLI
+
+    try:
+        main(args)
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+@pytest.fixture
+def cli() -> Callable[[list[str]], int]:
+    """Run `fortify` as a user would (the CLI tests and the explorer's `fortify explore` test)."""
+    return _cli

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluation"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the report package's fixtures
+from report.patient_fixture import WRONG, patient_block  # noqa: E402
 from test_compare_cv import LABELS, A, B, per_class_results  # noqa: E402
 
 
@@ -82,3 +84,24 @@ def test_pool_against_other_attacks_compares_clean_only_and_says_why(cli, tmp_pa
     assert "not compared: pgd (measured differently: against pgd:eps=8/255,steps=20; results" in text
     saved = json.loads(out.read_text())["comparison"]
     assert "clean" in saved["metrics"] and "pgd" not in saved["metrics"] and "pgd" in saved["not_compared"]
+
+
+def test_pool_prints_the_pooled_patients_per_model(cli, tmp_path, capsys):
+    """Issue 31's pooled patient figures: each fold's patients once, for the model and --against."""
+    folds = {"a": write_folds(tmp_path / "a", [A, B]), "b": write_folds(tmp_path / "b", [B, B])}
+    for stage, dirs in zip(("adversarial", "normal"), folds.values(), strict=True):
+        for i, d in enumerate(dirs):
+            results = json.loads((d / "results.json").read_text())
+            results["patient"] = patient_block(stage, prefix=f"f{i}/")
+            (d / "results.json").write_text(json.dumps(results))
+    assert cli(["pool", *map(str, folds["a"]), "--against", str(tmp_path / "b" / "fold-*")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("patients, pooled over the folds") for line in lines)
+    rows = {line.split()[0]: line for line in lines if line.split()[:1] in (["results"], ["against"])}
+    n = 2 * 12  # 12 patients per fold (patient_fixture), 2 folds
+    for name, stage in (("results", "adversarial"), ("against", "normal")):
+        wrong = WRONG[stage]
+        clean, joint = n - 2 * wrong["clean"], n - 2 * wrong["joint"]
+        worst = n - 2 * max(wrong.values())
+        assert rows[name].split()[1] == str(n), rows[name]
+        assert f"{clean}/{n}" in rows[name] and f"{joint}/{n}" in rows[name] and f"{worst}/{n}" in rows[name]

@@ -141,3 +141,33 @@ def test_evaluate_estimate_measures_and_predicts():
     seconds = evaluate_estimate(model, settings, 200, 16, 1, Runtime.resolve("cpu", "fp32"))
     assert 0 < seconds < 600
     assert all((a == b).all() for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_evaluate_estimate_counts_the_joint_attack(monkeypatch):
+    """The joint attack on the patients (evaluation/patient_run.py) is in the printed estimate: like PGD's,
+    steps x the slices of clean-correct patients, at the headline PGD's steps unless it names its own."""
+    from dataclasses import replace
+
+    from fortify.evaluation import EvalSettings
+    from fortify.pipeline import estimate
+    from fortify.pipeline.estimate import CLEAN_SHARE, EVAL_OVERHEAD, ROBUST_SHARE, STEPS_TO_FOOL
+
+    monkeypatch.setattr(estimate, "measure_machine", lambda *a, **k: SPEED)  # the same machine each call
+    model, rt = build_model("smallcnn", 3).eval(), Runtime.resolve("cpu", "fp32")
+    settings = EvalSettings.preset("smoke")
+    with_joint = estimate.evaluate_estimate(model, settings, 200, 16, 1, rt)
+    without = estimate.evaluate_estimate(model, replace(settings, joint_attack=None), 200, 16, 1, rt)
+    pgd = next(s for s in settings.attacks or estimate_specs(settings) if s.name == "pgd")
+    steps = int(pgd.params["steps"])
+    n = min(200, settings.limit or 200)  # the smoke preset's --limit
+    grads = n * CLEAN_SHARE * (ROBUST_SHARE * steps + (1 - ROBUST_SHARE) * min(steps, STEPS_TO_FOOL))
+    joint = EVAL_OVERHEAD * (grads * SPEED.gradient + (grads + 2 * n) * SPEED.forward)
+    assert with_joint - without == pytest.approx(joint)
+    own = replace(settings, joint_attack=parse_spec("joint-pgd:steps=40", template=True))
+    assert estimate.evaluate_estimate(model, own, 200, 16, 1, rt) > with_joint  # its own steps count
+
+
+def estimate_specs(settings):
+    from fortify.evaluation import default_attack_specs
+
+    return default_attack_specs(settings.threat_model, settings, image_size=16, in_channels=1)

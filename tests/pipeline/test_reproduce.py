@@ -112,6 +112,28 @@ def test_resume_redoes_only_a_stage_whose_output_is_gone(tiny_run):
     assert (out / "report" / "report.html").is_file()
 
 
+def test_interrupted_transfer_resumes_from_its_units(tiny_run):
+    """As if killed after the transfer's units but before transfer.json and its record: --resume runs the
+    stage again and reuses every unit kept under transfer-units/, recomputing none."""
+    out, _ = tiny_run
+    first = read_json(out / "transfer.json")["pairs"]
+    assert sorted(p.name for p in (out / "transfer-units").iterdir()) == [
+        "adversarial-to-normal",
+        "normal-to-adversarial",
+    ]
+    (out / "transfer.json").unlink()
+    (out / "transfer.stage.json").unlink()
+    statuses: list = []
+    run(out, statuses, resume=True)
+    assert dict(statuses)["transfer"] == "done"
+    pairs = read_json(out / "transfer.json")["pairs"]
+    for before, after in zip(first, pairs, strict=True):
+        assert after["units"]["count"] > 0 and after["units"]["reused"] == after["units"]["count"]
+        assert before["units"]["reused"] == 0  # the first run computed them
+        for key in ("transfer_accuracy", "white_box_accuracy", "clean_accuracy", "source_accuracy"):
+            assert after[key] == before[key], key
+
+
 def test_training_record_lost_resumes_from_last_checkpoint(tiny_run):
     """As if killed after training's last checkpoint but before its record: --resume continues from last.*
     (nothing left to train), keeps the checkpoint, and the evaluation of it stays valid."""

@@ -42,6 +42,14 @@ def explored(tmp_path_factory) -> tuple[Path, dict]:
     return index, {"results": read_json(evaluated / "results.json"), "labels": labels}
 
 
+@pytest.fixture(scope="module")
+def explored_patients(tmp_path_factory) -> tuple[Path, dict]:
+    """The same run with the evaluation's own patients (its manifest's scans) and its patient block."""
+    evaluated = evaluate_tiny(tmp_path_factory)
+    run = study_run(tmp_path_factory.mktemp("explorer-patients"), evaluated)
+    return build_explorer(run), read_json(evaluated / "results.json")
+
+
 @pytest.fixture
 def page(browser, explored):
     """The explorer opened from disk; every request the page makes is recorded."""
@@ -138,3 +146,31 @@ def test_screenshot_is_not_blank(page):
     page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
     shot = Image.open(io.BytesIO(page.screenshot())).convert("L")
     assert ImageStat.Stat(shot).var[0] > 500  # scans, text and colour, not an empty page
+
+
+def test_patient_outcome_filter_and_detail(browser, explored_patients):
+    """Issue 31 in the explorer: each image's patient, filtered by its patient-level outcome, and the detail
+    with the patient's clean decision, the joint attack and the slices it changed."""
+    index, results = explored_patients
+    groups = results["per_sample"]["groups"]
+    per = {p["id"]: p for p in results["patient"]["per_patient"]}
+    assert set(groups) == set(per)  # the smoke evaluation writes the patient block for real
+    page = browser.new_page(viewport={"width": 1400, "height": 700})
+    page.goto(index.resolve().as_uri())
+    page.wait_for_selector(".row.item")
+    picks = {
+        "wrong": lambda p: not p["clean_correct"],
+        "fooled": lambda p: p["clean_correct"] and not p["robust"]["worst_case"],
+        "robust": lambda p: p["clean_correct"] and p["robust"]["worst_case"],
+        "joint": lambda p: p["clean_correct"] and not p["robust"]["joint"],
+    }
+    for value, pick in picks.items():
+        page.select_option("#f-poutcome", value)
+        assert _count(page)[0] == sum(bool(pick(per[g])) for g in groups), value
+    page.select_option("#f-poutcome", "all")
+    page.click(".row.item[data-i='0']")
+    p = per[groups[0]]
+    text = page.inner_text("#d-body")
+    assert f"slices changed by the joint attack: {p['slices_changed']} of {p['n_slices']}" in text
+    assert f"clean {p['clean_pred']} ({'right' if p['clean_correct'] else 'wrong'})" in text
+    page.close()

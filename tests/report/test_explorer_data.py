@@ -14,7 +14,6 @@ from safetensors import safe_open
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluation"))
 from fortify_eval_fixtures import FAST_EVAL, PHANTOM, tiny_checkpoint_path  # noqa: E402
 
-from fortify.cli import main  # noqa: E402
 from fortify.errors import ConfigError  # noqa: E402
 from fortify.evaluation import evaluate_checkpoint  # noqa: E402
 from fortify.fileio import read_json, write_json  # noqa: E402
@@ -149,19 +148,11 @@ def test_explorer_refuses_a_folder_without_an_evaluation(tmp_path, evaluated):
     assert build_explorer(old, missing_ok=True) is None  # the report stage of a run evaluated earlier
 
 
-def _cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
-def test_explore_command(evaluated, tmp_path, capsys):
+def test_explore_command(evaluated, tmp_path, capsys, cli):
     out = tmp_path / "x"
-    assert _cli(["explore", str(evaluated), "--out", str(out)]) == 0 and (out / "index.html").is_file()
+    assert cli(["explore", str(evaluated), "--out", str(out)]) == 0 and (out / "index.html").is_file()
     assert "explorer:" in capsys.readouterr().out
-    assert _cli(["explore", str(tmp_path / "empty")]) == 2
+    assert cli(["explore", str(tmp_path / "empty")]) == 2
     assert capsys.readouterr().err.startswith("fortify: error:")
 
 

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from fortify.certify.settings import CertifySettings
 from fortify.cli import options
+from fortify.cli.out_folder import claim_out
 from fortify.cli.printing import data_warnings_reported, wide_console
 from fortify.errors import ConfigError
 from fortify.number_text import parse_number
@@ -130,7 +131,7 @@ def certify(
     ).validate()
     check_checkpoint_path(checkpoint)
     runtime = Runtime.resolve(device, precision)
-    dist = _claim_out(out, force, resume, runtime.device.type)
+    dist = claim_out(out, force, resume, runtime.device.type)
     with data_warnings_reported():
         payload = run_certify(
             checkpoint,
@@ -146,19 +147,6 @@ def certify(
     shutdown(dist)  # every process leaves the group together (rank 0 has written certify.json)
     if payload is not None:  # None: a torchrun process other than rank 0
         print_summary(payload, wide_console(120), out)
-
-
-def _claim_out(out: Path, force: bool, resume: bool, device: str):
-    """Join torchrun's group (if any); rank 0 checks --out (and with --force clears its units) while the
-    others wait, so no process starts on a folder that is about to be refused or cleared."""
-    from fortify.distributed import barrier, init_distributed
-    from fortify.evaluation import check_out_dir
-
-    dist = init_distributed(device)
-    if dist.is_main:
-        check_out_dir(out, force, resume)
-    barrier(dist)
-    return dist
 
 
 def register(app: typer.Typer) -> None:

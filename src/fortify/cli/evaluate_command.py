@@ -13,6 +13,7 @@ from rich.text import Text
 
 from fortify.attacks import format_value
 from fortify.cli import model_options, options
+from fortify.cli.out_folder import claim_out
 from fortify.cli.printing import data_warnings_reported, note_nothing_to_resume, warning_line, wide_console
 from fortify.errors import ConfigError
 from fortify.evaluation.settings import DEFAULTS
@@ -241,7 +242,9 @@ def evaluate(
             raise ConfigError("--transfer-from needs a fortify checkpoint as --checkpoint")
         check_checkpoint_path(transfer_from)
     runtime = Runtime.resolve(device, precision)
-    dist = _claim_out(out, force, resume, runtime)
+    dist = claim_out(out, force, resume, runtime.device.type)
+    if dist.is_main and resume and not (out / "units").is_dir():
+        note_nothing_to_resume(out)
     with data_warnings_reported():
         results = _run_evaluation(
             model, checkpoint, transfer_from, data, split, out, settings, runtime, resume
@@ -249,21 +252,6 @@ def evaluate(
     shutdown(dist)  # every process leaves the group together (rank 0 has written the results)
     if results is not None:  # None: a torchrun process other than rank 0 (its units went to rank 0)
         _report(results, out)
-
-
-def _claim_out(out: Path, force: bool, resume: bool, runtime):
-    """Join torchrun's group (if any); rank 0 checks --out (and with --force clears its units) while the
-    others wait, so no process starts on a folder that is about to be refused or cleared."""
-    from fortify.distributed import barrier, init_distributed
-    from fortify.evaluation import check_out_dir
-
-    dist = init_distributed(runtime.device.type)
-    if dist.is_main:
-        check_out_dir(out, force, resume)
-        if resume and not (out / "units").is_dir():
-            note_nothing_to_resume(out)
-    barrier(dist)
-    return dist
 
 
 def _report(results: dict, out: Path) -> None:

@@ -34,6 +34,10 @@ def _results_files(patterns: list[str]) -> list[Path]:
     return files
 
 
+def _sources(files: list[Path]) -> list[str]:
+    return [f.parent.name or str(f) for f in files]
+
+
 def _load(files: list[Path]) -> list[dict[str, Any]]:
     from fortify.fileio import read_json
 
@@ -108,6 +112,42 @@ def _print_pool(pool: dict[str, Any], console: Console) -> None:
         console.print("[bold yellow]SYNTHETIC[/] data: these numbers say nothing about CT scans")
 
 
+def _patient_cell(m: dict[str, Any] | None, mark: str) -> str:
+    if not m:
+        return "-"
+    lo, hi = m["accuracy_ci"] or [None, None]
+    return f"{mark}{m['correct']}/{m['n']} = {_pct(m['accuracy'])} [{_pct(lo)}, {_pct(hi)}]"
+
+
+def _print_patients(pools: dict[str, dict[str, Any]], console: Console) -> None:
+    """The pooled patient-level figures (each patient tested in one fold), one row per model that has them."""
+    rows = {name: pool for name, pool in pools.items() if pool.get("patient")}
+    if not rows:
+        return
+    table = Table(
+        title="patients, pooled over the folds: accuracy (%) [95% Wilson]",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for h in ("model", "patients", "clean", "joint", "worst case"):
+        table.add_column(h, justify="left" if h == "model" else "right", no_wrap=True)
+    for name, pool in rows.items():
+        p = pool["patient"]
+        mark = "" if pool["full_strength"] else "≤"
+        table.add_row(
+            name,
+            str(p["n"]),
+            _patient_cell(p["clean"], ""),
+            _patient_cell(p.get("joint"), mark),
+            _patient_cell(p.get("worst_case"), mark),
+        )
+    console.print(table)
+    first = next(iter(rows.values()))["patient"]
+    if first.get("rule_text"):
+        console.print(f"patient rule: {first['rule_text']}")
+
+
 def _print_comparison(comp: dict[str, Any], console: Console) -> None:
     table = Table(
         title=f"paired over {comp['n']} images: {comp['b']} − {comp['a']} (points)",
@@ -159,14 +199,18 @@ def pool(
     files = _results_files(results)
     try:
         loaded = _load(files)
-        pooled = pool_evaluations(loaded, sources=[f.parent.name or str(f) for f in files])
-        comparison = None
+        pooled = pool_evaluations(loaded, sources=_sources(files))
+        comparison, pools = None, {"results": pooled}
         if against:
-            other = _load(_results_files(against))
+            other_files = _results_files(against)
+            other = _load(other_files)
             comparison = compare_pooled(other, loaded, a_name="against", b_name="results")
+            if all(isinstance(r.get("patient"), dict) for r in other):  # its patients, pooled the same way
+                pools["against"] = pool_evaluations(other, sources=_sources(other_files))
     except ValueError as e:
         raise FortifyError(str(e)) from None
     _print_pool(pooled, console)
+    _print_patients(pools, console)
     if comparison:
         _print_comparison(comparison, console)
     if out:

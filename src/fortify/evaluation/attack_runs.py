@@ -130,9 +130,7 @@ def unit_attack(
     with count_passes(runner.model) as count:  # every model call the attack makes, per image
         if is_cw(spec):
             run, book = settle_cw(spec, runner, advance, runner.seed_for(f"settle {label}"))
-            budget = spec.params.get("max_l2")
-            within = run.success & (run.l2 <= float(budget)) if budget is not None else run.success
-            x_adv = torch.where(within.view(-1, 1, 1, 1), run.x_adv, runner.x)
+            x_adv = run.within_budget(spec, runner.x)
             tensors.update(cw_l2=run.l2, cw_success=run.success)
         else:
             run = runner.run(spec, advance)

@@ -139,6 +139,13 @@ class CWRun:
     success: torch.Tensor  # bool
     l2: torch.Tensor  # float64, inf where CW failed
 
+    def within_budget(self, spec: AttackSpec, x: torch.Tensor) -> torch.Tensor:
+        """The examples whose L2 is within the spec's max_l2 budget (every success when it has none);
+        elsewhere the clean image: CW as fortify scores it (evaluation and detect alike)."""
+        budget = spec.params.get("max_l2")
+        ok = self.success & (self.l2 <= float(budget)) if budget is not None else self.success
+        return torch.where(ok.view(-1, 1, 1, 1), self.x_adv, x)
+
 
 def cw_kwargs(spec: AttackSpec) -> dict:
     """The spec's parameters minus the L2 budget: the evaluator runs CW unbounded and applies the

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from fortify.attacks import AttackSpec
-from fortify.distributed import DistInfo, barrier, gather_objects, init_distributed
+from fortify.distributed import DistInfo, init_distributed
 from fortify.evaluation.adversarial_images import write_adversarial
 from fortify.evaluation.attack_set import curve_specs, default_attack_specs, keyed_specs
 from fortify.evaluation.examples import example_indices, write_examples
@@ -43,7 +43,14 @@ from fortify.evaluation.results_blocks import (
 from fortify.evaluation.sanity_runs import sanity_plan
 from fortify.evaluation.settings import DEFAULTS, PATIENT_FIELDS, EvalSettings
 from fortify.evaluation.unit_run import Assembled, UnitPlan, assemble, run_unit
-from fortify.evaluation.units import UnitResult, UnitStore, assigned_units, check_complete, unit_slices
+from fortify.evaluation.units import (
+    UnitResult,
+    UnitStore,
+    assigned_units,
+    compute_units,
+    open_units,
+    unit_slices,
+)
 from fortify.fileio import write_json
 from fortify.models.contract import ContractModel
 from fortify.models.fuse import fold_batchnorm
@@ -107,14 +114,10 @@ def evaluate_checkpoint(
         ev.score_rt,
         example_indices(ev.y, s.examples_per_class),
     )
-    done, reused = _run_units(
-        plan, units, assigned_units(len(units), dist.rank, dist.world_size), store, progress and dist.is_main
-    )
-    done, reused = _gather(done, reused, dist, store)
+    done, reused = _run_units(plan, units, store, dist, progress and dist.is_main)
     joint = run_joint(plan, ev, patient_attack, store, dist, progress and dist.is_main)  # units over patients
     if not dist.is_main:
         return None
-    check_complete(done, units)
     joined = assemble(plan, [done[i] for i in range(len(units))], ev.classes, transfer)
     results = _results(ev, s, checkpoint, data, split, joined, transfer, plan.examples)
     add_patient_results(results, ev, joined, s.patient_rule, joint)
@@ -134,25 +137,22 @@ def evaluate_checkpoint(
 
 
 def _run_units(
-    plan: UnitPlan, units: list[slice], mine: list[int], store: UnitStore | None, progress: bool
+    plan: UnitPlan, units: list[slice], store: UnitStore | None, dist: DistInfo, progress: bool
 ) -> tuple[dict[int, UnitResult], int]:
-    """This process's units: each reused from the store when finished earlier, else computed and saved."""
-    done: dict[int, UnitResult] = {}
-    reused = 0
+    """Every unit (`compute_units`: this process's share, each reused from the store when finished
+    earlier, gathered on rank 0), with the estimate corrected once the first computed unit is done."""
+    mine = assigned_units(len(units), dist.rank, dist.world_size)
     todo = [i for i in mine if store is None or not store.path(i).is_file()]
     with progress_tasks(progress) as start:
-        for i in mine:
-            found = store.load(i) if store is not None else None
-            if found is not None:
-                done[i], reused = found, reused + 1
-                continue
+
+        def compute(i: int, sl: slice) -> UnitResult:
             t0 = time.perf_counter()
-            done[i] = run_unit(plan, i, units[i], start)
-            if store is not None:
-                store.save(done[i])
+            result = run_unit(plan, i, sl, start)
             if progress and i == todo[0] and len(todo) > 1:
-                _print_remaining(time.perf_counter() - t0, units[i], [units[j] for j in todo[1:]])
-    return done, reused
+                _print_remaining(time.perf_counter() - t0, sl, [units[j] for j in todo[1:]])
+            return result
+
+        return compute_units(units, compute, store, dist)
 
 
 def _print_remaining(seconds: float, first: slice, rest: list[slice]) -> None:
@@ -165,26 +165,6 @@ def _print_remaining(seconds: float, first: slice, rest: list[slice]) -> None:
     Console(stderr=True).print(
         f"first unit took {seconds:.0f} s: about {fmt_minutes(remaining)} for the other {len(rest)} unit(s)"
     )
-
-
-def _gather(
-    done: dict[int, UnitResult], reused: int, dist: DistInfo, store: UnitStore | None
-) -> tuple[dict[int, UnitResult], int]:
-    """Every process's units on rank 0 (which also keeps a copy of each in its own store)."""
-    if not dist.enabled:
-        return done, reused
-    parts = gather_objects((done, reused), dist)
-    if not dist.is_main:
-        return {}, 0
-    joined: dict[int, UnitResult] = {}
-    for part, _ in parts:
-        for i, unit in part.items():
-            if i in joined:
-                raise RuntimeError(f"unit {i} was computed by two processes")
-            joined[i] = unit
-            if store is not None and not store.path(i).is_file():
-                store.save(unit)
-    return joined, sum(r for _, r in parts)
 
 
 def _results(ev, s: EvalSettings, checkpoint, data, split, joined: Assembled, transfer, indices) -> dict:
@@ -256,14 +236,8 @@ def _open_store(
     """The units folder, checked by every process before any work, claimed by rank 0."""
     if out_dir is None:
         return None
-    store = UnitStore.open(
-        Path(out_dir) / "units", _fingerprint(ev, s, runtime, ev.checkpoint), resume=resume
-    )
-    barrier(dist)
-    if dist.is_main:
-        store.claim()
-    barrier(dist)
-    return store
+    fingerprint = _fingerprint(ev, s, runtime, ev.checkpoint)
+    return open_units(Path(out_dir) / "units", fingerprint, resume=resume, dist=dist)
 
 
 @dataclass

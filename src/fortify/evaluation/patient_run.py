@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,14 +48,23 @@ def joint_spec(s: EvalSettings, specs: dict[str, AttackSpec], classes: list[str]
     template = s.joint_attack
     if template is None:
         return None
-    steps = next((sp.params.get("steps") for sp in specs.values() if sp.name == "pgd"), None) or s.pgd_steps
     threat = headline_threat_model(specs, s.eps)
     params: dict = {"eps": float(threat["eps"]), "rule": indexed_rule(s.patient_rule, classes)}
     if "norm" not in template.params:
         params["norm"] = threat["norm"]
-    if "steps" not in template.params:
-        params["steps"] = int(steps)
+    params["steps"] = joint_steps(s, specs.values())
     return template.replace(**params)
+
+
+def joint_steps(s: EvalSettings, specs: Iterable[AttackSpec]) -> int | None:
+    """The joint attack's steps: its template's own, else the headline PGD's, else the settings'
+    pgd_steps; None when the joint attack is off (the time estimate counts its cost from this)."""
+    if s.joint_attack is None:
+        return None
+    if "steps" in s.joint_attack.params:
+        return int(s.joint_attack.params["steps"])
+    pgd = next((sp.params.get("steps") for sp in specs if sp.name == "pgd"), None)
+    return int(pgd or s.pgd_steps)
 
 
 @dataclass

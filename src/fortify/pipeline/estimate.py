@@ -6,7 +6,8 @@ stage's cost is then a count of images through the model times those per-image s
 
 - training: epochs x (train images x the mode's cost per image + validation images x its attack steps);
 - evaluation: the attacks' budgets, each attacked image costing its full budget if it stays robust and
-  a few steps if it is fooled early (attacks stop per sample at the first success).
+  a few steps if it is fooled early (attacks stop per sample at the first success); the joint attack on
+  the patients likewise, every slice of a patient stepping until the patient flips.
 
 The robust share is a guess before anything is measured, so the first estimate can be off by a factor of
 two either way. After each stage the ratio of measured to predicted seconds for that kind of stage
@@ -167,6 +168,16 @@ def attack_passes(s: AttackSpec, n: int, robust: float = ROBUST_SHARE) -> tuple[
     return _attacked(n, steps, robust), 2 * n
 
 
+def joint_passes(steps: int, n: int, robust: float = ROBUST_SHARE) -> tuple[float, float]:
+    """(gradient evaluations, forward passes) the joint attack on the patients (fortify.evaluation.
+    patient_run) is expected to cost over n test slices: like PGD's, every slice of a clean-correct patient
+    takes a gradient per step until its patient flips (the slices stop together); each step also judges
+    the patient's decision on all its slices (one forward each), and every slice is scored clean and
+    attacked."""
+    grads = _attacked(n, float(steps), robust)
+    return grads, grads + 2 * n
+
+
 @dataclass
 class StageEstimate:
     name: str
@@ -273,9 +284,11 @@ def eval_passes(
     cumulative: bool = True,
     robust_share: float = ROBUST_SHARE,
     reattack: bool = False,
+    joint_steps: int | None = None,
 ) -> dict[str, tuple[float, float]]:
     """(gradient evaluations, forward passes) expected per part of one evaluation: "attacks" (the headline
-    ones), "curves", "sanity" (its extra runs): the parts results.json's "passes" counts.
+    ones), "curves", "sanity" (its extra runs): the parts results.json's "passes" counts; and "joint" (the
+    joint attack on the patients, results.json's `patient.joint` counts) when `joint_steps` is set.
 
     A cumulative curve attacks at each eps only the previous eps's survivors: about `robust_share` of the
     images it attacked there. `reattack`: the attacks run in another precision than the scoring, so some
@@ -303,6 +316,9 @@ def eval_passes(
     if pgd is not None:  # more steps and restarts (the large-eps run fools everything within a few steps)
         steps = float(pgd.params.get("steps", 10)) * sanity_factor * sanity_restarts
         add("sanity", _attacked(n, steps, r) + n * STEPS_TO_FOOL, 2 * n)
+    if joint_steps:
+        parts["joint"] = [0.0, 0.0]
+        add("joint", *joint_passes(joint_steps, n, r), 1.0 + (REATTACK_SHARE_OTHERS if reattack else 0.0))
     return {k: (g, f) for k, (g, f) in parts.items()}
 
 
@@ -315,11 +331,15 @@ def eval_seconds(
     speed: MachineSpeed,
     cumulative: bool = True,
     robust_share: float = ROBUST_SHARE,
+    joint_steps: int | None = None,
 ) -> float:
-    """Predicted seconds of one evaluation: headline attacks, eps curves, sanity re-runs, scoring.
-    `robust_share`: ROBUST_SHARE for a normally trained model, ADVERSARIAL_ROBUST_SHARE for a defended one."""
+    """Predicted seconds of one evaluation: headline attacks, eps curves, sanity re-runs, the joint attack
+    on the patients (`joint_steps`: its steps, None when off), scoring. `robust_share`: ROBUST_SHARE for
+    a normally trained model, ADVERSARIAL_ROBUST_SHARE for a defended one."""
     reattack = speed.precision != "fp32"  # evaluation scores in fp32 by default
-    parts = eval_passes(specs, curve, n, sanity_factor, sanity_restarts, cumulative, robust_share, reattack)
+    parts = eval_passes(
+        specs, curve, n, sanity_factor, sanity_restarts, cumulative, robust_share, reattack, joint_steps
+    )
     return EVAL_OVERHEAD * sum(g * speed.gradient + f * speed.forward for g, f in parts.values())
 
 
@@ -330,6 +350,7 @@ def evaluate_estimate(
     machine measured on `model` itself, the model the evaluation attacks (a few seconds; its weights are
     not touched), then `eval_seconds`."""
     from fortify.evaluation import default_attack_specs
+    from fortify.evaluation.patient_run import joint_steps
 
     s = settings
     specs = s.attacks or default_attack_specs(
@@ -338,4 +359,5 @@ def evaluate_estimate(
     speed = measure_machine(model, image_size, in_channels, runtime, eval_batch=s.batch_size, train=False)
     curve = [(t, float(e)) for t in s.curve_attacks for e in s.eps_curve]
     n = min(n_test, s.limit) if s.limit else n_test
-    return eval_seconds(specs, curve, n, s.sanity_steps_factor, s.sanity_restarts, speed, s.curve_cumulative)
+    args = (s.sanity_steps_factor, s.sanity_restarts, speed, s.curve_cumulative)
+    return eval_seconds(specs, curve, n, *args, joint_steps=joint_steps(s, specs))

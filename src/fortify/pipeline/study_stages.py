@@ -95,6 +95,7 @@ def study_stages(run: RunPlan, root: Path, prefix: str = "") -> list[Stage]:
             here,
             _run_transfer,
             _both_checkpoints,
+            remove=_remove_transfer_units,
             estimate=_transfer_cost,
             distributed=True,  # its work units are shared out (evaluation.transfer)
         ),
@@ -233,6 +234,8 @@ def _run_eval(at: At) -> None:
 
 
 def _eval_cost(at: At, speed: MachineSpeed) -> float:
+    from fortify.evaluation.patient_run import joint_steps
+
     ev = at.run.prof.evaluate
     curve = [(t, float(e)) for t in ev.curve_attacks for e in ev.eps_curve]
     n_eval = _eval_images(at.run)
@@ -246,6 +249,7 @@ def _eval_cost(at: At, speed: MachineSpeed) -> float:
         speed,
         ev.curve_cumulative,
         robust,
+        joint_steps(ev, at.run.specs),
     )
 
 
@@ -264,12 +268,24 @@ def _run_transfer(at: At) -> None:
             settings=run.transfer_settings(),
             source_name=src,
             target_name=dst,
+            # kept so an interrupted stage continues from its finished units (stale ones, of a stage
+            # rerun for other inputs, were cleared by _remove_transfer_units)
+            units_dir=_transfer_units(root) / f"{src}-to-{dst}",
+            resume=True,
         )
         for src, dst in (("normal", "adversarial"), ("adversarial", "normal"))
     ]
     if pairs[0] is None:  # a torchrun process other than rank 0: its units went to rank 0
         return
     write_json(root / "transfer.json", {"pairs": pairs, "config": run.transfer_record()})
+
+
+def _transfer_units(root: Path) -> Path:
+    return root / "transfer-units"
+
+
+def _remove_transfer_units(at: At) -> None:
+    rmtree_if_dir(_transfer_units(at.root))
 
 
 def _transfer_cost(at: At, speed: MachineSpeed) -> float:

@@ -5,8 +5,6 @@ fills a cell the run did not produce."""
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from fortify.report import figures
 from fortify.report.caveats import add_alarms
 from fortify.report.doc import Document, Figure, Heading, Para, Table, render_html, render_markdown
 from fortify.report.fmt import STAGE_LABELS
+from fortify.report.folder_swap import replacing_folder
 from fortify.report.headline import section_sanity, section_table1
 from fortify.report.paired import section_comparison
 from fortify.report.patient_section import section_patients
@@ -177,18 +176,10 @@ def build_report(run_dir: str | Path) -> dict[str, Path]:
     leaves the previous report intact."""
     run = load_run(run_dir)
     report_dir = run.root / "report"
-    report_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".figures-", dir=report_dir))
-    try:
+    fig_dir = report_dir / "figures"
+    with replacing_folder(fig_dir, ".figures-") as scratch:
         doc = build_document(run, scratch)
         md_text, html_text = render_markdown(doc, scratch), render_html(doc)
-        fig_dir = report_dir / "figures"
-        if fig_dir.is_dir():
-            shutil.rmtree(fig_dir)
-        scratch.rename(fig_dir)
-    finally:
-        if scratch.exists():
-            shutil.rmtree(scratch)
     out = {
         "markdown": atomic_write_text(report_dir / "report.md", md_text),
         "html": atomic_write_text(report_dir / "report.html", html_text),

@@ -11,17 +11,22 @@ The folder is written beside itself and swapped in at the end, so a failure leav
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 
 from fortify.errors import ConfigError
 from fortify.fileio import atomic_write_text
-from fortify.report.explorer.records import Evaluated, certified_entry, load_evaluation, model_entry
+from fortify.report.explorer.records import (
+    Evaluated,
+    certified_entry,
+    load_evaluation,
+    model_entry,
+    patient_entries,
+)
 from fortify.report.explorer.sources import find_sources, usable
 from fortify.report.explorer.thumbs import cam_thumbs, clean_thumb, model_thumbs, perturbation_scale
+from fortify.report.folder_swap import replacing_folder
 
 STATIC = ("index.html", "explorer.js", "explorer.css")
 FORMAT = "fortify-explorer/1"
@@ -33,7 +38,8 @@ def _rows(evals: list[Evaluated]) -> tuple[list[dict], dict[tuple, int]]:
     Short keys keep data.js small at thousands of rows: i row (its thumbnails' number), p path, y true
     class, f fold, g patient/scan, c certify's record, m per model (records.model_entry: cp/cc clean
     prediction and confidence, ap/ac per attack, ff first attack that fooled it, l2 CW's minimal L2,
-    pr probabilities [clean, *attacks][class], rho explain's attention shift, cam its maps drawn)."""
+    pr probabilities [clean, *attacks][class], rho explain's attention shift, cam its maps drawn). The
+    patients sit beside the rows, once each (payload "patients", _patients)."""
     rows: list[dict] = []
     at: dict[tuple, int] = {}
     where: dict[tuple, int] = {}
@@ -76,9 +82,21 @@ def _models(evals: list[Evaluated], scales: dict[str, float]) -> list[dict]:
     return list(seen.values())
 
 
+def _patients(evals: list[Evaluated]) -> dict[str, dict[str, dict]]:
+    """model -> "<fold>|<patient id>" -> records.patient_entries' record (a row finds its patient by its
+    fold and its `g`; the fold keeps apart two folds' patients of one name)."""
+    out: dict[str, dict[str, dict]] = {}
+    for ev in evals:
+        fold = "" if ev.source.fold is None else str(ev.source.fold)
+        for pid, entry in patient_entries(ev).items():
+            out.setdefault(ev.source.model, {})[f"{fold}|{pid}"] = entry
+    return out
+
+
 def _payload(kind: str, root: Path, evals: list[Evaluated], rows: list[dict], scales, notes) -> dict:
     first = evals[0].results
     data = first.get("data") or {}
+    patients = _patients(evals)
     return {
         "format": FORMAT,
         "title": f"{root.name}: {len(rows)} test images",
@@ -95,7 +113,10 @@ def _payload(kind: str, root: Path, evals: list[Evaluated], rows: list[dict], sc
             "cw": any(ev.cw_key for ev in evals),
             "explain": any(ev.shift for ev in evals),
             "cam": any(ev.cams for ev in evals),
+            "patients": bool(patients),
         },
+        "patients": patients,
+        "patient_rule": (first.get("patient") or {}).get("rule_text"),
         "notes": notes,
         "rows": rows,
     }
@@ -141,9 +162,7 @@ def build_explorer(
         scales.setdefault(ev.source.model, perturbation_scale(ev.eps, ev.t["clean"], ev.t["adv"]))
     rows, where = _rows(evals)
     target = Path(out) if out is not None else root / "explorer"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".explorer-", dir=target.parent))
-    try:
+    with replacing_folder(target, ".explorer-") as scratch:
         _write_thumbs(scratch / "thumbs", evals, where, scales)
         payload = _payload(kind, root, evals, rows, scales, notes)
         text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
@@ -151,12 +170,6 @@ def build_explorer(
         static = resources.files("fortify.report.explorer") / "static"
         for name in STATIC:
             atomic_write_text(scratch / name, (static / name).read_text(encoding="utf-8"))
-        if target.is_dir():
-            shutil.rmtree(target)
-        scratch.rename(target)
-    finally:
-        if scratch.exists():
-            shutil.rmtree(scratch)
     return target / "index.html"
 
 

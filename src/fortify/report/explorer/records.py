@@ -4,7 +4,8 @@ From results.json: the paths, classes, threat model, attack order, `per_sample.g
 `per_sample.probabilities` when present. From adversarial.safetensors: the clean and worst-case images,
 every attack's prediction and confidence, the first attack that fooled each image and CW's minimal L2.
 From the run's certify/certify.json and explain/explain.json, when those stages ran: the certified
-radius and the attention shift of each image, matched by path.
+radius and the attention shift of each image, matched by path. From results.json's `patient.per_patient`
+(issue 31), when present: each patient's decisions, matched to its images by `per_sample.groups`.
 """
 
 from __future__ import annotations
@@ -142,3 +143,30 @@ def certified_entry(ev: Evaluated, i: int) -> dict | None:
     if r is None:
         return None
     return {"r": _num(r.get("radius", 0.0)), "p": int(r.get("prediction", -1)), "m": r["model_label"]}
+
+
+def patient_entries(ev: Evaluated) -> dict[str, dict]:
+    """results.json's `patient.per_patient` by patient id, in short keys: n slices, cp the patient-level
+    clean prediction, ok whether it is right, sa robust under every per-slice attack's aggregate, j under
+    the joint attack and jp its prediction (None: no joint attack ran), w under the worst case, sc the
+    slices the joint attack changed. {} for results written before the patient block existed."""
+    classes = ev.classes
+
+    def index(name) -> int | None:
+        return classes.index(name) if name in classes else None
+
+    out = {}
+    for p in (ev.results.get("patient") or {}).get("per_patient") or []:
+        robust = p.get("robust") or {}
+        per_slice = [v for k, v in robust.items() if k not in ("joint", "worst_case")]
+        out[str(p["id"])] = {
+            "n": p.get("n_slices"),
+            "cp": index(p.get("clean_pred")),
+            "ok": bool(p.get("clean_correct")),
+            "sa": all(per_slice) if per_slice else None,
+            "j": robust.get("joint"),
+            "jp": index(p.get("joint_pred")),
+            "w": robust.get("worst_case"),
+            "sc": p.get("slices_changed"),
+        }
+    return out

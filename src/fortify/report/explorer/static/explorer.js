@@ -6,8 +6,8 @@
   const $ = (id) => document.getElementById(id);
   const ROW = 104, OVERSCAN = 6;
   const CLINICAL = ["benign", "malignant", "normal"];
-  const S = { cls: -1, outcome: "all", model: D.models[0].name, side: false, patient: "", fold: -1,
-              sort: "index", view: [], sel: 0, open: false };
+  const S = { cls: -1, outcome: "all", model: D.models[0].name, side: false, patient: "", pout: "all",
+              fold: -1, sort: "index", view: [], sel: 0, open: false };
   const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
   const modelOf = (name) => D.models.find((m) => m.name === name);
   const pct = (v) => (v == null ? "—" : (100 * v).toFixed(1) + "%");
@@ -30,6 +30,23 @@
     if (o === "robust") return '<span class="robust">robust</span>';
     if (o === "cleanwrong") return '<span class="wrong">wrong on the clean image</span>';
     return `<span class="fooledby">fooled by ${esc(mod.attacks[+o.split(":")[1]])}</span>`;
+  }
+  /* the image's patient under a model (results.json's patient.per_patient, keyed "<fold>|<id>") */
+  function patientOf(row, model) {
+    const P = (D.patients || {})[model];
+    return P && row.g != null ? P[(row.f ?? "") + "|" + row.g] || null : null;
+  }
+  function patientOutcome(p) {
+    if (!p) return null;
+    if (!p.ok) return "wrong";
+    return p.w ? "robust" : "fooled";
+  }
+  const flag = (v) => (v == null ? "not run" : v ? '<span class="robust">robust</span>' : '<span class="wrong">fooled</span>');
+  function patientText(p) {
+    const joint = p.j == null ? "not run" : flag(p.j) + (p.jp != null ? ` (decides ${chip(p.jp)})` : "");
+    const changed = p.sc == null ? "" : ` · slices changed by the joint attack: ${p.sc} of ${p.n}`;
+    return `clean ${p.cp != null ? chip(p.cp) : "—"} (${p.ok ? "right" : '<span class="wrong">wrong</span>'})` +
+      ` · per-slice attacks: ${flag(p.sa)} · joint attack: ${joint} · worst case: ${flag(p.w)}${changed}`;
   }
   const thumb = (row, model, kind) => `thumbs/${row.i}.${model}.${kind}.png`;
   const img = (src, alt) => `<img decoding="async" src="${src}" alt="${esc(alt)}">`;
@@ -61,6 +78,11 @@
     option(fold, -1, "all");
     D.folds.forEach((f) => option(fold, f, "fold " + f));
     $("l-patient").hidden = !D.has.groups;
+    $("l-poutcome").hidden = !D.has.patients;
+    const pout = $("f-poutcome");
+    [["all", "all"], ["robust", "robust (no attack flips the patient, joint included)"],
+     ["fooled", "fooled (joint or any attack)"], ["joint", "fooled by the joint attack"],
+     ["wrong", "wrong on the clean scan"]].forEach(([v, t]) => option(pout, v, t));
     const ids = [...new Set(D.rows.map((r) => r.g).filter((g) => g != null))].sort();
     $("patients").innerHTML = ids.slice(0, 5000).map((g) => `<option value="${esc(g)}">`).join("");
     const sort = $("f-sort");
@@ -72,16 +94,23 @@
     const read = () => {
       S.cls = +cls.value; S.model = $("f-model").value; S.side = $("f-side").checked;
       S.patient = $("f-patient").value.trim(); S.fold = +fold.value; S.sort = sort.value;
+      S.pout = pout.value;
       fillOutcomes(); S.outcome = $("f-outcome").value;
       applyFilters();
     };
-    ["f-class", "f-outcome", "f-model", "f-side", "f-fold", "f-sort"].forEach((id) => $(id).addEventListener("change", read));
+    ["f-class", "f-outcome", "f-model", "f-side", "f-fold", "f-sort", "f-poutcome"].forEach((id) => $(id).addEventListener("change", read));
     $("f-patient").addEventListener("input", read);
   }
   function keep(row) {
     if (S.cls >= 0 && row.y !== S.cls) return false;
     if (S.fold >= 0 && row.f !== S.fold) return false;
     if (S.patient && String(row.g ?? "") !== S.patient) return false;
+    if (S.pout !== "all") {  // the patient's outcome under the selected model
+      const p = patientOf(row, S.model);
+      if (!p) return false;
+      if (S.pout === "joint") { if (!(p.ok && p.j === false)) return false; }
+      else if (patientOutcome(p) !== S.pout) return false;
+    }
     if (S.outcome === "all") return true;
     const o = outcome(row, S.model);
     if (S.outcome === "fooled") return o !== null && o.startsWith("fooled:");
@@ -162,7 +191,11 @@
       h += D.models.map((m) => modelCells(row, m.name, true)).join("") + `<div class="cell">${chip(row.y)}</div>`;
     } else h += modelCells(row, S.model, false);
     if (D.has.certify) h += `<div class="cell">${certText(row.c, row.y)}</div>`;
-    if (D.has.groups) h += `<div class="cell">${esc(row.g ?? "—")}</div>`;
+    if (D.has.groups) {
+      const po = patientOutcome(patientOf(row, S.model));
+      const cls = po === "robust" ? "robust" : po ? "wrong" : "";
+      h += `<div class="cell"><span class="${cls}" title="${po ? "patient " + po : ""}">${esc(row.g ?? "—")}</span></div>`;
+    }
     if (D.folds.length) h += `<div class="cell">${row.f ?? "—"}</div>`;
     return h + "</div>";
   }
@@ -222,6 +255,10 @@
     if (row.g != null) facts += `<dt>patient / scan</dt><dd>${esc(row.g)}</dd>`;
     if (row.f != null) facts += `<dt>fold</dt><dd>${row.f} (models trained without this fold)</dd>`;
     if (row.c) facts += `<dt>certified L2 radius</dt><dd>${certText(row.c, row.y)} (${esc(row.c.m)}; smoothed prediction ${row.c.p < 0 ? "abstained" : esc(D.classes[row.c.p])})</dd>`;
+    for (const m of mods) {  // the patient's decisions under each model (the rule: D.patient_rule)
+      const p = patientOf(row, m.name);
+      if (p) facts += `<dt title="${esc(D.patient_rule || "")}">${esc(m.name)}: patient (${p.n} slice${p.n === 1 ? "" : "s"})</dt><dd class="patient">${patientText(p)}</dd>`;
+    }
     for (const m of mods) {
       const e = row.m[m.name];
       facts += `<dt>${esc(m.name)}</dt><dd>${outcomeText(row, m.name)}` +
