@@ -19,7 +19,6 @@ the scans: a plausible reading of the curve, not a promise (four points, three f
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -75,8 +74,10 @@ def subset_manifest(manifest: Path, fraction: float, seed: int, scans: dict[str,
     return {"train_scans": len(keep), "train_images": len(m.splits["train"])}
 
 
-def fit_power_law(n: list[float], acc: list[float]) -> dict[str, float] | None:
-    """Least squares a - b * n^(-c), c on a grid (a, b linear given c); None with fewer than 3 sizes."""
+def fit_power_law(n: list[float], acc: list[float]) -> dict[str, Any] | None:
+    """Least squares a - b * n^(-c), c on a grid (a, b linear given c); None with fewer than 3 sizes.
+    A plateau a above 1 (100%) means these points do not identify one: the curve is still rising as
+    fast as the noise lets us see, and `identified` says so (at_2x/at_4x are then not reported)."""
     if len(set(n)) < 3:
         return None
     x, y = np.asarray(n, float), np.asarray(acc, float)
@@ -88,16 +89,34 @@ def fit_power_law(n: list[float], acc: list[float]) -> dict[str, float] | None:
         if b >= 0 and (best is None or err < best[0]):
             best = (err, float(a), float(b), float(c))
     if best is None:
-        return None
+        return {"identified": False, "why": "accuracy does not rise with the number of scans"}
     _, a, b, c = best
+    if a > 1.0:
+        return {"identified": False, "why": f"fitted plateau {100 * a:.0f}% > 100%", "c": c}
     top = max(x)
     return {
+        "identified": True,
         "plateau": a,
         "b": b,
         "c": c,
         "at_2x": a - b * (2 * top) ** (-c),
         "at_4x": a - b * (4 * top) ** (-c),
     }
+
+
+def per_doubling(rows: list[dict[str, Any]], key: str) -> dict[str, float] | None:
+    """Points of accuracy gained per doubling of the training scans: the slope of accuracy on
+    log2(scans), fitted within each fold (mean and sd over folds): a plainer reading than the plateau."""
+    slopes = []
+    for fold in sorted({r["fold"] for r in rows}):
+        mine = [r for r in rows if r["fold"] == fold]
+        if len({r["train_scans"] for r in mine}) < 2:
+            continue
+        x = np.log2([r["train_scans"] for r in mine])
+        slopes.append(float(np.polyfit(x, [r[key] for r in mine], 1)[0]))
+    if not slopes:
+        return None
+    return {"mean": statistics.mean(slopes), "sd": statistics.stdev(slopes) if len(slopes) > 1 else 0.0}
 
 
 def summarize(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
@@ -127,7 +146,7 @@ def summarize(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
         for key in keys:
             pts = [p for p in out["points"] if p["stage"] == stage]
             fit = fit_power_law([p["train_scans"] for p in pts], [p[key]["mean"] for p in pts])
-            out["fits"][f"{stage}/{key}"] = fit
+            out["fits"][f"{stage}/{key}"] = {"power_law": fit, "per_doubling": per_doubling(mine, key)}
     return out
 
 
@@ -146,8 +165,8 @@ def plot(summary: dict[str, Any], keys: list[str], path: Path) -> None:
             lo = [100 * (p[key]["mean"] - p[key]["pooled_wilson95"][0]) for p in pts]
             hi = [100 * (p[key]["pooled_wilson95"][1] - p[key]["mean"]) for p in pts]
             ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=key)
-            fit = summary["fits"].get(f"{stage}/{key}")
-            if fit:
+            fit = (summary["fits"].get(f"{stage}/{key}") or {}).get("power_law")
+            if fit and fit["identified"]:
                 grid = np.linspace(min(xs), 4 * max(xs), 100)
                 ax.plot(grid, 100 * (fit["plateau"] - fit["b"] * grid ** (-fit["c"])), "--", alpha=0.5)
         ax.set_title(f"{stage} model")
@@ -227,12 +246,17 @@ def main() -> None:
     for pt in summary["points"]:
         cells = ", ".join(f"{k} {100 * pt[k]['mean']:.1f} ± {100 * pt[k]['sd']:.1f}" for k in keys)
         print(f"{pt['stage']:11s} {pt['fraction']:.2f} ({pt['train_scans']:.0f} scans): {cells}")
-    for name, fit in summary["fits"].items():
-        if fit and not math.isnan(fit["plateau"]):
-            print(
-                f"{name}: plateau {100 * fit['plateau']:.1f}, at 2x scans {100 * fit['at_2x']:.1f}, "
-                f"at 4x {100 * fit['at_4x']:.1f}"
-            )
+    for name, fits in summary["fits"].items():
+        law, slope = fits["power_law"], fits["per_doubling"]
+        text = f"{name}:"
+        if slope:
+            text += f" {100 * slope['mean']:+.1f} ± {100 * slope['sd']:.1f} points per doubling of scans;"
+        if law and law["identified"]:
+            pct = {k: f"{100 * law[k]:.1f}" for k in ("plateau", "at_2x", "at_4x")}
+            text += f" plateau {pct['plateau']}, at 2x {pct['at_2x']}, at 4x {pct['at_4x']}"
+        elif law:
+            text += f" no plateau identified ({law['why']})"
+        print(text)
 
 
 if __name__ == "__main__":

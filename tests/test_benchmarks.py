@@ -128,3 +128,24 @@ def test_operating_point_ranking_auc_counts_ties_half(monkeypatch: pytest.Monkey
     y = torch.tensor([0, 0, 2, 2, 1])
     assert op["ranking_auc"](logits, y, classes) == pytest.approx(3.5 / 4)
     assert op["ranking_auc"](logits[2:], y[2:], classes) is None
+
+
+def test_learning_curve_fit_recovers_a_plateau_and_refuses_one_above_100_percent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    lc = runpy.run_path(str(BENCHMARKS / "learning_curve.py"), run_name="learning_curve")
+    n = [15.0, 30.0, 45.0, 60.0]
+    acc = [0.9 - 0.8 * x**-0.5 for x in n]  # plateau 90%
+    fit = lc["fit_power_law"](n, acc)
+    assert fit["identified"] and fit["plateau"] == pytest.approx(0.9, abs=0.01)
+    assert acc[-1] < fit["at_2x"] < fit["at_4x"] < 0.9
+    steep = [0.5 + 0.1 * i for i in range(4)]  # straight up: no plateau below 100% in sight
+    assert not lc["fit_power_law"](n, steep)["identified"]
+    rows = [
+        {"fold": f, "train_scans": s, "clean": 0.5 + 0.05 * i}
+        for f in (0, 1)
+        for i, s in enumerate((8, 16, 32))
+    ]
+    slope = lc["per_doubling"](rows, "clean")
+    assert slope["mean"] == pytest.approx(0.05) and slope["sd"] == pytest.approx(0.0)
