@@ -135,8 +135,9 @@ def summarize(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
             }
             for key in keys:
                 vals = [r[key] for r in at]
-                k = sum(round(r[key] * r["n_val"]) for r in at)
-                n = sum(r["n_val"] for r in at)
+                n_key = "benign_n" if key == "benign_recall" else "n_val"  # recall: over benign images only
+                k = sum(round(r[key] * r[n_key]) for r in at)
+                n = sum(r[n_key] for r in at)
                 point[key] = {
                     "mean": statistics.mean(vals),
                     "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0,
@@ -159,16 +160,23 @@ def plot(summary: dict[str, Any], keys: list[str], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, stage in zip(axes, ("normal", "adversarial"), strict=True):
         pts = [p for p in summary["points"] if p["stage"] == stage]
-        for key in keys:
+        for i, key in enumerate(keys):
+            colour = f"C{i}"  # the same colour for a measure in both panels, and for its fitted curve
             xs = [p["train_scans"] for p in pts]
             ys = [100 * p[key]["mean"] for p in pts]
             lo = [100 * (p[key]["mean"] - p[key]["pooled_wilson95"][0]) for p in pts]
             hi = [100 * (p[key]["pooled_wilson95"][1] - p[key]["mean"]) for p in pts]
-            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=key)
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=key, color=colour)
             fit = (summary["fits"].get(f"{stage}/{key}") or {}).get("power_law")
             if fit and fit["identified"]:
-                grid = np.linspace(min(xs), 4 * max(xs), 100)
-                ax.plot(grid, 100 * (fit["plateau"] - fit["b"] * grid ** (-fit["c"])), "--", alpha=0.5)
+                grid = np.linspace(min(xs), 2 * max(xs), 100)  # up to twice the scans measured
+                ax.plot(
+                    grid,
+                    100 * (fit["plateau"] - fit["b"] * grid ** (-fit["c"])),
+                    "--",
+                    alpha=0.5,
+                    color=colour,
+                )
         ax.set_title(f"{stage} model")
         ax.set_xlabel("training scans")
         ax.grid(alpha=0.3)
