@@ -19,6 +19,7 @@ is shared). The summary prints mean and standard deviation over the folds measur
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -204,6 +205,17 @@ for _model in ("smallcnn", "resnet18"):
         }
 
 
+def append_row(rows_path: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add one row to rows.json under an exclusive lock, re-reading the file first: two comparisons
+    may share an --out (one per core), and the rows each loaded at start would overwrite the other's."""
+    with open(rows_path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows: list[dict[str, Any]] = read_json(rows_path) if rows_path.exists() else []
+        rows.append(row)
+        write_json(rows_path, rows)
+    return rows
+
+
 def benign_index(classes: list[str]) -> int:
     """The benign class's index (the dataset spells its folder `Bengin cases`)."""
     return next(i for i, c in enumerate(classes) if c.lower().startswith(("benign", "bengin")))
@@ -378,8 +390,7 @@ def main() -> None:
                     continue
                 print(f"{name}, fold {fold}: running (a JSON row follows when it is measured)", flush=True)
                 row = run_recipe_fold(name, fold, manifests[fold], args, runtime)
-                rows.append(row)
-                write_json(rows_path, rows)
+                rows = append_row(rows_path, row)
                 print(json.dumps(row), flush=True)
     measured = [r for r in rows if r["recipe"] in recipes] if args.recipe else rows
     table = summarize(measured)
