@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hand_models import BenignUpNormalDown
 from torch import nn
 
 from fortify.attacks import AttackSpec, joint_pgd, parse_spec, patient_decision, pgd, run_attack
@@ -123,3 +124,17 @@ def test_spec_registry_and_bad_input():
     out = run_attack("joint-pgd:eps=0.05,steps=3", model, x, torch.tensor([0, 0]))
     assert out.shape == x.shape and not out.requires_grad
     assert model.k.requires_grad  # parameters' requires_grad restored
+
+
+def test_targeted_joint_attack_reaches_the_class_the_untargeted_one_passes_by():
+    model, x = BenignUpNormalDown(), _slices(0.5, 0.5, 0.5)
+    assert _mean_prob_decision(model, x) == 1
+    kw = {"eps": 0.06, "steps": 40, "chunk": 2, "random_start": False}
+    assert _mean_prob_decision(model, joint_pgd(model, x, 1, **kw)) == 0  # untargeted: benign
+    x_adv = joint_pgd(model, x, 1, target=2, **kw)
+    assert (x_adv - x).abs().max() <= 0.06 + 1e-6
+    assert _mean_prob_decision(model, x_adv) == 2
+    # out of reach: within 0.04 the mean cannot get below 0.45, and the attack does not pretend it did
+    assert _mean_prob_decision(model, joint_pgd(model, x, 1, target=2, **{**kw, "eps": 0.04})) != 2
+    with pytest.raises(ValueError, match="another class"):
+        joint_pgd(model, x, 1, target=1, eps=0.06)

@@ -46,6 +46,9 @@ def test_patient_block_matches_the_manifest_groups_and_resumes(tiny_checkpoint, 
     joint = p["joint"]
     assert joint["spec"] == "joint-pgd:eps=8/255,rule=mean,norm=linf,steps=5"
     assert joint["gradient_evaluations"] > 0 and joint["n"] == len(ids)
+    # the targeted run at normal: only clean-correct malignant patients the untargeted run left elsewhere
+    malignant_ok = sum(row["label"] == "malignant" and row["clean_correct"] for row in p["per_patient"])
+    assert 0 <= joint["harmful_found"] <= joint["harmful_targeted"] <= malignant_ok
     # worst case: robust only if clean-correct and robust to every run, per-slice aggregates and joint
     for row in p["per_patient"]:
         rob = row["robust"]

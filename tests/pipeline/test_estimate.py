@@ -145,12 +145,19 @@ def test_evaluate_estimate_measures_and_predicts():
 
 def test_evaluate_estimate_counts_the_joint_attack(monkeypatch):
     """The joint attack on the patients (evaluation/patient_run.py) is in the printed estimate: like PGD's,
-    steps x the slices of clean-correct patients, at the headline PGD's steps unless it names its own."""
+    steps x the slices of clean-correct patients, at the headline PGD's steps unless it names its own,
+    plus its targeted run at normal on the malignant patients (the whole budget)."""
     from dataclasses import replace
 
     from fortify.evaluation import EvalSettings
     from fortify.pipeline import estimate
-    from fortify.pipeline.estimate import CLEAN_SHARE, EVAL_OVERHEAD, ROBUST_SHARE, STEPS_TO_FOOL
+    from fortify.pipeline.estimate import (
+        CLEAN_SHARE,
+        EVAL_OVERHEAD,
+        MALIGNANT_SHARE,
+        ROBUST_SHARE,
+        STEPS_TO_FOOL,
+    )
 
     monkeypatch.setattr(estimate, "measure_machine", lambda *a, **k: SPEED)  # the same machine each call
     model, rt = build_model("smallcnn", 3).eval(), Runtime.resolve("cpu", "fp32")
@@ -161,6 +168,7 @@ def test_evaluate_estimate_counts_the_joint_attack(monkeypatch):
     steps = int(pgd.params["steps"])
     n = min(200, settings.limit or 200)  # the smoke preset's --limit
     grads = n * CLEAN_SHARE * (ROBUST_SHARE * steps + (1 - ROBUST_SHARE) * min(steps, STEPS_TO_FOOL))
+    grads += round(n * MALIGNANT_SHARE) * CLEAN_SHARE * steps
     joint = EVAL_OVERHEAD * (grads * SPEED.gradient + (grads + 2 * n) * SPEED.forward)
     assert with_joint - without == pytest.approx(joint)
     own = replace(settings, joint_attack=parse_spec("joint-pgd:steps=40", template=True))

@@ -104,6 +104,8 @@ def patient_block(
             "seconds": 1.2,
             "gradient_evaluations": 600,
             "forward_passes": 40,
+            "harmful_targeted": 3,
+            "harmful_found": 1,
             **metrics["joint"],
             "slices_changed": {
                 "median": float(statistics.median(changed.values())) if changed else None,

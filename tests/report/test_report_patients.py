@@ -114,6 +114,8 @@ def test_patient_threat_model_and_rule_stated_in_both_renderings(patient_report)
     # the patient table sits right after the slice-level Table 1, before the paired comparison
     assert md.index("## Table 1: test accuracy") < md.index("Table 1 per patient") < md.index("## Paired")
     assert "the joint attack flipped 10 clean-correct patient(s)" in md
+    assert "3 malignant patient(s) the untargeted joint attack did not send to normal" in md
+    assert "1 of them reached it" in md
 
 
 def test_patient_mcnemar_beside_slice_comparison(patient_report):

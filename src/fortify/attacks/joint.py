@@ -20,6 +20,11 @@ Decision rules (`rule`, class indices; fortify.evaluation.patients names the cla
              classes (a screening reader: any slice called malignant makes the patient malignant).
 "vote" and "max" are not differentiable: the mean-probability loss gives the gradient, and the attack
 stops at (and returns) the first iterate whose decision under the stated rule is wrong.
+
+`target=k` makes it targeted: it descends -log(mean_i p_i[k]) and stops once the decision is k. An
+untargeted attack only asks whether the decision can change; it may flip a malignant scan to benign when
+normal (the mistake that sends a cancer patient home) was also within reach, so evaluation runs the
+targeted form too to count that mistake (fortify.evaluation.patient_run).
 """
 
 from __future__ import annotations
@@ -126,12 +131,14 @@ def joint_pgd(
     chunk: int = 16,
     random_start: bool = True,
     generator: torch.Generator | None = None,
+    target: int | None = None,
 ) -> torch.Tensor:
     """PGD on the aggregated prediction of ONE patient: x [S, C, H, W] = all of its slices, y its label.
 
     Every slice stays in the eps ball around itself (and in [0, 1]). alpha defaults to 2.5*eps/steps.
     Stops at the first iterate that flips the patient's decision under `rule` (also checked before the
     first step) and returns it; otherwise returns the last iterate. `chunk`: slices per forward pass.
+    `target`: a class other than y to drive the decision to (stops once it is reached).
     """
     check_threat(norm, eps)
     check_rule(rule)
@@ -140,6 +147,10 @@ def joint_pgd(
     if steps < 0 or chunk < 1:
         raise ValueError(f"steps must be >= 0 and chunk >= 1, got steps={steps}, chunk={chunk}")
     label = _label(y, len(x))
+    if target is not None and target == label:
+        raise ValueError(f"target must be another class than the label {label}")
+    goal = label if target is None else int(target)
+    sign = 1.0 if target is None else -1.0  # ascend the label's loss, or descend the target's
     alpha = 2.5 * eps / max(steps, 1) if alpha is None else alpha
     with attack_mode(model):
         x0 = x.detach()
@@ -148,9 +159,10 @@ def joint_pgd(
             if step == steps:  # the last iterate still needs one pass to be judged
                 probs = _logits(model, x_adv, chunk).softmax(1)
             else:
-                _, probs, grad = joint_gradient(model, x_adv, label, chunk)
-            if patient_decision(probs, rule) != label:
+                _, probs, grad = joint_gradient(model, x_adv, goal, chunk)
+            decision = patient_decision(probs, rule)
+            if decision != label if target is None else decision == target:
                 break
             if step < steps:
-                x_adv = project(x_adv + alpha * ascent_direction(grad, norm), x0, norm, eps)
+                x_adv = project(x_adv + sign * alpha * ascent_direction(grad, norm), x0, norm, eps)
     return finish(x_adv, x)

@@ -8,7 +8,9 @@ process runs it or when. A finished unit is saved in the evaluation's units fold
 
 Per patient: its slices' clean probabilities (scoring precision); a patient the rule gets wrong clean is
 not attacked (as a misclassified image is not); the others are attacked by the joint spec (attack
-precision) and their adversarial slices scored again at the scoring precision, which decides.
+precision) and their adversarial slices scored again at the scoring precision, which decides. A malignant
+patient the untargeted attack did not send to normal is attacked once more, targeted at normal (the
+costly mistake is counted with the attack built for it); its slices are kept when they reach normal.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from fortify.attacks import AttackSpec, joint_pgd, patient_decision
 from fortify.distributed import DistInfo, gather_objects
 from fortify.evaluation.batches import count_passes, predict
 from fortify.evaluation.patients import Patients, check_rule, indexed_rule, patient_labels, severity_order
-from fortify.evaluation.results_blocks import headline_threat_model
+from fortify.evaluation.results_blocks import harmful_pair, headline_threat_model
 from fortify.evaluation.settings import EvalSettings
 from fortify.evaluation.unit_run import UnitPlan
 from fortify.evaluation.units import UnitResult, UnitStore, assigned_units, unit_seed
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 
 PATIENTS_PER_UNIT = 8  # the grain of resume: 8 scans of ~10 slices cost about one unit of 64 images
 BOOK_KEYS = ("verdict_mismatches", "reattacked_fp32", "recovered_by_reattack")  # as attack_runs counts
+HARMFUL_KEYS = ("harmful_targeted", "harmful_found")  # targeted runs at the costly class, and successes
 
 
 def joint_spec(s: EvalSettings, specs: dict[str, AttackSpec], classes: list[str]) -> AttackSpec | None:
@@ -74,11 +77,12 @@ class JointPlan:
     labels: torch.Tensor  # each patient's label
     rule: str  # the patient rule with class indices
     severity: list[int]
+    harmful: tuple[int, int] | None  # (malignant, normal): the targeted run's source class and target
 
     @property
     def part(self) -> str:
         """The store's name for these units: what they depend on beyond the folder's fingerprint."""
-        key = json.dumps([str(self.spec), self.rule, self.patients.ids, self.patients.members])
+        key = json.dumps([str(self.spec), self.rule, self.patients.ids, self.patients.members, self.harmful])
         return "joint-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
     def units(self) -> list[slice]:
@@ -87,31 +91,56 @@ class JointPlan:
 
 
 def _attack(
-    plan: UnitPlan, jp: JointPlan, x: torch.Tensor, label: int, rt, generator
+    plan: UnitPlan, jp: JointPlan, x: torch.Tensor, label: int, rt, generator, target: int | None
 ) -> tuple[torch.Tensor, int]:
     """One patient's slices under the joint attack run at `rt`'s precision: (their probabilities at the
     scoring precision, the patient's decision at the attack's own)."""
     with rt.autocast():
-        x_adv = joint_pgd(plan.model, rt.to_device(x), label, generator=generator, **jp.spec.params)
+        x_adv = joint_pgd(
+            plan.model, rt.to_device(x), label, generator=generator, target=target, **jp.spec.params
+        )
     bs = plan.settings.batch_size
     scored = predict(plan.model, x_adv.cpu(), plan.score_rt, bs)[1]
     own = scored if rt.precision == plan.score_rt.precision else predict(plan.model, x_adv.cpu(), rt, bs)[1]
     return scored, patient_decision(own, jp.rule, jp.severity)
 
 
-def _attack_settled(plan: UnitPlan, jp: JointPlan, x: torch.Tensor, label: int, generator, book: dict):
-    """The joint attack, settled like the per-slice ones (attack_runs): a patient the attack flipped at
-    its own precision (bf16) but the scorer (fp32) does not see flipped is attacked again at the scoring
+def _attack_settled(
+    plan: UnitPlan, jp: JointPlan, x: torch.Tensor, label: int, generator, book: dict, target: int | None
+) -> tuple[torch.Tensor, bool]:
+    """(the slices' probabilities, whether the attack succeeded: flipped the patient, or reached
+    `target`), settled like the per-slice attacks (attack_runs): a patient the attack succeeded on at its
+    own precision (bf16) but the scorer (fp32) does not see so is attacked again at the scoring
     precision, so a bf16 early stop cannot leave a patient robust that an fp32 attack would flip."""
-    adv, own = _attack(plan, jp, x, label, plan.runtime, generator)
-    if own != label and patient_decision(adv, jp.rule, jp.severity) == label:
+
+    def success(decision: int) -> bool:
+        return decision != label if target is None else decision == target
+
+    adv, own = _attack(plan, jp, x, label, plan.runtime, generator, target)
+    if success(own) and not success(patient_decision(adv, jp.rule, jp.severity)):
         book["verdict_mismatches"] += 1
         if plan.runtime.precision != plan.score_rt.precision:
             book["reattacked_fp32"] += 1
-            again, _ = _attack(plan, jp, x, label, plan.score_rt, generator)
-            if patient_decision(again, jp.rule, jp.severity) != label:
+            again, _ = _attack(plan, jp, x, label, plan.score_rt, generator, target)
+            if success(patient_decision(again, jp.rule, jp.severity)):
                 book["recovered_by_reattack"] += 1
                 adv = again
+    return adv, success(patient_decision(adv, jp.rule, jp.severity))
+
+
+def _attack_patient(plan: UnitPlan, jp: JointPlan, x: torch.Tensor, label: int, generator, book: dict):
+    """The joint attack on one clean-correct patient; for a malignant patient it did not send to normal,
+    the attack targeted at normal too, whose slices are kept when it gets there."""
+    adv, _ = _attack_settled(plan, jp, x, label, generator, book, None)
+    if jp.harmful is None or label != jp.harmful[0]:
+        return adv
+    if patient_decision(adv, jp.rule, jp.severity) == jp.harmful[1]:
+        return adv
+    book["harmful_targeted"] += 1
+    targeted, reached = _attack_settled(plan, jp, x, label, generator, book, jp.harmful[1])
+    if reached:
+        book["harmful_found"] += 1
+        return targeted
     return adv
 
 
@@ -122,7 +151,7 @@ def run_joint_unit(plan: UnitPlan, jp: JointPlan, index: int, sl: slice, advance
     s = plan.settings
     generator = torch.Generator().manual_seed(unit_seed(s.seed, "joint", index))
     probs, rows, clean_dec, joint_dec, attacked, changed = [], [], [], [], [], []
-    book = dict.fromkeys(BOOK_KEYS, 0)
+    book = dict.fromkeys(BOOK_KEYS + HARMFUL_KEYS, 0)
     with count_passes(plan.model) as passes:
         for p in range(sl.start, sl.stop):
             idx = torch.tensor(jp.patients.members[p], dtype=torch.long)
@@ -130,7 +159,7 @@ def run_joint_unit(plan: UnitPlan, jp: JointPlan, index: int, sl: slice, advance
             label = int(jp.labels[p])
             decided = patient_decision(clean, jp.rule, jp.severity)
             adv = (
-                _attack_settled(plan, jp, plan.x[idx], label, generator, book) if decided == label else clean
+                _attack_patient(plan, jp, plan.x[idx], label, generator, book) if decided == label else clean
             )
             probs.append(adv)
             rows.append(idx)
@@ -200,7 +229,7 @@ class JointOutcome:
     prob: torch.Tensor  # [N, C] each slice's probabilities under the joint attack
     seconds: float
     passes: dict[str, int]
-    book: dict[str, int]  # BOOK_KEYS, counted in patients
+    book: dict[str, int]  # BOOK_KEYS and HARMFUL_KEYS, counted in patients
 
 
 def assemble_joint(jp: JointPlan, units: list[UnitResult], n_images: int) -> JointOutcome:
@@ -219,7 +248,7 @@ def assemble_joint(jp: JointPlan, units: list[UnitResult], n_images: int) -> Joi
         prob,
         sum(float(u.meta["seconds"]) for u in units),
         {k: sum(int(u.meta["passes"][k]) for u in units) for k in ("gradient_evaluations", "forward_passes")},
-        {k: sum(int(u.meta[k]) for u in units) for k in BOOK_KEYS},
+        {k: sum(int(u.meta[k]) for u in units) for k in BOOK_KEYS + HARMFUL_KEYS},
     )
 
 
@@ -245,6 +274,7 @@ def run_joint(
         return None
     patients = Patients.from_groups(patient_groups(ev)[0])
     labels, _ = patient_labels(ev.y, patients, ev.classes)
-    jp = JointPlan(spec, patients, labels, str(spec.params["rule"]), severity_order(ev.classes))
+    rule, severity = str(spec.params["rule"]), severity_order(ev.classes)
+    jp = JointPlan(spec, patients, labels, rule, severity, harmful_pair(ev.classes))
     units = run_joint_units(plan, jp, store, dist, progress)
     return None if units is None else assemble_joint(jp, units, len(plan.y))

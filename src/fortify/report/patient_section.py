@@ -171,7 +171,17 @@ def _notes(doc: Document, blocks: dict[str, dict[str, Any] | None]) -> None:
                     "warn",
                 )
             )
-        changed = (b.get("joint") or {}).get("slices_changed") if isinstance(b.get("joint"), dict) else None
+        joint = b.get("joint") if isinstance(b.get("joint"), dict) else {}
+        if joint.get("harmful_targeted"):
+            doc.add(
+                Para(
+                    f"{name}: {joint['harmful_targeted']} malignant patient(s) the untargeted joint attack "
+                    f"did not send to normal were attacked again, targeted at normal; "
+                    f"{joint.get('harmful_found', '?')} of them reached it (counted in 'malignant called "
+                    "normal')."
+                )
+            )
+        changed = joint.get("slices_changed")
         if isinstance(changed, dict) and changed.get("n_flipped"):
             doc.add(
                 Para(
