@@ -7,6 +7,7 @@ it was run. Running each script's `--help` in-process catches that for the cost 
 
 from __future__ import annotations
 
+import json
 import runpy
 import sys
 from pathlib import Path
@@ -149,3 +150,28 @@ def test_learning_curve_fit_recovers_a_plateau_and_refuses_one_above_100_percent
     ]
     slope = lc["per_doubling"](rows, "clean")
     assert slope["mean"] == pytest.approx(0.05) and slope["sd"] == pytest.approx(0.0)
+
+
+def _append_rows(rows_path: str, worker: int, count: int) -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    recipes = runpy.run_path(str(BENCHMARKS / "recipes.py"), run_name="recipes")
+    for i in range(count):
+        recipes["append_row"](Path(rows_path), {"recipe": f"w{worker}", "fold": i})
+
+
+def test_recipe_rows_from_two_processes_sharing_an_out_are_all_kept(tmp_path: Path) -> None:
+    # Two comparisons (one per core) append to the same rows.json; without the lock and the re-read,
+    # each process's rows loaded at start overwrite the other's.
+    import multiprocessing
+
+    rows_path = tmp_path / "rows.json"
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_append_rows, args=(str(rows_path), w, 25)) for w in (0, 1)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(120)
+        assert p.exitcode == 0
+    rows = json.loads(rows_path.read_text())
+    want = sorted((f"w{w}", i) for w in (0, 1) for i in range(25))
+    assert sorted((r["recipe"], r["fold"]) for r in rows) == want
