@@ -107,41 +107,44 @@ def _attack(
 
 def _attack_settled(
     plan: UnitPlan, jp: JointPlan, x: torch.Tensor, label: int, generator, book: dict, target: int | None
-) -> tuple[torch.Tensor, bool]:
-    """(the slices' probabilities, whether the attack succeeded: flipped the patient, or reached
-    `target`), settled like the per-slice attacks (attack_runs): a patient the attack succeeded on at its
-    own precision (bf16) but the scorer (fp32) does not see so is attacked again at the scoring
-    precision, so a bf16 early stop cannot leave a patient robust that an fp32 attack would flip."""
+) -> tuple[torch.Tensor, int]:
+    """(the slices' probabilities, the patient's decision on them, both at the scoring precision),
+    settled like the per-slice attacks (attack_runs): a patient the attack succeeded on (flipped, or sent
+    to `target`) at its own precision (bf16) but not as the scorer (fp32) sees it is attacked again at the
+    scoring precision, so a bf16 early stop cannot leave a patient robust that an fp32 attack would flip."""
 
     def success(decision: int) -> bool:
         return decision != label if target is None else decision == target
 
     adv, own = _attack(plan, jp, x, label, plan.runtime, generator, target)
-    if success(own) and not success(patient_decision(adv, jp.rule, jp.severity)):
+    decision = patient_decision(adv, jp.rule, jp.severity)
+    if success(own) and not success(decision):
         book["verdict_mismatches"] += 1
         if plan.runtime.precision != plan.score_rt.precision:
             book["reattacked_fp32"] += 1
             again, _ = _attack(plan, jp, x, label, plan.score_rt, generator, target)
-            if success(patient_decision(again, jp.rule, jp.severity)):
+            again_decision = patient_decision(again, jp.rule, jp.severity)
+            if success(again_decision):
                 book["recovered_by_reattack"] += 1
-                adv = again
-    return adv, success(patient_decision(adv, jp.rule, jp.severity))
+                adv, decision = again, again_decision
+    return adv, decision
 
 
-def _attack_patient(plan: UnitPlan, jp: JointPlan, x: torch.Tensor, label: int, generator, book: dict):
-    """The joint attack on one clean-correct patient; for a malignant patient it did not send to normal,
-    the attack targeted at normal too, whose slices are kept when it gets there."""
-    adv, _ = _attack_settled(plan, jp, x, label, generator, book, None)
-    if jp.harmful is None or label != jp.harmful[0]:
-        return adv
-    if patient_decision(adv, jp.rule, jp.severity) == jp.harmful[1]:
-        return adv
+def _attack_patient(
+    plan: UnitPlan, jp: JointPlan, x: torch.Tensor, label: int, generator, book: dict
+) -> tuple[torch.Tensor, int]:
+    """The joint attack on one clean-correct patient: (its slices' probabilities, its decision). For a
+    malignant patient it did not send to normal, the attack targeted at normal too, whose slices are kept
+    when it gets there."""
+    adv, decision = _attack_settled(plan, jp, x, label, generator, book, None)
+    if jp.harmful is None or label != jp.harmful[0] or decision == jp.harmful[1]:
+        return adv, decision
     book["harmful_targeted"] += 1
-    targeted, reached = _attack_settled(plan, jp, x, label, generator, book, jp.harmful[1])
-    if reached:
+    targeted, targeted_decision = _attack_settled(plan, jp, x, label, generator, book, jp.harmful[1])
+    if targeted_decision == jp.harmful[1]:
         book["harmful_found"] += 1
-        return targeted
-    return adv
+        return targeted, targeted_decision
+    return adv, decision
 
 
 def run_joint_unit(plan: UnitPlan, jp: JointPlan, index: int, sl: slice, advance) -> UnitResult:
@@ -158,13 +161,15 @@ def run_joint_unit(plan: UnitPlan, jp: JointPlan, index: int, sl: slice, advance
             _, clean = predict(plan.model, plan.x[idx], plan.score_rt, s.batch_size)
             label = int(jp.labels[p])
             decided = patient_decision(clean, jp.rule, jp.severity)
-            adv = (
-                _attack_patient(plan, jp, plan.x[idx], label, generator, book) if decided == label else clean
+            adv, joint_decided = (
+                _attack_patient(plan, jp, plan.x[idx], label, generator, book)
+                if decided == label
+                else (clean, decided)
             )
             probs.append(adv)
             rows.append(idx)
             clean_dec.append(decided)
-            joint_dec.append(patient_decision(adv, jp.rule, jp.severity))
+            joint_dec.append(joint_decided)
             attacked.append(decided == label)
             changed.append(int((adv.argmax(1) != clean.argmax(1)).sum()))
             advance(1)
