@@ -105,3 +105,30 @@ def test_pool_prints_the_pooled_patients_per_model(cli, tmp_path, capsys):
         worst = n - 2 * max(wrong.values())
         assert rows[name].split()[1] == str(n), rows[name]
         assert f"{clean}/{n}" in rows[name] and f"{joint}/{n}" in rows[name] and f"{worst}/{n}" in rows[name]
+
+
+def test_pool_prints_each_class_recall_over_the_pooled_patients(cli, tmp_path, capsys):
+    """Per-class patient recall (clean, joint, worst case) and malignant patients called normal, summed
+    over the folds; expected counts come from the fixture's decisions, not from the code under test."""
+    from report.patient_fixture import FALL_ORDER, LABELS, WRONG_AS
+
+    dirs = write_folds(tmp_path, [A, B])
+    for i, d in enumerate(dirs):
+        results = json.loads((d / "results.json").read_text())
+        results["patient"] = patient_block("adversarial", prefix=f"f{i}/")
+        (d / "results.json").write_text(json.dumps(results))
+    assert cli(["pool", *map(str, dirs)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    wrong = WRONG["adversarial"]
+    cases = {"clean": wrong["clean"], "joint": wrong["joint"], "worst case": max(wrong.values())}
+    for cls in ("benign", "malignant", "normal"):
+        line = next(x for x in lines if x.startswith(f"patient recall (results), {cls}:"))
+        n = 2 * LABELS.count(cls)
+        for key, w in cases.items():
+            fallen = sum(LABELS[i] == cls for i in FALL_ORDER[:w])
+            assert f"{key} {n - 2 * fallen}/{n} [" in line, (key, line)
+    m2n = next(x for x in lines if x.startswith("malignant patients called normal (results):"))
+    assert WRONG_AS["malignant"] == "normal"  # so every fallen malignant patient is one called normal
+    for key in ("clean", "joint"):
+        fallen = sum(LABELS[i] == "malignant" for i in FALL_ORDER[: wrong[key]])
+        assert f"{key} {2 * fallen}" in m2n, (key, m2n)

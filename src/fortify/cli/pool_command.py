@@ -143,9 +143,28 @@ def _print_patients(pools: dict[str, dict[str, Any]], console: Console) -> None:
             _patient_cell(p.get("worst_case"), mark),
         )
     console.print(table)
+    for name, pool in rows.items():
+        _print_patient_recalls(name, pool["patient"], console)
     first = next(iter(rows.values()))["patient"]
     if first.get("rule_text"):
         console.print(f"patient rule: {first['rule_text']}")
+
+
+def _print_patient_recalls(name: str, p: dict[str, Any], console: Console) -> None:
+    """Each class's recall over the pooled patients (clean, joint, worst case) and the malignant patients
+    called normal: the per-class view a clinical reader asks for first, beside the accuracies above."""
+    blocks = {"clean": p["clean"], "joint": p.get("joint"), "worst case": p.get("worst_case")}
+    for cls in p["clean"]["per_class"]:
+        parts = []
+        for key, block in blocks.items():
+            c = (block or {}).get("per_class", {}).get(cls)
+            if c:
+                lo, hi = c["sensitivity_ci"] or [None, None]
+                parts.append(f"{key} {c['correct']}/{c['n']} [{_pct(lo)}, {_pct(hi)}]")
+        console.print(f"patient recall ({name}), {cls}: " + "; ".join(parts))
+    if p.get("malignant_to_normal"):
+        counts = ", ".join(f"{k} {v}" for k, v in p["malignant_to_normal"].items())
+        console.print(f"malignant patients called normal ({name}): {counts}")
 
 
 def _print_comparison(comp: dict[str, Any], console: Console) -> None:
