@@ -23,6 +23,14 @@ def write_folds(root: Path, correct: list[dict]) -> list[Path]:
     return dirs
 
 
+def add_patient_blocks(dirs: list[Path], stage: str) -> None:
+    """Each fold's results.json gains the fixture's patient block (fold i's patient ids prefixed f"f{i}/")."""
+    for i, d in enumerate(dirs):
+        results = json.loads((d / "results.json").read_text())
+        results["patient"] = patient_block(stage, prefix=f"f{i}/")
+        (d / "results.json").write_text(json.dumps(results))
+
+
 def test_pool_prints_folds_mean_and_pooled_and_compares(cli, tmp_path, capsys):
     a = write_folds(tmp_path / "a", [A, B])
     write_folds(tmp_path / "b", [B, B])
@@ -90,10 +98,7 @@ def test_pool_prints_the_pooled_patients_per_model(cli, tmp_path, capsys):
     """Issue 31's pooled patient figures: each fold's patients once, for the model and --against."""
     folds = {"a": write_folds(tmp_path / "a", [A, B]), "b": write_folds(tmp_path / "b", [B, B])}
     for stage, dirs in zip(("adversarial", "normal"), folds.values(), strict=True):
-        for i, d in enumerate(dirs):
-            results = json.loads((d / "results.json").read_text())
-            results["patient"] = patient_block(stage, prefix=f"f{i}/")
-            (d / "results.json").write_text(json.dumps(results))
+        add_patient_blocks(dirs, stage)
     assert cli(["pool", *map(str, folds["a"]), "--against", str(tmp_path / "b" / "fold-*")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("patients, pooled over the folds") for line in lines)
@@ -113,10 +118,7 @@ def test_pool_prints_each_class_recall_over_the_pooled_patients(cli, tmp_path, c
     from report.patient_fixture import FALL_ORDER, LABELS, WRONG_AS
 
     dirs = write_folds(tmp_path, [A, B])
-    for i, d in enumerate(dirs):
-        results = json.loads((d / "results.json").read_text())
-        results["patient"] = patient_block("adversarial", prefix=f"f{i}/")
-        (d / "results.json").write_text(json.dumps(results))
+    add_patient_blocks(dirs, "adversarial")
     assert cli(["pool", *map(str, dirs)]) == 0
     lines = capsys.readouterr().out.splitlines()
     wrong = WRONG["adversarial"]
