@@ -110,6 +110,18 @@ def test_pool_prints_the_pooled_patients_per_model(cli, tmp_path, capsys):
         worst = n - 2 * max(wrong.values())
         assert rows[name].split()[1] == str(n), rows[name]
         assert f"{clean}/{n}" in rows[name] and f"{joint}/{n}" in rows[name] and f"{worst}/{n}" in rows[name]
+    # the paired comparison over patients (ids match across the two pools): discordant counts per outcome,
+    # from the fixture's nested wrong sets: "only against" = wrong for results only, and the reverse
+    title = next(
+        i for i, line in enumerate(lines) if line.startswith(f"paired over {n} patients (rule mean)")
+    )
+    paired = {
+        line.split()[0]: line.split() for line in lines[title:] if line.split()[:1] in (["clean"], ["joint"])
+    }
+    for key in ("clean", "joint"):
+        w_results, w_against = WRONG["adversarial"][key], WRONG["normal"][key]
+        only_against, only_results = 2 * max(0, w_results - w_against), 2 * max(0, w_against - w_results)
+        assert paired[key][-3:-1] == [str(only_against), str(only_results)], (key, paired[key])
 
 
 def test_pool_prints_each_class_recall_over_the_pooled_patients(cli, tmp_path, capsys):

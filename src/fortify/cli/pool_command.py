@@ -167,17 +167,15 @@ def _print_patient_recalls(name: str, p: dict[str, Any], console: Console) -> No
         console.print(f"malignant patients called normal ({name}): {counts}")
 
 
-def _print_comparison(comp: dict[str, Any], console: Console) -> None:
-    table = Table(
-        title=f"paired over {comp['n']} images: {comp['b']} − {comp['a']} (points)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-    )
+def _print_paired(
+    title: str, comp: dict[str, Any], rows: dict[str, Any], not_compared: dict | None, console: Console
+) -> None:
+    """One paired table (McNemar per metric) and a line per outcome the two sides measured differently."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for h in ("metric", comp["a"], comp["b"], "difference [95%]", f"only {comp['a']}", f"only {comp['b']}"):
         table.add_column(h, justify="left" if h == "metric" else "right", no_wrap=True)
     table.add_column("McNemar p", justify="right")
-    for key, m in comp["metrics"].items():
+    for key, m in rows.items():
         lo, hi = m["difference_ci"] or [None, None]
         table.add_row(
             key,
@@ -189,11 +187,21 @@ def _print_comparison(comp: dict[str, Any], console: Console) -> None:
             f"{m['p_value']:.3g}",
         )
     console.print(table)
-    for key, what in (comp.get("not_compared") or {}).items():
+    for key, what in (not_compared or {}).items():
         console.print(
             f"not compared: {key} (measured differently: {comp['a']} {what[comp['a']]}; "
             f"{comp['b']} {what[comp['b']]})"
         )
+
+
+def _print_comparison(comp: dict[str, Any], console: Console) -> None:
+    """The paired comparison over images, then over patients where both sides have patient blocks."""
+    title = f"paired over {comp['n']} images: {comp['b']} − {comp['a']} (points)"
+    _print_paired(title, comp, comp["metrics"], comp.get("not_compared"), console)
+    patients = comp.get("patient")
+    if patients and (patients["mcnemar"] or patients["not_compared"]):
+        title = f"paired over {patients['n']} patients (rule {patients['rule']}): {comp['b']} − {comp['a']}"
+        _print_paired(title, comp, patients["mcnemar"], patients["not_compared"], console)
 
 
 def pool(
