@@ -146,3 +146,27 @@ def test_pool_prints_each_class_recall_over_the_pooled_patients(cli, tmp_path, c
     for key in ("clean", "joint"):
         fallen = sum(LABELS[i] == "malignant" for i in FALL_ORDER[: wrong[key]])
         assert f"{key} {2 * fallen}" in m2n, (key, m2n)
+
+
+def test_pool_prints_each_folds_patients(cli, tmp_path, capsys):
+    """The per-fold patient table: each outcome's correct patients in each fold, from the fixture's wrong
+    counts (fold 1 gets one more wrong joint patient, so a column swap or a pooled count shows)."""
+    dirs = write_folds(tmp_path, [A, B])
+    add_patient_blocks(dirs, "adversarial")
+    wrong = dict(WRONG["adversarial"])
+    results = json.loads((dirs[1] / "results.json").read_text())
+    one_more = {**wrong, "joint": wrong["joint"] + 1}
+    results["patient"] = patient_block("adversarial", prefix="f1/", wrong=one_more)
+    (dirs[1] / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "pool.json"
+    assert cli(["pool", *map(str, dirs), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, x in enumerate(lines) if x.startswith("patients (results) per fold"))
+    rows = {x.split()[0]: x.split() for x in lines[start:] if x.split()[:1] in (["clean"], ["joint"])}
+    clean = 12 - wrong["clean"]
+    assert rows["clean"][1:] == [f"{clean}/12", "=", f"{100 * clean / 12:.1f}"] * 2
+    joint = [12 - wrong["joint"], 11 - wrong["joint"]]
+    assert rows["joint"][1::3] == [f"{c}/12" for c in joint], rows["joint"]
+    saved = json.loads(out.read_text())["pool"]["patient"]
+    assert saved["correct_per_fold"]["joint"] == joint
+    assert saved["correct_per_fold"]["worst_case"] == [12 - max(wrong.values()), 11 - wrong["joint"]]

@@ -144,10 +144,36 @@ def _print_patients(pools: dict[str, dict[str, Any]], console: Console) -> None:
         )
     console.print(table)
     for name, pool in rows.items():
+        _print_patient_folds(name, pool, console)
         _print_patient_recalls(name, pool["patient"], console)
     first = next(iter(rows.values()))["patient"]
     if first.get("rule_text"):
         console.print(f"patient rule: {first['rule_text']}")
+
+
+def _print_patient_folds(name: str, pool: dict[str, Any], console: Console) -> None:
+    """Correct patients in each fold for every outcome (clean, each per-slice attack's aggregate, joint,
+    worst case): the per-fold spread behind the pooled row, as the image table above shows it."""
+    p = pool["patient"]
+    per_fold = p.get("correct_per_fold")
+    if not per_fold:
+        return
+    mark = "" if pool["full_strength"] else "≤"
+    table = Table(
+        title=f"patients ({name}) per fold: correct/patients = accuracy (%)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("outcome", no_wrap=True)
+    sizes = p["patients_per_fold"]
+    for f, n in zip(pool["folds"], sizes, strict=True):
+        table.add_column(f"{f['source']}\n(n={n})", justify="right", no_wrap=True)
+    for key, counts in per_fold.items():
+        m = "" if key == "clean" else mark
+        cells = [f"{m}{c}/{n} = {_pct(c / n if n else None)}" for c, n in zip(counts, sizes, strict=True)]
+        table.add_row(key, *cells)
+    console.print(table)
 
 
 def _print_patient_recalls(name: str, p: dict[str, Any], console: Console) -> None:

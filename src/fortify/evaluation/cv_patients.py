@@ -122,6 +122,11 @@ def pool_patients(
     for key in PATIENT_ONLY_KEYS:
         if key in shared:
             out[key] = _metric(entries, key, classes)
+    # each outcome's correct patients in each fold (over patients_per_fold): the spread across folds
+    keys = ["clean", *attack_keys, *(k for k in PATIENT_ONLY_KEYS if k in shared)]
+    out["correct_per_fold"] = {
+        k: [sum(patient_flags(e)[k] for e in b.get("per_patient") or []) for b in blocks] for k in keys
+    }
     if "joint" in out:
         specs = {str((b.get("joint") or {}).get("spec")) for b in blocks}
         out["joint"] = {"spec": specs.pop() if len(specs) == 1 else "(differs between folds)", **out["joint"]}
