@@ -71,6 +71,9 @@ def test_cv_stage_pools_patients_and_reports_them(tmp_path):
     row = next(line for line in patients if line.startswith("| Worst-case |"))
     assert f"{100 * correct / n:.2f} [{100 * lo:.1f}, {100 * hi:.1f}] ({2 * correct}/{2 * n})" in row
     assert f"patients per fold: Normal training {len(LABELS)}+{len(LABELS)}" in md
+    # the per-fold table: each fold's own correct patients, not the pooled count
+    per_fold = next(line for line in patients if line.startswith("| Adversarial training | Worst-case |"))
+    assert per_fold.count(f"{100 * correct / n:.2f} ({correct}/{n})") == 2, per_fold
     assert "the adversary controls every slice of the scan, each within eps" in md
     assert "on the same 24 patients" in md  # the pooled McNemar over patients
     assert "patient" in (tmp_path / "cv" / "report.html").read_text()

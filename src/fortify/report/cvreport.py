@@ -15,7 +15,7 @@ from fortify.report.caveats import UPPER_BOUND_MARK
 from fortify.report.doc import Document, Heading, Para, Table, render_html, render_markdown
 from fortify.report.fmt import DASH, STAGE_LABELS, TABLE1_COLUMNS, fmt_ci, fmt_diff, fmt_p, pct, pct_ci
 from fortify.report.paired import comparison_table, patient_comparison_table
-from fortify.report.patient_section import accuracy_table, sensitivity_table, threat_model_text
+from fortify.report.patient_section import accuracy_table, row_keys, sensitivity_table, threat_model_text
 from fortify.report.study import STUDY_COLUMNS, study_for
 
 CLEAN_ONLY = ("clean", "benign_recall", "balanced_accuracy")  # not attacked: never upper bounds
@@ -171,7 +171,42 @@ def _patient_section(doc: Document, summary: dict[str, Any]) -> None:
             source="cv/summary.json 'patient' (from every fold's results.json 'patient.per_patient')",
         )
     )
+    fold_table = _patient_fold_table(blocks, cut, summary.get("folds") or [])
+    if fold_table is not None:
+        doc.add(fold_table)
     doc.add(sensitivity_table(blocks, cut=cut, source="cv/summary.json 'patient.<model>.*.per_class'"))
+
+
+def _patient_fold_table(
+    blocks: dict[str, dict[str, Any] | None], cut: dict[str, bool], folds: list[dict[str, Any]]
+) -> Table | None:
+    """Per model and outcome, the correct patients in each fold: the spread the pooled row hides (a fold
+    whose scans the model gets wrong, or a joint attack that only bites on some folds)."""
+    rows = []
+    for name, b in blocks.items():
+        per_fold, sizes = (b or {}).get("correct_per_fold"), (b or {}).get("patients_per_fold")
+        if not isinstance(per_fold, dict) or not isinstance(sizes, list):
+            continue  # a summary written before the per-fold counts: the pooled table stands alone
+        for key, label in row_keys([b]):
+            counts = per_fold.get(key)
+            if not isinstance(counts, list) or len(counts) != len(sizes):
+                continue
+            mark = UPPER_BOUND_MARK if cut.get(name) and key != "clean" else ""
+            pairs = zip(counts, sizes, strict=True)
+            cells = [f"{mark}{pct(c / n)} ({c}/{n})" if n else DASH for c, n in pairs]
+            rows.append([name, label, *cells])
+    if not rows:
+        return None
+    width = max(len(r) for r in rows) - 2
+    names = [f"Fold {f.get('fold', i)}" for i, f in enumerate(folds)]
+    names = names if len(names) == width else [f"Fold {i}" for i in range(width)]
+    return Table(
+        ["Model", "Patient-level metric", *names],
+        rows,
+        caption="Patients right in each fold, % (correct/patients): each fold's test patients, scored by "
+        "the fold model that did not train on them",
+        source="cv/summary.json 'patient.<model>.correct_per_fold' over 'patients_per_fold'",
+    )
 
 
 def cv_document(
