@@ -182,10 +182,11 @@ def _patient_fold_table(
 ) -> Table | None:
     """Per model and outcome, the correct patients in each fold: the spread the pooled row hides (a fold
     whose scans the model gets wrong, or a joint attack that only bites on some folds)."""
+    names = [f"Fold {f.get('fold', i)}" for i, f in enumerate(folds)]
     rows = []
     for name, b in blocks.items():
         per_fold, sizes = (b or {}).get("correct_per_fold"), (b or {}).get("patients_per_fold")
-        if not isinstance(per_fold, dict) or not isinstance(sizes, list):
+        if not isinstance(per_fold, dict) or not isinstance(sizes, list) or len(sizes) != len(names):
             continue  # a summary written before the per-fold counts: the pooled table stands alone
         for key, label in row_keys([b]):
             counts = per_fold.get(key)
@@ -197,9 +198,6 @@ def _patient_fold_table(
             rows.append([name, label, *cells])
     if not rows:
         return None
-    width = max(len(r) for r in rows) - 2
-    names = [f"Fold {f.get('fold', i)}" for i, f in enumerate(folds)]
-    names = names if len(names) == width else [f"Fold {i}" for i in range(width)]
     return Table(
         ["Model", "Patient-level metric", *names],
         rows,
