@@ -121,3 +121,16 @@ def test_a_template_sets_no_eps_of_its_own():
     written = parse_spec("pgd:eps=2/255,steps=3", template=True)
     assert written == AttackSpec.template("pgd", steps=3) and str(written) == "pgd:steps=3"
     assert written.at_eps(8 / 255).params == {"steps": 3, "eps": 8 / 255}
+
+
+def test_canonical_spec_writes_defaults_out_so_one_attack_reads_one_way():
+    from fortify.attacks.spec import canonical_spec
+
+    a = canonical_spec("pgd:eps=2/255,steps=20,early_stop=true")
+    assert a == canonical_spec("PGD:early_stop=true,restarts=1,steps=20,eps=2/255")
+    assert parse_spec(a).params["restarts"] == 1  # still a spec that parses, its default named
+    assert a != canonical_spec("pgd:eps=2/255,steps=20,early_stop=true,restarts=2")
+    # strong's default version is "full": naming "standard" is another attack, not another text
+    assert canonical_spec("strong:eps=2/255") == canonical_spec("strong:eps=2/255,version=full")
+    assert canonical_spec("strong:eps=2/255") != canonical_spec("strong:eps=2/255,version=standard")
+    assert canonical_spec("no-such-attack:eps=1") == "no-such-attack:eps=1"

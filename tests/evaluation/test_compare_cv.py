@@ -259,3 +259,7 @@ def test_compare_pooled_pairs_only_what_both_sides_measured_with_the_same_attack
     assert comp["not_compared"]["worst_case"]["b"] == "pgd:eps=8/255,steps=20"
     b[1]["attacks"]["pgd"]["spec"] = "pgd:eps=2/255,steps=20"  # folds that disagree are not one measurement
     assert compare_pooled(a, b, "a", "b")["not_compared"]["pgd"]["b"] == MIXED
+    for r in b:  # the same attack written with its default named and the parameters reordered: paired
+        r["attacks"]["pgd"]["spec"] = "pgd:steps=20,restarts=1,eps=2/255"
+    comp = compare_pooled(a, b, "a", "b")
+    assert set(comp["metrics"]) == {"clean", "pgd", "worst_case"} and comp["not_compared"] == {}

@@ -186,3 +186,25 @@ def test_comparison_json_carries_patients_beside_slices():
     assert "clean" in out["metrics"] and out["patient"]["n"] == len(LABELS)
     del a["patient"]
     assert compare_results(a, b)["patient"] is None
+
+
+def test_pooled_patient_worst_case_is_paired_only_over_the_same_attacks():
+    from fortify.evaluation.compare import MIXED
+    from fortify.evaluation.cv import compare_pooled
+
+    a = [model_results("normal", i) for i in (0, 1)]
+    b = [model_results("adversarial", i) for i in (0, 1)]
+    assert set(compare_pooled(a, b, "a", "b")["patient"]["mcnemar"]) == {"clean", "joint", "worst_case"}
+    for r in b:  # b's slice worst case also took an attack a never ran (another threat model)
+        r["attacks"]["apgd"] = {"spec": "apgd:eps=0.5,norm=l2"}
+        r["worst_case"]["attacks"] = [*r["worst_case"]["attacks"], "apgd"]
+    patient = compare_pooled(a, b, "a", "b")["patient"]
+    assert set(patient["mcnemar"]) == {"clean", "joint"}
+    assert "apgd:eps=0.5,norm=l2" in patient["not_compared"]["worst_case"]["b"]
+    b = [model_results("adversarial", i) for i in (0, 1)]
+    b[1]["patient"]["joint"]["spec"] = "joint-pgd:eps=4/255,steps=20"  # one fold's joint attack differs
+    patient = compare_pooled(a, b, "a", "b")["patient"]
+    assert set(patient["mcnemar"]) == {"clean"}
+    assert patient["not_compared"]["joint"]["b"] == MIXED == patient["not_compared"]["worst_case"]["b"]
+    # the same folds on both sides: MIXED on both is still no single measurement to pair
+    assert set(compare_pooled(b, b, "a", "b")["patient"]["mcnemar"]) == {"clean"}

@@ -270,6 +270,18 @@ def parse_spec(text: str | AttackSpec, *, template: bool = False) -> AttackSpec:
     return _make(name, params, template=template)
 
 
+def canonical_spec(text: str) -> str:
+    """A recorded spec text with every default written out and its parameters sorted, so two texts of one
+    attack compare equal ("pgd:eps=2/255,steps=20" and "pgd:eps=2/255,restarts=1,steps=20"); the text as
+    it is where it does not parse (an attack this version does not know)."""
+    try:
+        spec = parse_spec(text)
+    except SpecError:
+        return text
+    params = {**attack_defaults(spec.name), **spec.params}
+    return str(AttackSpec(spec.name, {k: params[k] for k in sorted(params) if params[k] is not None}))
+
+
 def run_attack(
     spec: AttackSpec | str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **extra
 ) -> torch.Tensor:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fortify.evaluation.cv_patients import patient_flags
+from fortify.attacks.spec import canonical_spec
+from fortify.evaluation.cv_patients import patient_flags, patient_side
 from fortify.evaluation.stats import mcnemar_exact, paired_difference_interval
 
 FORMAT = "fortify-comparison/1"
@@ -27,6 +28,7 @@ METHOD = {
 
 MIXED = "(differs between folds)"
 PATIENT_KEYS = ("clean", "joint", "worst_case")  # the patient outcomes compared (issue 31)
+PATIENT_JOINT = "patient joint"  # metric_attacks' key for the patient block's joint attack
 
 
 def metric_attacks(results: list[dict[str, Any]]) -> dict[str, str]:
@@ -41,9 +43,22 @@ def metric_attacks(results: list[dict[str, Any]]) -> dict[str, str]:
             block = r.get(key)
             if isinstance(block, dict):
                 what[key] = " + ".join(sorted(specs.get(a, str(a)) for a in block.get("attacks") or []))
+        patient = r.get("patient")
+        if isinstance(patient, dict):
+            what[PATIENT_JOINT] = str((patient.get("joint") or {}).get("spec"))
         for key, spec in what.items():
             seen.setdefault(key, set()).add(spec)
     return {k: next(iter(v)) if len(v) == 1 else MIXED for k, v in seen.items()}
+
+
+def same_measurement(a: str | None, b: str | None) -> bool:
+    """Whether two metric_attacks values are one measurement: the same attacks, however each spec was
+    written (defaults named or left out, parameters in any order); never where folds disagree (MIXED)."""
+
+    def canonical(what: str | None) -> str | None:
+        return None if what is None else " + ".join(sorted(canonical_spec(p) for p in what.split(" + ")))
+
+    return MIXED not in (a, b) and canonical(a) == canonical(b)
 
 
 def comparable(
@@ -54,7 +69,7 @@ def comparable(
     Pairing a worst case over PGD-20 with one over AutoAttack, or 2/255 with 4/255, would flatter the
     weaker evaluation, so such metrics are listed, not compared."""
     shared = set(keys_a) & set(keys_b)
-    same = {k for k in shared if what_a.get(k) == what_b.get(k) != MIXED}
+    same = {k for k in shared if same_measurement(what_a.get(k), what_b.get(k))}
     return same, {k: {a_name: what_a.get(k), b_name: what_b.get(k)} for k in sorted(shared - same)}
 
 
@@ -90,9 +105,7 @@ def compare_results(
             "a paired comparison needs the same images in the same order"
         )
     n = len(paths_a)
-    same, not_compared = comparable(
-        correct_a, correct_b, metric_attacks([a]), metric_attacks([b]), a_name, b_name
-    )
+    same, not_compared = comparable(correct_a, correct_b, _measured(a), _measured(b), a_name, b_name)
     # a's order: clean, attacks..., worst_case as evaluate wrote them
     metrics = {key: paired_row(correct_a[key], correct_b[key]) for key in correct_a if key in same}
     return {
@@ -124,14 +137,31 @@ def paired_row(ca: list[int], cb: list[int]) -> dict[str, Any]:
     }
 
 
-def _patient_attacks(results: dict[str, Any], block: dict[str, Any]) -> dict[str, str | None]:
+def pooled_side(results: list[dict[str, Any] | None], per_sample: dict[str, Any]) -> dict[str, Any]:
+    """One side of a comparison pooled over folds: the folds' per-image records end to end, their patient
+    records, and what each metric measured over all folds (MIXED where folds differ). Without `measured`
+    the patient worst case would be paired whatever attacks each side's folds ran."""
+    return {
+        "per_sample": per_sample,
+        **patient_side(results),
+        "measured": metric_attacks([r for r in results if r]),
+    }
+
+
+def _measured(results: dict[str, Any]) -> dict[str, str]:
+    """metric_attacks of one results.json, or what pooled_side recorded over a model's folds."""
+    return results.get("measured") or metric_attacks([results])
+
+
+def _patient_attacks(results: dict[str, Any]) -> dict[str, str | None]:
     """What each compared patient outcome measured: the joint attack's spec, and for the worst case the
-    slice-level worst case's attacks plus the joint attack."""
-    joint = str((block.get("joint") or {}).get("spec"))
+    slice-level worst case's attacks plus the joint attack; MIXED where the pooled folds differ."""
+    what = _measured(results)
+    joint, worst = what.get(PATIENT_JOINT), what.get("worst_case")
     return {
         "clean": "clean",
         "joint": joint,
-        "worst_case": f"{metric_attacks([results]).get('worst_case')} + {joint}",
+        "worst_case": MIXED if MIXED in (joint, worst) else f"{worst} + {joint}",
     }
 
 
@@ -162,12 +192,12 @@ def compare_patients(
         return {"n": 0, "rule": None, "mcnemar": {}, "not_compared": {"rule": rules}}
     flags_a, flags_b = _flags_by_id(pa, a_name), _flags_by_id(pb, b_name)
     ids = [i for i in flags_a if i in flags_b]
-    what_a, what_b = _patient_attacks(a, pa), _patient_attacks(b, pb)
+    what_a, what_b = _patient_attacks(a), _patient_attacks(b)
     mcnemar, not_compared = {}, {}
     for key in PATIENT_KEYS:
         if not all(key in flags_a[i] and key in flags_b[i] for i in ids):
             continue
-        if what_a[key] != what_b[key]:
+        if not same_measurement(what_a[key], what_b[key]):
             not_compared[key] = {a_name: what_a[key], b_name: what_b[key]}
             continue
         mcnemar[key] = paired_row([int(flags_a[i][key]) for i in ids], [int(flags_b[i][key]) for i in ids])

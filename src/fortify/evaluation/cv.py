@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fortify.evaluation.compare import comparable, compare_results, metric_attacks
-from fortify.evaluation.cv_patients import patient_side, pool_patients, pooled_patients
+from fortify.evaluation.compare import comparable, compare_results, metric_attacks, pooled_side
+from fortify.evaluation.cv_patients import pool_patients, pooled_patients
 from fortify.evaluation.metrics import INTERVAL
 from fortify.evaluation.stats import interval_or_none, mean_std_interval
 
@@ -202,14 +202,7 @@ def summarize_folds(fold_results: list[dict[str, Any]]) -> dict[str, Any]:
     if len(concatenated) == len(MODELS):
         try:
             out["pooled_comparison"] = compare_results(
-                {
-                    "per_sample": concatenated["normal"],
-                    **patient_side([fr.get("normal") for fr in fold_results]),
-                },
-                {
-                    "per_sample": concatenated["adversarial"],
-                    **patient_side([fr.get("adversarial") for fr in fold_results]),
-                },
+                *(pooled_side([fr.get(m) for fr in fold_results], concatenated[m]) for m in MODELS)
             )
         except ValueError as e:  # folds evaluated on different images per model
             warnings.append(f"pooled comparison impossible: {e}")
@@ -370,7 +363,5 @@ def compare_pooled(
         "paths": pa["paths"],
         "correct": {k: [v[i] for i in order] for k, v in pb["correct"].items() if k in same},
     }
-    comparison = compare_results(
-        {"per_sample": pa, **patient_side(a)}, {"per_sample": pb, **patient_side(b)}, a_name, b_name
-    )
+    comparison = compare_results(pooled_side(a, pa), pooled_side(b, pb), a_name, b_name)
     return {**comparison, "not_compared": not_compared}
