@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fortify.evaluation.compare import comparable, compare_results, metric_attacks, pooled_side
+from fortify.evaluation.compare import compare_results, pooled_side
 from fortify.evaluation.cv_patients import pool_patients, pooled_patients
 from fortify.evaluation.metrics import INTERVAL
 from fortify.evaluation.stats import interval_or_none, mean_std_interval
@@ -353,15 +353,8 @@ def compare_pooled(
     pa, pb = sides
     if sorted(pa["paths"]) != sorted(pb["paths"]):
         raise ValueError(f"{a_name!r} and {b_name!r} were evaluated on different test images")
-    same, not_compared = comparable(
-        pa["correct"], pb["correct"], metric_attacks(a), metric_attacks(b), a_name, b_name
-    )
     where = {p: i for i, p in enumerate(pb["paths"])}
     order = [where[p] for p in pa["paths"]]
-    pa = {"paths": pa["paths"], "correct": {k: v for k, v in pa["correct"].items() if k in same}}
-    pb = {
-        "paths": pa["paths"],
-        "correct": {k: [v[i] for i in order] for k, v in pb["correct"].items() if k in same},
-    }
-    comparison = compare_results(pooled_side(a, pa), pooled_side(b, pb), a_name, b_name)
-    return {**comparison, "not_compared": not_compared}
+    pb = {"paths": pa["paths"], "correct": {k: [v[i] for i in order] for k, v in pb["correct"].items()}}
+    # compare_results pairs only the metrics both sides' folds measured alike (pooled_side records them)
+    return compare_results(pooled_side(a, pa), pooled_side(b, pb), a_name, b_name)
