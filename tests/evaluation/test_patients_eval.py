@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from fortify_eval_fixtures import FAST_EVAL, PHANTOM, eval_settings
 
 from fortify.data import load_manifest
 from fortify.errors import ConfigError
 from fortify.evaluation import evaluate_checkpoint
-from fortify.evaluation.patients import JOINT_CHECK
+from fortify.evaluation.patient_block import exact_probabilities
+from fortify.evaluation.patients import JOINT_CHECK, aggregate
 
 SETTINGS = FAST_EVAL.replace(
     attacks=eval_settings(attacks=["fgsm:eps=8/255", "pgd:eps=8/255,steps=5"]).attacks,
@@ -43,6 +45,18 @@ def test_patient_block_matches_the_manifest_groups_and_resumes(tiny_checkpoint, 
         "scope": "every slice of the scan, each within eps",
     }
     assert p["clean"]["n"] == len(ids) and set(p["attacks"]) == {"fgsm", "pgd"}
+    # Anyone can recompute the patient decisions from per_sample: clean and under each attack.
+    classes = r["data"]["classes"]
+    for key in ("clean", "fgsm", "pgd"):
+        probs = torch.tensor(ps["probabilities"][key], dtype=torch.float32)
+        got_ids, preds = aggregate(probs, ps["groups"], "mean", classes)
+        assert got_ids == ids
+        for row, pred in zip(p["per_patient"], preds.tolist(), strict=True):
+            right = classes[pred] == row["label"]
+            if key == "clean":
+                assert classes[pred] == row["clean_pred"]
+            else:
+                assert (right and row["clean_correct"]) == row["robust"][key], (row["id"], key)
     joint = p["joint"]
     assert joint["spec"] == "joint-pgd:eps=8/255,rule=mean,norm=linf,steps=5"
     assert joint["gradient_evaluations"] > 0 and joint["n"] == len(ids)
@@ -100,3 +114,19 @@ def test_a_weak_joint_attack_fails_its_sanity_check(tiny_checkpoint):
     robust = {k: sum(row["robust"][k] for row in r["patient"]["per_patient"]) for k in ("pgd", "joint")}
     assert robust["joint"] > robust["pgd"] + 1  # the weak attack really is weaker, by more than the tolerance
     assert not check["passed"] and check["undermines"] == ["joint"], check
+
+
+def test_stored_probabilities_read_back_exactly_so_a_near_tie_recomputes_as_decided():
+    # Two slices whose mean ties at 4 decimals (first class wins) but favours normal in float32.
+    probs = torch.tensor([[0.0, 0.99932, 0.00068], [0.0, 0.00066, 0.99934]], dtype=torch.float32)
+    classes = ["benign", "malignant", "normal"]
+    groups = ["malignant/scan-1", "malignant/scan-1"]
+    decided = aggregate(probs, groups, "mean", classes)[1]
+    rounded = torch.tensor([[round(v, 4) for v in row] for row in probs.tolist()])
+    assert aggregate(rounded, groups, "mean", classes)[1] != decided  # the case is a real near-tie
+    stored = json.loads(json.dumps(exact_probabilities(probs)))
+    assert aggregate(torch.tensor(stored, dtype=torch.float32), groups, "mean", classes)[1] == decided
+    # Every float32 reads back bit for bit, tiny and saturated values included.
+    wide = torch.softmax(torch.randn(64, 3) * 40, 1)
+    wide[0] = torch.tensor([1e-45, 1.0 - 2**-24, 3e-38])
+    assert torch.equal(torch.tensor(json.loads(json.dumps(exact_probabilities(wide)))), wide)

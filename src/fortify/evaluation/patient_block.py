@@ -33,20 +33,23 @@ if TYPE_CHECKING:
     from fortify.evaluation.unit_run import Assembled
 
 SCOPE = "every slice of the scan, each within eps"
-DECIMALS = 4
+
+
+def exact_probabilities(p: torch.Tensor) -> list[list[float]]:
+    """Float32 probabilities [N, C] as JSON numbers that read back to the same float32 values (9
+    significant digits round-trip any float32). Rounded values would not do: two slices at 0.9993/0.0007
+    and 0.0007/0.9993 tie at 4 decimals while the model's own mean does not, and `aggregate` over the
+    stored numbers must give the stored patient decisions."""
+    return [[float(f"{v:.9g}") for v in row] for row in p.float().tolist()]
 
 
 def per_sample_fields(ev: LoadedEvaluation, joined: Assembled) -> dict:
-    """per_sample.groups and per_sample.probabilities (clean and each headline attack, 4 decimals)."""
-
-    def rounded(p: torch.Tensor) -> list[list[float]]:
-        return [[round(float(v), DECIMALS) for v in row] for row in p.tolist()]
-
+    """per_sample.groups and per_sample.probabilities (clean and each headline attack, exact float32)."""
     return {
         "groups": patient_groups(ev)[0],
         "probabilities": {
-            "clean": rounded(joined.clean_prob),
-            **{k: rounded(joined.outcomes[k].prob) for k in ev.specs},
+            "clean": exact_probabilities(joined.clean_prob),
+            **{k: exact_probabilities(joined.outcomes[k].prob) for k in ev.specs},
         },
     }
 
