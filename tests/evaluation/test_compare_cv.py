@@ -116,6 +116,15 @@ def test_summarize_folds_means_pools_and_compares():
     json.dumps(s, allow_nan=False)
 
 
+def test_summarize_folds_warns_where_the_normal_model_does_not_beat_the_split_sentinel():
+    # The split records its sentinel before any model exists (warning None); the summary judges it
+    # against each fold's normal model: fold 0's 90% clears 0.3 by far, fold 1's 80% does not clear 0.78.
+    s = summarize_folds([fold(0, PATHS, A, B, 0.3), fold(1, [f"x{i}" for i in range(10)], B, A, 0.78)])
+    assert s["folds"][0]["sentinel"]["warning"] is None
+    warning = s["folds"][1]["sentinel"]["warning"]
+    assert warning.startswith("LEAKAGE SUSPECTED") and "80.0%" in warning and "78.0%" in warning
+
+
 def test_summarize_folds_tolerates_gaps():
     f0 = fold(0, PATHS, A, B, 0.3)
     f1 = fold(1, PATHS, A, B, 0.3)  # the same images twice: not a partition

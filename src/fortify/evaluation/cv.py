@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fortify.data.sentinel import sentinel_warning
 from fortify.evaluation.compare import compare_results, pooled_side
 from fortify.evaluation.cv_patients import pool_patients, pooled_patients
 from fortify.evaluation.metrics import INTERVAL
@@ -66,11 +67,17 @@ def _intervals() -> dict[str, Any]:
     return {"folds": "t-interval for the mean over folds, clipped to [0, 1]", "pooled": dict(INTERVAL)}
 
 
-def _sentinel_row(sentinel: dict[str, Any] | None) -> dict[str, Any] | None:
+def _sentinel_row(sentinel: dict[str, Any] | None, normal: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The fold's split sentinel and its warning against the fold's normal model. The split records its
+    sentinel before any model exists, so its own "warning" is empty; the warning is made here."""
     if not sentinel:
         return None
     row = {k: sentinel.get(k) for k in ("accuracy", "accuracy_ci", "neighbour_share", "n_test")}
-    row["warning"] = sentinel.get("warning")
+    clean = (normal or {}).get("clean") or {}
+    recalls = {c: m.get("sensitivity") for c, m in (clean.get("per_class") or {}).items()}
+    row["warning"] = sentinel.get("warning") or sentinel_warning(
+        sentinel, _float_or_none(clean.get("accuracy")), recalls
+    )
     return row
 
 
@@ -150,7 +157,7 @@ def summarize_folds(fold_results: list[dict[str, Any]]) -> dict[str, Any]:
             entry[model] = table_numbers(fr.get(model))
             if not fr.get(model):
                 warnings.append(f"fold {entry['fold']}: no {model} results")
-        entry["sentinel"] = _sentinel_row(fr.get("sentinel"))
+        entry["sentinel"] = _sentinel_row(fr.get("sentinel"), fr.get("normal"))
         entry["comparison"] = _comparison_row(fr.get("comparison"))
         entry["budget"] = {m: (fr.get(m) or {}).get("budget") for m in MODELS}
         folds.append(entry)
