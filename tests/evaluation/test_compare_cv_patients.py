@@ -101,6 +101,16 @@ def test_cv_without_patient_blocks_leaves_a_gap():
     assert s["pooled_comparison"]["patient"] is None
 
 
+def test_cv_pooled_worst_case_names_its_attacks_or_says_the_folds_differ():
+    s = summarize_folds([cv_fold(0), cv_fold(1)])
+    taken = cv_fold(0)["adversarial"]["patient"]["worst_case"]["attacks"]
+    assert "joint" in taken and s["patient"]["adversarial"]["worst_case"]["attacks"] == taken
+    f1 = cv_fold(1)
+    f1["adversarial"]["patient"]["worst_case"]["attacks"] = [*taken, "apgd"]
+    s = summarize_folds([cv_fold(0), f1])
+    assert s["patient"]["adversarial"]["worst_case"]["attacks"] == "(differs between folds)"
+
+
 def test_cv_refuses_mixed_rules():
     f1 = cv_fold(1)
     f1["normal"]["patient"]["rule"] = "vote"

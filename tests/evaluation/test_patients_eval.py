@@ -68,6 +68,7 @@ def test_patient_block_matches_the_manifest_groups_and_resumes(tiny_checkpoint, 
         rob = row["robust"]
         assert rob["worst_case"] == (row["clean_correct"] and rob["fgsm"] and rob["pgd"] and rob["joint"])
     assert p["worst_case"]["correct"] == sum(row["robust"]["worst_case"] for row in p["per_patient"])
+    assert p["worst_case"]["attacks"] == ["fgsm", "pgd", "joint"]
     assert set(p["malignant_to_normal"]) == {"clean", "fgsm", "pgd", "joint", "worst_case"}
     check = next(c for c in r["sanity"] if c["check"] == JOINT_CHECK)
     assert check["undermines"] == ["joint"]

@@ -113,7 +113,7 @@ def patient_block(
                 "n_flipped": len(changed),
             },
         },
-        "worst_case": metrics["worst_case"],
+        "worst_case": {"attacks": [*SLICE_ATTACKS, "joint"], **metrics["worst_case"]},
         "malignant_to_normal": m2n,
         "per_patient": per_patient,
     }

@@ -130,6 +130,10 @@ def pool_patients(
     if "joint" in out:
         specs = {str((b.get("joint") or {}).get("spec")) for b in blocks}
         out["joint"] = {"spec": specs.pop() if len(specs) == 1 else "(differs between folds)", **out["joint"]}
+    if "worst_case" in out:
+        runs = {tuple((b.get("worst_case") or {}).get("attacks") or ()) for b in blocks}
+        taken = list(runs.pop()) if len(runs) == 1 else "(differs between folds)"
+        out["worst_case"] = {"attacks": taken, **out["worst_case"]}
     out["malignant_to_normal"] = _summed_counts(blocks)
     return out
 

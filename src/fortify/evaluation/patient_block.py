@@ -91,7 +91,8 @@ def patient_block(
         "clean": patient_metrics(y, clean, classes),
         "attacks": {k: patient_metrics(y, runs[k], classes) for k in ev.specs},
         "joint": _joint_entry(joint, y, clean_ok, classes) if joint is not None else None,
-        "worst_case": patient_metrics(y, worst, classes),
+        # every run the worst case takes (the L2 attacks too, each in its own ball), as the slice-level one
+        "worst_case": {"attacks": list(runs), **patient_metrics(y, worst, classes)},
     }
     if harmful is not None:
         block["malignant_to_normal"] = {
