@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from fortify.attacks.spec import canonical_spec
-from fortify.evaluation.cv_patients import patient_flags, patient_side
+from fortify.evaluation.cv_patients import MIXED, patient_flags, patient_side, same_in_every_fold
 from fortify.evaluation.stats import mcnemar_exact, paired_difference_interval
 
 FORMAT = "fortify-comparison/1"
@@ -26,7 +26,6 @@ METHOD = {
 }
 
 
-MIXED = "(differs between folds)"
 PATIENT_KEYS = ("clean", "joint", "worst_case")  # the patient outcomes compared (issue 31)
 PATIENT_JOINT = "patient joint"  # metric_attacks' key for the patient block's joint attack
 
@@ -48,7 +47,7 @@ def metric_attacks(results: list[dict[str, Any]]) -> dict[str, str]:
             what[PATIENT_JOINT] = str((patient.get("joint") or {}).get("spec"))
         for key, spec in what.items():
             seen.setdefault(key, set()).add(spec)
-    return {k: next(iter(v)) if len(v) == 1 else MIXED for k, v in seen.items()}
+    return {k: same_in_every_fold(v) for k, v in seen.items()}
 
 
 def same_measurement(a: str | None, b: str | None) -> bool:

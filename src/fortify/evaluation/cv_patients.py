@@ -18,6 +18,12 @@ from fortify.evaluation.stats import interval_or_none
 
 # The keys every per_patient record's "robust" holds besides the per-slice attacks, in report order.
 PATIENT_ONLY_KEYS = ("joint", "worst_case")
+MIXED = "(differs between folds)"  # what a pooled record says where its folds measured different things
+
+
+def same_in_every_fold(values: set) -> Any:
+    """The one value all folds share, else MIXED."""
+    return next(iter(values)) if len(values) == 1 else MIXED
 
 
 def patient_flags(entry: dict[str, Any]) -> dict[str, bool]:
@@ -128,12 +134,11 @@ def pool_patients(
         k: [sum(patient_flags(e)[k] for e in b.get("per_patient") or []) for b in blocks] for k in keys
     }
     if "joint" in out:
-        specs = {str((b.get("joint") or {}).get("spec")) for b in blocks}
-        out["joint"] = {"spec": specs.pop() if len(specs) == 1 else "(differs between folds)", **out["joint"]}
+        spec = same_in_every_fold({str((b.get("joint") or {}).get("spec")) for b in blocks})
+        out["joint"] = {"spec": spec, **out["joint"]}
     if "worst_case" in out:
-        runs = {tuple((b.get("worst_case") or {}).get("attacks") or ()) for b in blocks}
-        taken = list(runs.pop()) if len(runs) == 1 else "(differs between folds)"
-        out["worst_case"] = {"attacks": taken, **out["worst_case"]}
+        runs = same_in_every_fold({tuple((b.get("worst_case") or {}).get("attacks") or ()) for b in blocks})
+        out["worst_case"] = {"attacks": list(runs) if runs != MIXED else MIXED, **out["worst_case"]}
     out["malignant_to_normal"] = _summed_counts(blocks)
     return out
 
